@@ -1,0 +1,38 @@
+# edgesim: every target creates .venv with the machine's python3 and installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint bench apt-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+# Debian packages the tests and benchmarks drive: the mosquitto clients (and broker, as a reference).
+apt-deps:
+	@if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/edgesim demo
+
+test: $(STAMP) apt-deps
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway devices tests bench
+	$(BIN)/mypy gateway devices
+
+bench: $(STAMP) apt-deps
+	$(BIN)/python bench/broker.py
+
+clean:
+	rm -rf $(VENV) .edgesim .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""The HTTP API: AWS-compatible endpoints for boto3 and curl, and the dashboard."""
+
+__all__: list[str] = []

@@ -1,0 +1,42 @@
+"""Starts and stops the HTTP API server (127.0.0.1 by default)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger("edgesim.api")
+
+
+class ApiServer:
+    def __init__(self, host: str, port: int, status: Callable[[], dict[str, Any]]) -> None:
+        self.host = host
+        self.port = port
+        self._status = status
+        self.app = web.Application(client_max_size=16 * 1024 * 1024)
+        self.app.router.add_get("/health", self._health)
+        self._runner: web.AppRunner | None = None
+        self.ready = False
+
+    async def _health(self, request: web.Request) -> web.Response:
+        body = {"status": "ok" if self.ready else "starting", **self._status()}
+        return web.json_response(body, status=200 if self.ready else 503)
+
+    async def start(self) -> int:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server  # aiohttp has no public accessor for the bound port
+        sockets = getattr(server, "sockets", None)
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        log.info("listening: http api on %s:%d", self.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -1,0 +1,121 @@
+"""Gateway: builds every part from Config, starts them in order and stops them in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from gateway.api.server import ApiServer
+from gateway.broker.core import Broker
+from gateway.broker.listeners import Listeners, server_ssl_context
+from gateway.broker.retained import RetainedStore
+from gateway.clock import Clock, SystemClock
+from gateway.config import Config
+from gateway.identity.authorizer import DEV_POLICY_DOCUMENT
+from gateway.identity.keystore import ensure_local_ca
+from gateway.identity.policy_doc import PolicyDocument
+from gateway.registry import Registry, RegistryChange
+from gateway.store import Store
+
+log = logging.getLogger("edgesim")
+
+
+class Gateway:
+    """`async with Gateway(config) as gw:` runs every listener until the block ends."""
+
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.ports: dict[str, int] = {}
+        self._started = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Gateway:
+        if self._started:
+            raise RuntimeError("this Gateway is already running")
+        self._started = True
+        try:
+            await self._start()
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stop()
+
+    async def _start(self) -> None:
+        cfg = self.config
+        self.local_ca, _ = ensure_local_ca(cfg.certs_dir)
+        self.store = Store(cfg.db_path)
+        self.registry = Registry(self.store, self.clock, cfg.region, cfg.account)
+        self.registry.local_ca = self.local_ca.root
+        self.registry.ensure_ca_registered(self.local_ca.root.cert_pem.decode())
+        dev_policy = self._dev_policy() if cfg.insecure_port is not None else None
+        self.broker = Broker(cfg, self.registry, self.clock, RetainedStore(self.store), dev_policy)
+        self.broker.start()
+        self.listeners = Listeners(self.broker)
+        self.api = ApiServer(cfg.host, cfg.api_port, self.status)
+        self.ports["api"] = await self.api.start()
+        self.ssl_context = server_ssl_context(
+            str(self.local_ca.server_cert_path), str(self.local_ca.server_key_path), self._trusted_pems()
+        )
+        self.registry.subscribe(self._trust_new_anchors)
+        self.ports["mqtts"] = await self.listeners.start_mqtt("mqtts", cfg.host, cfg.mqtts_port, self.ssl_context)
+        if cfg.wss_port is not None:
+            self.ports["wss"] = await self.listeners.start_websocket(cfg.host, cfg.wss_port, self.ssl_context)
+        if cfg.insecure_port is not None:
+            self.ports["mqtt"] = await self.listeners.start_mqtt("mqtt", cfg.host, cfg.insecure_port, None)
+        self._tasks.append(asyncio.create_task(self._watch_other_writers(), name="registry-watch"))
+        self.api.ready = True
+
+    async def _stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if hasattr(self, "broker"):
+            await self.broker.stop()
+        if hasattr(self, "listeners"):
+            await self.listeners.stop()
+        if hasattr(self, "api"):
+            await self.api.stop()
+        if hasattr(self, "store"):
+            self.store.close()
+
+    def _dev_policy(self) -> PolicyDocument:
+        name = self.config.dev_policy_name
+        if self.store.one("SELECT 1 FROM policies WHERE name=?", (name,)) is None:
+            self.registry.create_policy(name, DEV_POLICY_DOCUMENT)
+        return self.registry.policy_document(name)
+
+    def _trusted_pems(self) -> list[str]:
+        rows = self.store.query("SELECT pem FROM ca_certificates")
+        rows += self.store.query("SELECT pem FROM certificates WHERE ca_id IS NULL")
+        return [r["pem"] for r in rows]
+
+    def _trust_new_anchors(self, change: RegistryChange) -> None:
+        # OpenSSL's store only grows; removal is enforced by our own status check after the handshake.
+        if change.kind in ("ca", "certificate"):
+            for pem in self._trusted_pems():
+                self.ssl_context.load_verify_locations(cadata=pem)
+
+    async def _watch_other_writers(self) -> None:
+        """Notice registry changes made by another process (the CLI) on the same database."""
+        last = self.store.one("PRAGMA data_version")
+        while True:
+            await asyncio.sleep(1.0)
+            now = self.store.one("PRAGMA data_version")
+            if now is not None and last is not None and now[0] != last[0]:
+                self.registry.external_change()
+            last = now
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "ports": self.ports,
+            "connections": len(self.broker.sessions) if hasattr(self, "broker") else 0,
+            "stats": dict(self.broker.stats) if hasattr(self, "broker") else {},
+        }

@@ -1,0 +1,1 @@
+"""The MQTT broker: listeners, connections, authorization and routing."""

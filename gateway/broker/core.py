@@ -1,0 +1,433 @@
+"""The broker: sessions by client id, the subscription trie, retained messages, wills and message routing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from gateway.broker import codec
+from gateway.broker.codec import ProtocolError
+from gateway.broker.connection import Connection
+from gateway.broker.retained import RetainedStore
+from gateway.broker.router import Route, classify
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.errors import InvalidRequestException
+from gateway.identity.authorizer import Authorizer, ConnectionContext
+from gateway.identity.policy_doc import PolicyDocument
+from gateway.messages import Message
+from gateway.registry import Registry, RegistryChange
+from gateway.topics import TopicTrie, validate_topic_filter, validate_topic_name
+
+log = logging.getLogger("edgesim.broker")
+
+MessageHook = Callable[[Message], None]
+
+
+class Subscription:
+    __slots__ = ("conn", "filter", "qos", "share")
+
+    def __init__(self, conn: Connection, topic_filter: str, qos: int, share: str | None) -> None:
+        self.conn = conn
+        self.filter = topic_filter
+        self.qos = qos
+        self.share = share
+
+
+class Broker:
+    """All connections of every door share this one broker, one trie and one router."""
+
+    def __init__(
+        self,
+        config: Config,
+        registry: Registry,
+        clock: Clock,
+        retained: RetainedStore,
+        dev_policy: PolicyDocument | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.clock = clock
+        self.retained = retained
+        self.dev_policy = dev_policy
+        limits = config.mqtt
+        self.max_payload = limits.max_payload_bytes
+        # Room for the topic, packet id and length fields on top of the payload limit.
+        self.max_packet_bytes = limits.max_payload_bytes + limits.max_topic_bytes + 1024
+        self.publishes_per_second = limits.publishes_per_second
+        self.inflight_window = limits.inflight_qos1
+        self.pending_limit = 1000
+        self.outgoing_limit = limits.outgoing_queue_bytes
+        self.connect_timeout = 10.0
+        self.loop = asyncio.get_running_loop()
+        self.sessions: dict[str, Connection] = {}
+        self.connections: set[Connection] = set()
+        self.trie: TopicTrie[Subscription] = TopicTrie()
+        self.shadow_handler: MessageHook | None = None
+        self.message_hooks: list[MessageHook] = []
+        self._dirty: list[Connection] = []
+        self._share_turn: dict[str, int] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self.stats = {"messages_in": 0, "messages_out": 0, "dropped_qos0": 0, "denied": 0, "connects": 0}
+        registry.subscribe(self._on_registry_change)
+
+    # ---- lifecycle
+    def start(self) -> None:
+        self._sweeper = self.loop.create_task(self._sweep_keepalives(), name="broker-keepalive-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+        for conn in list(self.connections):
+            conn.close("gateway shutting down")
+
+    def connection_opened(self, conn: Connection) -> None:
+        self.connections.add(conn)
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        for sub in conn.subscriptions.values():
+            self.trie.remove(sub.filter, sub)
+        conn.subscriptions.clear()
+        if conn.connected and self.sessions.get(conn.client_id) is conn:
+            del self.sessions[conn.client_id]
+            if conn.will is not None and not conn.clean_disconnect:
+                self._publish_will(conn)
+            self._lifecycle("disconnected", conn)
+
+    def mark_dirty(self, conn: Connection) -> None:
+        if not self._dirty:
+            self.loop.call_soon(self._flush)
+        self._dirty.append(conn)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+
+    async def _sweep_keepalives(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = self.loop.time()
+            for conn in list(self.connections):
+                # [MQTT-3.1.2-24]: 1.5 x keep-alive without any packet from the client.
+                if conn.keep_alive and now - conn.last_rx > conn.keep_alive * (1.5 if conn.connected else 1.0):
+                    conn.close("keep-alive timeout" if conn.connected else "no CONNECT in time")
+
+    # ---- CONNECT
+    def on_connect(self, conn: Connection, body: bytes) -> bool:
+        request = codec.decode_connect(body)
+        if request.protocol_level != 4:
+            conn.send(codec.encode_connack(False, codec.CONNACK_BAD_PROTOCOL))
+            conn.close(f"unsupported MQTT protocol level {request.protocol_level}")
+            return False
+        client_id = request.client_id
+        if not client_id:
+            if not request.clean_session:
+                conn.send(codec.encode_connack(False, codec.CONNACK_ID_REJECTED))
+                conn.close("empty client id with clean session off [MQTT-3.1.3-8]")
+                return False
+            client_id = f"edgesim-{uuid.uuid4().hex[:16]}"
+        if len(client_id.encode()) > self.config.mqtt.max_client_id_bytes or client_id.startswith("$"):
+            conn.send(codec.encode_connack(False, codec.CONNACK_ID_REJECTED))
+            conn.close(f"client id {client_id!r} rejected")
+            return False
+        conn.client_id = client_id
+        refusal = self._authorize_connection(conn)
+        if refusal is None and request.will_topic is not None:
+            refusal = self._check_will(conn, request)
+        if refusal is not None:
+            self.stats["denied"] += 1
+            log.warning("refused CONNECT from %s (%s): %s", client_id, conn.peer_ip, refusal)
+            if self.config.v3_auth_failure_connack:
+                conn.send(codec.encode_connack(False, codec.CONNACK_NOT_AUTHORIZED))
+            conn.close(refusal)
+            return False
+        conn.will = request if request.will_topic is not None else None
+        ka = request.keep_alive
+        # AWS clamps keep-alive into [30, 1200] seconds; 0 means the maximum (reference §1.4).
+        conn.keep_alive = 1200.0 if ka == 0 else float(min(max(ka, 30), 1200))
+        previous = self.sessions.get(client_id)
+        if previous is not None:
+            previous.close(f"client id {client_id} connected again (session taken over)")
+            # connection_lost runs later; drop it from the table now so it does not remove the new session.
+            self.connection_closed(previous)
+        self.sessions[client_id] = conn
+        conn.connected = True
+        self.stats["connects"] += 1
+        conn.send(codec.encode_connack(False, codec.CONNACK_ACCEPTED))
+        self._lifecycle("connected", conn)
+        return True
+
+    def _authorize_connection(self, conn: Connection) -> str | None:
+        if conn.cert_der is None:
+            if self.dev_policy is None:
+                return "no client certificate"
+            ctx = ConnectionContext(
+                client_id=conn.client_id, region=self.config.region, account=self.config.account, source_ip=conn.peer_ip
+            )
+            conn.authorizer = Authorizer.compile([self.dev_policy], ctx)
+        else:
+            grant = self.registry.connection_grant(conn.cert_der, conn.client_id, conn.peer_ip)
+            if grant.refusal is not None or grant.context is None:
+                return grant.refusal or "certificate refused"
+            conn.principal = grant.context.cert_id
+            conn.authorizer = Authorizer.compile(grant.documents, grant.context)
+        conn.generation = self.registry.generation
+        if not conn.authorizer.can_connect():
+            return f"iot:Connect denied for client/{conn.client_id}"
+        return None
+
+    def _check_will(self, conn: Connection, request: codec.ConnectRequest) -> str | None:
+        topic = request.will_topic or ""
+        try:
+            validate_topic_name(topic, max_bytes=self.config.mqtt.max_topic_bytes)
+        except InvalidRequestException as exc:
+            return f"invalid will topic: {exc.message}"
+        if request.will_qos > 1:
+            return "will QoS 2 is not supported"
+        assert conn.authorizer is not None
+        if not conn.authorizer.can_publish(topic) or (
+            request.will_retain and not conn.authorizer.can_retain_publish(topic)
+        ):
+            return f"iot:Publish denied for the will topic {topic}"
+        return None
+
+    def _refresh(self, conn: Connection) -> bool:
+        """Recompile a connection's authorizer after a registry change; False if it must go."""
+        if self._authorize_connection(conn) is not None:
+            conn.close("authorization revoked")
+            return False
+        return True
+
+    def _on_registry_change(self, change: RegistryChange) -> None:
+        if change.kind in ("certificate", "ca"):
+            # A deactivated or revoked certificate loses its connections at once, not on its next packet.
+            for conn in list(self.sessions.values()):
+                if conn.cert_der is not None and (change.kind == "ca" or conn.principal == change.key):
+                    self._refresh(conn)
+
+    # ---- PUBLISH
+    def on_publish(self, conn: Connection, first: int, buf: bytearray, start: int, end: int) -> None:
+        if not conn.connected:
+            raise ProtocolError("PUBLISH before CONNECT")
+        qos = (first >> 1) & 0x03
+        if qos == 3:
+            raise ProtocolError("PUBLISH with QoS 3 [MQTT-3.3.1-4]")
+        if qos == 2:
+            raise ProtocolError("QoS 2 is not supported by AWS IoT")
+        tlen = (buf[start] << 8) | buf[start + 1]
+        tend = start + 2 + tlen
+        topic = buf[start + 2 : tend].decode("utf-8")
+        pid = 0
+        if qos:
+            pid = (buf[tend] << 8) | buf[tend + 1]
+            tend += 2
+        if end - tend > self.max_payload:
+            raise ProtocolError(f"payload of {end - tend} bytes exceeds {self.max_payload} (PAYLOAD_LIMIT_EXCEEDED)")
+        payload = bytes(buf[tend:end])
+        retain = bool(first & 0x01)
+        authorizer = conn.authorizer
+        if conn.generation != self.registry.generation and not self._refresh(conn):
+            return
+        assert authorizer is not None
+        if not authorizer.can_publish(topic):
+            self._check_topic(topic)
+            self.stats["denied"] += 1
+            raise ProtocolError(f"iot:Publish denied on topic/{topic}")
+        if retain and not authorizer.can_retain_publish(topic):
+            self.stats["denied"] += 1
+            raise ProtocolError(f"iot:RetainPublish denied on topic/{topic}")
+        if "+" in topic or "#" in topic or len(topic) > 64:
+            self._check_topic(topic)
+        self.route(
+            Message(topic, payload, qos, retain, conn.client_id, conn.principal, self.clock.wall_ms(), conn.door)
+        )
+        if qos:
+            conn.send(codec.encode_puback(pid))
+
+    def _check_topic(self, topic: str) -> None:
+        try:
+            validate_topic_name(
+                topic, max_bytes=self.config.mqtt.max_topic_bytes, max_slashes=self.config.mqtt.max_topic_slashes
+            )
+        except InvalidRequestException as exc:
+            raise ProtocolError(exc.message) from exc
+
+    def route(self, message: Message) -> None:
+        """The one way in for messages from every door."""
+        self.stats["messages_in"] += 1
+        topic = message.topic
+        if topic[0] == "$":
+            route = classify(topic)
+            if route is Route.SHADOW and self.shadow_handler is not None:
+                self.shadow_handler(message)
+            elif route is Route.BASIC_INGEST:
+                for hook in self.message_hooks:
+                    hook(message)
+                return
+            elif message.retain:
+                return  # AWS: no retained messages on reserved topics
+        elif message.retain:
+            self.retained.put(topic, message.payload, message.qos, message.received_ms)
+        for hook in self.message_hooks:
+            hook(message)
+        self.deliver(topic, message.payload, message.qos)
+
+    def deliver(self, topic: str, payload: bytes, qos: int) -> None:
+        subs = self.trie.match(topic)
+        if not subs:
+            return
+        targets: dict[Connection, int] = {}
+        for sub in subs:
+            if sub.share is not None:
+                continue
+            granted = sub.qos if sub.qos < qos else qos
+            if targets.get(sub.conn, -1) < granted:
+                targets[sub.conn] = granted
+        if len(targets) < len(subs):
+            self._pick_shared(subs, qos, targets)
+        packet0: bytes | None = None
+        parts1: tuple[bytes, bytes] | None = None
+        for conn, granted in targets.items():
+            if conn.closed:
+                continue
+            authorizer = conn.authorizer
+            if conn.generation != self.registry.generation and not self._refresh(conn):
+                continue
+            if authorizer is None or not authorizer.can_receive(topic):
+                continue
+            if granted == 0:
+                if conn.backlog() > self.outgoing_limit:
+                    conn.dropped_qos0 += 1
+                    self.stats["dropped_qos0"] += 1
+                    continue
+                if packet0 is None:
+                    packet0 = codec.encode_publish(topic, payload)
+                conn.send(packet0)
+            else:
+                if parts1 is None:
+                    parts1 = codec.publish_parts(topic, payload, 1, False)
+                if not conn.deliver_qos1(*parts1):
+                    self.stats["dropped_qos0"] += 1
+                    continue
+            self.stats["messages_out"] += 1
+
+    def _pick_shared(self, subs: list[Subscription], qos: int, targets: dict[Connection, int]) -> None:
+        groups: dict[str, list[Subscription]] = {}
+        for sub in subs:
+            if sub.share is not None:
+                groups.setdefault(sub.share + "\x00" + sub.filter, []).append(sub)
+        for key, members in groups.items():
+            turn = self._share_turn.get(key, 0)
+            self._share_turn[key] = turn + 1
+            sub = members[turn % len(members)]
+            granted = min(sub.qos, qos)
+            if targets.get(sub.conn, -1) < granted:
+                targets[sub.conn] = granted
+
+    # ---- SUBSCRIBE / UNSUBSCRIBE
+    def on_subscribe(self, conn: Connection, packet_id: int, filters: list[tuple[str, int]]) -> None:
+        codes: list[int] = []
+        authorizer = conn.authorizer
+        if conn.generation != self.registry.generation and not self._refresh(conn):
+            return
+        assert authorizer is not None
+        if any(q == 2 for _, q in filters):
+            # AWS IoT answers a v3.1.1 SUBSCRIBE asking QoS 2 with no SUBACK at all (reference §1.1, W5).
+            log.info("%s asked for QoS 2; no SUBACK, as AWS IoT does", conn.client_id)
+            return
+        retained_out: list[tuple[str, int]] = []
+        for topic_filter, qos in filters:
+            try:
+                validate_topic_filter(
+                    topic_filter,
+                    max_bytes=self.config.mqtt.max_topic_bytes,
+                    max_slashes=self.config.mqtt.max_topic_slashes,
+                )
+            except InvalidRequestException:
+                codes.append(0x80)
+                continue
+            if not authorizer.can_subscribe(topic_filter):
+                self.stats["denied"] += 1
+                # MQTT 3.1.1 on AWS: an unauthorized SUBSCRIBE closes the connection (reference §1.5, W4).
+                conn.close(f"iot:Subscribe denied on topicfilter/{topic_filter}")
+                return
+            if (
+                topic_filter not in conn.subscriptions
+                and len(conn.subscriptions) >= self.config.mqtt.subscriptions_per_connection
+            ):
+                codes.append(0x80)
+                continue
+            share: str | None = None
+            real_filter = topic_filter
+            if topic_filter.startswith("$share/"):
+                _, share, real_filter = topic_filter.split("/", 2)
+            old = conn.subscriptions.get(topic_filter)
+            if old is not None:
+                old.qos = qos
+            else:
+                sub = Subscription(conn, real_filter, qos, share)
+                conn.subscriptions[topic_filter] = sub
+                self.trie.add(real_filter, sub)
+            codes.append(qos)
+            if share is None and "+" not in real_filter and "#" not in real_filter:
+                retained_out.append((real_filter, qos))
+        conn.send(codec.encode_suback(packet_id, codes))
+        # AWS delivers stored retained messages only to subscriptions whose filter equals the topic.
+        for topic, qos in retained_out:
+            stored = self.retained.get(topic)
+            if stored is not None and authorizer.can_receive(topic):
+                granted = min(qos, stored[1])
+                if granted:
+                    head, tail = codec.publish_parts(topic, stored[0], 1, True)
+                    conn.deliver_qos1(head, tail)
+                else:
+                    conn.send(codec.encode_publish(topic, stored[0], 0, True))
+
+    def on_unsubscribe(self, conn: Connection, packet_id: int, filters: list[str]) -> None:
+        for topic_filter in filters:
+            sub = conn.subscriptions.pop(topic_filter, None)
+            if sub is not None:
+                self.trie.remove(sub.filter, sub)
+        conn.send(codec.encode_unsuback(packet_id))
+
+    # ---- wills and lifecycle events
+    def _publish_will(self, conn: Connection) -> None:
+        will = conn.will
+        if will is None or will.will_topic is None:
+            return
+        self.route(
+            Message(
+                will.will_topic,
+                will.will_payload,
+                will.will_qos,
+                will.will_retain,
+                conn.client_id,
+                conn.principal,
+                self.clock.wall_ms(),
+                "will",
+            )
+        )
+
+    def _lifecycle(self, event: str, conn: Connection) -> None:
+        topic = f"$aws/events/presence/{event}/{conn.client_id}"
+        if not self.trie.match(topic):
+            return
+        body: dict[str, Any] = {
+            "clientId": conn.client_id,
+            "timestamp": self.clock.wall_ms(),
+            "eventType": event,
+            "sessionIdentifier": str(id(conn)),
+            "principalIdentifier": conn.principal or "anonymous",
+            "ipAddress": conn.peer_ip or "",
+            "versionNumber": 0,
+        }
+        if event == "disconnected":
+            body["clientInitiatedDisconnect"] = conn.clean_disconnect
+            body["disconnectReason"] = "CLIENT_INITIATED_DISCONNECT" if conn.clean_disconnect else "CONNECTION_LOST"
+        self.deliver(topic, json.dumps(body).encode(), 1)

@@ -1,0 +1,149 @@
+"""The doors into the broker: MQTT over mTLS, MQTT over secure WebSocket, and the optional plain port."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from gateway.broker.connection import Connection
+from gateway.broker.core import Broker
+
+log = logging.getLogger("edgesim.broker")
+
+
+def server_ssl_context(cert_path: str, key_path: str, trusted_pems: list[str]) -> ssl.SSLContext:
+    """TLS 1.2+, client certificate required (amqtt only asks for one), trusting our CA and registered CAs."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_path, key_path)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    # Certificates registered without a CA are trust anchors of their own (AWS's RegisterCertificateWithoutCA).
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    for pem in trusted_pems:
+        ctx.load_verify_locations(cadata=pem)
+    return ctx
+
+
+class _WebSocketTransport(asyncio.Transport):
+    """Lets a Connection write to a WebSocket as if it were a stream transport."""
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+        super().__init__()
+        self._ws = ws
+        self._request = request
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._closing = False
+        self._buffered = 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        transport = self._request.transport
+        return transport.get_extra_info(name, default) if transport is not None else default
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._closing:
+            self._buffered += len(data)
+            self._queue.put_nowait(bytes(data))
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def get_write_buffer_size(self) -> int:
+        return self._buffered
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._queue.put_nowait(None)
+
+    def pause_reading(self) -> None:
+        pass  # the reader loop checks the connection's quota flag instead
+
+    def resume_reading(self) -> None:
+        pass
+
+    async def pump(self) -> None:
+        while (item := await self._queue.get()) is not None:
+            self._buffered -= len(item)
+            await self._ws.send_bytes(item)
+        await self._ws.close()
+
+
+@dataclass
+class Listeners:
+    broker: Broker
+    servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    runners: list[web.AppRunner] = field(default_factory=list)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    async def start_mqtt(self, name: str, host: str, port: int, ctx: ssl.SSLContext | None) -> int:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: Connection(self.broker, name),
+            host,
+            port,
+            ssl=ctx,
+            ssl_handshake_timeout=10.0 if ctx else None,
+            backlog=4096,
+        )
+        self.servers.append(server)
+        bound = int(server.sockets[0].getsockname()[1])
+        self.ports[name] = bound
+        log.info(
+            "listening: %s on %s:%d (%s)",
+            name,
+            host,
+            bound,
+            "TLS, client certificate required" if ctx else "plain, anonymous dev policy",
+        )
+        return bound
+
+    async def start_websocket(self, host: str, port: int, ctx: ssl.SSLContext) -> int:
+        app = web.Application()
+        app.router.add_get("/mqtt", self._websocket)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, ssl_context=ctx)
+        await site.start()
+        self.runners.append(runner)
+        server = site._server  # aiohttp keeps the bound socket here; there is no public accessor
+        bound = int(server.sockets[0].getsockname()[1]) if server and server.sockets else port  # type: ignore[union-attr,attr-defined]
+        self.ports["wss"] = bound
+        log.info("listening: wss on %s:%d path /mqtt (client certificate required)", host, bound)
+        return bound
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(protocols=("mqtt",), max_msg_size=self.broker.max_packet_bytes + 8)
+        await ws.prepare(request)
+        transport = _WebSocketTransport(ws, request)
+        conn = Connection(self.broker, "wss")
+        conn.connection_made(transport)
+        pump = asyncio.create_task(transport.pump(), name="wss-writer")
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    conn.data_received(msg.data)
+                elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+                    break
+                if conn.closed:
+                    break
+        finally:
+            conn.connection_lost(None)
+            transport.close()
+            await pump
+        return ws
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+        for server in self.servers:
+            await server.wait_closed()
+        for runner in self.runners:
+            await runner.cleanup()

@@ -1,0 +1,61 @@
+"""Gateway configuration: ports, directories and limits, from flags, environment or defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from gateway import limits
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("EDGESIM_HOME", ".edgesim"))
+
+
+def default_certs_dir() -> Path:
+    return Path(os.environ.get("EDGESIM_CERTS", "certs"))
+
+
+class MqttLimits(BaseModel):
+    """AWS IoT per-connection quotas; the defaults are AWS's, benchmarks lift them."""
+
+    max_payload_bytes: int = limits.MAX_PAYLOAD_BYTES
+    max_topic_bytes: int = limits.MAX_TOPIC_BYTES
+    max_topic_slashes: int = limits.MAX_TOPIC_SLASHES
+    max_client_id_bytes: int = limits.MAX_CLIENT_ID_BYTES
+    publishes_per_second: int = Field(
+        default=limits.PUBLISHES_PER_SECOND_PER_CONNECTION,
+        description="inbound PUBLISH packets per second per connection; 0 turns the quota off",
+    )
+    subscriptions_per_connection: int = limits.SUBSCRIPTIONS_PER_CONNECTION
+    inflight_qos1: int = limits.INFLIGHT_QOS1_PER_CLIENT
+    outgoing_queue_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        description="bytes buffered for a slow subscriber before QoS 0 messages to it are dropped",
+    )
+
+
+class Config(BaseModel):
+    """Everything a Gateway needs to start. Port 0 means 'pick a free port'."""
+
+    host: str = "127.0.0.1"
+    mqtts_port: int = 8883
+    wss_port: int | None = 8084
+    insecure_port: int | None = None
+    api_port: int = 4566
+    data_dir: Path = Field(default_factory=default_data_dir)
+    certs_dir: Path = Field(default_factory=default_certs_dir)
+    region: str = limits.DEFAULT_REGION
+    account: str = limits.DEFAULT_ACCOUNT
+    dev_policy_name: str = "edgesim-dev-anonymous"
+    v3_auth_failure_connack: bool = Field(
+        default=False,
+        description="answer a refused MQTT 3.1.1 CONNECT with CONNACK rc=5 instead of closing the socket",
+    )
+    mqtt: MqttLimits = Field(default_factory=MqttLimits)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "edgesim.db"

@@ -1,0 +1,3 @@
+"""Identity: the local certificate authority and X.509 certificate parsing."""
+
+__all__: list[str] = []

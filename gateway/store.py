@@ -1,0 +1,156 @@
+"""The one SQLite database: connection, schema migrations and transactions."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+# Each entry moves the schema one version forward; never edit a released entry, append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE thing_types (
+        name TEXT PRIMARY KEY,
+        type_id TEXT NOT NULL,
+        description TEXT,
+        searchable_attributes TEXT NOT NULL DEFAULT '[]',
+        deprecated INTEGER NOT NULL DEFAULT 0,
+        deprecation_ms INTEGER,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE things (
+        name TEXT PRIMARY KEY,
+        thing_id TEXT NOT NULL,
+        type_name TEXT REFERENCES thing_types(name),
+        attributes TEXT NOT NULL DEFAULT '{}',
+        version INTEGER NOT NULL DEFAULT 1,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE thing_groups (
+        name TEXT PRIMARY KEY,
+        group_id TEXT NOT NULL,
+        parent TEXT REFERENCES thing_groups(name),
+        description TEXT,
+        attributes TEXT NOT NULL DEFAULT '{}',
+        version INTEGER NOT NULL DEFAULT 1,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE thing_group_members (
+        group_name TEXT NOT NULL REFERENCES thing_groups(name) ON DELETE CASCADE,
+        thing_name TEXT NOT NULL REFERENCES things(name) ON DELETE CASCADE,
+        PRIMARY KEY (group_name, thing_name)
+    );
+    CREATE TABLE ca_certificates (
+        id TEXT PRIMARY KEY,
+        pem TEXT NOT NULL,
+        status TEXT NOT NULL,
+        auto_registration INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL,
+        modified_ms INTEGER NOT NULL
+    );
+    CREATE TABLE certificates (
+        id TEXT PRIMARY KEY,
+        pem TEXT NOT NULL,
+        status TEXT NOT NULL,
+        ca_id TEXT,
+        mode TEXT NOT NULL DEFAULT 'DEFAULT',
+        created_ms INTEGER NOT NULL,
+        modified_ms INTEGER NOT NULL
+    );
+    CREATE TABLE policies (
+        name TEXT PRIMARY KEY,
+        default_version TEXT NOT NULL,
+        next_version INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        modified_ms INTEGER NOT NULL
+    );
+    CREATE TABLE policy_versions (
+        policy_name TEXT NOT NULL REFERENCES policies(name) ON DELETE CASCADE,
+        version_id TEXT NOT NULL,
+        document TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (policy_name, version_id)
+    );
+    CREATE TABLE policy_targets (
+        policy_name TEXT NOT NULL REFERENCES policies(name),
+        target TEXT NOT NULL,
+        PRIMARY KEY (policy_name, target)
+    );
+    CREATE INDEX policy_targets_by_target ON policy_targets(target);
+    CREATE TABLE thing_principals (
+        thing_name TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        exclusive INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (thing_name, principal)
+    );
+    CREATE INDEX thing_principals_by_principal ON thing_principals(principal);
+    """,
+    """
+    CREATE TABLE retained_messages (
+        topic TEXT PRIMARY KEY,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        modified_ms INTEGER NOT NULL
+    );
+    """,
+]
+
+
+class Store:
+    """A SQLite database in WAL mode with numbered migrations."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly what `transaction()` spans.
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self._depth = 0
+        self._migrate()
+
+    def _migrate(self) -> None:
+        current = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            with self.transaction():
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={number}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run a block atomically; nested blocks join the outer transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.db
+            finally:
+                self._depth -= 1
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+        return self.db.execute(sql, params).fetchall()
+
+    def one(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self.db.execute(sql, params).fetchone()
+        return row
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,163 @@
+"""Fixtures: a real gateway process on ephemeral loopback ports, and provisioning through its registry."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Creds:
+    thing: str
+    cert: Path
+    key: Path
+    ca: Path
+    certificate_id: str
+
+
+@dataclass
+class GatewayProcess:
+    home: Path
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.home / "certs"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.certs_dir / "root-ca.pem"
+
+    def start(self) -> GatewayProcess:
+        ports_file = self.home / "ports.json"
+        ports_file.unlink(missing_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "gateway",
+            "up",
+            "--mqtts-port",
+            "0",
+            "--wss-port",
+            "0",
+            "--api-port",
+            "0",
+            "--data-dir",
+            str(self.data_dir),
+            "--certs-dir",
+            str(self.certs_dir),
+            "--ports-file",
+            str(ports_file),
+            "--log-level",
+            "warning",
+            *self.extra_args,
+        ]
+        log = open(self.home / "gateway.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if ports_file.exists() and ports_file.read_text():
+                self.ports = json.loads(ports_file.read_text())
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError("gateway exited:\n" + (self.home / "gateway.log").read_text())
+            time.sleep(0.05)
+        raise RuntimeError("gateway did not start in 30 s")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    @contextlib.contextmanager
+    def registry(self) -> Iterator[object]:
+        """The registry in the same database, as the CLI opens it; the gateway sees changes within a second."""
+        from gateway.clock import SystemClock
+        from gateway.identity import ca as ca_mod
+        from gateway.registry import Registry
+        from gateway.store import Store
+
+        store = Store(self.data_dir / "edgesim.db")
+        registry = Registry(store, SystemClock(), "us-east-1", "123456789012")
+        registry.local_ca = ca_mod.load_issued(self.ca_file.read_bytes(), (self.certs_dir / "root-ca.key").read_bytes())
+        try:
+            yield registry
+        finally:
+            store.close()
+
+    def provision(
+        self,
+        thing: str,
+        policy: dict[str, object] | None = None,
+        *,
+        attributes: dict[str, str] | None = None,
+        active: bool = True,
+        exclusive: bool = False,
+    ) -> Creds:
+        from gateway.identity.keystore import write_device_files
+
+        with self.registry() as reg:
+            if not reg.thing_exists(thing):  # type: ignore[attr-defined]
+                reg.create_thing(thing, None, attributes or {})  # type: ignore[attr-defined]
+            out = reg.create_keys_and_certificate(set_as_active=active)  # type: ignore[attr-defined]
+            reg.attach_thing_principal(
+                thing,
+                out["certificateArn"],  # type: ignore[attr-defined]
+                "EXCLUSIVE_THING" if exclusive else None,
+            )
+            if policy is not None:
+                name = f"p-{uuid.uuid4().hex[:10]}"
+                reg.create_policy(name, json.dumps(policy))  # type: ignore[attr-defined]
+                reg.attach_policy(name, out["certificateArn"])  # type: ignore[attr-defined]
+        cert = write_device_files(
+            self.home / "devices",
+            f"{thing}-{out['certificateId'][:8]}",
+            out["certificatePem"],
+            out["keyPair"]["PrivateKey"],
+            None,
+        )
+        key = cert.with_name(cert.name.replace(".cert.pem", ".private.key"))
+        return Creds(thing, cert, key, self.ca_file, out["certificateId"])
+
+
+def allow_all_policy() -> dict[str, object]:
+    return {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(tmp_path_factory.mktemp("gw")).start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
