@@ -34,6 +34,7 @@ class GatewayProcess:
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     ports: dict[str, int] = field(default_factory=dict)
+    log: object = None
 
     @property
     def data_dir(self) -> Path:
@@ -71,7 +72,7 @@ class GatewayProcess:
             "warning",
             *self.extra_args,
         ]
-        log = open(self.home / "gateway.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.log = log = open(self.home / "gateway.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -92,6 +93,9 @@ class GatewayProcess:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        if self.log is not None:
+            self.log.close()  # type: ignore[attr-defined]
+            self.log = None
 
     @contextlib.contextmanager
     def registry(self) -> Iterator[object]:

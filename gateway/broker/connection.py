@@ -131,6 +131,9 @@ class Connection(asyncio.Protocol):
         limit = self.broker.max_packet_bytes
         try:
             while not self.closed:
+                if pos < len(buf) and not self.connected and buf[pos] != 0x10:
+                    # Judge the first byte before waiting for a body that may never come.
+                    raise ProtocolError("first packet must be CONNECT [MQTT-3.1.0-1]")
                 frame = codec.split_frame(buf, pos, limit)
                 if frame is None:
                     break
