@@ -425,3 +425,24 @@ def policies_delete(name: str, data_dir: DataDir = Path(".edgesim")) -> None:
     with _registry(data_dir) as reg:
         reg.delete_policy(name)
     console.print(f"deleted {name}")
+
+
+# ---------------------------------------------------------------- demo
+@app.command()
+def demo(
+    devices: Annotated[int, typer.Option(help="How many simulated devices.")] = 10,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between each device's publishes.")] = 0.5,
+    mqtts_port: Annotated[int, typer.Option("--mqtts-port")] = 8883,
+    api_port: Annotated[int, typer.Option("--api-port")] = 4566,
+    data_dir: DataDir = Path(".edgesim"),
+    certs_dir: CertsDir = Path("certs"),
+) -> None:
+    """Start the gateway with a small simulated fleet and show live figures."""
+    from gateway.demo import run_demo
+
+    logging.basicConfig(level="WARNING")
+    cfg = Config(mqtts_port=mqtts_port, api_port=api_port, wss_port=None, data_dir=data_dir, certs_dir=certs_dir)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_demo(cfg, devices, duration, interval))
+    console.print("demo stopped")
