@@ -35,7 +35,7 @@ async def main(ports_file: Path, certfile: str, keyfile: str, cafile: str) -> No
     await broker.start()
     server = broker._servers["default"].instance
     port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-    ports_file.write_text(json.dumps({"mqtts": port}))
+    await asyncio.to_thread(ports_file.write_text, json.dumps({"mqtts": port}))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -114,9 +114,9 @@ class Client:
 
     @classmethod
     async def connect(
-        cls, host: str, port: int, ctx: ssl.SSLContext, client_id: str, keep_alive: int = 300, timeout: float = 15.0
+        cls, host: str, port: int, ctx: ssl.SSLContext, client_id: str, keep_alive: int = 300, within_s: float = 15.0
     ) -> Client:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within_s):
             reader, writer = await asyncio.open_connection(host, port, ssl=ctx, limit=1 << 20)
             sock = writer.get_extra_info("socket")
             if sock is not None:
@@ -306,8 +306,9 @@ def _payload_pad(size: int) -> bytes:
     return b"x" * max(0, size - HEADER.size)
 
 
-async def _publish_qos0(client: Client, idx: int, topic: str, pad: bytes, batch: int, stop: asyncio.Event,
-                        sent: list[int]) -> None:
+async def _publish_qos0(
+    client: Client, idx: int, topic: str, pad: bytes, batch: int, stop: asyncio.Event, sent: list[int]
+) -> None:
     prefix = publish_prefix(topic, 0, HEADER.size + len(pad))
     pack = HEADER.pack
     writer = client.writer
@@ -324,8 +325,16 @@ async def _publish_qos0(client: Client, idx: int, topic: str, pad: bytes, batch:
         await asyncio.sleep(0)
 
 
-async def _publish_qos1_window(client: Client, idx: int, topic: str, pad: bytes, window: int, stop: asyncio.Event,
-                               acked: list[int], unacked: list[int]) -> None:
+async def _publish_qos1_window(
+    client: Client,
+    idx: int,
+    topic: str,
+    pad: bytes,
+    window: int,
+    stop: asyncio.Event,
+    acked: list[int],
+    unacked: list[int],
+) -> None:
     """Closed loop: keep `window` QoS 1 messages in flight; count the ones the broker acknowledged."""
     prefix = publish_prefix(topic, 1, HEADER.size + len(pad))
     pack = HEADER.pack
@@ -473,8 +482,9 @@ def _percentile(sorted_values: list[int], pct: float) -> float:
     return float(sorted_values[k])
 
 
-async def _paced_publisher(client: Client, idx: int, rate: float, start_ns: int, stop: asyncio.Event,
-                           window: int, sent: list[int], pad: bytes) -> None:
+async def _paced_publisher(
+    client: Client, idx: int, rate: float, start_ns: int, stop: asyncio.Event, window: int, sent: list[int], pad: bytes
+) -> None:
     """QoS 1 at a fixed rate on an absolute schedule (no drift); a reader task takes the PUBACKs."""
     topic = f"bench/{idx}/data"
     prefix = publish_prefix(topic, 1, HEADER.size + len(pad))
@@ -482,6 +492,7 @@ async def _paced_publisher(client: Client, idx: int, rate: float, start_ns: int,
     inflight: set[int] = set()
     room = asyncio.Event()
     room.set()
+    all_acked = asyncio.Event()
 
     async def acks() -> None:
         while True:
@@ -489,6 +500,8 @@ async def _paced_publisher(client: Client, idx: int, rate: float, start_ns: int,
                 if first >> 4 == PUBACK:
                     inflight.discard((body[0] << 8) | body[1])
                     room.set()
+                    if not inflight:
+                        all_acked.set()
 
     reader = asyncio.create_task(acks())
     seq = 0
@@ -507,9 +520,11 @@ async def _paced_publisher(client: Client, idx: int, rate: float, start_ns: int,
             client.writer.write(prefix + pid.to_bytes(2, "big") + HEADER.pack(idx, seq, time.monotonic_ns()) + pad)
             sent[idx] += 1
             next_ns += interval_ns
-        deadline = time.monotonic() + 5
-        while inflight and time.monotonic() < deadline and not reader.done():
-            await asyncio.sleep(0.01)
+        if inflight:
+            all_acked.clear()
+            waiter = asyncio.ensure_future(all_acked.wait())
+            await asyncio.wait([reader, waiter], timeout=5, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
     finally:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
@@ -552,8 +567,13 @@ async def latency(
     try:
         await asyncio.sleep(0.05 + warmup + seconds)
         stop.set()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        errors += [f"publisher: {r!r}" for r in results if isinstance(r, BaseException)]
+        done, pending = await asyncio.wait(tasks, timeout=15)
+        for task in pending:
+            task.cancel()
+        if pending:
+            errors.append(f"{len(pending)} publishers stuck (in-flight window full) after 15 s")
+            await asyncio.gather(*pending, return_exceptions=True)
+        errors += [f"publisher: {t.exception()!r}" for t in done if t.exception() is not None]
         total_sent = sum(sent)
         await _drain(receiver, total_sent, max_wait=10)
     finally:

@@ -1,0 +1,584 @@
+"""Broker benchmark: edgesim against bare amqtt and mosquitto, same mTLS settings, one broker at a time.
+
+usage: python bench/broker.py [--quick] [--only edgesim,amqtt,mosquitto] [--json out.json] [--keep]
+
+Each broker runs alone in its own process on 127.0.0.1 (start, measure, stop); the load generator
+(bench/mqttload.py) runs in this process, so on two cores the broker and the generator each get one.
+Every client presents the same allow-all device certificate issued by edgesim's local CA, with its own client id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mqttload import Client, client_context, close_all, connect_storm, fan_in, latency
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+BROKERS = ("edgesim", "amqtt", "mosquitto")
+ALLOW_ALL = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
+
+console = Console()
+
+
+@dataclass(frozen=True)
+class Settings:
+    connections: int
+    concurrency: int
+    publishers: int
+    window_s: float
+    warmup_s: float
+    inflight: int
+    lat_publishers: int
+    lat_rate: float
+    lat_s: float
+    lat_warmup_s: float
+
+
+FULL = Settings(1000, 50, 100, 5.0, 1.0, 10, 10, 100.0, 5.0, 1.0)
+QUICK = Settings(200, 50, 100, 2.0, 0.5, 10, 10, 100.0, 2.0, 0.5)
+
+
+# ---------------------------------------------------------------- certificates
+
+
+@dataclass(frozen=True)
+class Material:
+    home: Path
+    certs: Path
+    data: Path
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def prepare(home: Path) -> Material:
+    """edgesim's local CA and server cert, plus ONE registered device cert with an allow-all policy."""
+    from gateway.clock import SystemClock
+    from gateway.identity.keystore import ensure_local_ca, write_private, write_public
+    from gateway.registry import Registry
+    from gateway.store import Store
+
+    certs, data = home / "certs", home / "data"
+    local, _ = ensure_local_ca(certs)
+    store = Store(data / "edgesim.db")
+    try:
+        registry = Registry(store, SystemClock(), "us-east-1", "123456789012")
+        registry.local_ca = local.root
+        # What the gateway does at start-up, done first so the device cert is issued under a registered CA.
+        registry.ensure_ca_registered(local.root.cert_pem.decode())
+        registry.create_thing("bench", None, {})
+        out = registry.create_keys_and_certificate(set_as_active=True, key_type="ec")
+        registry.attach_thing_principal("bench", out["certificateArn"], None)
+        registry.create_policy("bench-allow-all", json.dumps(ALLOW_ALL))
+        registry.attach_policy("bench-allow-all", out["certificateArn"])
+    finally:
+        store.close()
+    client_cert, client_key = home / "client.cert.pem", home / "client.private.key"
+    write_public(client_cert, out["certificatePem"].encode())
+    write_private(client_key, out["keyPair"]["PrivateKey"].encode())
+    return Material(
+        home, certs, data, local.root_cert_path, local.server_cert_path, local.server_key_path, client_cert, client_key
+    )
+
+
+# ---------------------------------------------------------------- broker processes
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+class BrokerProcess:
+    name = "?"
+
+    def __init__(self, mat: Material) -> None:
+        self.mat = mat
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.log_path = mat.home / f"{self.name}.log"
+        self.version = ""
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def wait_ready(self, deadline: float) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child; closed below
+        try:
+            self.proc = subprocess.Popen(self.command(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+        self.wait_ready(time.monotonic() + 30)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            code = self.proc.returncode if self.proc else None
+            raise RuntimeError(f"{self.name} exited (code {code}):\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def _wait_file(self, path: Path, deadline: float) -> dict[str, int]:
+        while time.monotonic() < deadline:
+            if path.exists():
+                text = path.read_text()
+                if text:
+                    return dict(json.loads(text))
+            self.check_alive()
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not come up in time:\n{self.log_tail()}")
+
+    def _wait_port(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            self.check_alive()
+            with socket.socket() as sock:
+                if sock.connect_ex((HOST, self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not listen on {self.port} in time:\n{self.log_tail()}")
+
+    def broker_stats(self) -> dict[str, Any] | None:
+        return None
+
+
+class Edgesim(BrokerProcess):
+    name = "edgesim"
+
+    def __init__(self, mat: Material) -> None:
+        super().__init__(mat)
+        self.ports_file = mat.home / "edgesim-ports.json"
+        self.api_port = 0
+        self.version = "edgesim (this tree)"
+
+    def command(self) -> list[str]:
+        self.ports_file.unlink(missing_ok=True)
+        return [
+            sys.executable, "-m", "gateway", "up",
+            "--host", HOST,
+            "--mqtts-port", "0", "--wss-port", "-1", "--api-port", "0",
+            "--data-dir", str(self.mat.data), "--certs-dir", str(self.mat.certs),
+            "--ports-file", str(self.ports_file),
+            "--publishes-per-second", "0",
+            "--log-level", "warning",
+        ]  # fmt: skip
+
+    def wait_ready(self, deadline: float) -> None:
+        ports = self._wait_file(self.ports_file, deadline)
+        self.port, self.api_port = int(ports["mqtts"]), int(ports["api"])
+
+    def broker_stats(self) -> dict[str, Any] | None:
+        """The gateway's own counters (messages in/out, QoS 0 drops) from its /health endpoint."""
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{self.api_port}/health", timeout=5) as resp:
+                body = json.loads(resp.read())
+            return {"connections": body.get("connections"), **body.get("stats", {})}
+        except (OSError, ValueError):
+            return None
+
+
+class Amqtt(BrokerProcess):
+    name = "amqtt"
+
+    def __init__(self, mat: Material) -> None:
+        super().__init__(mat)
+        self.ports_file = mat.home / "amqtt-ports.json"
+        from importlib.metadata import version
+
+        self.version = f"amqtt {version('amqtt')}"
+
+    def command(self) -> list[str]:
+        self.ports_file.unlink(missing_ok=True)
+        m = self.mat
+        return [
+            sys.executable, str(BENCH / "amqtt_ref.py"), str(self.ports_file),
+            str(m.server_cert), str(m.server_key), str(m.ca),
+        ]  # fmt: skip
+
+    def wait_ready(self, deadline: float) -> None:
+        self.port = int(self._wait_file(self.ports_file, deadline)["mqtts"])
+
+
+def find_mosquitto() -> str | None:
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+
+
+def ensure_mosquitto() -> str | None:
+    """The mosquitto binary, installing the Debian package if it is missing; None if that fails."""
+    found = find_mosquitto()
+    if found:
+        return found
+    console.log("[yellow]mosquitto missing: apt-get install -y mosquitto mosquitto-clients[/yellow]")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "mosquitto", "mosquitto-clients"]
+    for attempt in range(2):
+        if attempt:
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
+        done = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
+        if done.returncode == 0 and find_mosquitto():
+            return find_mosquitto()
+        console.log(f"[red]apt-get install failed[/red]: {done.stderr.strip()[-500:]}")
+    return None
+
+
+class Mosquitto(BrokerProcess):
+    name = "mosquitto"
+
+    def __init__(self, mat: Material, binary: str) -> None:
+        super().__init__(mat)
+        self.binary = binary
+        self.conf = mat.home / "mosquitto.conf"
+        out = subprocess.run([binary, "-h"], capture_output=True, text=True, check=False)
+        first = (out.stdout or out.stderr).splitlines()
+        self.version = first[0].strip() if first else "mosquitto"
+
+    def command(self) -> list[str]:
+        m = self.mat
+        self.port = free_port()
+        self.conf.write_text(
+            "\n".join(
+                [
+                    "user root",  # no privilege drop: the key files are 0600 root
+                    "persistence false",
+                    "log_dest stderr",
+                    "log_type error",
+                    "log_type warning",
+                    f"listener {self.port} {HOST}",
+                    f"cafile {m.ca}",
+                    f"certfile {m.server_cert}",
+                    f"keyfile {m.server_key}",
+                    "require_certificate true",
+                    "allow_anonymous true",
+                    "",
+                ]
+            )
+        )
+        return [self.binary, "-c", str(self.conf)]
+
+    def wait_ready(self, deadline: float) -> None:
+        self._wait_port(deadline)
+
+
+# ---------------------------------------------------------------- one broker, every figure
+
+
+async def warm_up(broker: BrokerProcess, mat: Material) -> None:
+    """A few connections first, so lazily built state does not count as per-connection memory."""
+    ctx = client_context(mat.ca, mat.client_cert, mat.client_key)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            probe = await Client.connect(HOST, broker.port, ctx, "bench-probe")
+            break
+        except Exception as exc:
+            broker.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cannot connect to {broker.name}: {exc!r}\n{broker.log_tail()}") from exc
+            await asyncio.sleep(0.2)
+    await probe.subscribe("bench/warmup", 1)
+    await probe.close()
+    _, clients = await connect_storm(HOST, broker.port, ctx, count=20, concurrency=10, tag="-warm")
+    await close_all(clients)
+
+
+def _stats_delta(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, int] | None:
+    if before is None or after is None:
+        return None
+    return {k: int(after[k]) - int(before.get(k, 0)) for k in after if isinstance(after[k], int) and k != "connections"}
+
+
+async def measure(broker: BrokerProcess, mat: Material, s: Settings) -> dict[str, Any]:
+    ctx = client_context(mat.ca, mat.client_cert, mat.client_key)
+    out: dict[str, Any] = {"version": broker.version}
+    status = console.status(f"[bold]{broker.name}[/bold]: warming up")
+    with status:
+        await warm_up(broker, mat)
+        await asyncio.sleep(0.5)
+
+        # 3 + 4: connect rate, then memory per idle connection while they are held.
+        status.update(f"[bold]{broker.name}[/bold]: {s.connections} mTLS connects, {s.concurrency} at a time")
+        rss_before = rss_kb(broker.pid)
+        conn, clients = await connect_storm(HOST, broker.port, ctx, count=s.connections, concurrency=s.concurrency)
+        await asyncio.sleep(1.0)
+        rss_after = rss_kb(broker.pid)
+        alive = sum(not c.reader.at_eof() for c in clients)
+        status.update(f"[bold]{broker.name}[/bold]: closing {len(clients)} idle connections")
+        await close_all(clients)
+        broker.check_alive()
+        out["connect"] = asdict(conn) | {"errors": conn.errors[:5], "error_count": len(conn.errors)}
+        out["memory"] = {
+            "rss_before_kb": rss_before,
+            "rss_after_kb": rss_after,
+            "held": alive,
+            "kb_per_conn": (rss_after - rss_before) / alive if alive else float("nan"),
+        }
+        console.log(
+            f"{broker.name}: connect {conn.connected}/{conn.attempted} in {conn.seconds:.2f} s "
+            f"= {conn.per_s:,.0f}/s; RSS {rss_before / 1024:.1f} → {rss_after / 1024:.1f} MB with {alive} held "
+            f"= {out['memory']['kb_per_conn']:.1f} KB/conn"
+        )
+        if conn.errors:
+            console.log(f"[red]{broker.name}: {len(conn.errors)} connect failures[/red], e.g. {conn.errors[0]}")
+
+        # 1: fan-in, QoS 0 then QoS 1.
+        for qos in (0, 1):
+            await asyncio.sleep(0.5)
+            status.update(
+                f"[bold]{broker.name}[/bold]: fan-in QoS {qos}, {s.publishers} publishers → 1 subscriber, "
+                f"{s.window_s:g} s window"
+            )
+            before = broker.broker_stats()
+            res = await fan_in(
+                HOST, broker.port, ctx, qos=qos, publishers=s.publishers, seconds=s.window_s, warmup=s.warmup_s,
+                window=s.inflight,
+            )  # fmt: skip
+            broker.check_alive()
+            out[f"fanin_qos{qos}"] = asdict(res) | {"broker_stats": _stats_delta(before, broker.broker_stats())}
+            console.log(
+                f"{broker.name}: fan-in QoS {qos}: offered {res.offered_per_s:,.0f}/s, delivered "
+                f"{res.delivered_per_s:,.0f}/s; sent {res.sent:,} received {res.received:,} "
+                f"(loss {res.loss_pct:.2f} %, out-of-order/dup {res.out_of_order})"
+            )
+            if out[f"fanin_qos{qos}"]["broker_stats"]:
+                console.log(f"{broker.name}: broker counters {out[f'fanin_qos{qos}']['broker_stats']}")
+            for err in res.errors[:5]:
+                console.log(f"[red]{broker.name}: {err}[/red]")
+
+        # 2: latency at a fixed rate.
+        await asyncio.sleep(0.5)
+        status.update(
+            f"[bold]{broker.name}[/bold]: latency, QoS 1, {s.lat_publishers} x {s.lat_rate:g} msg/s for {s.lat_s:g} s"
+        )
+        lat = await latency(
+            HOST, broker.port, ctx, publishers=s.lat_publishers, rate_per_publisher=s.lat_rate, seconds=s.lat_s,
+            warmup=s.lat_warmup_s, window=s.inflight,
+        )  # fmt: skip
+        broker.check_alive()
+        out["latency"] = asdict(lat)
+        console.log(
+            f"{broker.name}: latency at {lat.rate} msg/s: p50 {lat.p50_ms:.2f} ms, p99 {lat.p99_ms:.2f} ms, "
+            f"max {lat.max_ms:.2f} ms ({lat.samples} samples, loss {lat.loss_pct:.2f} %)"
+        )
+        for err in lat.errors[:5]:
+            console.log(f"[red]{broker.name}: {err}[/red]")
+    out["rss_end_kb"] = rss_kb(broker.pid)
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+# (label, path into the result, unit, higher is better; None: informational, no ratio)
+ROWS: list[tuple[str, tuple[str, str], str, bool | None]] = [
+    ("Fan-in QoS 0 delivered", ("fanin_qos0", "delivered_per_s"), "msg/s", True),
+    ("Fan-in QoS 0 offered", ("fanin_qos0", "offered_per_s"), "msg/s", None),
+    ("Fan-in QoS 0 loss", ("fanin_qos0", "loss_pct"), "%", None),
+    ("Fan-in QoS 1 delivered", ("fanin_qos1", "delivered_per_s"), "msg/s", True),
+    ("Fan-in QoS 1 loss", ("fanin_qos1", "loss_pct"), "%", None),
+    ("Latency p50 @ 1,000 msg/s QoS 1", ("latency", "p50_ms"), "ms", False),
+    ("Latency p99 @ 1,000 msg/s QoS 1", ("latency", "p99_ms"), "ms", False),
+    ("Latency run loss", ("latency", "loss_pct"), "%", None),
+    ("Connect rate (mTLS)", ("connect", "per_s"), "conn/s", True),
+    ("Connect failures", ("connect", "error_count"), "", None),
+    ("Memory per idle mTLS conn", ("memory", "kb_per_conn"), "KB", False),
+    ("RSS idle baseline", ("memory", "rss_before_kb"), "KB", None),
+    ("RSS with idle conns held", ("memory", "rss_after_kb"), "KB", None),
+]
+
+
+def _get(result: dict[str, Any] | None, path: tuple[str, str]) -> float | None:
+    if not result or path[0] not in result:
+        return None
+    value = result[path[0]].get(path[1])
+    return None if value is None else float(value)
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None or math.isnan(value):
+        return "—"
+    if unit in ("ms", "%"):
+        return f"{value:,.2f}"
+    if unit == "KB" and abs(value) < 100:
+        return f"{value:,.1f}"
+    return f"{value:,.0f}"
+
+
+def _ratio(ours: float | None, ref: float | None, higher: bool | None) -> str:
+    if higher is None or ours is None or ref is None or ref == 0 or math.isnan(ours) or math.isnan(ref):
+        return "—"
+    ratio = ours / ref
+    good = ratio >= 1 if higher else ratio <= 1
+    return f"[{'green' if good else 'red'}]{ratio:.2f}x[/]"
+
+
+def report(results: dict[str, dict[str, Any]], s: Settings, quick: bool) -> Table:
+    names = [n for n in BROKERS if n in results]
+    table = Table(
+        title=f"edgesim broker benchmark ({'--quick' if quick else 'full'}: {s.connections} connections, "
+        f"{s.publishers} publishers, {s.window_s:g} s windows; all mTLS on {HOST})"
+    )
+    table.add_column("figure")
+    table.add_column("unit")
+    table.add_column("better")
+    for name in names:
+        table.add_column(name, justify="right")
+    for ref in ("amqtt", "mosquitto"):
+        if "edgesim" in results and ref in results:
+            table.add_column(f"edgesim/{ref}", justify="right")
+    for label, path, unit, higher in ROWS:
+        values = {n: _get(results[n], path) for n in names}
+        cells = [label, unit, {True: "↑", False: "↓", None: ""}[higher]]
+        cells += [_fmt(values[n], unit) for n in names]
+        for ref in ("amqtt", "mosquitto"):
+            if "edgesim" in results and ref in results:
+                cells.append(_ratio(values["edgesim"], values[ref], higher))
+        table.add_row(*cells)
+    return table
+
+
+# ---------------------------------------------------------------- main
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small counts and 2 s windows: a fast sanity run")
+    parser.add_argument("--only", default=",".join(BROKERS), help="comma-separated subset of " + ",".join(BROKERS))
+    parser.add_argument("--json", type=Path, help="also write every figure (and raw counts) here")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (certs, configs, broker logs)")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(BROKERS))
+    if unknown or not names:
+        parser.error(f"--only takes {','.join(BROKERS)}; got {args.only!r}")
+    names = [n for n in BROKERS if n in names]
+    settings = QUICK if args.quick else FULL
+    _raise_nofile()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+    home = Path(tempfile.mkdtemp(prefix="edgesim-bench-"))
+    results: dict[str, dict[str, Any]] = {}
+    interrupted = False
+    try:
+        console.log(f"preparing certificates and the registry in {home}")
+        mat = prepare(home)
+        for name in names:
+            broker: BrokerProcess
+            if name == "edgesim":
+                broker = Edgesim(mat)
+            elif name == "amqtt":
+                broker = Amqtt(mat)
+            else:
+                binary = ensure_mosquitto()
+                if binary is None:
+                    results[name] = {"error": "mosquitto is not installed and apt-get install failed"}
+                    continue
+                broker = Mosquitto(mat, binary)
+            try:
+                console.rule(f"{name}  ({broker.version})")
+                broker.start()
+                console.log(f"{name} listening on {HOST}:{broker.port} (pid {broker.pid})")
+                results[name] = asyncio.run(measure(broker, mat, settings))
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                results[name] = {"error": repr(exc)}
+                console.log(f"[red]{name} failed:[/red] {exc!r}")
+                console.log(f"last lines of {name}'s log:\n{broker.log_tail()}")
+            finally:
+                with contextlib.suppress(Exception):
+                    tail = broker.log_tail(10)
+                    if tail.strip():
+                        console.log(f"{name} log (tail):\n{tail}")
+                broker.stop()
+    except KeyboardInterrupt:
+        interrupted = True
+        console.log("[yellow]interrupted: brokers stopped[/yellow]")
+    finally:
+        if args.keep:
+            console.log(f"kept {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+
+    if results:
+        console.print(report(results, settings, args.quick))
+        for name, res in results.items():
+            if "error" in res:
+                console.print(f"[red]{name}: {res['error']}[/red]")
+    if args.json:
+        payload = {"quick": args.quick, "settings": asdict(settings), "results": results}
+        args.json.write_text(json.dumps(payload, indent=2, default=str))
+        console.log(f"wrote {args.json}")
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
