@@ -70,6 +70,7 @@ class Broker:
         self.shadow_handler: MessageHook | None = None
         self.message_hooks: list[MessageHook] = []
         self._dirty: list[Connection] = []
+        self._valid_topics: set[str] = set()
         self._share_turn: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.stats = {"messages_in": 0, "messages_out": 0, "dropped_qos0": 0, "denied": 0, "connects": 0}
@@ -231,19 +232,18 @@ class Broker:
             raise ProtocolError(f"payload of {end - tend} bytes exceeds {self.max_payload} (PAYLOAD_LIMIT_EXCEEDED)")
         payload = bytes(buf[tend:end])
         retain = bool(first & 0x01)
-        authorizer = conn.authorizer
+        if topic not in self._valid_topics:
+            self._check_topic(topic)
         if conn.generation != self.registry.generation and not self._refresh(conn):
             return
+        authorizer = conn.authorizer
         assert authorizer is not None
         if not authorizer.can_publish(topic):
-            self._check_topic(topic)
             self.stats["denied"] += 1
             raise ProtocolError(f"iot:Publish denied on topic/{topic}")
         if retain and not authorizer.can_retain_publish(topic):
             self.stats["denied"] += 1
             raise ProtocolError(f"iot:RetainPublish denied on topic/{topic}")
-        if "+" in topic or "#" in topic or len(topic) > 64:
-            self._check_topic(topic)
         self.route(
             Message(topic, payload, qos, retain, conn.client_id, conn.principal, self.clock.wall_ms(), conn.door)
         )
@@ -251,12 +251,16 @@ class Broker:
             conn.send(codec.encode_puback(pid))
 
     def _check_topic(self, topic: str) -> None:
+        """Validate a topic name once; the same topics repeat, so valid ones are remembered (bounded)."""
         try:
             validate_topic_name(
                 topic, max_bytes=self.config.mqtt.max_topic_bytes, max_slashes=self.config.mqtt.max_topic_slashes
             )
         except InvalidRequestException as exc:
             raise ProtocolError(exc.message) from exc
+        if len(self._valid_topics) >= 65536:
+            self._valid_topics.clear()
+        self._valid_topics.add(topic)
 
     def route(self, message: Message) -> None:
         """The one way in for messages from every door."""

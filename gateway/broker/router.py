@@ -23,12 +23,3 @@ def classify(topic: str) -> Route:
     if topic.startswith(INGEST_PREFIX):
         return Route.BASIC_INGEST
     return Route.RESERVED
-
-
-def basic_ingest_target(topic: str) -> tuple[str, str] | None:
-    """`$aws/rules/<rule>/<rest>` → (rule, rest); None if the topic names no rule."""
-    rest = topic[len(INGEST_PREFIX) :]
-    rule, sep, tail = rest.partition("/")
-    if not rule or not sep or not tail:
-        return None
-    return rule, tail

@@ -302,3 +302,15 @@ def test_insecure_port_gives_anonymous_clients_the_dev_policy(tmp_path: Path, un
         plain.close()
     finally:
         gw.stop()
+
+
+def test_topic_deeper_than_aws_allows_closes_connection(gateway: GatewayProcess, unique: str) -> None:
+    pub, sub = pair(gateway, unique)
+    sub.subscribe(f"d{unique}/#", 1)
+    assert pub.publish(f"d{unique}/1/2/3/4/5/6/7", b"ok", 1)  # 7 slashes: allowed
+    assert sub.expect().payload == b"ok"
+    pub.client.publish(f"d{unique}/1/2/3/4/5/6/7/8", b"too deep", qos=1)  # 8 slashes
+    assert pub.disconnected.wait(5)
+    pub.client.loop_stop()
+    sub.expect_none()
+    sub.close()
