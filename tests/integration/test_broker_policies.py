@@ -161,3 +161,32 @@ def test_policy_change_applies_to_live_connection(gateway: GatewayProcess, uniqu
         time.sleep(0.2)
     assert dev.disconnected.is_set()
     dev.client.loop_stop()
+
+
+def test_retain_needs_retain_publish(gateway: GatewayProcess, unique: str) -> None:
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["iot:Connect", "iot:Publish", "iot:Subscribe", "iot:Receive"],
+                "Resource": "*",
+            },
+        ],
+    }
+    dev = device(gateway, gateway.provision(f"dev-{unique}", policy)).connect()
+    assert dev.publish(f"plain/{unique}", b"fine", 1)
+    dev.publish(f"plain/{unique}", b"kept?", 1, retain=True, timeout=2)
+    assert dev.disconnected.wait(5)
+    dev.client.loop_stop()
+
+
+def test_health_reports_ready_with_ports(gateway: GatewayProcess) -> None:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{gateway.ports['api']}/health", timeout=5) as response:
+        body = json.loads(response.read())
+        assert response.status == 200
+    assert body["status"] == "ok"
+    assert body["ports"]["mqtts"] == gateway.ports["mqtts"]
