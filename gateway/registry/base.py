@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gateway.clock import Clock
-from gateway.errors import InvalidRequestException
+from gateway.errors import InvalidRequestException, ResourceNotFoundException
 from gateway.store import Store
 
 ChangeKind = Literal["certificate", "policy", "attachment", "thing", "group", "ca"]
@@ -43,6 +43,14 @@ class RegistryBase:
         change = RegistryChange(kind, key)
         for listener in list(self._listeners):
             listener(change)
+
+    def _require(self, table: str, key: str, missing: str) -> Any:
+        """The row of `table` whose key column equals `key`, or AWS's not-found error."""
+        column = "id" if table.endswith("certificates") else "name"
+        row = self.store.one(f"SELECT * FROM {table} WHERE {column}=?", (key,))
+        if row is None:
+            raise ResourceNotFoundException(missing)
+        return row
 
     def external_change(self) -> None:
         """Another process wrote the database: drop caches and re-check every live connection."""

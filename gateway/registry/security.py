@@ -68,10 +68,7 @@ class SecurityRegistry(ThingsRegistry):
         return info.certificate_id
 
     def _ca_row(self, ca_id: str) -> Any:
-        row = self.store.one("SELECT * FROM ca_certificates WHERE id=?", (ca_id,))
-        if row is None:
-            raise ResourceNotFoundException(f"CA certificate {ca_id} does not exist")
-        return row
+        return self._require("ca_certificates", ca_id, f"CA certificate {ca_id} does not exist")
 
     def describe_ca_certificate(self, certificate_id: str) -> dict[str, Any]:
         row = self._ca_row(certificate_id)
@@ -324,10 +321,7 @@ class SecurityRegistry(ThingsRegistry):
         }
 
     def _policy_row(self, name: str) -> Any:
-        row = self.store.one("SELECT * FROM policies WHERE name=?", (name,))
-        if row is None:
-            raise ResourceNotFoundException(f"Policy not found (name={name})")
-        return row
+        return self._require("policies", name, f"Policy not found (name={name})")
 
     def get_policy(self, policy_name: str) -> dict[str, Any]:
         row = self._policy_row(policy_name)
@@ -454,6 +448,8 @@ class SecurityRegistry(ThingsRegistry):
                     f"(name={policy_name})"
                 )
             self.store.db.execute("DELETE FROM policies WHERE name=?", (policy_name,))
+        for key in [k for k in self.__dict__.get("_doc_cache", {}) if k[0] == policy_name]:
+            del self.__dict__["_doc_cache"][key]
 
     def _check_target(self, target: str) -> None:
         prefix = f"arn:aws:iot:{self.region}:{self.account}:"

@@ -11,7 +11,6 @@ from gateway import limits
 from gateway.errors import (
     InvalidRequestException,
     ResourceAlreadyExistsException,
-    ResourceNotFoundException,
     VersionConflictException,
 )
 from gateway.registry.base import RegistryBase, paginate
@@ -57,10 +56,7 @@ class ThingsRegistry(RegistryBase):
             raise InvalidRequestException(f"A thing {kind} a thing type can have at most {cap} attributes")
 
     def _thing_row(self, thing_name: str) -> Any:
-        row = self.store.one("SELECT * FROM things WHERE name=?", (thing_name,))
-        if row is None:
-            raise ResourceNotFoundException(f"Thing {thing_name} cannot be found.")
-        return row
+        return self._require("things", thing_name, f"Thing {thing_name} cannot be found.")
 
     def thing_exists(self, thing_name: str) -> bool:
         return self.store.one("SELECT 1 FROM things WHERE name=?", (thing_name,)) is not None
@@ -192,10 +188,7 @@ class ThingsRegistry(RegistryBase):
         }
 
     def _thing_type_row(self, name: str) -> Any:
-        row = self.store.one("SELECT * FROM thing_types WHERE name=?", (name,))
-        if row is None:
-            raise ResourceNotFoundException(f"Thing Type {name} cannot be found.")
-        return row
+        return self._require("thing_types", name, f"Thing Type {name} cannot be found.")
 
     def _thing_type_out(self, row: Any) -> dict[str, Any]:
         props: dict[str, Any] = {"searchableAttributes": json.loads(row["searchable_attributes"])}
@@ -276,10 +269,7 @@ class ThingsRegistry(RegistryBase):
         }
 
     def _group_row(self, name: str) -> Any:
-        row = self.store.one("SELECT * FROM thing_groups WHERE name=?", (name,))
-        if row is None:
-            raise ResourceNotFoundException(f"Thing Group {name} cannot be found.")
-        return row
+        return self._require("thing_groups", name, f"Thing Group {name} cannot be found.")
 
     def _ancestors(self, name: str) -> list[str]:
         """The group itself followed by its parents up to the root."""
