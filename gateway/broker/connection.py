@@ -38,14 +38,15 @@ class Connection(asyncio.Protocol):
         "keep_alive",
         "last_rx",
         "next_pid",
-        "paused_for_quota",
         "peer_ip",
         "pending",
         "principal",
         "quota_count",
         "quota_window",
+        "read_blocks",
         "subscriptions",
         "transport",
+        "waiting",
         "will",
     )
 
@@ -72,7 +73,10 @@ class Connection(asyncio.Protocol):
         self.next_pid = 1
         self.quota_window = 0.0
         self.quota_count = 0
-        self.paused_for_quota = False
+        # Reasons reading is paused (the publish quota, each backed-up subscriber); reading resumes at zero.
+        self.read_blocks = 0
+        # Publishers paused because this subscriber's QoS 1 queue is full.
+        self.waiting: set[Connection] = set()
         self.dropped_qos0 = 0
         self._out: list[bytes] = []
 
@@ -94,12 +98,13 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.release_waiting()
         self.broker.connection_closed(self)
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = self.broker.loop.time()
         self.buf += data
-        if not self.paused_for_quota:
+        if not self.read_blocks:
             self.process()
 
     # ---- output
@@ -140,7 +145,7 @@ class Connection(asyncio.Protocol):
                 first, start, end = frame
                 kind = first >> 4
                 if kind == codec.PUBLISH:
-                    if not self._quota_ok():
+                    if self.read_blocks or not self._quota_ok():
                         break
                     self.broker.on_publish(self, first, buf, start, end)
                 elif not self.connected:
@@ -192,26 +197,43 @@ class Connection(asyncio.Protocol):
             return True
         # Throttle with TCP backpressure: stop reading until the next one-second window.
         self.quota_count -= 1
-        self.paused_for_quota = True
-        self.transport.pause_reading()
-        self.broker.loop.call_at(self.quota_window + 1.0, self._resume_after_quota)
+        self.block_reading()
+        self.broker.loop.call_at(self.quota_window + 1.0, self.unblock_reading)
         return False
 
-    def _resume_after_quota(self) -> None:
-        if self.closed:
-            return
-        self.paused_for_quota = False
-        self.transport.resume_reading()
-        self.process()
+    def block_reading(self) -> None:
+        self.read_blocks += 1
+        if self.read_blocks == 1 and not self.closed:
+            self.transport.pause_reading()
+
+    def unblock_reading(self) -> None:
+        self.read_blocks -= 1
+        if self.read_blocks == 0 and not self.closed:
+            self.transport.resume_reading()
+            self.process()
+
+    def release_waiting(self) -> None:
+        waiting, self.waiting = self.waiting, set()
+        for publisher in waiting:
+            publisher.unblock_reading()
 
     # ---- QoS 1 delivery with an in-flight window
-    def deliver_qos1(self, head: bytes, tail: bytes) -> bool:
-        if len(self.inflight) >= self.broker.inflight_window:
-            if len(self.pending) >= self.broker.pending_limit:
-                return False
-            self.pending.append((head, tail))
+    def deliver_qos1(self, head: bytes, tail: bytes, sender: Connection | None) -> bool:
+        """Send now if the in-flight window allows, else queue; a long queue pauses the sender instead of dropping."""
+        if len(self.inflight) < self.broker.inflight_window:
+            self._send_qos1(head, tail)
             return True
-        self._send_qos1(head, tail)
+        if len(self.pending) >= self.broker.pending_limit:
+            return False
+        self.pending.append((head, tail))
+        if (
+            len(self.pending) >= self.broker.pending_high
+            and sender is not None
+            and sender is not self
+            and sender not in self.waiting
+        ):
+            self.waiting.add(sender)
+            sender.block_reading()
         return True
 
     def _send_qos1(self, head: bytes, tail: bytes) -> None:
@@ -226,3 +248,5 @@ class Connection(asyncio.Protocol):
     def _on_puback(self, pid: int) -> None:
         if self.inflight.pop(pid, None) is not None and self.pending:
             self._send_qos1(*self.pending.popleft())
+            if self.waiting and len(self.pending) <= self.broker.pending_high // 2:
+                self.release_waiting()

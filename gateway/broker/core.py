@@ -60,7 +60,10 @@ class Broker:
         self.max_packet_bytes = limits.max_payload_bytes + limits.max_topic_bytes + 1024
         self.publishes_per_second = limits.publishes_per_second
         self.inflight_window = limits.inflight_qos1
-        self.pending_limit = 1000
+        # A subscriber's QoS 1 queue past pending_high pauses whoever publishes to it; pending_limit is a hard cap.
+        self.pending_high = 1000
+        self.pending_limit = 20000
+        self._sender: Connection | None = None
         self.outgoing_limit = limits.outgoing_queue_bytes
         self.connect_timeout = 10.0
         self.loop = asyncio.get_running_loop()
@@ -73,7 +76,14 @@ class Broker:
         self._valid_topics: set[str] = set()
         self._share_turn: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
-        self.stats = {"messages_in": 0, "messages_out": 0, "dropped_qos0": 0, "denied": 0, "connects": 0}
+        self.stats = {
+            "messages_in": 0,
+            "messages_out": 0,
+            "dropped_qos0": 0,
+            "dropped_qos1": 0,
+            "denied": 0,
+            "connects": 0,
+        }
         registry.subscribe(self._on_registry_change)
 
     # ---- lifecycle
@@ -244,9 +254,14 @@ class Broker:
         if retain and not authorizer.can_retain_publish(topic):
             self.stats["denied"] += 1
             raise ProtocolError(f"iot:RetainPublish denied on topic/{topic}")
-        self.route(
-            Message(topic, payload, qos, retain, conn.client_id, conn.principal, self.clock.wall_ms(), conn.door)
-        )
+        self._sender = conn
+        try:
+            self.route(
+                Message(topic, payload, qos, retain, conn.client_id, conn.principal, self.clock.wall_ms(), conn.door)
+            )
+        finally:
+            self._sender = None
+
         if qos:
             conn.send(codec.encode_puback(pid))
 
@@ -316,8 +331,8 @@ class Broker:
             else:
                 if parts1 is None:
                     parts1 = codec.publish_parts(topic, payload, 1, False)
-                if not conn.deliver_qos1(*parts1):
-                    self.stats["dropped_qos0"] += 1
+                if not conn.deliver_qos1(parts1[0], parts1[1], self._sender):
+                    self.stats["dropped_qos1"] += 1
                     continue
             self.stats["messages_out"] += 1
 
@@ -389,7 +404,7 @@ class Broker:
                 granted = min(qos, stored[1])
                 if granted:
                     head, tail = codec.publish_parts(topic, stored[0], 1, True)
-                    conn.deliver_qos1(head, tail)
+                    conn.deliver_qos1(head, tail, None)
                 else:
                     conn.send(codec.encode_publish(topic, stored[0], 0, True))
 

@@ -314,3 +314,48 @@ def test_topic_deeper_than_aws_allows_closes_connection(gateway: GatewayProcess,
     pub.client.loop_stop()
     sub.expect_none()
     sub.close()
+
+
+def _raw_subscriber(gw: GatewayProcess, creds: Creds, topic: str) -> ssl.SSLSocket:
+    from gateway.broker import codec
+
+    s = _tls_socket(gw, creds)
+    cid = creds.thing.encode()
+    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
+    s.sendall(b"\x10" + codec.encode_length(len(body)) + body)
+    assert s.recv(4)[:1] == b"\x20"
+    sub = b"\x00\x01" + len(topic).to_bytes(2, "big") + topic.encode() + b"\x01"
+    s.sendall(b"\x82" + codec.encode_length(len(sub)) + sub)
+    return s
+
+
+def test_slow_qos1_subscriber_slows_publisher_instead_of_losing(tmp_path: Path, unique: str) -> None:
+    from gateway.broker import codec
+
+    gw = GatewayProcess(tmp_path, extra_args=["--publishes-per-second", "0"]).start()
+    try:
+        sub = _raw_subscriber(gw, gw.provision(f"slow-{unique}", allow_all_policy()), f"slow/{unique}")
+        pub = device(gw, gw.provision(f"fast-{unique}", allow_all_policy())).connect()
+        total = 3000
+        infos = [pub.client.publish(f"slow/{unique}", str(i).encode(), qos=1) for i in range(total)]
+        time.sleep(2.0)
+        acked_while_stalled = sum(1 for info in infos if info.is_published())
+        assert acked_while_stalled < total, "publisher was never slowed by the stalled subscriber"
+        # Now drain: read every PUBLISH and acknowledge it.
+        buf = bytearray()
+        got: list[bytes] = []
+        sub.settimeout(10)
+        while len(got) < total:
+            buf += sub.recv(65536)
+            while (frame := codec.split_frame(buf, 0, 1 << 20)) is not None:
+                first, start, end = frame
+                if first >> 4 == codec.PUBLISH:
+                    _, pid, payload = codec.decode_publish(first, bytes(buf[start:end]))
+                    got.append(payload)
+                    sub.sendall(codec.encode_puback(pid))
+                del buf[:end]
+        assert got == [str(i).encode() for i in range(total)]
+        sub.close()
+        pub.close()
+    finally:
+        gw.stop()
