@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mqttload import Client, client_context, close_all, connect_storm, fan_in, latency
+from mqttload import Client, Target, close_all, connect_storm, cpu_seconds, fan_in, latency
 from rich.console import Console
 from rich.table import Table
 
@@ -48,15 +48,16 @@ class Settings:
     publishers: int
     window_s: float
     warmup_s: float
-    inflight: int
+    inflight: int  # un-PUBACKed QoS 1 messages per publisher
+    e2e_window: int  # undelivered messages per publisher in the end-to-end runs (QoS 0, QoS 1 e2e)
     lat_publishers: int
     lat_rate: float
     lat_s: float
     lat_warmup_s: float
 
 
-FULL = Settings(1000, 50, 100, 5.0, 1.0, 10, 10, 100.0, 5.0, 1.0)
-QUICK = Settings(200, 50, 100, 2.0, 0.5, 10, 10, 100.0, 2.0, 0.5)
+FULL = Settings(1000, 50, 100, 5.0, 1.0, 10, 10, 10, 100.0, 5.0, 1.0)
+QUICK = Settings(200, 50, 100, 2.0, 0.5, 10, 10, 10, 100.0, 2.0, 0.5)
 
 
 # ---------------------------------------------------------------- certificates
@@ -299,6 +300,8 @@ class Mosquitto(BrokerProcess):
                 [
                     "user root",  # no privilege drop: the key files are 0600 root
                     "persistence false",
+                    # edgesim and asyncio (amqtt) set TCP_NODELAY on every connection; mosquitto only when asked.
+                    "set_tcp_nodelay true",
                     "log_dest stderr",
                     "log_type error",
                     "log_type warning",
@@ -323,7 +326,8 @@ class Mosquitto(BrokerProcess):
 
 async def warm_up(broker: BrokerProcess, mat: Material) -> None:
     """A few connections first, so lazily built state does not count as per-connection memory."""
-    ctx = client_context(mat.ca, mat.client_cert, mat.client_key)
+    target = Target(HOST, broker.port, mat.ca, mat.client_cert, mat.client_key)
+    ctx = target.context()
     deadline = time.monotonic() + 15
     while True:
         try:
@@ -336,8 +340,22 @@ async def warm_up(broker: BrokerProcess, mat: Material) -> None:
             await asyncio.sleep(0.2)
     await probe.subscribe("bench/warmup", 1)
     await probe.close()
-    _, clients = await connect_storm(HOST, broker.port, ctx, count=20, concurrency=10, tag="-warm")
+    _, clients = await connect_storm(target, count=20, concurrency=10, tag="-warm")
     await close_all(clients)
+
+
+async def settle(broker: BrokerProcess, idle_pct: float = 10.0, max_s: float = 20.0) -> float:
+    """Wait until the broker's CPU falls below `idle_pct` over 0.25 s, so no phase inherits the last one's work."""
+    start = time.monotonic()
+    while time.monotonic() - start < max_s:
+        before = cpu_seconds(broker.pid)
+        await asyncio.sleep(0.25)
+        if 100.0 * (cpu_seconds(broker.pid) - before) / 0.25 < idle_pct:
+            break
+    waited = time.monotonic() - start
+    if waited > 1.0:
+        console.log(f"{broker.name}: busy for {waited:.1f} s after the previous phase")
+    return waited
 
 
 def _stats_delta(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, int] | None:
@@ -347,24 +365,31 @@ def _stats_delta(before: dict[str, Any] | None, after: dict[str, Any] | None) ->
 
 
 async def measure(broker: BrokerProcess, mat: Material, s: Settings) -> dict[str, Any]:
-    ctx = client_context(mat.ca, mat.client_cert, mat.client_key)
+    target = Target(HOST, broker.port, mat.ca, mat.client_cert, mat.client_key)
     out: dict[str, Any] = {"version": broker.version}
     status = console.status(f"[bold]{broker.name}[/bold]: warming up")
     with status:
         await warm_up(broker, mat)
-        await asyncio.sleep(0.5)
+        await settle(broker)
 
         # 3 + 4: connect rate, then memory per idle connection while they are held.
         status.update(f"[bold]{broker.name}[/bold]: {s.connections} mTLS connects, {s.concurrency} at a time")
         rss_before = rss_kb(broker.pid)
-        conn, clients = await connect_storm(HOST, broker.port, ctx, count=s.connections, concurrency=s.concurrency)
+        b0, g0 = cpu_seconds(broker.pid), time.process_time()
+        conn, clients = await connect_storm(target, count=s.connections, concurrency=s.concurrency)
+        b1, g1 = cpu_seconds(broker.pid), time.process_time()
         await asyncio.sleep(1.0)
         rss_after = rss_kb(broker.pid)
         alive = sum(not c.reader.at_eof() for c in clients)
         status.update(f"[bold]{broker.name}[/bold]: closing {len(clients)} idle connections")
         await close_all(clients)
         broker.check_alive()
-        out["connect"] = asdict(conn) | {"errors": conn.errors[:5], "error_count": len(conn.errors)}
+        out["connect"] = asdict(conn) | {
+            "errors": conn.errors[:5],
+            "error_count": len(conn.errors),
+            "broker_cpu_pct": 100.0 * (b1 - b0) / conn.seconds,
+            "gen_cpu_pct": 100.0 * (g1 - g0) / conn.seconds,
+        }
         out["memory"] = {
             "rss_before_kb": rss_before,
             "rss_after_kb": rss_after,
@@ -373,53 +398,63 @@ async def measure(broker: BrokerProcess, mat: Material, s: Settings) -> dict[str
         }
         console.log(
             f"{broker.name}: connect {conn.connected}/{conn.attempted} in {conn.seconds:.2f} s "
-            f"= {conn.per_s:,.0f}/s; RSS {rss_before / 1024:.1f} → {rss_after / 1024:.1f} MB with {alive} held "
-            f"= {out['memory']['kb_per_conn']:.1f} KB/conn"
+            f"= {conn.per_s:,.0f}/s (CPU broker {out['connect']['broker_cpu_pct']:.0f} %, "
+            f"load-gen {out['connect']['gen_cpu_pct']:.0f} %); RSS {rss_before / 1024:.1f} → "
+            f"{rss_after / 1024:.1f} MB with {alive} held = {out['memory']['kb_per_conn']:.1f} KB/conn"
         )
         if conn.errors:
             console.log(f"[red]{broker.name}: {len(conn.errors)} connect failures[/red], e.g. {conn.errors[0]}")
 
-        # 1: fan-in, QoS 0 then QoS 1.
-        for qos in (0, 1):
-            await asyncio.sleep(0.5)
-            status.update(
-                f"[bold]{broker.name}[/bold]: fan-in QoS {qos}, {s.publishers} publishers → 1 subscriber, "
-                f"{s.window_s:g} s window"
-            )
-            before = broker.broker_stats()
-            res = await fan_in(
-                HOST, broker.port, ctx, qos=qos, publishers=s.publishers, seconds=s.window_s, warmup=s.warmup_s,
-                window=s.inflight,
-            )  # fmt: skip
-            broker.check_alive()
-            out[f"fanin_qos{qos}"] = asdict(res) | {"broker_stats": _stats_delta(before, broker.broker_stats())}
-            console.log(
-                f"{broker.name}: fan-in QoS {qos}: offered {res.offered_per_s:,.0f}/s, delivered "
-                f"{res.delivered_per_s:,.0f}/s; sent {res.sent:,} received {res.received:,} "
-                f"(loss {res.loss_pct:.2f} %, out-of-order/dup {res.out_of_order})"
-            )
-            if out[f"fanin_qos{qos}"]["broker_stats"]:
-                console.log(f"{broker.name}: broker counters {out[f'fanin_qos{qos}']['broker_stats']}")
-            for err in res.errors[:5]:
-                console.log(f"[red]{broker.name}: {err}[/red]")
-
-        # 2: latency at a fixed rate.
-        await asyncio.sleep(0.5)
+        # 2: latency at a fixed rate, on a broker not yet through an overload.
+        out["settle_s"] = {"latency": await settle(broker)}
         status.update(
             f"[bold]{broker.name}[/bold]: latency, QoS 1, {s.lat_publishers} x {s.lat_rate:g} msg/s for {s.lat_s:g} s"
         )
         lat = await latency(
-            HOST, broker.port, ctx, publishers=s.lat_publishers, rate_per_publisher=s.lat_rate, seconds=s.lat_s,
-            warmup=s.lat_warmup_s, window=s.inflight,
+            target, publishers=s.lat_publishers, rate_per_publisher=s.lat_rate, seconds=s.lat_s,
+            warmup=s.lat_warmup_s, window=s.inflight, broker_cpu=lambda: cpu_seconds(broker.pid),
         )  # fmt: skip
         broker.check_alive()
         out["latency"] = asdict(lat)
         console.log(
             f"{broker.name}: latency at {lat.rate} msg/s: p50 {lat.p50_ms:.2f} ms, p99 {lat.p99_ms:.2f} ms, "
-            f"max {lat.max_ms:.2f} ms ({lat.samples} samples, loss {lat.loss_pct:.2f} %)"
+            f"max {lat.max_ms:.2f} ms ({lat.samples} samples, loss {lat.loss_pct:.2f} %); "
+            f"broker CPU {lat.broker_cpu_pct or 0:.0f} %"
         )
         for err in lat.errors[:5]:
             console.log(f"[red]{broker.name}: {err}[/red]")
+
+        # 1: fan-in. The PUBACK-window QoS 1 run overloads the subscriber's queue on purpose, so it goes last.
+        variants = [
+            ("fanin_qos0", 0, False, "QoS 0, end-to-end window"),
+            ("fanin_qos1_e2e", 1, True, "QoS 1, end-to-end window"),
+            ("fanin_qos1", 1, False, "QoS 1, PUBACK window only"),
+        ]
+        for key, qos, e2e, title in variants:
+            out["settle_s"][key] = await settle(broker)
+            status.update(
+                f"[bold]{broker.name}[/bold]: fan-in {title}, {s.publishers} publishers → 1 subscriber, "
+                f"{s.window_s:g} s window"
+            )
+            before = broker.broker_stats()
+            res = await fan_in(
+                target, qos=qos, publishers=s.publishers, seconds=s.window_s, warmup=s.warmup_s,
+                window=s.inflight if qos and not e2e else s.e2e_window, end_to_end=e2e,
+                broker_cpu=lambda: cpu_seconds(broker.pid),
+            )  # fmt: skip
+            broker.check_alive()
+            out[key] = asdict(res) | {"broker_stats": _stats_delta(before, broker.broker_stats())}
+            console.log(
+                f"{broker.name}: fan-in {title}: offered {res.offered_per_s:,.0f}/s, delivered "
+                f"{res.delivered_per_s:,.0f}/s; sent {res.sent:,} received {res.received:,} "
+                f"(loss {res.loss_pct:.2f} %, out-of-order/dup {res.out_of_order}, stalls {res.stalls}); "
+                f"CPU broker {res.broker_cpu_pct or 0:.0f} %, publishers {res.gen_cpu_pct:.0f} %, "
+                f"subscriber {res.sub_cpu_pct:.0f} %"
+            )
+            if out[key]["broker_stats"]:
+                console.log(f"{broker.name}: broker counters {out[key]['broker_stats']}")
+            for err in res.errors[:5]:
+                console.log(f"[red]{broker.name}: {err}[/red]")
     out["rss_end_kb"] = rss_kb(broker.pid)
     return out
 
@@ -428,19 +463,34 @@ async def measure(broker: BrokerProcess, mat: Material, s: Settings) -> dict[str
 
 # (label, path into the result, unit, higher is better; None: informational, no ratio)
 ROWS: list[tuple[str, tuple[str, str], str, bool | None]] = [
-    ("Fan-in QoS 0 delivered", ("fanin_qos0", "delivered_per_s"), "msg/s", True),
-    ("Fan-in QoS 0 offered", ("fanin_qos0", "offered_per_s"), "msg/s", None),
+    ("Fan-in QoS 0 delivered (e2e window)", ("fanin_qos0", "delivered_per_s"), "msg/s", True),
     ("Fan-in QoS 0 loss", ("fanin_qos0", "loss_pct"), "%", None),
-    ("Fan-in QoS 1 delivered", ("fanin_qos1", "delivered_per_s"), "msg/s", True),
-    ("Fan-in QoS 1 loss", ("fanin_qos1", "loss_pct"), "%", None),
+    ("Fan-in QoS 1 delivered (e2e window)", ("fanin_qos1_e2e", "delivered_per_s"), "msg/s", True),
+    ("Fan-in QoS 1 loss (e2e window)", ("fanin_qos1_e2e", "loss_pct"), "%", None),
+    ("Fan-in QoS 1 accepted (PUBACK window)", ("fanin_qos1", "offered_per_s"), "msg/s", None),
+    ("Fan-in QoS 1 delivered (PUBACK window)", ("fanin_qos1", "delivered_per_s"), "msg/s", True),
+    ("Fan-in QoS 1 loss (PUBACK window)", ("fanin_qos1", "loss_pct"), "%", None),
     ("Latency p50 @ 1,000 msg/s QoS 1", ("latency", "p50_ms"), "ms", False),
     ("Latency p99 @ 1,000 msg/s QoS 1", ("latency", "p99_ms"), "ms", False),
     ("Latency run loss", ("latency", "loss_pct"), "%", None),
+    ("Broker CPU at 1,000 msg/s QoS 1", ("latency", "broker_cpu_pct"), "CPU %", False),
     ("Connect rate (mTLS)", ("connect", "per_s"), "conn/s", True),
     ("Connect failures", ("connect", "error_count"), "", None),
     ("Memory per idle mTLS conn", ("memory", "kb_per_conn"), "KB", False),
     ("RSS idle baseline", ("memory", "rss_before_kb"), "KB", None),
     ("RSS with idle conns held", ("memory", "rss_after_kb"), "KB", None),
+    # Who was the bottleneck: 100 % is one full core (the machine has two).
+    ("Broker CPU, QoS 0 window", ("fanin_qos0", "broker_cpu_pct"), "CPU %", None),
+    ("Publishers' CPU, QoS 0 window", ("fanin_qos0", "gen_cpu_pct"), "CPU %", None),
+    ("Subscriber CPU, QoS 0 window", ("fanin_qos0", "sub_cpu_pct"), "CPU %", None),
+    ("Broker CPU, QoS 1 e2e window", ("fanin_qos1_e2e", "broker_cpu_pct"), "CPU %", None),
+    ("Publishers' CPU, QoS 1 e2e window", ("fanin_qos1_e2e", "gen_cpu_pct"), "CPU %", None),
+    ("Subscriber CPU, QoS 1 e2e window", ("fanin_qos1_e2e", "sub_cpu_pct"), "CPU %", None),
+    ("Broker CPU, QoS 1 PUBACK window", ("fanin_qos1", "broker_cpu_pct"), "CPU %", None),
+    ("Publishers' CPU, QoS 1 PUBACK window", ("fanin_qos1", "gen_cpu_pct"), "CPU %", None),
+    ("Subscriber CPU, QoS 1 PUBACK window", ("fanin_qos1", "sub_cpu_pct"), "CPU %", None),
+    ("Broker CPU, connects", ("connect", "broker_cpu_pct"), "CPU %", None),
+    ("Load-gen CPU, connects", ("connect", "gen_cpu_pct"), "CPU %", None),
 ]
 
 
@@ -484,6 +534,8 @@ def report(results: dict[str, dict[str, Any]], s: Settings, quick: bool) -> Tabl
         if "edgesim" in results and ref in results:
             table.add_column(f"edgesim/{ref}", justify="right")
     for label, path, unit, higher in ROWS:
+        if label.startswith("Broker CPU, QoS 0"):
+            table.add_section()
         values = {n: _get(results[n], path) for n in names}
         cells = [label, unit, {True: "↑", False: "↓", None: ""}[higher]]
         cells += [_fmt(values[n], unit) for n in names]
@@ -569,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(home, ignore_errors=True)
 
     if results:
-        console.print(report(results, settings, args.quick))
+        # Wide enough for every column even when stdout is not a terminal.
+        Console(width=max(console.width, 150)).print(report(results, settings, args.quick))
         for name, res in results.items():
             if "error" in res:
                 console.print(f"[red]{name}: {res['error']}[/red]")

@@ -1,7 +1,12 @@
 """A minimal asyncio MQTT 3.1.1 load generator over mutual TLS.
 
 Raw packet encoding on `asyncio.open_connection(ssl=...)` with TCP_NODELAY: no client library, no threads, so one
-process can drive a hundred publishers and a subscriber without becoming the bottleneck first.
+process can drive a hundred publishers without becoming the bottleneck first.
+
+The subscriber of the fan-in and latency scenarios runs in a process of its own (`python bench/mqttload.py
+subscribe ...`): in the publishers' busy event loop its PUBACKs would wait a whole loop turn, and a broker with a
+small in-flight window to that subscriber would be measured against our loop instead of its own. The two processes
+share counters through a small memory-mapped file: messages received in total and per publisher.
 
 Every payload starts with a 14-byte header (publisher index, sequence number, send time in monotonic ns), so the
 subscriber can count loss, spot duplicates or reordering, and measure publish-to-receive latency.
@@ -9,14 +14,20 @@ subscriber can count loss, spot duplicates or reordering, and measure publish-to
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
+import mmap
+import os
 import socket
 import ssl
 import struct
+import sys
+import tempfile
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 # ---------------------------------------------------------------- packets
@@ -101,6 +112,23 @@ def client_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
     ctx.load_cert_chain(str(cert), str(key))
     return ctx
+
+
+@dataclass(frozen=True)
+class Target:
+    """A broker to load, and the client certificate every connection presents."""
+
+    host: str
+    port: int
+    ca: Path
+    cert: Path
+    key: Path
+
+    def context(self) -> ssl.SSLContext:
+        return client_context(self.ca, self.cert, self.key)
+
+    def argv(self) -> list[str]:
+        return [self.host, str(self.port), str(self.ca), str(self.cert), str(self.key)]
 
 
 class Client:
@@ -201,86 +229,229 @@ async def close_all(clients: Iterable[Client], concurrency: int = 100) -> None:
     await asyncio.gather(*(one(c) for c in clients))
 
 
-# ---------------------------------------------------------------- the subscriber side
+# ---------------------------------------------------------------- the subscriber process
+
+THIS_FILE = str(Path(__file__).resolve())
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+# int64 slots shared with the subscriber process; per-publisher delivered counts start at PUB0.
+RECEIVED, OUT_OF_ORDER, BAD, READY, STOP, FAILED, LATENCY_FROM, PUB0 = range(8)
+
+
+class Counters:
+    """int64 slots in a memory-mapped file: the subscriber process writes them, the publishers' process reads."""
+
+    def __init__(self, path: Path, publishers: int, *, create: bool) -> None:
+        size = 8 * (PUB0 + max(publishers, 1))
+        if create:
+            path.write_bytes(bytes(size))
+        self.path = path
+        self._file = open(path, "r+b")  # noqa: SIM115 - lives as long as the mapping
+        self._map = mmap.mmap(self._file.fileno(), size)
+        self.slots = memoryview(self._map).cast("q")
+
+    def close(self) -> None:
+        self.slots.release()
+        self._map.close()
+        self._file.close()
+
+
+async def _receive(client: Client, slots: memoryview, publishers: int, latencies: list[int]) -> None:
+    """Count every PUBLISH (in total and per publisher), PUBACK QoS 1 at once, note latencies when asked."""
+    buf = client.buf
+    reader = client.reader
+    writer = client.writer
+    last_seq = [0] * publishers
+    unpack = HEADER.unpack_from
+    header_size = HEADER.size
+    while True:
+        data = await reader.read(1 << 18)
+        if not data:
+            raise MqttError("subscriber connection closed by the broker")
+        now = time.monotonic_ns()
+        latency_from = slots[LATENCY_FROM]
+        buf += data
+        pos, size = 0, len(buf)
+        acks: list[bytes] = []
+        while pos + 2 <= size:
+            length, mult, i = 0, 1, pos + 1
+            complete = True
+            while True:
+                if i >= size:
+                    complete = False
+                    break
+                byte = buf[i]
+                length += (byte & 0x7F) * mult
+                mult <<= 7
+                i += 1
+                if not byte & 0x80:
+                    break
+            if not complete or i + length > size:
+                break
+            first = buf[pos]
+            end = i + length
+            if first >> 4 == PUBLISH:
+                start = i + 2 + ((buf[i] << 8) | buf[i + 1])
+                if first & 0x06:
+                    acks.append(PUBACK_HEAD + buf[start : start + 2])
+                    start += 2
+                if end - start >= header_size:
+                    idx, seq, sent_ns = unpack(buf, start)
+                    if idx < publishers:
+                        slots[PUB0 + idx] += 1
+                        if seq <= last_seq[idx]:
+                            slots[OUT_OF_ORDER] += 1
+                        else:
+                            last_seq[idx] = seq
+                    if latency_from and sent_ns >= latency_from:
+                        latencies.append(now - sent_ns)
+                else:
+                    slots[BAD] += 1
+                slots[RECEIVED] += 1
+            pos = end
+        if pos:
+            del buf[:pos]
+        if acks:
+            writer.write(b"".join(acks))
+
+
+async def _subscriber_process(
+    target: Target, client_id: str, topic_filter: str, qos: int, publishers: int, counters_path: Path
+) -> dict[str, object]:
+    """Body of `mqttload.py subscribe`: subscribe, count until told to stop, report on stdout."""
+    counters = Counters(counters_path, publishers, create=False)
+    slots = counters.slots
+    latencies: list[int] = []
+    error: str | None = None
+    try:
+        client = await Client.connect(target.host, target.port, target.context(), client_id)
+        await client.subscribe(topic_filter, qos)
+        slots[READY] = 1
+        task = asyncio.create_task(_receive(client, slots, publishers, latencies))
+        while not slots[STOP] and not task.done():  # noqa: ASYNC110 - the flag lives in another process
+            await asyncio.sleep(0.02)
+        task.cancel()
+        done = (await asyncio.gather(task, return_exceptions=True))[0]
+        if isinstance(done, Exception):
+            error = repr(done)
+            slots[FAILED] = 1
+        await client.close()
+    except Exception as exc:
+        error = repr(exc)
+        slots[FAILED] = 1
+        slots[READY] = -1
+    report: dict[str, object] = {"received": slots[RECEIVED], "error": error, "latencies_ns": latencies}
+    counters.close()
+    return report
 
 
 @dataclass
-class Receiver:
-    """Counts what one subscriber gets; acknowledges QoS 1 at once; optionally records latencies."""
+class SubscriberReport:
+    received: int
+    out_of_order: int
+    bad: int
+    latencies_ns: list[int]
+    error: str | None
 
-    client: Client
-    publishers: int
-    received: int = 0
-    out_of_order: int = 0
-    bad: int = 0
-    latency_from_ns: int | None = None  # record latencies of messages sent at or after this time
-    latencies_ns: list[int] = field(default_factory=list)
-    error: str | None = None
-    last_seq: list[int] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.last_seq = [0] * self.publishers
+class Subscriber:
+    """The parent's handle on the subscriber process: live counters, and a wake-up when a publisher's count moves."""
 
-    async def run(self) -> None:
-        client = self.client
-        buf = client.buf
-        reader = client.reader
-        writer = client.writer
-        last_seq = self.last_seq
-        unpack = HEADER.unpack_from
+    def __init__(self, proc: asyncio.subprocess.Process, counters: Counters) -> None:
+        self.proc = proc
+        self.counters = counters
+        self.slots = counters.slots
+        self._waiters: dict[int, tuple[int, asyncio.Future[None]]] = {}
+        self._has_waiters = asyncio.Event()
+        self._poller = asyncio.create_task(self._poll())
+
+    @classmethod
+    async def start(cls, target: Target, client_id: str, topic_filter: str, qos: int, publishers: int) -> Subscriber:
+        fd, name = tempfile.mkstemp(prefix="mqttload-", suffix=".counters")
+        os.close(fd)
+        counters = Counters(Path(name), publishers, create=True)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, THIS_FILE, "subscribe", *target.argv(),
+            client_id, topic_filter, str(qos), str(publishers), name,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        sub = cls(proc, counters)
+        deadline = time.monotonic() + 30
+        while sub.slots[READY] == 0 and proc.returncode is None and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        if sub.slots[READY] != 1:
+            report = await sub.finish()
+            raise MqttError(f"subscriber {client_id} did not start: {report.error}")
+        return sub
+
+    @property
+    def received(self) -> int:
+        return int(self.slots[RECEIVED])
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.slots[FAILED]) or self.proc.returncode is not None
+
+    def delivered(self, idx: int) -> int:
+        return int(self.slots[PUB0 + idx])
+
+    def record_latency_from(self, monotonic_ns: int) -> None:
+        """Latency samples for messages sent at or after this time.monotonic_ns() (one clock for both processes)."""
+        self.slots[LATENCY_FROM] = monotonic_ns
+
+    async def wait_progress(self, idx: int, timeout_s: float) -> bool:
+        """Until publisher `idx` has more messages delivered; False if none came in `timeout_s`."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[idx] = (self.delivered(idx), fut)
+        self._has_waiters.set()
         try:
-            while True:
-                data = await reader.read(1 << 18)
-                if not data:
-                    raise MqttError("subscriber connection closed by the broker")
-                now = time.monotonic_ns()
-                buf += data
-                pos, size = 0, len(buf)
-                acks: list[bytes] = []
-                while pos + 2 <= size:
-                    length, mult, i = 0, 1, pos + 1
-                    complete = True
-                    while True:
-                        if i >= size:
-                            complete = False
-                            break
-                        byte = buf[i]
-                        length += (byte & 0x7F) * mult
-                        mult <<= 7
-                        i += 1
-                        if not byte & 0x80:
-                            break
-                    if not complete or i + length > size:
-                        break
-                    first = buf[pos]
-                    end = i + length
-                    if first >> 4 == PUBLISH:
-                        qos = (first >> 1) & 0x03
-                        start = i + 2 + ((buf[i] << 8) | buf[i + 1])
-                        if qos:
-                            acks.append(PUBACK_HEAD + buf[start : start + 2])
-                            start += 2
-                        self.received += 1
-                        if end - start >= HEADER.size:
-                            idx, seq, sent_ns = unpack(buf, start)
-                            if idx < len(last_seq):
-                                if seq <= last_seq[idx]:
-                                    self.out_of_order += 1
-                                else:
-                                    last_seq[idx] = seq
-                            if self.latency_from_ns is not None and sent_ns >= self.latency_from_ns:
-                                self.latencies_ns.append(now - sent_ns)
-                        else:
-                            self.bad += 1
-                    pos = end
-                if pos:
-                    del buf[:pos]
-                if acks:
-                    writer.write(b"".join(acks))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.error = repr(exc)
+            await asyncio.wait_for(fut, timeout_s)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._waiters.pop(idx, None)
+
+    async def _poll(self) -> None:
+        slots = self.slots
+        while True:
+            if not self._waiters:
+                self._has_waiters.clear()
+                await self._has_waiters.wait()
+            await asyncio.sleep(0.0005)
+            for idx, (mark, fut) in list(self._waiters.items()):
+                if slots[PUB0 + idx] != mark and not fut.done():
+                    fut.set_result(None)
+
+    async def finish(self) -> SubscriberReport:
+        """Stop the subscriber process and collect its report."""
+        self._poller.cancel()
+        await asyncio.gather(self._poller, return_exceptions=True)
+        self.slots[STOP] = 1
+        try:
+            stdout, stderr = await asyncio.wait_for(self.proc.communicate(), 15)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+            stdout, stderr = b"", b"subscriber process killed"
+        slots = self.slots
+        received, out_of_order, bad = int(slots[RECEIVED]), int(slots[OUT_OF_ORDER]), int(slots[BAD])
+        self.counters.close()
+        self.counters.path.unlink(missing_ok=True)
+        try:
+            body = json.loads(stdout.decode().strip().splitlines()[-1])
+            latencies, error = list(body["latencies_ns"]), body["error"]
+        except (ValueError, IndexError, KeyError):
+            latencies, error = [], f"no report from the subscriber process: {stderr.decode(errors='replace')[-800:]}"
+        return SubscriberReport(received, out_of_order, bad, latencies, error)
 
 
 # ---------------------------------------------------------------- scenarios
@@ -299,6 +470,11 @@ class FanInResult:
     loss_pct: float
     out_of_order: int
     unacked: int
+    end_to_end: bool  # publishers also waited for delivery (QoS 0 always does)
+    stalls: int  # end-to-end window: times a publisher saw nothing of its own delivered for a second
+    broker_cpu_pct: float | None  # CPU of the broker process over the window (100 = one core)
+    gen_cpu_pct: float  # CPU of the publishers' process over the window
+    sub_cpu_pct: float  # CPU of the subscriber process over the window
     errors: list[str]
 
 
@@ -307,22 +483,42 @@ def _payload_pad(size: int) -> bytes:
 
 
 async def _publish_qos0(
-    client: Client, idx: int, topic: str, pad: bytes, batch: int, stop: asyncio.Event, sent: list[int]
+    client: Client,
+    idx: int,
+    topic: str,
+    pad: bytes,
+    window: int,
+    stop: asyncio.Event,
+    sent: list[int],
+    sub: Subscriber,
+    stalls: list[int],
 ) -> None:
+    """Closed loop without acks: at most `window` messages sent but not yet seen by the subscriber.
+
+    QoS 0 has no flow control, so flat-out publishing only measures how much the kernel buffers; bounding what is
+    outstanding end to end measures what the broker sustains. If nothing of ours arrives for a second, the
+    outstanding messages are written off (the loss figure counts them in the end) and publishing resumes.
+    """
     prefix = publish_prefix(topic, 0, HEADER.size + len(pad))
     pack = HEADER.pack
     writer = client.writer
     seq = 0
+    written_off = 0
     while not stop.is_set():
+        room = window - (sent[idx] - sub.delivered(idx) - written_off)
+        if room <= 0:
+            if not await sub.wait_progress(idx, 1.0):
+                stalls[idx] += 1
+                written_off = sent[idx] - sub.delivered(idx)
+            continue
         now = time.monotonic_ns()
         parts = []
-        for _ in range(batch):
+        for _ in range(room):
             seq += 1
             parts.append(prefix + pack(idx, seq, now) + pad)
         writer.write(b"".join(parts))
-        sent[idx] += batch
+        sent[idx] += room
         await writer.drain()
-        await asyncio.sleep(0)
 
 
 async def _publish_qos1_window(
@@ -334,129 +530,162 @@ async def _publish_qos1_window(
     stop: asyncio.Event,
     acked: list[int],
     unacked: list[int],
+    sub: Subscriber | None = None,
+    stalls: list[int] | None = None,
 ) -> None:
-    """Closed loop: keep `window` QoS 1 messages in flight; count the ones the broker acknowledged."""
+    """Closed loop: at most `window` QoS 1 messages without PUBACK; count the ones the broker acknowledged.
+
+    With `sub`, also at most `window` messages not yet delivered to the subscriber (end to end), so the broker's
+    queue towards the subscriber never grows: what it then delivers is its sustained zero-loss QoS 1 rate.
+    """
     prefix = publish_prefix(topic, 1, HEADER.size + len(pad))
     pack = HEADER.pack
     writer = client.writer
     seq = 0
+    written_off = 0
     inflight: set[int] = set()
     try:
         while True:
-            if not stop.is_set() and len(inflight) < window:
+            room = window - len(inflight)
+            if sub is not None:
+                room = min(room, window - (seq - sub.delivered(idx) - written_off))
+            if not stop.is_set() and room > 0:
                 now = time.monotonic_ns()
                 parts = []
-                while len(inflight) < window:
+                for _ in range(room):
                     seq += 1
                     pid = seq % 65535 + 1
                     inflight.add(pid)
                     parts.append(prefix + pid.to_bytes(2, "big") + pack(idx, seq, now) + pad)
                 writer.write(b"".join(parts))
-            elif not inflight:
+            elif not inflight and (stop.is_set() or sub is None):
                 return
-            for first, body in await client.read_frames():
-                if first >> 4 == PUBACK:
-                    pid = (body[0] << 8) | body[1]
-                    if pid in inflight:
-                        inflight.discard(pid)
-                        acked[idx] += 1
+            if inflight:
+                for first, body in await client.read_frames():
+                    if first >> 4 == PUBACK:
+                        pid = (body[0] << 8) | body[1]
+                        if pid in inflight:
+                            inflight.discard(pid)
+                            acked[idx] += 1
+            elif sub is not None and not await sub.wait_progress(idx, 1.0):
+                # Acknowledged but not delivered for a second: write those off (the loss figure counts them).
+                if stalls is not None:
+                    stalls[idx] += 1
+                written_off = seq - sub.delivered(idx)
     finally:
         unacked[idx] = len(inflight)
 
 
-async def _drain(receiver: Receiver, target: int, max_wait: float, idle: float = 1.5) -> None:
+async def _drain(sub: Subscriber, target: int, max_wait: float, idle: float = 1.5) -> None:
     """Wait until the subscriber has `target` messages, or made no progress for `idle` seconds."""
     deadline = time.monotonic() + max_wait
-    last, last_change = receiver.received, time.monotonic()
-    while receiver.received < target and time.monotonic() < deadline and receiver.error is None:
+    last, last_change = sub.received, time.monotonic()
+    while sub.received < target and time.monotonic() < deadline and not sub.failed:
         await asyncio.sleep(0.05)
-        if receiver.received != last:
-            last, last_change = receiver.received, time.monotonic()
+        if sub.received != last:
+            last, last_change = sub.received, time.monotonic()
         elif time.monotonic() - last_change > idle:
             break
 
 
+async def _stop_tasks(tasks: list[asyncio.Task[None]], timeout_s: float, errors: list[str], what: str) -> None:
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    if pending:
+        errors.append(f"{len(pending)} publishers {what} after {timeout_s:g} s")
+        await asyncio.gather(*pending, return_exceptions=True)
+    errors += [f"publisher: {t.exception()!r}" for t in done if t.exception() is not None]
+
+
 async def fan_in(
-    host: str,
-    port: int,
-    ctx: ssl.SSLContext,
+    target: Target,
     *,
     qos: int,
     publishers: int = 100,
     seconds: float = 5.0,
     warmup: float = 1.0,
     window: int = 10,
-    batch: int = 10,
     payload_size: int = 64,
     topic_filter: str = "bench/+/data",
     tag: str = "",
+    broker_cpu: Callable[[], float] | None = None,
+    end_to_end: bool = False,
 ) -> FanInResult:
-    """`publishers` clients publish flat out to bench/<i>/data; one subscriber on a wildcard counts deliveries."""
-    sub = await Client.connect(host, port, ctx, f"bench-sub{tag}-q{qos}")
-    await sub.subscribe(topic_filter, qos)
-    pubs, errors, _ = await connect_many(
-        host, port, ctx, [f"bench-pub{tag}-q{qos}-{i}" for i in range(publishers)], concurrency=50
-    )
-    if errors:
-        await close_all([sub, *pubs])
-        raise MqttError(f"{len(errors)} publishers failed to connect, e.g. {errors[0]}")
-    receiver = Receiver(sub, publishers)
-    recv_task = asyncio.create_task(receiver.run())
+    """`publishers` clients publish to bench/<i>/data as fast as their window allows; one wildcard subscriber counts.
+
+    QoS 1: at most `window` un-PUBACKed messages per publisher, and with `end_to_end` also at most `window` not yet
+    delivered. QoS 0: always at most `window` messages per publisher not yet delivered to the subscriber (this process
+    sees the subscriber's counts).
+    """
+    tag = f"{tag}-q{qos}{'-e2e' if end_to_end and qos else ''}"
+    sub = await Subscriber.start(target, f"bench-sub{tag}", topic_filter, qos, publishers)
+    pubs: list[Client] = []
+    tasks: list[asyncio.Task[None]] = []
+    errors: list[str] = []
     stop = asyncio.Event()
     sent = [0] * publishers
     unacked = [0] * publishers
+    stalls = [0] * publishers
     pad = _payload_pad(payload_size)
-    if qos == 0:
-        tasks = [
-            asyncio.create_task(_publish_qos0(c, i, f"bench/{i}/data", pad, batch, stop, sent))
-            for i, c in enumerate(pubs)
-        ]
-    else:
-        tasks = [
-            asyncio.create_task(_publish_qos1_window(c, i, f"bench/{i}/data", pad, window, stop, sent, unacked))
-            for i, c in enumerate(pubs)
-        ]
     try:
+        pubs, errors, _ = await connect_many(
+            target.host, target.port, target.context(), [f"bench-pub{tag}-{i}" for i in range(publishers)], 50
+        )
+        if errors:
+            raise MqttError(f"{len(errors)} publishers failed to connect, e.g. {errors[0]}")
+        for i, c in enumerate(pubs):
+            topic = f"bench/{i}/data"
+            if qos == 0:
+                job = _publish_qos0(c, i, topic, pad, window, stop, sent, sub, stalls)
+            else:
+                e2e = sub if end_to_end else None
+                job = _publish_qos1_window(c, i, topic, pad, window, stop, sent, unacked, e2e, stalls)
+            tasks.append(asyncio.create_task(job))
         await asyncio.sleep(warmup)
-        t0, r0, s0 = time.perf_counter(), receiver.received, sum(sent)
+        t0, r0, s0 = time.perf_counter(), sub.received, sum(sent)
+        g0, b0, c0 = time.process_time(), broker_cpu() if broker_cpu else 0.0, cpu_seconds(sub.proc.pid)
         await asyncio.sleep(seconds)
-        t1, r1, s1 = time.perf_counter(), receiver.received, sum(sent)
+        t1, r1, s1 = time.perf_counter(), sub.received, sum(sent)
+        g1, b1, c1 = time.process_time(), broker_cpu() if broker_cpu else 0.0, cpu_seconds(sub.proc.pid)
         stop.set()
-        done, pending = await asyncio.wait(tasks, timeout=15)
-        for task in pending:
-            task.cancel()
-        for task in done:
-            if task.exception() is not None:
-                errors.append(f"publisher: {task.exception()!r}")
-        if pending:
-            errors.append(f"{len(pending)} publishers still waiting for PUBACKs after 15 s")
-            await asyncio.gather(*pending, return_exceptions=True)
+        await _stop_tasks(tasks, 15, errors, "still waiting for PUBACKs")
         # QoS 0 writes may still sit in the client transports: let them go out before judging loss.
         for c in pubs:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(c.writer.drain(), 10)
         total_sent = sum(sent)
-        await _drain(receiver, total_sent, max_wait=20)
+        await _drain(sub, total_sent, max_wait=20)
     finally:
-        recv_task.cancel()
-        await asyncio.gather(recv_task, return_exceptions=True)
-        await close_all([sub, *pubs])
-    if receiver.error:
-        errors.append(f"subscriber: {receiver.error}")
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        report = await sub.finish()
+        await close_all(pubs)
+    if report.error:
+        errors.append(f"subscriber: {report.error}")
     elapsed = t1 - t0
-    lost = max(0, total_sent - receiver.received)
+    lost = max(0, total_sent - report.received)
     return FanInResult(
         qos=qos,
         publishers=publishers,
         seconds=elapsed,
         sent=total_sent,
-        received=receiver.received,
+        received=report.received,
         window_received=r1 - r0,
         delivered_per_s=(r1 - r0) / elapsed,
         offered_per_s=(s1 - s0) / elapsed,
         loss_pct=100.0 * lost / total_sent if total_sent else 0.0,
-        out_of_order=receiver.out_of_order,
+        out_of_order=report.out_of_order,
         unacked=sum(unacked),
+        end_to_end=end_to_end or qos == 0,
+        stalls=sum(stalls),
+        broker_cpu_pct=100.0 * (b1 - b0) / elapsed if broker_cpu else None,
+        gen_cpu_pct=100.0 * (g1 - g0) / elapsed,
+        sub_cpu_pct=100.0 * (c1 - c0) / elapsed,
         errors=errors,
     )
 
@@ -472,6 +701,7 @@ class LatencyResult:
     p99_ms: float
     max_ms: float
     loss_pct: float
+    broker_cpu_pct: float | None  # CPU of the broker process at this fixed rate (100 = one core)
     errors: list[str]
 
 
@@ -531,9 +761,7 @@ async def _paced_publisher(
 
 
 async def latency(
-    host: str,
-    port: int,
-    ctx: ssl.SSLContext,
+    target: Target,
     *,
     publishers: int = 10,
     rate_per_publisher: float = 100.0,
@@ -542,58 +770,58 @@ async def latency(
     window: int = 10,
     payload_size: int = 64,
     tag: str = "",
+    broker_cpu: Callable[[], float] | None = None,
 ) -> LatencyResult:
     """Paced QoS 1 publishers, one QoS 1 wildcard subscriber; publish-to-receive time percentiles."""
-    sub = await Client.connect(host, port, ctx, f"bench-lat-sub{tag}")
-    await sub.subscribe("bench/+/data", 1)
-    pubs, errors, _ = await connect_many(
-        host, port, ctx, [f"bench-lat-pub{tag}-{i}" for i in range(publishers)], concurrency=publishers
-    )
-    if errors:
-        await close_all([sub, *pubs])
-        raise MqttError(f"{len(errors)} publishers failed to connect, e.g. {errors[0]}")
-    receiver = Receiver(sub, publishers)
-    recv_task = asyncio.create_task(receiver.run())
+    sub = await Subscriber.start(target, f"bench-lat-sub{tag}", "bench/+/data", 1, publishers)
+    pubs: list[Client] = []
+    tasks: list[asyncio.Task[None]] = []
+    errors: list[str] = []
     stop = asyncio.Event()
     sent = [0] * publishers
     pad = _payload_pad(payload_size)
-    begin = time.monotonic_ns() + 50_000_000
-    spread = int(1e9 / rate_per_publisher / publishers)  # spread the publishers evenly over one interval
-    receiver.latency_from_ns = begin + int(warmup * 1e9)
-    tasks = [
-        asyncio.create_task(_paced_publisher(c, i, rate_per_publisher, begin + i * spread, stop, window, sent, pad))
-        for i, c in enumerate(pubs)
-    ]
     try:
-        await asyncio.sleep(0.05 + warmup + seconds)
+        pubs, errors, _ = await connect_many(
+            target.host, target.port, target.context(), [f"bench-lat-pub{tag}-{i}" for i in range(publishers)], 50
+        )
+        if errors:
+            raise MqttError(f"{len(errors)} publishers failed to connect, e.g. {errors[0]}")
+        begin = time.monotonic_ns() + 50_000_000
+        spread = int(1e9 / rate_per_publisher / publishers)  # spread the publishers evenly over one interval
+        sub.record_latency_from(begin + int(warmup * 1e9))
+        for i, c in enumerate(pubs):
+            job = _paced_publisher(c, i, rate_per_publisher, begin + i * spread, stop, window, sent, pad)
+            tasks.append(asyncio.create_task(job))
+        await asyncio.sleep(0.05 + warmup)
+        t0, b0 = time.perf_counter(), broker_cpu() if broker_cpu else 0.0
+        await asyncio.sleep(seconds)
+        t1, b1 = time.perf_counter(), broker_cpu() if broker_cpu else 0.0
         stop.set()
-        done, pending = await asyncio.wait(tasks, timeout=15)
-        for task in pending:
-            task.cancel()
-        if pending:
-            errors.append(f"{len(pending)} publishers stuck (in-flight window full) after 15 s")
-            await asyncio.gather(*pending, return_exceptions=True)
-        errors += [f"publisher: {t.exception()!r}" for t in done if t.exception() is not None]
+        await _stop_tasks(tasks, 15, errors, "stuck with a full in-flight window")
         total_sent = sum(sent)
-        await _drain(receiver, total_sent, max_wait=10)
+        await _drain(sub, total_sent, max_wait=10)
     finally:
-        recv_task.cancel()
-        await asyncio.gather(recv_task, return_exceptions=True)
-        await close_all([sub, *pubs])
-    if receiver.error:
-        errors.append(f"subscriber: {receiver.error}")
-    values = sorted(receiver.latencies_ns)
-    lost = max(0, total_sent - receiver.received)
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        report = await sub.finish()
+        await close_all(pubs)
+    if report.error:
+        errors.append(f"subscriber: {report.error}")
+    values = sorted(report.latencies_ns)
+    lost = max(0, total_sent - report.received)
     return LatencyResult(
         rate=int(publishers * rate_per_publisher),
         seconds=seconds,
         sent=total_sent,
-        received=receiver.received,
+        received=report.received,
         samples=len(values),
         p50_ms=_percentile(values, 50) / 1e6,
         p99_ms=_percentile(values, 99) / 1e6,
         max_ms=(values[-1] / 1e6) if values else float("nan"),
         loss_pct=100.0 * lost / total_sent if total_sent else 0.0,
+        broker_cpu_pct=100.0 * (b1 - b0) / (t1 - t0) if broker_cpu else None,
         errors=errors,
     )
 
@@ -608,11 +836,35 @@ class ConnectResult:
 
 
 async def connect_storm(
-    host: str, port: int, ctx: ssl.SSLContext, *, count: int, concurrency: int = 50, tag: str = ""
+    target: Target, *, count: int, concurrency: int = 50, tag: str = ""
 ) -> tuple[ConnectResult, list[Client]]:
     """Open `count` mTLS MQTT sessions (CONNECT..CONNACK), `concurrency` at a time; the caller closes them."""
     clients, errors, elapsed = await connect_many(
-        host, port, ctx, [f"bench-idle{tag}-{i}" for i in range(count)], concurrency
+        target.host, target.port, target.context(), [f"bench-idle{tag}-{i}" for i in range(count)], concurrency
     )
     result = ConnectResult(count, len(clients), elapsed, len(clients) / elapsed if elapsed else 0.0, errors)
     return result, clients
+
+
+# ---------------------------------------------------------------- the subscriber process's entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="mqttload subscriber process (started by the scenarios)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    sub = commands.add_parser("subscribe")
+    for name in ("host", "port", "ca", "cert", "key", "client_id", "topic_filter", "qos", "publishers", "counters"):
+        sub.add_argument(name)
+    args = parser.parse_args(argv)
+    target = Target(args.host, int(args.port), Path(args.ca), Path(args.cert), Path(args.key))
+    report = asyncio.run(
+        _subscriber_process(
+            target, args.client_id, args.topic_filter, int(args.qos), int(args.publishers), Path(args.counters)
+        )
+    )
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
