@@ -7,6 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
+from gateway.api.rest import RestDispatcher
 from gateway.api.server import ApiServer
 from gateway.broker.core import Broker
 from gateway.broker.listeners import Listeners, server_ssl_context
@@ -17,6 +18,8 @@ from gateway.identity.authorizer import DEV_POLICY_DOCUMENT
 from gateway.identity.keystore import ensure_local_ca
 from gateway.identity.policy_doc import PolicyDocument
 from gateway.registry import Registry, RegistryChange
+from gateway.shadow.document import ShadowLimits
+from gateway.shadow.service import ShadowService
 from gateway.store import Store
 
 log = logging.getLogger("edgesim")
@@ -24,6 +27,13 @@ log = logging.getLogger("edgesim")
 
 class Gateway:
     """`async with Gateway(config) as gw:` runs every listener until the block ends."""
+
+    store: Store
+    registry: Registry
+    broker: Broker
+    shadows: ShadowService
+    listeners: Listeners
+    api: ApiServer
 
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
@@ -56,8 +66,9 @@ class Gateway:
         dev_policy = self._dev_policy() if cfg.insecure_port is not None else None
         self.broker = Broker(cfg, self.registry, self.clock, RetainedStore(self.store), dev_policy)
         self.broker.start()
+        self.shadows = ShadowService(self.store, self.broker, self.clock, ShadowLimits())
         self.listeners = Listeners(self.broker)
-        self.api = ApiServer(cfg.host, cfg.api_port, self.status)
+        self.api = ApiServer(cfg.host, cfg.api_port, self.status, RestDispatcher(self).handle)
         self.ports["api"] = await self.api.start()
         self.ssl_context = server_ssl_context(
             str(self.local_ca.server_cert_path), str(self.local_ca.server_key_path), self._trusted_pems()

@@ -94,6 +94,15 @@ MIGRATIONS: list[str] = [
         modified_ms INTEGER NOT NULL
     );
     """,
+    """
+    CREATE TABLE shadows (
+        thing TEXT NOT NULL,
+        name TEXT NOT NULL,
+        deleted INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (thing, name)
+    );
+    """,
 ]
 
 

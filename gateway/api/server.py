@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -12,12 +12,21 @@ log = logging.getLogger("edgesim.api")
 
 
 class ApiServer:
-    def __init__(self, host: str, port: int, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        status: Callable[[], dict[str, Any]],
+        fallback: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self._status = status
         self.app = web.Application(client_max_size=16 * 1024 * 1024)
         self.app.router.add_get("/health", self._health)
+        if fallback is not None:
+            # Every other request is an AWS API call, told apart by its signature, target header and path.
+            self.app.router.add_route("*", "/{tail:.*}", fallback)
         self._runner: web.AppRunner | None = None
         self.ready = False
 

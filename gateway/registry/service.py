@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.identity.authorizer import ConnectionContext
-from gateway.identity.certs import check_validity, parse_certificate
+from gateway.identity.certs import CertInfo, check_validity, parse_certificate
 from gateway.identity.policy_doc import PolicyDocument
 from gateway.registry.base import RegistryChange
 from gateway.registry.security import SecurityRegistry
@@ -25,9 +25,21 @@ class ConnectionGrant:
 
 
 class Registry(SecurityRegistry):
+    _parsed: dict[bytes, CertInfo]
+
+    def _parse_presented(self, cert: bytes) -> CertInfo:
+        """Parse a presented certificate once: reconnecting devices present the same bytes again."""
+        cache: dict[bytes, CertInfo] = self.__dict__.setdefault("_parsed", {})
+        info = cache.get(cert)
+        if info is None:
+            if len(cache) >= 4096:
+                cache.clear()
+            info = cache[cert] = parse_certificate(cert)
+        return info
+
     def connection_grant(self, cert_pem: bytes, client_id: str, source_ip: str | None) -> ConnectionGrant:
         """Resolve a presented certificate into its principal, thing and policies (reference §2.3)."""
-        info = parse_certificate(cert_pem)
+        info = self._parse_presented(cert_pem)
         row = self.certificate_row(info.certificate_id)
         if row is None:
             return ConnectionGrant(f"certificate {info.certificate_id} is not registered")

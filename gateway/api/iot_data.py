@@ -1,0 +1,93 @@
+"""The `iot-data` plane: shadows over REST, HTTP publish, retained messages and connections."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from gateway.errors import InvalidRequestException, ResourceNotFoundException
+from gateway.messages import Message
+from gateway.topics import validate_topic_name
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+Params = dict[str, Any]
+Handler = Callable[["Gateway", Params], Any]
+
+
+def publish(gw: Gateway, p: Params) -> dict[str, Any]:
+    topic = p["topic"]
+    validate_topic_name(topic, max_bytes=gw.config.mqtt.max_topic_bytes, max_slashes=gw.config.mqtt.max_topic_slashes)
+    qos = int(p.get("qos") or 0)
+    if qos not in (0, 1):
+        raise InvalidRequestException("qos must be 0 or 1")
+    payload = p.get("payload") or b""
+    if len(payload) > gw.config.mqtt.max_payload_bytes:
+        raise InvalidRequestException(f"The payload exceeds the maximum size of {gw.config.mqtt.max_payload_bytes}")
+    gw.broker.route(Message(topic, payload, qos, bool(p.get("retain")), None, None, gw.clock.wall_ms(), "http"))
+    return {}
+
+
+def get_retained_message(gw: Gateway, p: Params) -> dict[str, Any]:
+    stored = gw.broker.retained.get(p["topic"])
+    if stored is None:
+        raise ResourceNotFoundException(f"No retained message exists for topic {p['topic']}")
+    payload, qos, modified_ms = stored
+    return {
+        "topic": p["topic"],
+        "payload": base64.b64encode(payload).decode(),
+        "qos": qos,
+        "lastModifiedTime": modified_ms,
+    }
+
+
+def list_retained_messages(gw: Gateway, p: Params) -> dict[str, Any]:
+    from gateway.registry.base import paginate
+
+    items = []
+    for topic in gw.broker.retained.topics():
+        stored = gw.broker.retained.get(topic)
+        if stored is not None:
+            items.append(
+                {"topic": topic, "payloadSize": len(stored[0]), "qos": stored[1], "lastModifiedTime": stored[2]}
+            )
+    page, token = paginate(items, p.get("maxResults"), p.get("nextToken"), limit=200)
+    return {"retainedTopics": page, **({"nextToken": token} if token else {})}
+
+
+def delete_connection(gw: Gateway, p: Params) -> dict[str, Any]:
+    conn = gw.broker.sessions.get(p["clientId"])
+    if conn is None:
+        raise ResourceNotFoundException(f"No connection with client id {p['clientId']}")
+    if p.get("preventWillMessage"):
+        conn.will = None
+    conn.close("DeleteConnection API")
+    return {}
+
+
+def _shadow_name(p: Params) -> str | None:
+    name = p.get("shadowName")
+    return str(name) if name else None
+
+
+HANDLERS: dict[str, Handler] = {
+    "GetThingShadow": lambda gw, p: gw.shadows.get_thing_shadow(p["thingName"], _shadow_name(p)),
+    "UpdateThingShadow": lambda gw, p: gw.shadows.update_thing_shadow(
+        p["thingName"], _shadow_name(p), p.get("payload") or b""
+    ),
+    "DeleteThingShadow": lambda gw, p: gw.shadows.delete_thing_shadow(p["thingName"], _shadow_name(p)),
+    "ListNamedShadowsForThing": lambda gw, p: gw.shadows.list_named_shadows_for_thing(
+        p["thingName"], p.get("nextToken"), p.get("pageSize")
+    ),
+    "Publish": publish,
+    "GetRetainedMessage": get_retained_message,
+    "ListRetainedMessages": list_retained_messages,
+    "DeleteConnection": delete_connection,
+}
+
+
+def json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()

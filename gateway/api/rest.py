@@ -1,0 +1,76 @@
+"""Dispatch of REST-JSON requests (boto3 `iot` and `iot-data`) to the handler named after the operation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway.api import iot, iot_data
+from gateway.api.model import load_service, match_route, parse_input
+from gateway.api.wire import rest_json_error, rest_json_result, signing_service
+from gateway.errors import AwsError, InternalFailureException, InvalidRequestException
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger("edgesim.api")
+
+# The signing names boto3 puts in the credential scope, mapped to the botocore model they belong to.
+SIGNING_NAMES = {"iot": "iot", "iotdata": "iot-data", "iotdevicegateway": "iot-data"}
+
+
+class RestDispatcher:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.models = {name: load_service(name) for name in ("iot-data", "iot")}
+
+    def _find(self, request: web.Request) -> tuple[str, Any, dict[str, str]] | None:
+        wanted = SIGNING_NAMES.get(signing_service(request.headers.get("Authorization")) or "")
+        raw_path = request.rel_url.raw_path
+        query = dict(request.rel_url.query)
+        for name, model in self.models.items():
+            if wanted is not None and name != wanted:
+                continue
+            found = match_route(model, request.method, raw_path, query)
+            if found is not None:
+                return name, found[0], found[1]
+        return None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            found = self._find(request)
+            if found is None:
+                raise InvalidRequestException(f"No operation matches {request.method} {request.rel_url.path}")
+            service, route, labels = found
+            body = await request.read()
+            params = parse_input(
+                self.models[service], route, labels, dict(request.rel_url.query), request.headers, body
+            )
+            result = self._call(service, route.operation, params)
+            if asyncio.iscoroutine(result):
+                result = await result
+            return rest_json_result(result)
+        except AwsError as error:
+            return rest_json_error(error)
+        except KeyError as missing:
+            return rest_json_error(InvalidRequestException(f"Missing required parameter {missing}"))
+        except Exception:
+            log.exception("internal error serving %s %s", request.method, request.rel_url)
+            return rest_json_error(InternalFailureException("Internal service failure"))
+
+    def _call(self, service: str, operation: str, params: dict[str, Any]) -> Any:
+        gw = self.gateway
+        if service == "iot":
+            if operation == "DescribeEndpoint":
+                return {"endpointAddress": f"{gw.config.host}"}
+            handler = iot.HANDLERS.get(operation)
+            if handler is not None:
+                return handler(gw.registry, params)
+        else:
+            data_handler = iot_data.HANDLERS.get(operation)
+            if data_handler is not None:
+                return data_handler(gw, params)
+        raise InvalidRequestException(f"{operation} is not supported by edgesim yet")

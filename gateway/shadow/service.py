@@ -1,0 +1,190 @@
+"""The shadow service: load → pure document rules → commit → publish, for MQTT topics and the REST API.
+
+MQTT requests that arrive in one event-loop turn are applied in order and committed together (group commit):
+one fsync per batch, and every `/accepted` goes out only after its change is on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from gateway.clock import Clock
+from gateway.errors import InvalidRequestException
+from gateway.messages import Message
+from gateway.registry.base import paginate
+from gateway.shadow.document import (
+    ShadowLimits,
+    ShadowRejected,
+    ShadowState,
+    apply_update,
+    delete,
+    error_document,
+    get_document,
+    parse_get_or_delete,
+    parse_update,
+)
+from gateway.shadow.topics import ShadowTopic, is_valid_shadow_name, is_valid_thing_name, parse_shadow_topic
+from gateway.store import Store
+
+if TYPE_CHECKING:
+    from gateway.broker.core import Broker
+
+log = logging.getLogger("edgesim.shadow")
+
+Key = tuple[str, str]  # (thing, shadow name or "" for the classic shadow)
+Outgoing = list[tuple[str, Any]]
+
+
+def _dumps(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+class ShadowService:
+    def __init__(
+        self, store: Store, broker: Broker, clock: Clock, limits: ShadowLimits, cache_size: int = 20000
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.clock = clock
+        self.limits = limits
+        self.cache_size = cache_size
+        self._cache: OrderedDict[Key, ShadowState | None] = OrderedDict()
+        self._pending: list[tuple[ShadowTopic, bytes]] = []
+        self.stats = {"updates": 0, "gets": 0, "deletes": 0, "rejected": 0}
+        broker.shadow_handler = self.on_message
+
+    # ---- state
+    def _load(self, key: Key) -> ShadowState | None:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        row = self.store.one("SELECT record FROM shadows WHERE thing=? AND name=?", key)
+        shadow = None if row is None else ShadowState.from_record(json.loads(row["record"]))
+        self._remember(key, shadow)
+        return shadow
+
+    def _remember(self, key: Key, shadow: ShadowState | None) -> None:
+        self._cache[key] = shadow
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def _save(self, key: Key, shadow: ShadowState) -> None:
+        self.store.db.execute(
+            "INSERT OR REPLACE INTO shadows(thing, name, deleted, record) VALUES (?,?,?,?)",
+            (key[0], key[1], int(shadow.deleted), json.dumps(shadow.to_record(), separators=(",", ":"))),
+        )
+        self._remember(key, shadow)
+
+    # ---- the one operation step, shared by MQTT and REST
+    def _execute(self, topic: ShadowTopic, payload: bytes, out: Outgoing) -> Any:
+        """Apply one request inside the caller's transaction; returns the accepted document or raises."""
+        key = (topic.thing, topic.shadow or "")
+        now_s = self.clock.wall_ms() // 1000
+        current = self._load(key)
+        if topic.operation == "update":
+            self.stats["updates"] += 1
+            result = apply_update(current, parse_update(payload, self.limits), now_s, limits=self.limits)
+            self._save(key, result.shadow)
+            out.append((topic.reply("accepted"), result.accepted))
+            if result.delta is not None:
+                out.append((topic.reply("delta"), result.delta))
+            out.append((topic.reply("documents"), result.documents))
+            return result.accepted
+        if topic.operation == "get":
+            self.stats["gets"] += 1
+            doc = get_document(
+                current,
+                parse_get_or_delete(payload, self.limits),
+                now_s,
+                thing_name=topic.thing,
+                shadow_name=topic.shadow,
+            )
+            out.append((topic.reply("accepted"), doc))
+            return doc
+        self.stats["deletes"] += 1
+        gone, doc = delete(
+            current, parse_get_or_delete(payload, self.limits), now_s, thing_name=topic.thing, shadow_name=topic.shadow
+        )
+        self._save(key, gone)
+        out.append((topic.reply("accepted"), doc))
+        return doc
+
+    def _publish(self, out: Outgoing) -> None:
+        now_ms = self.clock.wall_ms()
+        for topic, doc in out:
+            self.broker.route(Message(topic, _dumps(doc), 1, False, None, None, now_ms, "shadow"))
+
+    # ---- MQTT
+    def on_message(self, message: Message) -> None:
+        topic = parse_shadow_topic(message.topic)
+        if topic is None or not topic.is_request:
+            return
+        if not self._pending:
+            self.broker.loop.call_soon(self.flush)
+        self._pending.append((topic, message.payload))
+
+    def flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        out: Outgoing = []
+        try:
+            with self.store.transaction():
+                for topic, payload in batch:
+                    try:
+                        self._execute(topic, payload, out)
+                    except ShadowRejected as err:
+                        self.stats["rejected"] += 1
+                        out.append((topic.reply("rejected"), error_document(err, None, self.clock.wall_ms() // 1000)))
+        except Exception:
+            log.exception("shadow batch of %d failed to commit", len(batch))
+            self._cache.clear()  # the cache may hold changes that were rolled back
+            now_s = self.clock.wall_ms() // 1000
+            out = [
+                (t.reply("rejected"), error_document(ShadowRejected(500, "Internal service failure"), None, now_s))
+                for t, _ in batch
+            ]
+        self._publish(out)
+
+    # ---- REST (iot-data)
+    def _rest(self, thing: str, shadow: str | None, operation: str, payload: bytes) -> bytes:
+        if not is_valid_thing_name(thing):
+            raise InvalidRequestException(f"Invalid thing name: {thing!r}")
+        if shadow is not None and not is_valid_shadow_name(shadow):
+            raise InvalidRequestException(f"Invalid shadow name: {shadow!r}")
+        self.flush()  # keep the order with MQTT requests already received
+        topic = ShadowTopic(thing, shadow, operation)  # type: ignore[arg-type]
+        out: Outgoing = []
+        try:
+            with self.store.transaction():
+                doc = self._execute(topic, payload, out)
+        except ShadowRejected as err:
+            self.stats["rejected"] += 1
+            raise err.to_aws_error() from err
+        # REST requests are answered in the HTTP body; subscribers still see delta and documents.
+        self._publish([(t, d) for t, d in out if not t.endswith("/accepted")])
+        return _dumps(doc)
+
+    def get_thing_shadow(self, thing: str, shadow: str | None) -> bytes:
+        return self._rest(thing, shadow, "get", b"")
+
+    def update_thing_shadow(self, thing: str, shadow: str | None, payload: bytes) -> bytes:
+        return self._rest(thing, shadow, "update", payload)
+
+    def delete_thing_shadow(self, thing: str, shadow: str | None) -> bytes:
+        return self._rest(thing, shadow, "delete", b"")
+
+    def list_named_shadows_for_thing(self, thing: str, next_token: str | None, page_size: int | None) -> dict[str, Any]:
+        self.flush()
+        rows = self.store.query(
+            "SELECT name FROM shadows WHERE thing=? AND name<>'' AND deleted=0 ORDER BY name", (thing,)
+        )
+        page, token = paginate([r["name"] for r in rows], page_size, next_token, limit=100)
+        out: dict[str, Any] = {"results": page, "timestamp": self.clock.wall_ms() // 1000}
+        if token:
+            out["nextToken"] = token
+        return out
