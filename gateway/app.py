@@ -7,6 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
+from gateway.api.https_publish import HttpsPublish
 from gateway.api.rest import RestDispatcher
 from gateway.api.server import ApiServer
 from gateway.broker.core import Broker
@@ -34,6 +35,7 @@ class Gateway:
     shadows: ShadowService
     listeners: Listeners
     api: ApiServer
+    https: HttpsPublish
 
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
@@ -77,6 +79,9 @@ class Gateway:
         self.ports["mqtts"] = await self.listeners.start_mqtt("mqtts", cfg.host, cfg.mqtts_port, self.ssl_context)
         if cfg.wss_port is not None:
             self.ports["wss"] = await self.listeners.start_websocket(cfg.host, cfg.wss_port, self.ssl_context)
+        if cfg.https_port is not None:
+            self.https = HttpsPublish(self)
+            self.ports["https"] = await self.https.start(cfg.host, cfg.https_port, self.ssl_context)
         if cfg.insecure_port is not None:
             self.ports["mqtt"] = await self.listeners.start_mqtt("mqtt", cfg.host, cfg.insecure_port, None)
         self._tasks.append(asyncio.create_task(self._watch_other_writers(), name="registry-watch"))
@@ -92,6 +97,8 @@ class Gateway:
             await self.broker.stop()
         if hasattr(self, "listeners"):
             await self.listeners.stop()
+        if hasattr(self, "https"):
+            await self.https.stop()
         if hasattr(self, "api"):
             await self.api.stop()
         if hasattr(self, "store"):

@@ -74,6 +74,7 @@ def up(
     host: Annotated[str, typer.Option(help="Address every listener binds to.")] = "127.0.0.1",
     mqtts_port: Annotated[int, typer.Option("--mqtts-port", help="MQTT over mutual TLS.")] = 8883,
     wss_port: Annotated[int, typer.Option("--wss-port", help="MQTT over secure WebSocket (-1: off).")] = 8084,
+    https_port: Annotated[int, typer.Option("--https-port", help="HTTPS publish with client certs (-1: off).")] = 8443,
     api_port: Annotated[int, typer.Option("--api-port", help="HTTP API and dashboard.")] = 4566,
     insecure_port: Annotated[
         int | None, typer.Option("--insecure-port", help="Also open plain MQTT here (anonymous dev policy).")
@@ -92,6 +93,7 @@ def up(
         host=host,
         mqtts_port=mqtts_port,
         wss_port=None if wss_port < 0 else wss_port,
+        https_port=None if https_port < 0 else https_port,
         api_port=api_port,
         insecure_port=insecure_port,
         data_dir=data_dir,
@@ -442,7 +444,9 @@ def demo(
     from gateway.demo import run_demo
 
     logging.basicConfig(level="WARNING")
-    cfg = Config(mqtts_port=mqtts_port, api_port=api_port, wss_port=None, data_dir=data_dir, certs_dir=certs_dir)
+    cfg = Config(
+        mqtts_port=mqtts_port, api_port=api_port, wss_port=None, https_port=None, data_dir=data_dir, certs_dir=certs_dir
+    )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_demo(cfg, devices, duration, interval))
     console.print("demo stopped")

@@ -43,6 +43,7 @@ class Config(BaseModel):
     host: str = "127.0.0.1"
     mqtts_port: int = 8883
     wss_port: int | None = 8084
+    https_port: int | None = 8443
     insecure_port: int | None = None
     api_port: int = 4566
     data_dir: Path = Field(default_factory=default_data_dir)

@@ -210,3 +210,39 @@ def test_device_sdk_v2_shadow_client(gateway: GatewayProcess, unique: str) -> No
         assert document.state.delta == {"fan": "on"} and document.client_token == "get-1"
     finally:
         connection.disconnect().result(10)
+
+
+def _https_post(gw: GatewayProcess, creds: Any, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    ctx = ssl.create_default_context(cafile=str(gw.ca_file))
+    ctx.load_cert_chain(str(creds.cert), str(creds.key))
+    request = urllib.request.Request(f"https://localhost:{gw.ports['https']}{path}", data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, context=ctx, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+
+
+def test_https_publish_door_checks_policy(gateway: GatewayProcess, unique: str) -> None:
+    sub_creds = gateway.provision(f"hs-{unique}", allow_all_policy())
+    sub = Device(gateway.ports["mqtts"], sub_creds.thing, sub_creds.cert, sub_creds.key, sub_creds.ca).connect()
+    sub.subscribe(f"https/{unique}/#", 1)
+    poster = gateway.provision(
+        f"hp-{unique}",
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "iot:Publish", "Resource": ARN + f"topic/https/{unique}/ok"}],
+        },
+    )
+    status, body = _https_post(gateway, poster, f"/topics/https%2F{unique}%2Fok?qos=1", b'{"t":1}')
+    assert (status, body["message"]) == (200, "OK")
+    assert sub.expect().payload == b'{"t":1}'
+    status, body = _https_post(gateway, poster, f"/topics/https%2F{unique}%2Fnot-allowed?qos=1", b"x")
+    assert status == 403
+    sub.expect_none()
+    sub.close()

@@ -1,0 +1,90 @@
+"""The HTTPS publish door: `POST /topics/{topic}?qos=1` with a client certificate, policy checked (reference §1.6)."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import uuid
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from gateway.api.wire import rest_json_error
+from gateway.errors import AwsError, ForbiddenException, InvalidRequestException
+from gateway.identity.authorizer import Authorizer
+from gateway.messages import Message
+from gateway.topics import validate_topic_name
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger("edgesim.https")
+
+
+class HttpsPublish:
+    """Thing variables never resolve here: HTTP publishes have no client id (reference §2.3)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._authorizers: dict[bytes, tuple[int, Authorizer]] = {}
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, host: str, port: int, ctx: ssl.SSLContext) -> int:
+        app = web.Application(client_max_size=self.gateway.config.mqtt.max_payload_bytes + 1)
+        app.router.add_post("/topics/{topic:.+}", self._publish)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=ctx)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None)  # aiohttp has no public accessor for the bound port
+        bound = int(sockets[0].getsockname()[1]) if sockets else port
+        log.info("listening: https publish on %s:%d (client certificate required)", host, bound)
+        return bound
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _authorizer(self, request: web.Request) -> Authorizer:
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        if not der:
+            raise ForbiddenException("A client certificate is required")
+        generation = self.gateway.registry.generation
+        cached = self._authorizers.get(der)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        peer = transport.get_extra_info("peername") if transport else None
+        grant = self.gateway.registry.connection_grant(der, "", peer[0] if peer else None)
+        if grant.refusal is not None or grant.context is None:
+            raise ForbiddenException(grant.refusal or "certificate refused")
+        authorizer = Authorizer.compile(grant.documents, grant.context)
+        if len(self._authorizers) > 4096:
+            self._authorizers.clear()
+        self._authorizers[der] = (generation, authorizer)
+        return authorizer
+
+    async def _publish(self, request: web.Request) -> web.Response:
+        try:
+            gw = self.gateway
+            topic = unquote(request.rel_url.raw_path.split("/topics/", 1)[1])
+            validate_topic_name(
+                topic, max_bytes=gw.config.mqtt.max_topic_bytes, max_slashes=gw.config.mqtt.max_topic_slashes
+            )
+            qos_text = request.rel_url.query.get("qos", "0")
+            if qos_text not in ("0", "1"):
+                raise InvalidRequestException("qos must be 0 or 1")
+            retain = request.rel_url.query.get("retain", "false").lower() == "true"
+            authorizer = self._authorizer(request)
+            if not authorizer.can_publish(topic) or (retain and not authorizer.can_retain_publish(topic)):
+                raise ForbiddenException(f"Not authorized to publish to topic/{topic}")
+            payload = await request.read()
+            principal = authorizer.context.cert_id
+            gw.broker.route(
+                Message(topic, payload, int(qos_text), retain, None, principal, gw.clock.wall_ms(), "https")
+            )
+            return web.json_response({"message": "OK", "traceId": str(uuid.uuid4())})
+        except AwsError as error:
+            return rest_json_error(error)
