@@ -1,4 +1,4 @@
-"""The edgesim command as a user runs it."""
+"""The edgesim command as a user runs it, against a running gateway."""
 
 from __future__ import annotations
 
@@ -8,10 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import GatewayProcess
+from mqtt_helpers import Device
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(tmp: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    tmp: Path, *args: str, gw: GatewayProcess | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        "EDGESIM_HOME": str(tmp / "data"),
+        "EDGESIM_CERTS": str(tmp / "certs"),
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+    }
+    if gw is not None:
+        env["EDGESIM_ENDPOINT"] = f"http://127.0.0.1:{gw.ports['api']}"
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
         cwd=tmp,
@@ -19,50 +32,82 @@ def run(tmp: Path, *args: str, check: bool = True) -> subprocess.CompletedProces
         capture_output=True,
         check=check,
         timeout=60,
-        env={
-            "EDGESIM_HOME": str(tmp / "data"),
-            "EDGESIM_CERTS": str(tmp / "certs"),
-            "PATH": "/usr/bin:/bin",
-            "PYTHONPATH": str(ROOT),
-        },
+        env=env,
     )
 
 
-def test_certs_create_writes_files_with_private_key_0600(tmp_path: Path) -> None:
+def test_certs_create_writes_files_and_the_device_connects(
+    gateway: GatewayProcess, tmp_path: Path, unique: str
+) -> None:
     policy = tmp_path / "p.json"
     policy.write_text(
         json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]})
     )
-    run(tmp_path, "policies", "create", "all", str(policy))
-    out = json.loads(run(tmp_path, "certs", "create", "--thing", "cli-dev", "--policy", "all", "--json").stdout)
+    run(tmp_path, "policies", "create", f"all-{unique}", str(policy), gw=gateway)
+    out = json.loads(
+        run(
+            tmp_path,
+            "certs",
+            "create",
+            "--thing",
+            f"cli-{unique}",
+            "--policy",
+            f"all-{unique}",
+            "--out",
+            str(tmp_path / "dev"),
+            "--json",
+            gw=gateway,
+        ).stdout
+    )
     assert len(out["certificateId"]) == 64
-    key = tmp_path / "certs" / "cli-dev.private.key"
+    key = tmp_path / "dev" / f"cli-{unique}.private.key"
+    cert = tmp_path / "dev" / f"cli-{unique}.cert.pem"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    assert stat.S_IMODE((tmp_path / "certs" / "root-ca.key").stat().st_mode) == 0o600
-    assert (tmp_path / "certs" / "cli-dev.cert.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
-    things = json.loads(run(tmp_path, "things", "list", "--json").stdout)["things"]
-    assert [t["thingName"] for t in things] == ["cli-dev"]
-    listed = json.loads(run(tmp_path, "certs", "list", "--json").stdout)["certificates"]
-    assert [c["status"] for c in listed] == ["ACTIVE"]
-    run(tmp_path, "certs", "revoke", out["certificateId"])
-    listed = json.loads(run(tmp_path, "certs", "list", "--json").stdout)["certificates"]
-    assert [c["status"] for c in listed] == ["REVOKED"]
+    device = Device(gateway.ports["mqtts"], f"cli-{unique}", cert, key, gateway.ca_file).connect()
+    things = json.loads(run(tmp_path, "things", "list", "--json", gw=gateway).stdout)["things"]
+    assert f"cli-{unique}" in [t["thingName"] for t in things]
+    run(tmp_path, "certs", "revoke", out["certificateId"], gw=gateway)
+    assert device.disconnected.wait(5)
+    device.client.loop_stop()
+    listed = json.loads(run(tmp_path, "certs", "list", "--json", gw=gateway).stdout)["certificates"]
+    assert {c["certificateId"]: c["status"] for c in listed}[out["certificateId"]] == "REVOKED"
 
 
-def test_malformed_policy_error_names_the_json_path(tmp_path: Path) -> None:
+def test_shadow_commands(gateway: GatewayProcess, tmp_path: Path, unique: str) -> None:
+    thing = f"sh-{unique}"
+    accepted = json.loads(
+        run(tmp_path, "shadow", "update", thing, '{"state":{"desired":{"on":true}}}', gw=gateway).stdout
+    )
+    assert accepted["version"] == 1
+    got = json.loads(run(tmp_path, "shadow", "get", thing, gw=gateway).stdout)
+    assert got["state"]["delta"] == {"on": True}
+    run(tmp_path, "shadow", "update", thing, '{"state":{"reported":{"x":1}}}', "--name", "cfg", gw=gateway)
+    assert json.loads(run(tmp_path, "shadow", "list", thing, "--json", gw=gateway).stdout)["results"] == ["cfg"]
+    assert json.loads(run(tmp_path, "shadow", "delete", thing, gw=gateway).stdout)["version"] == 1
+    missing = run(tmp_path, "shadow", "get", thing, gw=gateway, check=False)
+    assert missing.returncode == 1 and "ResourceNotFoundException" in missing.stderr
+
+
+def test_malformed_policy_error_names_the_json_path(gateway: GatewayProcess, tmp_path: Path) -> None:
     policy = tmp_path / "bad.json"
     policy.write_text(
         json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Alow", "Action": "iot:*", "Resource": "*"}]})
     )
-    result = run(tmp_path, "policies", "create", "bad", str(policy), check=False)
+    result = run(tmp_path, "policies", "create", "bad", str(policy), gw=gateway, check=False)
     assert result.returncode == 1
-    assert "Statement[0].Effect" in result.stderr + result.stdout
+    assert "MalformedPolicyException" in result.stderr and "Statement[0].Effect" in result.stderr
 
 
-def test_invalid_thing_name_gets_aws_validation_message(tmp_path: Path) -> None:
-    result = run(tmp_path, "things", "create", "bad name!", check=False)
+def test_invalid_thing_name_gets_aws_validation_message(gateway: GatewayProcess, tmp_path: Path) -> None:
+    result = run(tmp_path, "things", "create", "bad:name!", gw=gateway, check=False)
     assert result.returncode == 1
-    assert "failed to satisfy constraint" in result.stderr + result.stdout
+    assert "failed to satisfy constraint" in result.stderr
+
+
+def test_no_gateway_running_is_a_clear_error(tmp_path: Path) -> None:
+    result = run(tmp_path, "things", "list", "--endpoint", "http://127.0.0.1:9", check=False)
+    assert result.returncode == 1
+    assert "no gateway answers" in result.stderr
 
 
 def test_every_command_has_help(tmp_path: Path) -> None:
@@ -73,6 +118,7 @@ def test_every_command_has_help(tmp_path: Path) -> None:
         ["certs", "create", "--help"],
         ["things", "list", "--help"],
         ["policies", "attach", "--help"],
+        ["shadow", "update", "--help"],
     ):
         assert "Usage" in run(tmp_path, *args).stdout
 

@@ -1,0 +1,67 @@
+"""How CLI commands reach a running gateway: boto3 against its HTTP API, as the AWS CLI would."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:4566"
+
+Endpoint = Annotated[
+    str, typer.Option("--endpoint", envvar="EDGESIM_ENDPOINT", help="The gateway's HTTP API (edgesim up).")
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def aws_client(service: str, endpoint: str) -> Any:
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    # Any credentials work on loopback; these keep boto3 from searching the environment for real ones.
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="edgesim",
+        aws_secret_access_key="edgesim",
+        config=BotoConfig(retries={"max_attempts": 1}),
+    )
+
+
+@contextlib.contextmanager
+def api(service: str, endpoint: str) -> Iterator[Any]:
+    """A boto3 client; AWS errors and an unreachable gateway become one clear line and exit code 1."""
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    try:
+        yield aws_client(service, endpoint)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        err_console.print(f"[red]error:[/red] {error.get('Code')}: {error.get('Message')}")
+        raise typer.Exit(1) from exc
+    except EndpointConnectionError as exc:
+        err_console.print(
+            f"[red]error:[/red] no gateway answers at {endpoint}; start one with `edgesim up` "
+            "or point --endpoint / EDGESIM_ENDPOINT at it"
+        )
+        raise typer.Exit(1) from exc
+
+
+def emit(data: Any, as_json: bool, table: Table | None = None) -> None:
+    if as_json or table is None:
+        typer.echo(json.dumps(data, indent=2, default=str))
+    else:
+        console.print(table)
+
+
+def strip_metadata(response: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in response.items() if k != "ResponseMetadata"}
