@@ -49,6 +49,10 @@ def up(
     ] = 100,
     data_dir: DataDir = Path(".edgesim"),
     certs_dir: CertsDir = Path("certs"),
+    require_sigv4: Annotated[
+        list[str] | None,
+        typer.Option("--require-sigv4", help="ACCESS_KEY:SECRET (repeatable): check SigV4 on every API request."),
+    ] = None,
     ports_file: Annotated[Path | None, typer.Option(help="Write the bound ports here as JSON once ready.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
@@ -65,6 +69,11 @@ def up(
         certs_dir=certs_dir,
     )
     cfg.mqtt.publishes_per_second = publishes_per_second
+    for pair in require_sigv4 or []:
+        key, sep, secret = pair.partition(":")
+        if not sep or not key or not secret:
+            raise typer.BadParameter(f"--require-sigv4 wants ACCESS_KEY:SECRET, got {pair!r}")
+        cfg.sigv4_credentials[key] = secret
     asyncio.run(_run_gateway(cfg, ports_file))
 
 

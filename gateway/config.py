@@ -55,6 +55,10 @@ class Config(BaseModel):
         default=False,
         description="answer a refused MQTT 3.1.1 CONNECT with CONNACK rc=5 instead of closing the socket",
     )
+    sigv4_credentials: dict[str, str] = Field(
+        default_factory=dict,
+        description="access key -> secret; when set, every HTTP API request must carry a valid SigV4 signature",
+    )
     mqtt: MqttLimits = Field(default_factory=MqttLimits)
 
     @property

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.api import iot, iot_data
+from gateway.api import iot, iot_data, sigv4
 from gateway.api.model import load_service, match_route, parse_input
 from gateway.api.wire import rest_json_error, rest_json_result, signing_service
 from gateway.errors import AwsError, InternalFailureException, InvalidRequestException
@@ -46,6 +47,16 @@ class RestDispatcher:
                 raise InvalidRequestException(f"No operation matches {request.method} {request.rel_url.path}")
             service, route, labels = found
             body = await request.read()
+            if self.gateway.config.sigv4_credentials:
+                sigv4.verify(
+                    request.method,
+                    request.rel_url.raw_path,
+                    request.rel_url.raw_query_string,
+                    request.headers,
+                    body,
+                    self.gateway.config.sigv4_credentials,
+                    datetime.fromtimestamp(self.gateway.clock.wall_ms() / 1000, tz=UTC),
+                )
             params = parse_input(
                 self.models[service], route, labels, dict(request.rel_url.query), request.headers, body
             )

@@ -140,3 +140,41 @@ def test_register_certificate_made_elsewhere(gateway: GatewayProcess, iot: Any) 
 
 def test_describe_endpoint(iot: Any) -> None:
     assert iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"] == "127.0.0.1"
+
+
+def test_require_sigv4_checks_signatures(tmp_path: Any) -> None:
+    gw = GatewayProcess(tmp_path, extra_args=["--require-sigv4", "AKIDEDGESIM:s3cret"]).start()
+    try:
+        good = boto3.client(
+            "iot",
+            endpoint_url=f"http://127.0.0.1:{gw.ports['api']}",
+            region_name="eu-west-1",
+            aws_access_key_id="AKIDEDGESIM",
+            aws_secret_access_key="s3cret",
+        )
+        good.create_thing(thingName="signed", attributePayload={"attributes": {"a": "b.c"}})
+        assert good.list_things(maxResults=5)["things"][0]["thingName"] == "signed"
+        data = boto3.client(
+            "iot-data",
+            endpoint_url=f"http://127.0.0.1:{gw.ports['api']}",
+            region_name="eu-west-1",
+            aws_access_key_id="AKIDEDGESIM",
+            aws_secret_access_key="s3cret",
+        )
+        data.publish(topic="a/b c/$x", qos=1, payload=b"signed publish")
+        wrong = client(gw, "iot")
+        with pytest.raises(wrong.exceptions.ClientError) as info:
+            wrong.list_things()
+        assert info.value.response["Error"]["Code"] == "UnrecognizedClientException"
+        forged = boto3.client(
+            "iot",
+            endpoint_url=f"http://127.0.0.1:{gw.ports['api']}",
+            region_name="us-east-1",
+            aws_access_key_id="AKIDEDGESIM",
+            aws_secret_access_key="guess",
+        )
+        with pytest.raises(forged.exceptions.ClientError) as info:
+            forged.list_things()
+        assert info.value.response["Error"]["Code"] == "InvalidSignatureException"
+    finally:
+        gw.stop()
