@@ -213,7 +213,7 @@ class Edgesim(BrokerProcess):
         return [
             sys.executable, "-m", "gateway", "up",
             "--host", HOST,
-            "--mqtts-port", "0", "--wss-port", "-1", "--api-port", "0",
+            "--mqtts-port", "0", "--wss-port", "-1", "--https-port", "-1", "--api-port", "0",
             "--data-dir", str(self.mat.data), "--certs-dir", str(self.mat.certs),
             "--ports-file", str(self.ports_file),
             "--publishes-per-second", "0",

@@ -62,6 +62,8 @@ class GatewayProcess:
             "0",
             "--api-port",
             "0",
+            "--https-port",
+            "0",
             "--data-dir",
             str(self.data_dir),
             "--certs-dir",
@@ -80,8 +82,10 @@ class GatewayProcess:
                 self.ports = json.loads(ports_file.read_text())
                 return self
             if self.proc.poll() is not None:
+                self.stop()
                 raise RuntimeError("gateway exited:\n" + (self.home / "gateway.log").read_text())
             time.sleep(0.05)
+        self.stop()
         raise RuntimeError("gateway did not start in 30 s")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

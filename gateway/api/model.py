@@ -148,6 +148,59 @@ def parse_input(
     return params
 
 
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "long": (int,),
+    "float": (int, float),
+    "double": (int, float),
+    "boolean": (bool,),
+    "structure": (dict,),
+    "map": (dict,),
+    "list": (list,),
+    "timestamp": (int, float, str),
+    "blob": (str, bytes),
+}
+
+
+def validate_input(service: ServiceModel, shape_name: str | None, params: Mapping[str, Any]) -> None:
+    """Required members and JSON types, worded like AWS's validation errors; nothing runs on a bad request."""
+    if shape_name is None:
+        return
+    _validate(service, service.shapes[shape_name], params, "")
+
+
+def _validate(service: ServiceModel, shape: Mapping[str, Any], value: Any, where: str) -> None:
+    kind = shape.get("type", "structure")
+    expected = _JSON_TYPES.get(kind)
+    wrong = expected is not None and (
+        not isinstance(value, expected) or (kind != "boolean" and isinstance(value, bool))
+    )
+    if wrong and not (kind == "blob" and isinstance(value, (bytes, bytearray))):
+        raise InvalidRequestException(
+            f"1 validation error detected: Value at '{where or 'request'}' failed to satisfy constraint: "
+            f"Member must be of type {kind}"
+        )
+    if kind == "structure":
+        for required in shape.get("required", []):
+            if required not in value:
+                raise InvalidRequestException(
+                    f"1 validation error detected: Value null at '{where + required}' failed to satisfy "
+                    "constraint: Member must not be null"
+                )
+        for member, spec in shape.get("members", {}).items():
+            if member in value and value[member] is not None:
+                _validate(service, service.shapes[spec["shape"]], value[member], f"{where}{member}.")
+    elif kind == "list":
+        member_shape = service.shapes[shape["member"]["shape"]]
+        for index, item in enumerate(value):
+            _validate(service, member_shape, item, f"{where.rstrip('.')}[{index}].")
+    elif kind == "map":
+        value_shape = service.shapes[shape["value"]["shape"]]
+        for key, item in value.items():
+            _validate(service, value_shape, item, f"{where}{key}.")
+
+
 def _json_body(body: bytes) -> Any:
     try:
         return json.loads(body)

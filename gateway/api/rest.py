@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway.api import iot, iot_data, sigv4
-from gateway.api.model import load_service, match_route, parse_input
+from gateway.api.model import load_service, match_route, parse_input, validate_input
 from gateway.api.wire import rest_json_error, rest_json_result, signing_service
 from gateway.errors import AwsError, InternalFailureException, InvalidRequestException
 
@@ -60,6 +60,7 @@ class RestDispatcher:
             params = parse_input(
                 self.models[service], route, labels, dict(request.rel_url.query), request.headers, body
             )
+            validate_input(self.models[service], route.input_shape, params)
             result = self._call(service, route.operation, params)
             if asyncio.iscoroutine(result):
                 result = await result
