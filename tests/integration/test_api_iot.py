@@ -178,3 +178,48 @@ def test_require_sigv4_checks_signatures(tmp_path: Any) -> None:
         assert info.value.response["Error"]["Code"] == "InvalidSignatureException"
     finally:
         gw.stop()
+
+
+def _raw(gw: GatewayProcess, method: str, path: str, body: bytes | None) -> tuple[int, str, dict[str, Any]]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{gw.ports['api']}{path}",
+        data=body,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, "", json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.headers.get("x-amzn-ErrorType", ""), json.loads(error.read())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"attributePayload": {"attributes": ["not", "a", "map"]}}',
+        b'{"attributePayload": {"attributes": {"a": 5}}}',
+        b'{"thingTypeName": 42}',
+        b"{not json",
+        b"[1, 2]",
+    ],
+)
+def test_malformed_requests_get_aws_errors_and_change_nothing(
+    gateway: GatewayProcess, iot: Any, unique: str, body: bytes
+) -> None:
+    status, error_type, payload = _raw(gateway, "POST", f"/things/raw-{unique}", body)
+    assert (status, error_type) == (400, "InvalidRequestException")
+    assert payload["message"]
+    with pytest.raises(iot.exceptions.ResourceNotFoundException):
+        iot.describe_thing(thingName=f"raw-{unique}")
+
+
+def test_gateway_keeps_serving_after_bad_requests(gateway: GatewayProcess, iot: Any) -> None:
+    for method, path in (("GET", "/no/such/route"), ("DELETE", "/things"), ("PUT", "/certificates/zz?newStatus=x")):
+        status, _, _ = _raw(gateway, method, path, None)
+        assert 400 <= status < 500
+    assert "things" in iot.list_things()
