@@ -246,3 +246,13 @@ def test_https_publish_door_checks_policy(gateway: GatewayProcess, unique: str) 
     assert status == 403
     sub.expect_none()
     sub.close()
+
+
+def test_policy_confines_device_to_its_own_shadow(gateway: GatewayProcess, unique: str) -> None:
+    dev = shadow_device(gateway, f"mine-{unique}")
+    dev.publish(f"$aws/things/other-{unique}/shadow/update", b'{"state":{"desired":{"x":1}}}', timeout=2)
+    assert dev.disconnected.wait(5)
+    dev.client.loop_stop()
+    data = client(gateway, "iot-data")
+    with pytest.raises(data.exceptions.ResourceNotFoundException):
+        data.get_thing_shadow(thingName=f"other-{unique}")
