@@ -15,3 +15,5 @@ class Message:
     principal: str | None = None
     received_ms: int = 0
     door: str = "mqtt"
+    # How many rule actions republished this message on its way here; bounds rule loops.
+    hops: int = 0

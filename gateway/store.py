@@ -103,6 +103,14 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (thing, name)
     );
     """,
+    """
+    CREATE TABLE topic_rules (
+        name TEXT PRIMARY KEY,
+        payload TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT 'api',
+        created_ms INTEGER NOT NULL
+    );
+    """,
 ]
 
 

@@ -283,7 +283,8 @@ class Broker:
         topic = message.topic
         if topic[0] == "$":
             route = classify(topic)
-            if route is Route.SHADOW and self.shadow_handler is not None:
+            # The shadow service's own replies come back through here; only requests go to it.
+            if route is Route.SHADOW and self.shadow_handler is not None and message.door != "shadow":
                 self.shadow_handler(message)
             elif route is Route.BASIC_INGEST:
                 for hook in self.message_hooks:

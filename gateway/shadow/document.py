@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeGuard
 
+import orjson
+
 from gateway.errors import (
     AwsError,
     ConflictException,
@@ -232,6 +234,10 @@ def _decode(payload: bytes, limits: ShadowLimits) -> object:
     except UnicodeDecodeError:
         raise ShadowRejected(415, UNSUPPORTED_ENCODING) from None
     try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass  # orjson refuses integers beyond 64 bits, which are valid JSON: let the standard parser decide
+    try:
         return json.loads(text, parse_constant=_no_constants)
     except RecursionError:
         raise ShadowRejected(400, TOO_DEEP.format(limits.max_depth)) from None
@@ -389,8 +395,11 @@ def compute_delta(desired: JsonObject | None, reported: JsonObject | None) -> Js
 def _json_bytes(value: JsonObject | None) -> int:
     if not value:
         return 0
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    try:
+        return len(orjson.dumps(value))
+    except (orjson.JSONEncodeError, TypeError):
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _sections(desired: JsonObject | None, reported: JsonObject | None) -> JsonObject:

@@ -11,6 +11,7 @@ import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from gateway import jsonutil
 from gateway.clock import Clock
 from gateway.errors import InvalidRequestException
 from gateway.messages import Message
@@ -38,8 +39,7 @@ Key = tuple[str, str]  # (thing, shadow name or "" for the classic shadow)
 Outgoing = list[tuple[str, Any]]
 
 
-def _dumps(doc: Any) -> bytes:
-    return json.dumps(doc, separators=(",", ":")).encode()
+_dumps = jsonutil.dumps
 
 
 class ShadowService:
@@ -75,7 +75,7 @@ class ShadowService:
     def _save(self, key: Key, shadow: ShadowState) -> None:
         self.store.db.execute(
             "INSERT OR REPLACE INTO shadows(thing, name, deleted, record) VALUES (?,?,?,?)",
-            (key[0], key[1], int(shadow.deleted), json.dumps(shadow.to_record(), separators=(",", ":"))),
+            (key[0], key[1], int(shadow.deleted), _dumps(shadow.to_record()).decode()),
         )
         self._remember(key, shadow)
 
