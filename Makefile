@@ -33,6 +33,8 @@ lint: $(STAMP)
 
 bench: $(STAMP) apt-deps
 	$(BIN)/python bench/broker.py
+	$(BIN)/python bench/shadow.py
+	$(BIN)/python bench/rules.py
 
 clean:
 	rm -rf $(VENV) .edgesim .pytest_cache .mypy_cache .ruff_cache

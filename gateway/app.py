@@ -19,6 +19,9 @@ from gateway.identity.authorizer import DEV_POLICY_DOCUMENT
 from gateway.identity.keystore import ensure_local_ca
 from gateway.identity.policy_doc import PolicyDocument
 from gateway.registry import Registry, RegistryChange
+from gateway.rules.engine import RulesEngine
+from gateway.rules.files import RulesFolder
+from gateway.rules.service import RulesService
 from gateway.shadow.document import ShadowLimits
 from gateway.shadow.service import ShadowService
 from gateway.store import Store
@@ -33,6 +36,8 @@ class Gateway:
     registry: Registry
     broker: Broker
     shadows: ShadowService
+    rules_engine: RulesEngine
+    rules: RulesService
     listeners: Listeners
     api: ApiServer
     https: HttpsPublish
@@ -69,6 +74,14 @@ class Gateway:
         self.broker = Broker(cfg, self.registry, self.clock, RetainedStore(self.store), dev_policy)
         self.broker.start()
         self.shadows = ShadowService(self.store, self.broker, self.clock, ShadowLimits())
+        self.rules_engine = RulesEngine(self)
+        self.rules = RulesService(self, self.rules_engine)
+        self.rules.load()
+        self.broker.message_hooks.append(self.rules_engine.on_message)
+        if cfg.rules_dir is not None:
+            folder = RulesFolder(self.rules, cfg.rules_dir)
+            folder.sync()
+            self._tasks.append(asyncio.create_task(folder.watch(), name="rules-folder-watch"))
         self.listeners = Listeners(self.broker)
         self.api = ApiServer(cfg.host, cfg.api_port, self.status, RestDispatcher(self).handle)
         self.ports["api"] = await self.api.start()
@@ -93,6 +106,8 @@ class Gateway:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if hasattr(self, "rules_engine"):
+            await self.rules_engine.stop()
         if hasattr(self, "broker"):
             await self.broker.stop()
         if hasattr(self, "listeners"):

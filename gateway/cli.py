@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from gateway.cli_registry import certs_app, policies_app, things_app
+from gateway.cli_rules import rules_app
 from gateway.cli_shadow import shadow_app
 from gateway.config import Config
 
@@ -22,6 +23,7 @@ app.add_typer(certs_app, name="certs")
 app.add_typer(things_app, name="things")
 app.add_typer(policies_app, name="policies")
 app.add_typer(shadow_app, name="shadow")
+app.add_typer(rules_app, name="rules")
 
 console = Console()
 
@@ -53,6 +55,7 @@ def up(
         list[str] | None,
         typer.Option("--require-sigv4", help="ACCESS_KEY:SECRET (repeatable): check SigV4 on every API request."),
     ] = None,
+    rules: Annotated[Path | None, typer.Option("--rules", help="Load rules (*.json, *.sql) from this folder.")] = None,
     ports_file: Annotated[Path | None, typer.Option(help="Write the bound ports here as JSON once ready.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
@@ -67,6 +70,7 @@ def up(
         insecure_port=insecure_port,
         data_dir=data_dir,
         certs_dir=certs_dir,
+        rules_dir=rules,
     )
     cfg.mqtt.publishes_per_second = publishes_per_second
     for pair in require_sigv4 or []:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:4566"
@@ -19,7 +20,8 @@ Endpoint = Annotated[
 JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 console = Console()
-err_console = Console(stderr=True)
+# Errors are never wrapped: a caret must stay under the column it points at.
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def aws_client(service: str, endpoint: str) -> Any:
@@ -46,7 +48,7 @@ def api(service: str, endpoint: str) -> Iterator[Any]:
         yield aws_client(service, endpoint)
     except ClientError as exc:
         error = exc.response.get("Error", {})
-        err_console.print(f"[red]error:[/red] {error.get('Code')}: {error.get('Message')}")
+        err_console.print(f"[red]error:[/red] {escape(str(error.get('Code')))}: {escape(str(error.get('Message')))}")
         raise typer.Exit(1) from exc
     except EndpointConnectionError as exc:
         err_console.print(

@@ -48,6 +48,7 @@ class Config(BaseModel):
     api_port: int = 4566
     data_dir: Path = Field(default_factory=default_data_dir)
     certs_dir: Path = Field(default_factory=default_certs_dir)
+    rules_dir: Path | None = Field(default=None, description="load *.json / *.sql rules from here and watch it")
     region: str = limits.DEFAULT_REGION
     account: str = limits.DEFAULT_ACCOUNT
     dev_policy_name: str = "edgesim-dev-anonymous"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.api import iot, iot_data, sigv4
+from gateway.api import iot, iot_data, iot_rules, sigv4
 from gateway.api.model import load_service, match_route, parse_input, validate_input
 from gateway.api.wire import rest_json_error, rest_json_result, signing_service
 from gateway.errors import AwsError, InternalFailureException, InvalidRequestException
@@ -81,6 +81,9 @@ class RestDispatcher:
             handler = iot.HANDLERS.get(operation)
             if handler is not None:
                 return handler(gw.registry, params)
+            rule_handler = iot_rules.HANDLERS.get(operation)
+            if rule_handler is not None:
+                return rule_handler(gw.rules, params)
         else:
             data_handler = iot_data.HANDLERS.get(operation)
             if data_handler is not None:

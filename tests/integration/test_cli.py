@@ -127,3 +127,35 @@ def test_demo_runs_and_stops_by_itself(tmp_path: Path) -> None:
     result = run(tmp_path, "demo", "--duration", "3", "--devices", "3", "--mqtts-port", "0", "--api-port", "0")
     assert "devices connected" in result.stdout
     assert "3 / 3" in result.stdout
+
+
+EXAMPLES = ROOT / "examples"
+
+
+def test_rules_test_explains_a_rule_offline(tmp_path: Path) -> None:
+    out = json.loads(run(tmp_path, "rules", "test", str(EXAMPLES / "rules" / "hot_alerts.sql"), "--topic",
+                         "demo/s1/telemetry", "--payload", '{"temperature": 31, "battery": 80}', "--timestamp", "5",
+                         "--json").stdout)
+    assert (out["topicMatches"], out["whereMatched"]) == (True, True)
+    assert out["output"] == {"temperature": 31, "battery": 80, "device": "s1", "seen_at": 5}
+    assert out["actions"][0]["republish"]["topic"] == "alerts/s1"
+    cold = json.loads(run(tmp_path, "rules", "test", str(EXAMPLES / "rules" / "hot_alerts.sql"), "--topic",
+                          "demo/s1/telemetry", "--payload", '{"temperature": 3}', "--json").stdout)
+    assert (cold["whereMatched"], cold["actions"]) == (False, [])
+
+
+def test_rules_check_points_at_the_error(tmp_path: Path) -> None:
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "good.sql").write_text("SELECT * FROM 'a/b'")
+    (folder / "bad.sql").write_text('SELECT temp\nFROM "a/b"')
+    result = run(tmp_path, "rules", "check", str(folder), check=False)
+    assert result.returncode == 1
+    assert "line 2, column 6" in result.stdout and "single-quoted" in result.stdout
+    assert '  FROM "a/b"\n       ^' in result.stdout
+    report = json.loads(run(tmp_path, "rules", "check", str(folder), "--json", check=False).stdout)["rules"]
+    assert {r["file"].split("/")[-1]: r["ok"] for r in report} == {"bad.sql": False, "good.sql": True}
+
+
+def test_rules_examples_are_valid(tmp_path: Path) -> None:
+    assert run(tmp_path, "rules", "check", str(EXAMPLES / "rules")).returncode == 0

@@ -1,0 +1,213 @@
+"""`edgesim rules`: test rule definitions offline, check a folder of them, and manage a gateway's rules."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from gateway.cli_api import DEFAULT_ENDPOINT, Endpoint, JsonOut, api, console, emit, err_console, strip_metadata
+from gateway.errors import EdgesimError
+
+rules_app = typer.Typer(help="Topic rules: test offline, check, and manage on a gateway.", no_args_is_help=True)
+
+
+def _payload_bytes(payload: str) -> bytes:
+    return Path(payload[1:]).read_bytes() if payload.startswith("@") else payload.encode()
+
+
+def evaluate_rule_file(
+    rule_file: Path, topic: str, payload: bytes, client_id: str | None, principal: str | None, timestamp_ms: int
+) -> dict[str, Any]:
+    """What the rule would do with this message: WHERE result, SQL output, each action rendered (nothing runs)."""
+    from gateway.actions.base import TemplatedFields
+    from gateway.rules import EvalContext, compile_rule
+    from gateway.rules.files import read_rule_file
+    from gateway.rules.model import parse_rule_payload
+    from gateway.topics import matches, split_basic_ingest
+
+    name, document = read_rule_file(rule_file)
+    rule = parse_rule_payload(name, document)
+    compiled = compile_rule(rule.sql, rule.sql_version)
+    ingest_rule, rest = split_basic_ingest(topic)
+    seen_topic = rest if ingest_rule else topic
+    if ingest_rule:
+        reaches = ingest_rule == rule.name
+    else:
+        reaches = compiled.topic_filter is not None and matches(compiled.topic_filter, topic)
+    ctx = EvalContext(
+        payload=payload,
+        topic=seen_topic,
+        client_id=client_id,
+        principal=principal,
+        timestamp_ms=timestamp_ms,
+        trace_id=str(uuid.uuid4()),
+    )
+    evaluation = compiled.evaluate(ctx)
+    actions = []
+    for spec in rule.actions:
+        rendered = TemplatedFields.compile(spec.fields).render(ctx)
+        actions.append({spec.kind: rendered})
+    result: dict[str, Any] = {
+        "rule": rule.name,
+        "sqlVersion": rule.sql_version,
+        "topicFilter": compiled.topic_filter,
+        "topicMatches": reaches,
+        "whereMatched": evaluation.matched,
+        "output": _jsonable(evaluation.output) if evaluation.matched else None,
+        "actions": actions if evaluation.matched and reaches else [],
+        "disabled": rule.disabled,
+    }
+    return result
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return {"binary": bytes(value).hex()}
+    return value
+
+
+@rules_app.command("test")
+def rules_test(
+    rule_file: Annotated[Path, typer.Argument(help="A rule file: *.json (topicRulePayload) or *.sql.")],
+    topic: Annotated[str, typer.Option(help="The topic the message is published to.")],
+    payload: Annotated[str, typer.Option(help="The message: JSON text, or @file for raw bytes.")],
+    clientid: Annotated[str | None, typer.Option(help="clientid() of the publisher.")] = None,
+    principal: Annotated[str | None, typer.Option(help="principal() of the publisher.")] = None,
+    timestamp: Annotated[int | None, typer.Option(help="timestamp() in epoch ms (default: now).")] = None,
+    run: Annotated[
+        bool, typer.Option(help="Also install the rule on a gateway and publish the message there.")
+    ] = False,
+    endpoint: Endpoint = DEFAULT_ENDPOINT,
+    as_json: JsonOut = False,
+) -> None:
+    """Evaluate a rule against one message, offline: WHERE, output, rendered actions."""
+    body = _payload_bytes(payload)
+    try:
+        result = evaluate_rule_file(
+            rule_file, topic, body, clientid, principal, timestamp if timestamp is not None else int(time.time() * 1000)
+        )
+    except EdgesimError as exc:
+        err_console.print(f"[red]{escape(str(rule_file))}[/red]:\n{escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    if run:
+        from gateway.rules.files import read_rule_file
+
+        name, document = read_rule_file(rule_file)
+        with api("iot", endpoint) as iot:
+            try:
+                iot.replace_topic_rule(ruleName=name, topicRulePayload=document)
+            except iot.exceptions.ResourceNotFoundException:
+                iot.create_topic_rule(ruleName=name, topicRulePayload=document)
+        with api("iot-data", endpoint) as data:
+            data.publish(topic=topic, qos=1, payload=body)
+        result["ran"] = True
+    if as_json:
+        emit(result, True)
+        return
+    console.print(f"rule [bold]{result['rule']}[/bold] (SQL {result['sqlVersion']}), FROM {result['topicFilter']!r}")
+    console.print(f"topic matches: {'yes' if result['topicMatches'] else '[yellow]no[/yellow]'}")
+    console.print(f"WHERE matched: {'yes' if result['whereMatched'] else '[yellow]no[/yellow]'}")
+    if result["whereMatched"]:
+        console.print("output:", json.dumps(result["output"], indent=2), markup=False)
+        for action in result["actions"]:
+            ((kind, fields),) = action.items()
+            console.print(f"action {kind}: {json.dumps(fields)}", markup=False)
+
+
+@rules_app.command("check")
+def rules_check(folder: Path, as_json: JsonOut = False) -> None:
+    """Validate every rule file in a folder; exits non-zero with positioned errors if any is wrong."""
+    from gateway.actions.base import KNOWN_KINDS
+    from gateway.rules import compile_rule
+    from gateway.rules.files import read_rule_file, rule_files
+    from gateway.rules.model import parse_rule_payload
+
+    report = []
+    for path in rule_files(folder):
+        try:
+            name, document = read_rule_file(path)
+            rule = parse_rule_payload(name, document)
+            compile_rule(rule.sql, rule.sql_version)
+            unknown = [a.kind for a in rule.actions if a.kind not in KNOWN_KINDS]
+            if unknown:
+                raise EdgesimError(f"unknown action type(s): {', '.join(unknown)}")
+            report.append({"file": str(path), "rule": name, "ok": True})
+        except EdgesimError as exc:
+            report.append({"file": str(path), "ok": False, "error": str(exc)})
+    if as_json:
+        emit({"rules": report}, True)
+    else:
+        for item in report:
+            if item["ok"]:
+                console.print(f"[green]ok[/green]    {escape(str(item['file']))} ({item['rule']})", soft_wrap=True)
+            else:
+                console.print(f"[red]error[/red] {escape(str(item['file']))}:\n{escape(str(item['error']))}", soft_wrap=True)
+    if not all(item["ok"] for item in report):
+        raise typer.Exit(1)
+
+
+@rules_app.command("list")
+def rules_list(endpoint: Endpoint = DEFAULT_ENDPOINT, as_json: JsonOut = False) -> None:
+    """ListTopicRules on a gateway."""
+    with api("iot", endpoint) as iot:
+        rules = iot.list_topic_rules()["rules"]
+    table = Table("ruleName", "topicPattern", "disabled")
+    for r in rules:
+        table.add_row(r["ruleName"], r.get("topicPattern", ""), str(r["ruleDisabled"]))
+    emit({"rules": rules}, as_json, table)
+
+
+@rules_app.command("create")
+def rules_create(rule_file: Path, endpoint: Endpoint = DEFAULT_ENDPOINT) -> None:
+    """CreateTopicRule (or ReplaceTopicRule if it exists) from a rule file."""
+    from gateway.rules.files import read_rule_file
+
+    try:
+        name, document = read_rule_file(rule_file)
+    except EdgesimError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    with api("iot", endpoint) as iot:
+        try:
+            iot.replace_topic_rule(ruleName=name, topicRulePayload=document)
+        except iot.exceptions.ResourceNotFoundException:
+            iot.create_topic_rule(ruleName=name, topicRulePayload=document)
+    console.print(f"rule {name} installed")
+
+
+@rules_app.command("get")
+def rules_get(name: str, endpoint: Endpoint = DEFAULT_ENDPOINT) -> None:
+    """GetTopicRule (JSON)."""
+    with api("iot", endpoint) as iot:
+        emit(strip_metadata(iot.get_topic_rule(ruleName=name)), True)
+
+
+@rules_app.command("delete")
+def rules_delete(name: str, endpoint: Endpoint = DEFAULT_ENDPOINT) -> None:
+    """DeleteTopicRule."""
+    with api("iot", endpoint) as iot:
+        iot.delete_topic_rule(ruleName=name)
+    console.print(f"rule {name} deleted")
+
+
+@rules_app.command("enable")
+def rules_enable(name: str, endpoint: Endpoint = DEFAULT_ENDPOINT) -> None:
+    """EnableTopicRule."""
+    with api("iot", endpoint) as iot:
+        iot.enable_topic_rule(ruleName=name)
+    console.print(f"rule {name} enabled")
+
+
+@rules_app.command("disable")
+def rules_disable(name: str, endpoint: Endpoint = DEFAULT_ENDPOINT) -> None:
+    """DisableTopicRule (a disabled rule never fires)."""
+    with api("iot", endpoint) as iot:
+        iot.disable_topic_rule(ruleName=name)
+    console.print(f"rule {name} disabled")

@@ -1,0 +1,249 @@
+"""The rules engine at runtime: per message, index lookup → compiled SQL → actions queued off the hot path."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gateway.actions import republish as _republish  # noqa: F401 - registers the action type
+from gateway.actions.base import KNOWN_KINDS, Action, make_action
+from gateway.errors import InvalidRequestException
+from gateway.messages import Message
+from gateway.rules import CompiledRule, EvalContext, compile_rule
+from gateway.rules.index import RuleIndex
+from gateway.rules.model import TopicRule
+from gateway.topics import split_basic_ingest
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger("edgesim.rules")
+
+
+@dataclass
+class RuleMetrics:
+    matched: int = 0
+    fired: int = 0
+    action_success: int = 0
+    action_failure: int = 0
+    error_actions: int = 0
+    last_error: str | None = None
+    last_error_ms: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RuleRuntime:
+    rule: TopicRule
+    compiled: CompiledRule
+    actions: list[Action]
+    error_action: Action | None
+    metrics: RuleMetrics = field(default_factory=RuleMetrics)
+
+
+@dataclass
+class _Invocation:
+    """One message through one rule: its actions' failures are gathered into a single errorAction message."""
+
+    runtime: RuleRuntime
+    message: Message
+    ctx: EvalContext
+    pending: int
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Job:
+    invocation: _Invocation
+    action: Action
+    output: Any
+
+
+def build_runtime(rule: TopicRule, gateway: Gateway) -> RuleRuntime:
+    """Compile a rule's SQL and actions; SqlParseException and invalid actions surface here, before storing."""
+    compiled = compile_rule(rule.sql, rule.sql_version)
+    for spec in (*rule.actions, *([rule.error_action] if rule.error_action else [])):
+        if spec.kind not in KNOWN_KINDS:
+            raise InvalidRequestException(f"Unknown action type {spec.kind!r}")
+    actions = [make_action(a.kind, a.fields, gateway) for a in rule.actions]
+    error = make_action(rule.error_action.kind, rule.error_action.fields, gateway) if rule.error_action else None
+    return RuleRuntime(rule, compiled, actions, error)
+
+
+class RuleExecutor:
+    """Runs one rule's actions for matched messages through bounded per-type queues and worker tasks."""
+
+    def __init__(
+        self, gateway: Gateway, queue_size: int = 10000, workers_per_kind: int = 2, action_timeout_s: float = 30.0
+    ) -> None:
+        self.gateway = gateway
+        self.queue_size = queue_size
+        self.workers_per_kind = workers_per_kind
+        self.action_timeout_s = action_timeout_s
+        self.queues: dict[str, asyncio.Queue[_Job]] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self.dropped = 0
+
+    def submit(self, job: _Job) -> None:
+        queue = self.queues.get(job.action.kind)
+        if queue is None:
+            queue = self.queues[job.action.kind] = asyncio.Queue(self.queue_size)
+            for i in range(self.workers_per_kind):
+                self._workers.append(
+                    asyncio.get_running_loop().create_task(
+                        self._work(queue), name=f"rule-actions-{job.action.kind}-{i}"
+                    )
+                )
+        try:
+            queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            self._done(job, f"the {job.action.kind} action queue is full ({self.queue_size}); message throttled")
+
+    async def _work(self, queue: asyncio.Queue[_Job]) -> None:
+        while True:
+            job = await queue.get()
+            error: str | None = None
+            try:
+                await asyncio.wait_for(
+                    job.action.run(job.invocation.ctx, job.output, job.invocation.message), self.action_timeout_s
+                )
+            except Exception as exc:  # any failure of an action becomes an errorAction entry, never a crash
+                error = str(exc) or exc.__class__.__name__
+            await self._finish(job, error)
+
+    def _done(self, job: _Job, error: str | None) -> None:
+        asyncio.get_running_loop().create_task(self._finish(job, error))
+
+    async def _finish(self, job: _Job, error: str | None) -> None:
+        inv = job.invocation
+        metrics = inv.runtime.metrics
+        if error is None:
+            metrics.action_success += 1
+        else:
+            metrics.action_failure += 1
+            metrics.last_error = f"{job.action.failed_action_name}: {error}"
+            metrics.last_error_ms = self.gateway.clock.wall_ms()
+            log.warning("rule %s: %s failed: %s", inv.runtime.rule.name, job.action.kind, error)
+            inv.failures.append(
+                {
+                    "failedAction": job.action.failed_action_name,
+                    "failedResource": _safe_resource(job.action, inv.ctx),
+                    "errorMessage": error,
+                }
+            )
+        inv.pending -= 1
+        if inv.pending == 0 and inv.failures and inv.runtime.error_action is not None:
+            await self._run_error_action(inv)
+
+    async def _run_error_action(self, inv: _Invocation) -> None:
+        action = inv.runtime.error_action
+        assert action is not None
+        inv.runtime.metrics.error_actions += 1
+        document = {
+            "ruleName": inv.runtime.rule.name,
+            "topic": inv.message.topic,
+            "cloudwatchTraceId": inv.ctx.trace_id,
+            "clientId": inv.message.client_id or "",
+            "base64OriginalPayload": base64.b64encode(inv.message.payload).decode(),
+            "failures": inv.failures,
+        }
+        try:
+            await asyncio.wait_for(action.run(inv.ctx, document, inv.message), self.action_timeout_s)
+        except Exception as exc:  # AWS: a failing error action is only logged
+            log.error("rule %s: errorAction %s failed too: %s", inv.runtime.rule.name, action.kind, exc)
+
+    async def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _safe_resource(action: Action, ctx: EvalContext) -> str:
+    try:
+        return action.resource(ctx)
+    except Exception:
+        return action.kind
+
+
+class RulesEngine:
+    """Holds the live rules; the broker calls `on_message` for every message from every door."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.index: RuleIndex[RuleRuntime] = RuleIndex()
+        self.executor = RuleExecutor(gateway)
+        self.stats = {"messages": 0, "evaluation_errors": 0, "ingest_unknown_rule": 0}
+
+    def install(self, runtime: RuleRuntime) -> None:
+        if runtime.rule.disabled:
+            self.index.put(runtime.rule.name, None, runtime)  # kept by name, never matched
+        else:
+            self.index.put(runtime.rule.name, runtime.compiled.topic_filter, runtime)
+
+    def uninstall(self, name: str) -> None:
+        self.index.remove(name)
+
+    def on_message(self, message: Message) -> None:
+        topic = message.topic
+        if topic.startswith("$aws/rules/"):
+            name, rest = split_basic_ingest(topic)
+            runtime = self.index.get(name) if name else None
+            if runtime is None or runtime.rule.disabled:
+                self.stats["ingest_unknown_rule"] += 1
+                return
+            self._run(runtime, message, self._context(message, rest))
+            return
+        runtimes = self.index.match(topic)
+        if not runtimes:
+            return
+        ctx = self._context(message, topic)
+        for runtime in runtimes:
+            self._run(runtime, message, ctx)
+
+    def _context(self, message: Message, topic: str) -> EvalContext:
+        return EvalContext(
+            payload=message.payload,
+            topic=topic,
+            client_id=message.client_id,
+            principal=message.principal,
+            timestamp_ms=message.received_ms,
+            trace_id=str(uuid.uuid4()),
+            get_thing_shadow=self._get_thing_shadow,
+        )
+
+    def _run(self, runtime: RuleRuntime, message: Message, ctx: EvalContext) -> None:
+        self.stats["messages"] += 1
+        metrics = runtime.metrics
+        try:
+            evaluation = runtime.compiled.evaluate(ctx)
+        except Exception as exc:  # evaluation must never take the broker down
+            self.stats["evaluation_errors"] += 1
+            metrics.last_error = f"evaluation: {exc}"
+            metrics.last_error_ms = self.gateway.clock.wall_ms()
+            return
+        if not evaluation.matched:
+            return
+        metrics.matched += 1
+        if not runtime.actions:
+            return
+        metrics.fired += 1
+        invocation = _Invocation(runtime, message, ctx, len(runtime.actions))
+        for action in runtime.actions:
+            self.executor.submit(_Job(invocation, action, evaluation.output))
+
+    def _get_thing_shadow(self, thing: str, shadow_name: str | None) -> Any:
+        return json.loads(self.gateway.shadows.get_thing_shadow(thing, shadow_name))
+
+    async def stop(self) -> None:
+        await self.executor.stop()

@@ -1,0 +1,135 @@
+"""SQL tokens, source positions, and the two errors the SQL core raises (positioned parse errors, evaluation errors)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from gateway.errors import AwsError, EdgesimError
+
+__all__ = [
+    "KEYWORDS",
+    "SqlEvaluationError",
+    "SqlParseError",
+    "Token",
+    "TokenKind",
+    "line_col",
+]
+
+
+class TokenKind(enum.Enum):
+    IDENT = "identifier"
+    QUOTED_IDENT = "`quoted identifier`"
+    NUMBER = "number"
+    STRING = "string"
+    VARIABLE = "@variable"
+    # Reserved words (case-insensitive in the source).
+    SELECT = "SELECT"
+    FROM = "FROM"
+    WHERE = "WHERE"
+    AS = "AS"
+    AND = "AND"
+    OR = "OR"
+    NOT = "NOT"
+    CASE = "CASE"
+    WHEN = "WHEN"
+    THEN = "THEN"
+    ELSE = "ELSE"
+    END = "END"
+    TRUE = "TRUE"
+    FALSE = "FALSE"
+    NULL = "NULL"
+    SET = "SET"
+    # Punctuation and operators.
+    LPAREN = "("
+    RPAREN = ")"
+    LBRACKET = "["
+    RBRACKET = "]"
+    LBRACE = "{"
+    RBRACE = "}"
+    COMMA = ","
+    DOT = "."
+    COLON = ":"
+    STAR = "*"
+    PLUS = "+"
+    MINUS = "-"
+    SLASH = "/"
+    PERCENT = "%"
+    EQ = "="
+    NE = "<>"
+    BANG_EQ = "!="
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+    EOF = "end of input"
+
+
+KEYWORDS: dict[str, TokenKind] = {
+    kind.value: kind for kind in TokenKind if kind.value.isalpha() and kind.value.isupper()
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One token: `text` is the source slice; `value` the decoded literal (string, number) or name."""
+
+    kind: TokenKind
+    text: str
+    line: int
+    col: int
+    end: int
+    start: int = 0
+    value: object = None
+
+
+def line_col(source: str, offset: int) -> tuple[int, int]:
+    """1-based line and column (in characters) of `offset` in `source`."""
+    line = source.count("\n", 0, offset) + 1
+    return line, offset - (source.rfind("\n", 0, offset) + 1) + 1
+
+
+class SqlParseError(AwsError):
+    """Invalid rule SQL or substitution template, pointing at the offending token with a caret."""
+
+    code = "SqlParseException"
+    http_status = 400
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        sql: str,
+        offset: int,
+        expected: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.sql = sql
+        self.offset = max(0, min(offset, len(sql)))
+        self.line, self.column = line_col(sql, self.offset)
+        self.reason = reason
+        self.expected = expected
+        self.hint = hint
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        text = self.reason
+        if self.expected:
+            text += f"; expected {self.expected}"
+        text += f" (line {self.line}, column {self.column})"
+        lines = self.sql.split("\n")
+        source_line = lines[self.line - 1] if self.line <= len(lines) else ""
+        prefix = source_line[: self.column - 1]
+        caret = "".join("\t" if ch == "\t" else " " for ch in prefix) + "^"
+        text += f"\n  {source_line}\n  {caret}"
+        if self.hint:
+            text += f"\nHint: {self.hint}"
+        return text
+
+
+class SqlEvaluationError(EdgesimError):
+    """A rule called a function the simulator cannot run here (no hook, or an AWS-only service), or a hook failed."""
+
+    def __init__(self, function: str, message: str) -> None:
+        super().__init__(f"{function}(): {message}")
+        self.function = function
