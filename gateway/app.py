@@ -83,7 +83,13 @@ class Gateway:
             folder.sync()
             self._tasks.append(asyncio.create_task(folder.watch(), name="rules-folder-watch"))
         self.listeners = Listeners(self.broker)
-        self.api = ApiServer(cfg.host, cfg.api_port, self.status, RestDispatcher(self).handle)
+        self.api = ApiServer(
+            cfg.host,
+            cfg.api_port,
+            self.status,
+            RestDispatcher(self).handle,
+            views={"rules/metrics": self.rules.metrics, "status": self.status},
+        )
         self.ports["api"] = await self.api.start()
         self.ssl_context = server_ssl_context(
             str(self.local_ca.server_cert_path), str(self.local_ca.server_key_path), self._trusted_pems()

@@ -148,7 +148,9 @@ def rules_check(folder: Path, as_json: JsonOut = False) -> None:
             if item["ok"]:
                 console.print(f"[green]ok[/green]    {escape(str(item['file']))} ({item['rule']})", soft_wrap=True)
             else:
-                console.print(f"[red]error[/red] {escape(str(item['file']))}:\n{escape(str(item['error']))}", soft_wrap=True)
+                console.print(
+                    f"[red]error[/red] {escape(str(item['file']))}:\n{escape(str(item['error']))}", soft_wrap=True
+                )
     if not all(item["ok"] for item in report):
         raise typer.Exit(1)
 
@@ -211,3 +213,29 @@ def rules_disable(name: str, endpoint: Endpoint = DEFAULT_ENDPOINT) -> None:
     with api("iot", endpoint) as iot:
         iot.disable_topic_rule(ruleName=name)
     console.print(f"rule {name} disabled")
+
+
+@rules_app.command("stats")
+def rules_stats(endpoint: Endpoint = DEFAULT_ENDPOINT, as_json: JsonOut = False) -> None:
+    """Per-rule figures from a running gateway: matched, fired, action successes and failures, last error."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{endpoint.rstrip('/')}/edgesim/rules/metrics", timeout=5) as response:
+            metrics = json.loads(response.read())
+    except (urllib.error.URLError, OSError) as exc:
+        err_console.print(f"[red]error:[/red] no gateway answers at {escape(endpoint)} ({escape(str(exc))})")
+        raise typer.Exit(1) from exc
+    table = Table("rule", "matched", "fired", "ok", "failed", "errorAction", "last error")
+    for name, m in sorted(metrics.items()):
+        table.add_row(
+            name,
+            str(m["matched"]),
+            str(m["fired"]),
+            str(m["action_success"]),
+            str(m["action_failure"]),
+            str(m["error_actions"]),
+            escape(m["last_error"] or ""),
+        )
+    emit(metrics, as_json, table)

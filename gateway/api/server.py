@@ -18,12 +18,16 @@ class ApiServer:
         port: int,
         status: Callable[[], dict[str, Any]],
         fallback: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
+        views: dict[str, Callable[[], Any]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self._status = status
         self.app = web.Application(client_max_size=16 * 1024 * 1024)
         self.app.router.add_get("/health", self._health)
+        # edgesim's own read-only views (metrics), under a prefix no AWS API uses.
+        for path, view in (views or {}).items():
+            self.app.router.add_get(f"/edgesim/{path}", self._view(view))
         if fallback is not None:
             # Every other request is an AWS API call, told apart by its signature, target header and path.
             self.app.router.add_route("*", "/{tail:.*}", fallback)
@@ -33,6 +37,13 @@ class ApiServer:
     async def _health(self, request: web.Request) -> web.Response:
         body = {"status": "ok" if self.ready else "starting", **self._status()}
         return web.json_response(body, status=200 if self.ready else 503)
+
+    @staticmethod
+    def _view(view: Callable[[], Any]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return web.json_response(view())
+
+        return handler
 
     async def start(self) -> int:
         self._runner = web.AppRunner(self.app, access_log=None)

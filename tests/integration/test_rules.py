@@ -129,6 +129,12 @@ def test_failing_action_goes_to_error_action(gateway: GatewayProcess, unique: st
     assert document["base64OriginalPayload"] == "eyJ4IjoxfQ=="
     assert document["failures"][0]["failedAction"] == "KinesisAction"
     assert document["failures"][0]["failedResource"] == "nowhere"
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{gateway.ports['api']}/edgesim/rules/metrics") as response:
+        metrics = json.loads(response.read())[f"fail_{unique}"]
+    assert (metrics["matched"], metrics["action_failure"], metrics["error_actions"]) == (1, 1, 1)
+    assert "KinesisAction" in metrics["last_error"]
     pub.close()
     sub.close()
 
