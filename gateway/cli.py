@@ -102,6 +102,9 @@ def demo(
     devices: Annotated[int, typer.Option(help="How many simulated devices.")] = 10,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
     interval: Annotated[float, typer.Option(help="Seconds between each device's publishes.")] = 0.5,
+    rules: Annotated[
+        Path | None, typer.Option(help="Rules folder to load (default: examples/rules if present).")
+    ] = None,
     mqtts_port: Annotated[int, typer.Option("--mqtts-port")] = 8883,
     api_port: Annotated[int, typer.Option("--api-port")] = 4566,
     data_dir: DataDir = Path(".edgesim"),
@@ -111,8 +114,16 @@ def demo(
     from gateway.demo import run_demo
 
     logging.basicConfig(level="WARNING")
+    if rules is None and Path("examples/rules").is_dir():
+        rules = Path("examples/rules")
     cfg = Config(
-        mqtts_port=mqtts_port, api_port=api_port, wss_port=None, https_port=None, data_dir=data_dir, certs_dir=certs_dir
+        mqtts_port=mqtts_port,
+        api_port=api_port,
+        wss_port=None,
+        https_port=None,
+        data_dir=data_dir,
+        certs_dir=certs_dir,
+        rules_dir=rules,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_demo(cfg, devices, duration, interval))

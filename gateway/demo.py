@@ -46,6 +46,7 @@ class Figures:
     sent: int = 0
     acked: int = 0
     received: int = 0
+    alerts: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -92,6 +93,11 @@ def _table(figures: Figures, started: float, gw: Gateway, devices: int) -> Table
     table.add_row("messages/s", f"{figures.received / elapsed:,.1f}")
     table.add_row("latency p50 / p99", f"{p50:.2f} / {p99:.2f} ms")
     table.add_row("policy denials", str(gw.broker.stats["denied"]))
+    rules = gw.rules.metrics()
+    table.add_row("rules loaded", str(len(rules)))
+    table.add_row("rules fired", str(sum(m["fired"] for m in rules.values())))
+    table.add_row("alerts republished (hot_alerts)", str(figures.alerts))
+    table.add_row("shadow updates (battery_to_shadow)", str(gw.shadows.stats["updates"]))
     return table
 
 
@@ -107,13 +113,17 @@ async def run_demo(cfg: Config, devices: int, duration: float | None, interval: 
         sub = _client("demo-dashboard", port, *creds["demo-dashboard"], ca)
 
         def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+            if msg.topic.startswith("alerts/"):
+                with figures.lock:
+                    figures.alerts += 1
+                return
             body = json.loads(msg.payload)
             with figures.lock:
                 figures.received += 1
                 figures.latencies_ms.append((time.time() - body["sentAt"]) * 1000)
 
         sub.on_message = on_message
-        sub.on_connect = lambda c, u, f, rc, p: c.subscribe("demo/+/telemetry", 1)
+        sub.on_connect = lambda c, u, f, rc, p: c.subscribe([("demo/+/telemetry", 1), ("alerts/#", 1)])
         await asyncio.to_thread(sub.connect, "127.0.0.1", port)
         sub.loop_start()
         clients = []
@@ -135,6 +145,8 @@ async def run_demo(cfg: Config, devices: int, duration: float | None, interval: 
             f"  mosquitto_sub -h 127.0.0.1 -p {port} --cafile {ca} \\\n"
             f"    --cert {creds['demo-viewer'][0]} --key {creds['demo-viewer'][1]} \\\n"
             f"    -i demo-viewer -t 'demo/#' -v\n"
+            f"  edgesim shadow get demo-sensor-09 --endpoint http://127.0.0.1:{gw.ports['api']}\n"
+            f"  edgesim rules stats --endpoint http://127.0.0.1:{gw.ports['api']}\n"
             f"  (Ctrl-C here stops the demo)",
             title="next",
         )
@@ -146,8 +158,9 @@ async def run_demo(cfg: Config, devices: int, duration: float | None, interval: 
                         t = time.monotonic() - started
                         payload = {
                             "device": name,
-                            "temperature": round(21 + 3 * math.sin(t / 10 + i) + rng.gauss(0, 0.2), 2),
-                            "battery": round(max(0.0, 100 - t / 6 - i), 1),
+                            # Later devices run hotter and drain faster, so the example rules have work to do.
+                            "temperature": round(20 + 1.5 * i + 3 * math.sin(t / 10 + i) + rng.gauss(0, 0.2), 2),
+                            "battery": round(max(0.0, 100 - 2 * t - 8 * i), 1),
                             "sentAt": time.time(),
                         }
                         client.publish(f"demo/{name}/telemetry", json.dumps(payload), qos=1)

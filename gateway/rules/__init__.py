@@ -107,7 +107,8 @@ class Evaluation(NamedTuple):
     """A rule's verdict on one message: `output` is JSON-compatible, or bytes for a raw (non-JSON) payload.
 
     Undefined members are left out of objects; a bare Undefined output (SELECT VALUE missing) is b"", the empty
-    payload AWS sends. `variables` holds the SET values, for the actions' substitution templates.
+    payload AWS sends. `variables` holds the SET values, for the actions' substitution templates. The output
+    may share objects with the parsed payload (SELECT * returns it as is): treat it as read-only.
     """
 
     matched: bool

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
 __all__ = [
+    "OPERATORS",
     "UNDEFINED",
     "V1",
     "V2",
@@ -30,9 +33,13 @@ __all__ = [
     "Unary",
     "Var",
     "When",
+    "fix_v1",
+    "fix_v2",
     "is_true",
     "java_div",
     "java_mod",
+    "logical_not",
+    "negate",
     "num_from_str",
     "parse_json",
     "sql_eq",
@@ -365,3 +372,109 @@ def java_mod(left: Any, right: Any) -> Any:
     if a is U or b is U or b == 0:
         return U
     return math.fmod(a, b)
+
+
+# ---- numbers: every Decimal result is finite, and 2016-03-23 turns whole ones into Int ----------------------------
+
+
+def fix_v1(value: Any) -> Any:
+    return U if type(value) is float and value - value != 0.0 else value
+
+
+def fix_v2(value: Any) -> Any:
+    if type(value) is float:
+        if value - value != 0.0:  # inf or nan
+            return U
+        if value.is_integer() and abs(value) < INT_LIMIT:
+            return int(value)
+    return value
+
+
+def _operators(fix: Callable[[Any], Any]) -> dict[str, Callable[[Any, Any], Any]]:
+    """The binary operators of reference §5.3 (one table per SQL version, which differ in `fix`)."""
+
+    def add(a: Any, b: Any) -> Any:
+        ta, tb = type(a), type(b)
+        if ta is int and tb is int:
+            return a + b
+        if ta is str or tb is str:  # a String on either side concatenates: 1 + "2" = "12"
+            sa, sb = to_str(a), to_str(b)
+            return U if sa is U or sb is U else sa + sb
+        if (ta is int or ta is float) and (tb is int or tb is float):
+            return fix(a + b)
+        return U
+
+    def numeric(on_ints: Callable[[int, int], Any], on_decimals: Callable[[float, float], float]) -> Callable[..., Any]:
+        def apply(a: Any, b: Any) -> Any:
+            ta, tb = type(a), type(b)
+            if ta is int and tb is int:
+                return on_ints(a, b)
+            if (ta is float or ta is int) and (tb is float or tb is int):
+                x, y = a, b
+            else:
+                x, y = to_num(a), to_num(b)
+            if x is U or y is U:
+                return U
+            try:
+                return fix(on_decimals(float(x), float(y)))
+            except (ArithmeticError, ValueError):
+                return U
+
+        return apply
+
+    def compare(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], Any]:
+        def apply(a: Any, b: Any) -> Any:
+            ta, tb = type(a), type(b)
+            if (ta is int or ta is float) and (tb is int or tb is float):
+                return op(a, b)
+            x, y = to_num(a), to_num(b)
+            return U if x is U or y is U else op(x, y)
+
+        return apply
+
+    def equal(a: Any, b: Any) -> Any:
+        return U if a is U or b is U else sql_eq(a, b)
+
+    def not_equal(a: Any, b: Any) -> Any:
+        return U if a is U or b is U else not sql_eq(a, b)
+
+    def both(a: Any, b: Any) -> Any:
+        x, y = to_bool(a), to_bool(b)
+        return U if x is U or y is U else x and y
+
+    def either(a: Any, b: Any) -> Any:
+        x, y = to_bool(a), to_bool(b)
+        return U if x is U or y is U else x or y
+
+    return {
+        "OR": either,
+        "AND": both,
+        "=": equal,
+        "<>": not_equal,
+        "!=": not_equal,
+        "<": compare(operator.lt),
+        "<=": compare(operator.le),
+        ">": compare(operator.gt),
+        ">=": compare(operator.ge),
+        "+": add,
+        "-": numeric(operator.sub, operator.sub),
+        "*": numeric(operator.mul, operator.mul),
+        "/": numeric(lambda a, b: U if b == 0 else java_div(a, b), operator.truediv),
+        "%": lambda a, b: fix(java_mod(a, b)),
+    }
+
+
+OPERATORS = {False: _operators(fix_v1), True: _operators(fix_v2)}
+
+
+def negate(value: Any) -> Any:
+    kind = type(value)
+    if kind is int or kind is float:
+        return -value
+    number = num_from_str(value) if kind is str else U
+    return U if number is U else -number
+
+
+def logical_not(value: Any) -> Any:
+    flag = to_bool(value)
+    return U if flag is U else not flag

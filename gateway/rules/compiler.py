@@ -6,10 +6,11 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from gateway.rules.ast import (
-    INT_LIMIT,
+    OPERATORS,
     UNDEFINED,
     V1,
     ArrayLit,
@@ -28,14 +29,12 @@ from gateway.rules.ast import (
     Subquery,
     Unary,
     Var,
+    fix_v1,
+    fix_v2,
     is_true,
-    java_div,
-    java_mod,
-    num_from_str,
+    logical_not,
+    negate,
     sql_eq,
-    to_bool,
-    to_num,
-    to_str,
 )
 from gateway.rules.functions import SIGNATURES, Signature, caster
 
@@ -46,7 +45,7 @@ __all__ = ["NO_VARIABLES", "CompiledStatement", "Env", "Fn", "compile_expression
 
 U = UNDEFINED
 Fn = Callable[[Any, "Env"], Any]
-NO_VARIABLES: Mapping[str, Any] = {}
+NO_VARIABLES: Mapping[str, Any] = MappingProxyType({})
 # What a built-in may raise on odd input; AWS answers Undefined ("functions given bad types return Undefined").
 _FAILURES = (ArithmeticError, ValueError, TypeError, LookupError, RecursionError, re.error)
 
@@ -61,97 +60,6 @@ class Env:
         self.vars = variables
 
 
-# ---- numbers: every Decimal result is finite, and 2016-03-23 turns whole ones into Int ----------------------------
-
-
-def _fix_v1(value: Any) -> Any:
-    return U if type(value) is float and value - value != 0.0 else value
-
-
-def _fix_v2(value: Any) -> Any:
-    if type(value) is float:
-        if value - value != 0.0:  # inf or nan
-            return U
-        if value.is_integer() and abs(value) < INT_LIMIT:
-            return int(value)
-    return value
-
-
-def _operators(fix: Callable[[Any], Any]) -> dict[str, Callable[[Any, Any], Any]]:
-    """The binary operators of reference §5.3 (one table per SQL version, which differ in `fix`)."""
-
-    def add(a: Any, b: Any) -> Any:
-        ta, tb = type(a), type(b)
-        if ta is int and tb is int:
-            return a + b
-        if ta is str or tb is str:  # a String on either side concatenates: 1 + "2" = "12"
-            sa, sb = to_str(a), to_str(b)
-            return U if sa is U or sb is U else sa + sb
-        if (ta is int or ta is float) and (tb is int or tb is float):
-            return fix(a + b)
-        return U
-
-    def numeric(on_ints: Callable[[int, int], Any], on_decimals: Callable[[float, float], float]) -> Callable[..., Any]:
-        def apply(a: Any, b: Any) -> Any:
-            ta, tb = type(a), type(b)
-            if ta is int and tb is int:
-                return on_ints(a, b)
-            if (ta is float or ta is int) and (tb is float or tb is int):
-                x, y = a, b
-            else:
-                x, y = to_num(a), to_num(b)
-            if x is U or y is U:
-                return U
-            try:
-                return fix(on_decimals(float(x), float(y)))
-            except (ArithmeticError, ValueError):
-                return U
-
-        return apply
-
-    def compare(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], Any]:
-        def apply(a: Any, b: Any) -> Any:
-            ta, tb = type(a), type(b)
-            if (ta is int or ta is float) and (tb is int or tb is float):
-                return op(a, b)
-            x, y = to_num(a), to_num(b)
-            return U if x is U or y is U else op(x, y)
-
-        return apply
-
-    def equal(a: Any, b: Any) -> Any:
-        return U if a is U or b is U else sql_eq(a, b)
-
-    def not_equal(a: Any, b: Any) -> Any:
-        return U if a is U or b is U else not sql_eq(a, b)
-
-    def both(a: Any, b: Any) -> Any:
-        x, y = to_bool(a), to_bool(b)
-        return U if x is U or y is U else x and y
-
-    def either(a: Any, b: Any) -> Any:
-        x, y = to_bool(a), to_bool(b)
-        return U if x is U or y is U else x or y
-
-    return {
-        "OR": either,
-        "AND": both,
-        "=": equal,
-        "<>": not_equal,
-        "!=": not_equal,
-        "<": compare(operator.lt),
-        "<=": compare(operator.le),
-        ">": compare(operator.gt),
-        ">=": compare(operator.ge),
-        "+": add,
-        "-": numeric(operator.sub, operator.sub),
-        "*": numeric(operator.mul, operator.mul),
-        "/": numeric(lambda a, b: U if b == 0 else java_div(a, b), operator.truediv),
-        "%": lambda a, b: fix(java_mod(a, b)),
-    }
-
-
-_OPERATORS = {False: _operators(_fix_v1), True: _operators(_fix_v2)}
 _NUMERIC_FAST = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
     "+": operator.add, "-": operator.sub, "*": operator.mul,
@@ -179,19 +87,6 @@ def _against_number(name: str, left: Fn, constant: Any, op: Callable[[Any, Any],
 
 def _same(value: Any) -> Any:
     return value
-
-
-def _negate(value: Any) -> Any:
-    kind = type(value)
-    if kind is int or kind is float:
-        return -value
-    number = num_from_str(value) if kind is str else U
-    return U if number is U else -number
-
-
-def _not(value: Any) -> Any:
-    flag = to_bool(value)
-    return U if flag is U else not flag
 
 
 def _const(value: Any) -> Fn:
@@ -259,8 +154,8 @@ class _Compiler:
     def __init__(self, version: str) -> None:
         self.version = version
         self.v2 = version != V1
-        self.fix = _fix_v2 if self.v2 else _fix_v1
-        self.ops = _OPERATORS[self.v2]
+        self.fix = fix_v2 if self.v2 else fix_v1
+        self.ops = OPERATORS[self.v2]
         self.nested = 0  # inside a nested SELECT, '*' is the current element rather than the raw payload
 
     def expr(self, node: Expr | PathStar) -> Fn:
@@ -311,12 +206,12 @@ class _Compiler:
 
     def _unary(self, node: Unary) -> Fn:
         if node.op == "-" and isinstance(node.operand, Literal):
-            return _const(self.fix(_negate(node.operand.value)))
+            return _const(self.fix(negate(node.operand.value)))
         inner = self.expr(node.operand)
         if node.op == "NOT":
-            return lambda doc, env: _not(inner(doc, env))
+            return lambda doc, env: logical_not(inner(doc, env))
         fix = self.fix
-        return lambda doc, env: fix(_negate(inner(doc, env)))
+        return lambda doc, env: fix(negate(inner(doc, env)))
 
     def _binary(self, node: Binary) -> Fn:
         op = self.ops[node.op]

@@ -158,7 +158,10 @@ class Parser:
             where = self.expression()
         token = self.peek()
         if token.kind is not K.EOF:
-            expected = "WHERE or the end of the statement" if topic is not None else "',', FROM or WHERE"
+            if where is not None:
+                expected = "the end of the statement"
+            else:
+                expected = "WHERE or the end of the statement" if topic is not None else "',', FROM or WHERE"
             hint = "did you forget AS before an alias (a AS b)?" if token.kind is K.IDENT and topic is None else None
             raise self.error(token, f"Unexpected {_describe(token)}", expected, hint)
         return Rule(assignments, Select(select.value, select.items, None, where), topic)
