@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway.identity.authorizer import ConnectionContext
 from gateway.identity.certs import CertInfo, check_validity, parse_certificate
@@ -37,23 +39,63 @@ class Registry(SecurityRegistry):
             info = cache[cert] = parse_certificate(cert)
         return info
 
-    def connection_grant(self, cert_pem: bytes, client_id: str, source_ip: str | None) -> ConnectionGrant:
-        """Resolve a presented certificate into its principal, thing and policies (reference §2.3)."""
-        info = self._parse_presented(cert_pem)
+    def _cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """Memoise registry lookups until the next registry change (the generation counter moves on every one)."""
+        cache: dict[tuple[Any, ...], tuple[int, Any]] = self.__dict__.setdefault("_lookups", {})
+        hit = cache.get(key)
+        if hit is not None and hit[0] == self.generation:
+            return hit[1]
+        if len(cache) >= 8192:
+            cache.clear()
+        value = compute()
+        cache[key] = (self.generation, value)
+        return value
+
+    def _certificate_facts(self, info: CertInfo) -> tuple[str | None, list[tuple[str, bool]], tuple[str, ...]]:
+        """(refusal, attached things, names of policies attached to the certificate)."""
         row = self.certificate_row(info.certificate_id)
         if row is None:
-            return ConnectionGrant(f"certificate {info.certificate_id} is not registered")
+            return f"certificate {info.certificate_id} is not registered", [], ()
         if row["status"] != "ACTIVE":
-            return ConnectionGrant(f"certificate {info.certificate_id} is {row['status']}")
-        reason = check_validity(info, datetime.fromtimestamp(self.clock.wall_ms() / 1000, tz=UTC))
-        if reason:
-            return ConnectionGrant(reason)
+            return f"certificate {info.certificate_id} is {row['status']}", [], ()
         if row["ca_id"]:
             ca = self.store.one("SELECT status FROM ca_certificates WHERE id=?", (row["ca_id"],))
             if ca is None or ca["status"] != "ACTIVE":
-                return ConnectionGrant(f"the CA of certificate {info.certificate_id} is not ACTIVE")
+                return f"the CA of certificate {info.certificate_id} is not ACTIVE", [], ()
         principal = self.arn("cert", info.certificate_id)
-        attached = self.principal_attachments(principal)
+        return None, self.principal_attachments(principal), self._policy_names([principal])
+
+    def _thing_facts(self, thing_name: str) -> tuple[bool, str | None, dict[str, str], tuple[str, ...]]:
+        """(exists, thing type, attributes, names of policies inherited through its groups)."""
+        thing = self.store.one("SELECT type_name, attributes FROM things WHERE name=?", (thing_name,))
+        if thing is None:
+            return False, None, {}, ()
+        groups = self.inherited_group_arns(thing_name)
+        return True, thing["type_name"], json.loads(thing["attributes"]), self._policy_names(groups)
+
+    def _policy_names(self, targets: list[str]) -> tuple[str, ...]:
+        names: list[str] = []
+        for target in targets:
+            for r in self.store.query("SELECT policy_name FROM policy_targets WHERE target=?", (target,)):
+                if r["policy_name"] not in names:
+                    names.append(r["policy_name"])
+        return tuple(names)
+
+    def connection_grant(self, cert_pem: bytes, client_id: str, source_ip: str | None) -> ConnectionGrant:
+        """Resolve a presented certificate into its principal, thing and policies (reference §2.3).
+
+        Lookups are memoised per registry generation, so a connect storm of one fleet costs dict lookups,
+        and any registry change (in this process or another) invalidates them at once.
+        """
+        info = self._parse_presented(cert_pem)
+        refusal, attached, cert_policies = self._cached(
+            ("cert", info.certificate_id), lambda: self._certificate_facts(info)
+        )
+        if refusal is not None:
+            return ConnectionGrant(refusal)
+        reason = check_validity(info, datetime.fromtimestamp(self.clock.wall_ms() / 1000, tz=UTC))
+        if reason:
+            return ConnectionGrant(reason)
         thing_name = None
         exclusive = [name for name, excl in attached if excl]
         if exclusive:
@@ -62,20 +104,16 @@ class Registry(SecurityRegistry):
             thing_name = client_id
         thing_type = None
         attributes: dict[str, str] = {}
-        targets = [principal]
+        names = cert_policies
         if thing_name is not None:
-            thing = self.store.one("SELECT type_name, attributes FROM things WHERE name=?", (thing_name,))
-            if thing is not None:
-                thing_type = thing["type_name"]
-                attributes = json.loads(thing["attributes"])
-                targets += self.inherited_group_arns(thing_name)
+            resolved: str = thing_name
+            exists, thing_type, attributes, group_policies = self._cached(
+                ("thing", resolved), lambda: self._thing_facts(resolved)
+            )
+            if exists:
+                names = tuple(dict.fromkeys((*cert_policies, *group_policies)))
             else:
                 thing_name = None
-        names: list[str] = []
-        for target in targets:
-            for r in self.store.query("SELECT policy_name FROM policy_targets WHERE target=?", (target,)):
-                if r["policy_name"] not in names:
-                    names.append(r["policy_name"])
         context = ConnectionContext(
             client_id=client_id,
             region=self.region,
@@ -89,4 +127,5 @@ class Registry(SecurityRegistry):
             cert_subject_alt_names=info.subject_alt_names,
             source_ip=source_ip,
         )
-        return ConnectionGrant(None, context, tuple(self.policy_document(n) for n in names))
+        documents = self._cached(("policies", names), lambda: tuple(self.policy_document(n) for n in names))
+        return ConnectionGrant(None, context, documents)

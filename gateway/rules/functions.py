@@ -7,6 +7,7 @@ import difflib
 import hashlib
 import math
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, localcontext
@@ -190,7 +191,9 @@ def _substring(text: str, start: int, end: Any = None) -> str:
 
 @lru_cache(maxsize=256)
 def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+    with warnings.catch_warnings():  # e.g. FutureWarning on '[[' : a pattern from a payload must not warn
+        warnings.simplefilter("ignore")
+        return re.compile(pattern)
 
 
 @lru_cache(maxsize=256)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Iterator
 from typing import cast
@@ -35,11 +36,12 @@ from gateway.rules.lexer import iter_tokens
 from gateway.rules.tokens import KEYWORDS, SqlParseError, Token, TokenKind
 from gateway.topics import validate_topic_filter
 
-__all__ = ["MAX_DEPTH", "SQL_VERSIONS", "Parser", "check_version", "parse_rule"]
+__all__ = ["MAX_DEPTH", "MAX_HEIGHT", "SQL_VERSIONS", "Parser", "check_version", "parse_rule"]
 
 K = TokenKind
 SQL_VERSIONS = (V1, V2, "beta")
-MAX_DEPTH = 100  # nesting of expressions; keeps parsing, compiling and evaluating far from Python's recursion limit
+MAX_DEPTH = 100  # nested parentheses, NOT, CASE…: keeps the recursive parser far from Python's recursion limit
+MAX_HEIGHT = 200  # operators chain too (a + a + … nests to the left): bounds compiling, printing and evaluating
 MAX_VARIABLE_CHARS = 64
 
 # Infix operators: token → (binding power, operator name). Standard SQL precedence (reference §5.2).
@@ -164,7 +166,24 @@ class Parser:
                 expected = "WHERE or the end of the statement" if topic is not None else "',', FROM or WHERE"
             hint = "did you forget AS before an alias (a AS b)?" if token.kind is K.IDENT and topic is None else None
             raise self.error(token, f"Unexpected {_describe(token)}", expected, hint)
-        return Rule(assignments, Select(select.value, select.items, None, where), topic)
+        rule = Rule(assignments, Select(select.value, select.items, None, where), topic)
+        self.check_height(rule)
+        return rule
+
+    def check_height(self, root: object) -> None:
+        """Reject trees taller than MAX_HEIGHT (walked with a stack, as the tree may be too deep to recurse)."""
+        stack: list[tuple[object, int, int]] = [(root, 0, 0)]
+        while stack:
+            node, height, offset = stack.pop()
+            offset = getattr(node, "pos", offset)
+            if height > MAX_HEIGHT:
+                raise SqlParseError(
+                    f"Expression is nested more than {MAX_HEIGHT} levels deep", sql=self.source, offset=offset
+                )
+            if isinstance(node, tuple):
+                stack.extend((child, height, offset) for child in node)
+            elif dataclasses.is_dataclass(node):
+                stack.extend((getattr(node, f.name), height + 1, offset) for f in dataclasses.fields(node))
 
     def _set_clause(self) -> tuple[Assignment, ...]:
         self._needs_v2(self.advance(), "SET variables")

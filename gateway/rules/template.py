@@ -113,6 +113,7 @@ def compile_template(text: str, sql_version: str = V2, *, allow_external: bool =
             raise SqlParseError("Empty substitution", sql=text, offset=opening, expected="an expression inside ${}")
         expr = parser.expression(star=True)
         parser.expect(TokenKind.EOF, "'}' to end the substitution")
+        parser.check_height(expr)
         if not allow_external:
             for call in _calls(expr):
                 if SIGNATURES[call.name.lower()].external:

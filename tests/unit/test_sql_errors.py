@@ -13,6 +13,8 @@ from gateway.rules import (
     SqlParseError,
     compile_rule,
     compile_template,
+    format_sql,
+    parse_rule,
 )
 
 
@@ -269,3 +271,37 @@ def test_a_hook_answering_none_is_undefined() -> None:
 def test_external_calls_do_not_run_when_where_fails() -> None:
     rule = compile_rule("SELECT get_secret('s', 'SecretString', 'arn') AS x FROM 'a/b' WHERE n > 5")
     assert not rule.evaluate(_ctx()).matched
+
+
+@pytest.mark.parametrize(
+    ("opening", "closing"),
+    [
+        ("(", ")"),
+        ("upper(", ")"),
+        ("NOT ", ""),
+        ("- ", ""),
+        ("[", "]"),
+        ("{'k': ", "}"),
+        ("CASE WHEN TRUE THEN ", " END"),
+        ("(SELECT VALUE ", " FROM e)"),
+        ("cast(", " AS String)"),
+        ("get(", ", 0)"),
+    ],
+)
+def test_every_kind_of_nesting_is_bounded(opening: str, closing: str) -> None:
+    depth = 60
+    sql = "SELECT " + opening * depth + "a" + closing * depth + " AS x FROM 't'"
+    rule = compile_rule(sql)
+    rule.evaluate(EvalContext(payload=b'{"a": 1, "e": [{"a": 1}]}', topic="t"))
+    format_sql(rule.rule)
+    err = _error("SELECT " + opening * 400 + "a" + closing * 400 + " AS x FROM 't'")
+    assert "nested more than" in err.reason
+
+
+@pytest.mark.parametrize("operator", ["+", "AND", "=", "*"])
+def test_long_operator_chains_are_bounded(operator: str) -> None:
+    rule = compile_rule("SELECT " + f" {operator} ".join(["a"] * 150) + " AS x FROM 't'")
+    rule.evaluate(EvalContext(payload=b'{"a": 1}', topic="t"))
+    assert parse_rule(format_sql(rule.rule)) == rule.rule
+    err = _error("SELECT " + f" {operator} ".join(["a"] * 2000) + " AS x FROM 't'")
+    assert "nested more than 200 levels" in err.reason
