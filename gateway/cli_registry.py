@@ -37,18 +37,34 @@ def certs_create(
         "certs"
     ),
     inactive: Annotated[bool, typer.Option(help="Leave the certificate INACTIVE.")] = False,
+    key_type: Annotated[str, typer.Option(help="ec (P-256, fast handshakes) or rsa (2048).")] = "ec",
     endpoint: Endpoint = DEFAULT_ENDPOINT,
     as_json: JsonOut = False,
 ) -> None:
-    """CreateKeysAndCertificate for a thing (EC P-256), attach it, write the files (private key 0600)."""
+    """Make a certificate for a thing, attach it (and a policy), write the files (private key 0600).
+
+    EC keys come from CreateKeysAndCertificate; for RSA the key is made here and only a CSR goes to the
+    gateway (CreateCertificateFromCsr), as AWS users do when they want their own key type.
+    """
     from gateway.identity.keystore import write_device_files
 
+    if key_type not in ("ec", "rsa"):
+        raise typer.BadParameter("--key-type must be ec or rsa")
     with api("iot", endpoint) as iot:
         try:
             iot.describe_thing(thingName=thing)
         except iot.exceptions.ResourceNotFoundException:
             iot.create_thing(thingName=thing)
-        created = iot.create_keys_and_certificate(setAsActive=not inactive)
+        if key_type == "ec":
+            created = iot.create_keys_and_certificate(setAsActive=not inactive)
+        else:
+            from gateway.identity.csr import make_csr
+
+            key_pem, public_pem, csr_pem = make_csr("rsa", thing)
+            created = iot.create_certificate_from_csr(
+                certificateSigningRequest=csr_pem.decode(), setAsActive=not inactive
+            )
+            created["keyPair"] = {"PrivateKey": key_pem.decode(), "PublicKey": public_pem.decode()}
         iot.attach_thing_principal(thingName=thing, principal=created["certificateArn"])
         if policy:
             iot.attach_policy(policyName=policy, target=created["certificateArn"])
