@@ -40,11 +40,28 @@ Outgoing = list[tuple[str, Any]]
 
 
 _dumps = jsonutil.dumps
+MAX_INFLIGHT_PER_CONNECTION = 10
+TOO_MANY_REQUESTS = (429, "Too Many Requests")
+
+
+def _token_of(payload: bytes) -> str | None:
+    """The request's clientToken, best effort, so even a refused request can be correlated."""
+    try:
+        token = json.loads(payload).get("clientToken")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return token if isinstance(token, str) else None
 
 
 class ShadowService:
     def __init__(
-        self, store: Store, broker: Broker, clock: Clock, limits: ShadowLimits, cache_size: int = 20000
+        self,
+        store: Store,
+        broker: Broker,
+        clock: Clock,
+        limits: ShadowLimits,
+        cache_size: int = 20000,
+        max_inflight: int = MAX_INFLIGHT_PER_CONNECTION,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -52,7 +69,9 @@ class ShadowService:
         self.limits = limits
         self.cache_size = cache_size
         self._cache: OrderedDict[Key, ShadowState | None] = OrderedDict()
-        self._pending: list[tuple[ShadowTopic, bytes]] = []
+        self._pending: list[tuple[ShadowTopic, bytes, tuple[int, str] | None]] = []
+        self._inflight: dict[str, int] = {}
+        self.max_inflight = max_inflight
         self.stats = {"updates": 0, "gets": 0, "deletes": 0, "rejected": 0}
         broker.shadow_handler = self.on_message
 
@@ -124,8 +143,16 @@ class ShadowService:
         if topic is None or not topic.is_request:
             return
         if not self._pending:
+            self._inflight.clear()
             self.broker.loop.call_soon(self.flush)
-        self._pending.append((topic, message.payload))
+        if message.client_id is not None:
+            # AWS answers 429 past 10 requests in flight on one connection; a batch's requests all are.
+            count = self._inflight.get(message.client_id, 0) + 1
+            self._inflight[message.client_id] = count
+            if count > self.max_inflight:
+                self._pending.append((topic, message.payload, TOO_MANY_REQUESTS))
+                return
+        self._pending.append((topic, message.payload, None))
 
     def flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -134,8 +161,10 @@ class ShadowService:
         out: Outgoing = []
         try:
             with self.store.transaction():
-                for topic, payload in batch:
+                for topic, payload, refusal in batch:
                     try:
+                        if refusal is not None:
+                            raise ShadowRejected(refusal[0], refusal[1], client_token=_token_of(payload))
                         self._execute(topic, payload, out)
                     except ShadowRejected as err:
                         self.stats["rejected"] += 1
@@ -146,7 +175,7 @@ class ShadowService:
             now_s = self.clock.wall_ms() // 1000
             out = [
                 (t.reply("rejected"), error_document(ShadowRejected(500, "Internal service failure"), None, now_s))
-                for t, _ in batch
+                for t, _, _ in batch
             ]
         self._publish(out)
 

@@ -133,14 +133,37 @@ EXAMPLES = ROOT / "examples"
 
 
 def test_rules_test_explains_a_rule_offline(tmp_path: Path) -> None:
-    out = json.loads(run(tmp_path, "rules", "test", str(EXAMPLES / "rules" / "hot_alerts.sql"), "--topic",
-                         "demo/s1/telemetry", "--payload", '{"temperature": 31, "battery": 80}', "--timestamp", "5",
-                         "--json").stdout)
+    out = json.loads(
+        run(
+            tmp_path,
+            "rules",
+            "test",
+            str(EXAMPLES / "rules" / "hot_alerts.sql"),
+            "--topic",
+            "demo/s1/telemetry",
+            "--payload",
+            '{"temperature": 31, "battery": 80}',
+            "--timestamp",
+            "5",
+            "--json",
+        ).stdout
+    )
     assert (out["topicMatches"], out["whereMatched"]) == (True, True)
     assert out["output"] == {"temperature": 31, "battery": 80, "device": "s1", "seen_at": 5}
     assert out["actions"][0]["republish"]["topic"] == "alerts/s1"
-    cold = json.loads(run(tmp_path, "rules", "test", str(EXAMPLES / "rules" / "hot_alerts.sql"), "--topic",
-                          "demo/s1/telemetry", "--payload", '{"temperature": 3}', "--json").stdout)
+    cold = json.loads(
+        run(
+            tmp_path,
+            "rules",
+            "test",
+            str(EXAMPLES / "rules" / "hot_alerts.sql"),
+            "--topic",
+            "demo/s1/telemetry",
+            "--payload",
+            '{"temperature": 3}',
+            "--json",
+        ).stdout
+    )
     assert (cold["whereMatched"], cold["actions"]) == (False, [])
 
 
@@ -161,19 +184,34 @@ def test_rules_examples_are_valid(tmp_path: Path) -> None:
     assert run(tmp_path, "rules", "check", str(EXAMPLES / "rules")).returncode == 0
 
 
-def test_certs_create_rsa_keeps_the_key_local_and_connects(gateway: GatewayProcess, tmp_path: Path,
-                                                           unique: str) -> None:
+def test_certs_create_rsa_keeps_the_key_local_and_connects(
+    gateway: GatewayProcess, tmp_path: Path, unique: str
+) -> None:
     policy = tmp_path / "p.json"
-    policy.write_text(json.dumps({"Version": "2012-10-17",
-                                  "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}))
+    policy.write_text(
+        json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]})
+    )
     run(tmp_path, "policies", "create", f"rsa-{unique}", str(policy), gw=gateway)
-    run(tmp_path, "certs", "create", "--thing", f"rsa-{unique}", "--policy", f"rsa-{unique}", "--key-type", "rsa",
-        "--out", str(tmp_path / "dev"), gw=gateway)
+    run(
+        tmp_path,
+        "certs",
+        "create",
+        "--thing",
+        f"rsa-{unique}",
+        "--policy",
+        f"rsa-{unique}",
+        "--key-type",
+        "rsa",
+        "--out",
+        str(tmp_path / "dev"),
+        gw=gateway,
+    )
     key = tmp_path / "dev" / f"rsa-{unique}.private.key"
     assert "BEGIN PRIVATE KEY" in key.read_text() and stat.S_IMODE(key.stat().st_mode) == 0o600
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     assert load_pem_private_key(key.read_bytes(), None).key_size == 2048  # type: ignore[union-attr]
-    device = Device(gateway.ports["mqtts"], f"rsa-{unique}", tmp_path / "dev" / f"rsa-{unique}.cert.pem", key,
-                    gateway.ca_file).connect()
+    device = Device(
+        gateway.ports["mqtts"], f"rsa-{unique}", tmp_path / "dev" / f"rsa-{unique}.cert.pem", key, gateway.ca_file
+    ).connect()
     device.close()

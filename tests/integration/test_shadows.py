@@ -256,3 +256,49 @@ def test_policy_confines_device_to_its_own_shadow(gateway: GatewayProcess, uniqu
     data = client(gateway, "iot-data")
     with pytest.raises(data.exceptions.ResourceNotFoundException):
         data.get_thing_shadow(thingName=f"other-{unique}")
+
+
+def test_more_than_ten_requests_in_flight_get_429(gateway: GatewayProcess, unique: str) -> None:
+    import socket
+    import ssl
+
+    from gateway.broker import codec
+
+    thing = f"burst-{unique}"
+    creds = gateway.provision(thing, shadow_policy())
+    ctx = ssl.create_default_context(cafile=str(creds.ca))
+    ctx.load_cert_chain(str(creds.cert), str(creds.key))
+    with ctx.wrap_socket(
+        socket.create_connection(("127.0.0.1", gateway.ports["mqtts"]), timeout=5), server_hostname="localhost"
+    ) as sock:
+        cid = thing.encode()
+        body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
+        sock.sendall(b"\x10" + codec.encode_length(len(body)) + body)
+        assert sock.recv(4)[:1] == b"\x20"
+        reply_filter = f"$aws/things/{thing}/shadow/update/+".encode()
+        sub = b"\x00\x01" + len(reply_filter).to_bytes(2, "big") + reply_filter + b"\x00"
+        sock.sendall(b"\x82" + codec.encode_length(len(sub)) + sub)
+        assert sock.recv(5)[:1] == b"\x90"
+        # Twelve requests in one write: they reach the shadow service in the same batch, all in flight.
+        sock.sendall(
+            b"".join(
+                codec.encode_publish(
+                    f"$aws/things/{thing}/shadow/update",
+                    json.dumps({"state": {"reported": {"i": i}}, "clientToken": f"t{i}"}).encode(),
+                )
+                for i in range(12)
+            )
+        )
+        buf = bytearray()
+        replies: list[tuple[str, dict[str, Any]]] = []
+        while sum(kind in ("accepted", "rejected") for kind, _ in replies) < 12:
+            buf += sock.recv(65536)
+            while (frame := codec.split_frame(buf, 0, 1 << 20)) is not None:
+                first, start, end = frame
+                topic, _, payload = codec.decode_publish(first, bytes(buf[start:end]))
+                replies.append((topic.rsplit("/", 1)[1], json.loads(payload)))
+                del buf[:end]
+    accepted = [body["clientToken"] for kind, body in replies if kind == "accepted"]
+    rejected = [(body["code"], body["message"], body["clientToken"]) for kind, body in replies if kind == "rejected"]
+    assert accepted == [f"t{i}" for i in range(10)]
+    assert rejected == [(429, "Too Many Requests", "t10"), (429, "Too Many Requests", "t11")]
