@@ -81,8 +81,9 @@ class Settings:
     gets: int  # (c) random GetThingShadow calls
 
 
-FULL = Settings(100, 10.0, 1.0, 10.0, 4, 10.0, 1.0, 100_000, 20, 25, 2000)
-QUICK = Settings(100, 3.0, 0.5, 10.0, 4, 3.0, 0.5, 5_000, 20, 25, 2000)
+# The store window stays at AWS's limit of 10 shadow requests in flight per connection (more get 429).
+FULL = Settings(100, 10.0, 1.0, 10.0, 4, 10.0, 1.0, 100_000, 20, 10, 2000)
+QUICK = Settings(100, 3.0, 0.5, 10.0, 4, 3.0, 0.5, 5_000, 20, 10, 2000)
 
 
 def _percentile_ms(sorted_ns: list[int], pct: float) -> float:
