@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 # Debian packages the tests and benchmarks drive: the mosquitto clients (and broker, as a reference).
 apt-deps:
-	@if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto >/dev/null 2>&1; then \
-		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients; \
+	@if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto >/dev/null 2>&1 || ! command -v docker-compose >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients docker-compose; \
 	fi
 
 demo: $(STAMP)

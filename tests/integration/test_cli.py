@@ -215,3 +215,15 @@ def test_certs_create_rsa_keeps_the_key_local_and_connects(
         gateway.ports["mqtts"], f"rsa-{unique}", tmp_path / "dev" / f"rsa-{unique}.cert.pem", key, gateway.ca_file
     ).connect()
     device.close()
+
+
+def test_compose_file_is_valid() -> None:
+    import shutil
+
+    import pytest
+
+    if shutil.which("docker-compose") is None:
+        pytest.skip("make test installs docker-compose")
+    subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "compose.yaml"), "config", "-q"], check=True, cwd=ROOT, timeout=60
+    )
