@@ -90,6 +90,7 @@ class RuleExecutor:
         self.action_timeout_s = action_timeout_s
         self.queues: dict[str, asyncio.Queue[_Job]] = {}
         self._workers: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self.dropped = 0
 
     def submit(self, job: _Job) -> None:
@@ -121,7 +122,10 @@ class RuleExecutor:
             await self._finish(job, error)
 
     def _done(self, job: _Job, error: str | None) -> None:
-        asyncio.get_running_loop().create_task(self._finish(job, error))
+        # Finishing may run the errorAction, which awaits; the task is owned here and cancelled on stop().
+        task = asyncio.get_running_loop().create_task(self._finish(job, error), name="rule-action-refused")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _finish(self, job: _Job, error: str | None) -> None:
         inv = job.invocation
@@ -162,9 +166,10 @@ class RuleExecutor:
             log.error("rule %s: errorAction %s failed too: %s", inv.runtime.rule.name, action.kind, exc)
 
     async def stop(self) -> None:
-        for task in self._workers:
+        tasks = [*self._workers, *self._background]
+        for task in tasks:
             task.cancel()
-        for task in self._workers:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
