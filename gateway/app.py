@@ -24,6 +24,7 @@ from gateway.rules.files import RulesFolder
 from gateway.rules.service import RulesService
 from gateway.shadow.document import ShadowLimits
 from gateway.shadow.service import ShadowService
+from gateway.sinks.kinesis.service import KinesisService
 from gateway.store import Store
 
 log = logging.getLogger("edgesim")
@@ -36,6 +37,7 @@ class Gateway:
     registry: Registry
     broker: Broker
     shadows: ShadowService
+    kinesis: KinesisService
     rules_engine: RulesEngine
     rules: RulesService
     listeners: Listeners
@@ -74,6 +76,8 @@ class Gateway:
         self.broker = Broker(cfg, self.registry, self.clock, RetainedStore(self.store), dev_policy)
         self.broker.start()
         self.shadows = ShadowService(self.store, self.broker, self.clock, ShadowLimits())
+        self.kinesis = KinesisService(self.store, self.clock, cfg.region, cfg.account)
+        self._tasks.append(asyncio.create_task(self._trim_streams(), name="kinesis-retention"))
         self.rules_engine = RulesEngine(self)
         self.rules = RulesService(self, self.rules_engine)
         self.rules.load()
@@ -141,6 +145,11 @@ class Gateway:
         if change.kind in ("ca", "certificate"):
             for pem in self._trusted_pems():
                 self.ssl_context.load_verify_locations(cadata=pem)
+
+    async def _trim_streams(self) -> None:
+        while True:
+            await asyncio.sleep(60.0)
+            self.kinesis.trim()
 
     async def _watch_other_writers(self) -> None:
         """Notice registry changes made by another process (the CLI) on the same database."""

@@ -111,6 +111,22 @@ MIGRATIONS: list[str] = [
         created_ms INTEGER NOT NULL
     );
     """,
+    """
+    CREATE TABLE kinesis_streams (
+        name TEXT PRIMARY KEY,
+        state TEXT NOT NULL
+    );
+    CREATE TABLE kinesis_records (
+        stream TEXT NOT NULL,
+        shard INTEGER NOT NULL,
+        seq TEXT NOT NULL,
+        partition_key TEXT NOT NULL,
+        data BLOB NOT NULL,
+        arrival_ms INTEGER NOT NULL,
+        PRIMARY KEY (stream, shard, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX kinesis_records_by_arrival ON kinesis_records(stream, arrival_ms);
+    """,
 ]
 
 

@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.api import iot, iot_data, iot_rules, sigv4
+from gateway import jsonutil
+from gateway.api import iot, iot_data, iot_rules, kinesis, sigv4
 from gateway.api.model import load_service, match_route, parse_input, validate_input
-from gateway.api.wire import rest_json_error, rest_json_result, signing_service
+from gateway.api.wire import json_protocol_error, rest_json_error, rest_json_result, signing_service
 from gateway.errors import AwsError, InternalFailureException, InvalidRequestException
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
 log = logging.getLogger("edgesim.api")
+
+
+class UnknownOperationException(AwsError):
+    code = "UnknownOperationException"
+    http_status = 400
+
 
 # The signing names boto3 puts in the credential scope, mapped to the botocore model they belong to.
 SIGNING_NAMES = {"iot": "iot", "iotdata": "iot-data", "iotdevicegateway": "iot-data"}
@@ -41,6 +49,8 @@ class RestDispatcher:
         return None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if "X-Amz-Target" in request.headers:
+            return await self._json_target(request)
         try:
             found = self._find(request)
             if found is None:
@@ -72,6 +82,42 @@ class RestDispatcher:
         except Exception:
             log.exception("internal error serving %s %s", request.method, request.rel_url)
             return rest_json_error(InternalFailureException("Internal service failure"))
+
+    async def _json_target(self, request: web.Request) -> web.StreamResponse:
+        """JSON 1.0/1.1 services (kinesis today): the operation is named in X-Amz-Target, errors in `__type`."""
+        prefix, _, operation = request.headers["X-Amz-Target"].partition(".")
+        try:
+            body = await request.read()
+            if self.gateway.config.sigv4_credentials:
+                sigv4.verify(
+                    request.method,
+                    request.rel_url.raw_path,
+                    request.rel_url.raw_query_string,
+                    request.headers,
+                    body,
+                    self.gateway.config.sigv4_credentials,
+                    datetime.fromtimestamp(self.gateway.clock.wall_ms() / 1000, tz=UTC),
+                )
+            try:
+                params = json.loads(body or b"{}")
+            except ValueError as exc:
+                raise InvalidRequestException(f"The request body is not valid JSON: {exc}") from exc
+            if not isinstance(params, dict):
+                raise InvalidRequestException("The request body must be a JSON object")
+            handler = kinesis.HANDLERS.get(operation) if prefix == kinesis.TARGET_PREFIX else None
+            if handler is None:
+                raise UnknownOperationException(f"{request.headers['X-Amz-Target']} is not supported by edgesim")
+            result = handler(self.gateway.kinesis, params)
+            return web.Response(
+                body=jsonutil.dumps(result if result is not None else {}), content_type="application/x-amz-json-1.1"
+            )
+        except AwsError as error:
+            return json_protocol_error(error, "")
+        except KeyError as missing:
+            return json_protocol_error(InvalidRequestException(f"Missing required parameter {missing}"), "")
+        except Exception:
+            log.exception("internal error serving %s", request.headers.get("X-Amz-Target"))
+            return json_protocol_error(InternalFailureException("Internal service failure"), "")
 
     def _call(self, service: str, operation: str, params: dict[str, Any]) -> Any:
         gw = self.gateway

@@ -25,7 +25,9 @@ def json_protocol_error(error: AwsError, namespace: str, query_error: str | None
     headers = {"x-amzn-query-error": query_error} if query_error else {}
     return web.Response(
         status=error.http_status,
-        body=json.dumps({"__type": f"{namespace}#{error.code}", "message": error.message}).encode(),
+        body=json.dumps(
+            {"__type": f"{namespace}#{error.code}" if namespace else error.code, "message": error.message}
+        ).encode(),
         content_type="application/x-amz-json-1.1",
         headers=headers,
     )

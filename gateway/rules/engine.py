@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gateway.actions import kinesis as _kinesis  # noqa: F401 - registers the action type
 from gateway.actions import republish as _republish  # noqa: F401 - registers the action type
 from gateway.actions.base import KNOWN_KINDS, Action, make_action
 from gateway.errors import InvalidRequestException

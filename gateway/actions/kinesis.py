@@ -1,0 +1,60 @@
+"""The kinesis rule action: one PutRecord per message, throttling retried with backoff and jitter."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from gateway.actions.base import ActionError, TemplatedFields, failed_action_name, output_bytes, register
+from gateway.errors import AwsError, InvalidRequestException
+from gateway.messages import Message
+from gateway.rules import EvalContext
+from gateway.sinks.kinesis.shards import ProvisionedThroughputExceededException
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+ATTEMPTS = 4
+FIRST_BACKOFF_S = 0.05
+
+
+@register("kinesis")
+class KinesisAction:
+    kind = "kinesis"
+
+    def __init__(self, fields: dict[str, Any], gateway: Gateway) -> None:
+        if not isinstance(fields.get("streamName"), str) or not fields["streamName"]:
+            raise InvalidRequestException("kinesis.streamName is required")
+        templated = {"streamName": fields["streamName"]}
+        if fields.get("partitionKey"):
+            templated["partitionKey"] = fields["partitionKey"]
+        self.fields = TemplatedFields.compile(templated)
+        self.gateway = gateway
+        self.random = random.Random()
+
+    @property
+    def failed_action_name(self) -> str:
+        return failed_action_name(self.kind)
+
+    def resource(self, ctx: EvalContext) -> str:
+        return str(self.fields.render(ctx)["streamName"])
+
+    async def run(self, ctx: EvalContext, output: Any, message: Message) -> None:
+        fields = self.fields.render(ctx)
+        # AWS leaves the key to the caller; without one a random key spreads records over the shards.
+        key = str(fields.get("partitionKey") or uuid.uuid4())
+        data = output_bytes(output)
+        delay = FIRST_BACKOFF_S
+        for attempt in range(ATTEMPTS):
+            try:
+                self.gateway.kinesis.put_record(str(fields["streamName"]), data, key)
+                return
+            except ProvisionedThroughputExceededException as exc:
+                if attempt == ATTEMPTS - 1:
+                    raise ActionError(f"{exc.message} (after {ATTEMPTS} attempts)") from exc
+                await asyncio.sleep(delay * (0.5 + self.random.random()))
+                delay *= 2
+            except AwsError as exc:
+                raise ActionError(f"{exc.code}: {exc.message}") from exc
