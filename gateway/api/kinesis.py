@@ -7,6 +7,7 @@ import binascii
 from collections.abc import Callable
 from typing import Any
 
+from gateway.api.targets import JsonTarget, register
 from gateway.sinks.kinesis.service import KinesisService
 from gateway.sinks.kinesis.shards import InvalidArgumentException
 
@@ -88,3 +89,6 @@ HANDLERS: dict[str, Handler] = {
         p.get("StreamName"), p["RetentionPeriodHours"], increase=False, arn=p.get("StreamARN")
     ),
 }
+
+
+register(TARGET_PREFIX, JsonTarget(HANDLERS, lambda gw: gw.kinesis))

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway import jsonutil
-from gateway.api import iot, iot_data, iot_rules, kinesis, sigv4
+from gateway.api import iot, iot_data, iot_rules, kinesis, sigv4  # noqa: F401 - service modules register targets
 from gateway.api.model import load_service, match_route, parse_input, validate_input
+from gateway.api.targets import JSON_TARGETS
 from gateway.api.wire import json_protocol_error, rest_json_error, rest_json_result, signing_service
 from gateway.errors import AwsError, InternalFailureException, InvalidRequestException
 
@@ -57,16 +58,7 @@ class RestDispatcher:
                 raise InvalidRequestException(f"No operation matches {request.method} {request.rel_url.path}")
             service, route, labels = found
             body = await request.read()
-            if self.gateway.config.sigv4_credentials:
-                sigv4.verify(
-                    request.method,
-                    request.rel_url.raw_path,
-                    request.rel_url.raw_query_string,
-                    request.headers,
-                    body,
-                    self.gateway.config.sigv4_credentials,
-                    datetime.fromtimestamp(self.gateway.clock.wall_ms() / 1000, tz=UTC),
-                )
+            self._verify(request, body)
             params = parse_input(
                 self.models[service], route, labels, dict(request.rel_url.query), request.headers, body
             )
@@ -83,41 +75,50 @@ class RestDispatcher:
             log.exception("internal error serving %s %s", request.method, request.rel_url)
             return rest_json_error(InternalFailureException("Internal service failure"))
 
+    def _verify(self, request: web.Request, body: bytes) -> None:
+        if self.gateway.config.sigv4_credentials:
+            sigv4.verify(
+                request.method,
+                request.rel_url.raw_path,
+                request.rel_url.raw_query_string,
+                request.headers,
+                body,
+                self.gateway.config.sigv4_credentials,
+                datetime.fromtimestamp(self.gateway.clock.wall_ms() / 1000, tz=UTC),
+            )
+
     async def _json_target(self, request: web.Request) -> web.StreamResponse:
-        """JSON 1.0/1.1 services (kinesis today): the operation is named in X-Amz-Target, errors in `__type`."""
-        prefix, _, operation = request.headers["X-Amz-Target"].partition(".")
+        """JSON 1.0/1.1 services: the operation is named in X-Amz-Target, errors travel in `__type`."""
+        name = request.headers["X-Amz-Target"]
+        prefix, _, operation = name.partition(".")
+        target = JSON_TARGETS.get(prefix)
+        if target is None:
+            return json_protocol_error(UnknownOperationException(f"{name} is not supported by edgesim"), "")
         try:
             body = await request.read()
-            if self.gateway.config.sigv4_credentials:
-                sigv4.verify(
-                    request.method,
-                    request.rel_url.raw_path,
-                    request.rel_url.raw_query_string,
-                    request.headers,
-                    body,
-                    self.gateway.config.sigv4_credentials,
-                    datetime.fromtimestamp(self.gateway.clock.wall_ms() / 1000, tz=UTC),
-                )
+            self._verify(request, body)
             try:
                 params = json.loads(body or b"{}")
             except ValueError as exc:
                 raise InvalidRequestException(f"The request body is not valid JSON: {exc}") from exc
             if not isinstance(params, dict):
                 raise InvalidRequestException("The request body must be a JSON object")
-            handler = kinesis.HANDLERS.get(operation) if prefix == kinesis.TARGET_PREFIX else None
+            handler = target.handlers.get(operation)
             if handler is None:
-                raise UnknownOperationException(f"{request.headers['X-Amz-Target']} is not supported by edgesim")
-            result = handler(self.gateway.kinesis, params)
+                raise UnknownOperationException(f"{name} is not supported by edgesim")
+            result = handler(target.service(self.gateway), params)
+            if asyncio.iscoroutine(result):
+                result = await result
             return web.Response(
-                body=jsonutil.dumps(result if result is not None else {}), content_type="application/x-amz-json-1.1"
+                body=jsonutil.dumps(result if result is not None else {}), content_type=target.content_type
             )
         except AwsError as error:
-            return json_protocol_error(error, "")
+            return target.error(error)
         except KeyError as missing:
-            return json_protocol_error(InvalidRequestException(f"Missing required parameter {missing}"), "")
+            return target.error(InvalidRequestException(f"Missing required parameter {missing}"))
         except Exception:
-            log.exception("internal error serving %s", request.headers.get("X-Amz-Target"))
-            return json_protocol_error(InternalFailureException("Internal service failure"), "")
+            log.exception("internal error serving %s", name)
+            return target.error(InternalFailureException("Internal service failure"))
 
     def _call(self, service: str, operation: str, params: dict[str, Any]) -> Any:
         gw = self.gateway
