@@ -98,6 +98,8 @@ def _table(figures: Figures, started: float, gw: Gateway, devices: int) -> Table
     table.add_row("rules fired", str(sum(m["fired"] for m in rules.values())))
     table.add_row("alerts republished (hot_alerts)", str(figures.alerts))
     table.add_row("shadow updates (battery_to_shadow)", str(gw.shadows.stats["updates"]))
+    to_stream = rules.get("all_to_kinesis", {})
+    table.add_row("records into Kinesis 'telemetry'", str(to_stream.get("action_success", 0)))
     return table
 
 
@@ -108,6 +110,8 @@ async def run_demo(cfg: Config, devices: int, duration: float | None, interval: 
         port = gw.ports["mqtts"]
         ca = gw.local_ca.root_cert_path
         names = [f"demo-sensor-{i:02d}" for i in range(devices)]
+        if "telemetry" not in gw.kinesis.streams:
+            gw.kinesis.create_stream("telemetry", 2)
         creds = {name: _provision(gw, name, out_dir) for name in [*names, "demo-dashboard", "demo-viewer"]}
 
         sub = _client("demo-dashboard", port, *creds["demo-dashboard"], ca)
@@ -147,6 +151,7 @@ async def run_demo(cfg: Config, devices: int, duration: float | None, interval: 
             f"    -i demo-viewer -t 'demo/#' -v\n"
             f"  edgesim shadow get demo-sensor-09 --endpoint http://127.0.0.1:{gw.ports['api']}\n"
             f"  edgesim rules stats --endpoint http://127.0.0.1:{gw.ports['api']}\n"
+            f"  edgesim streams read telemetry --follow --endpoint http://127.0.0.1:{gw.ports['api']}\n"
             f"  (Ctrl-C here stops the demo)",
             title="next",
         )
