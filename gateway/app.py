@@ -24,7 +24,10 @@ from gateway.rules.files import RulesFolder
 from gateway.rules.service import RulesService
 from gateway.shadow.document import ShadowLimits
 from gateway.shadow.service import ShadowService
+from gateway.sinks.firehose.service import FirehoseService
 from gateway.sinks.kinesis.service import KinesisService
+from gateway.sinks.s3 import ObjectStore
+from gateway.sinks.sqs.service import SqsService
 from gateway.store import Store
 
 log = logging.getLogger("edgesim")
@@ -38,6 +41,9 @@ class Gateway:
     broker: Broker
     shadows: ShadowService
     kinesis: KinesisService
+    s3: ObjectStore
+    firehose: FirehoseService
+    sqs: SqsService
     rules_engine: RulesEngine
     rules: RulesService
     listeners: Listeners
@@ -77,6 +83,12 @@ class Gateway:
         self.broker.start()
         self.shadows = ShadowService(self.store, self.broker, self.clock, ShadowLimits())
         self.kinesis = KinesisService(self.store, self.clock, cfg.region, cfg.account)
+        self.s3 = ObjectStore(cfg.data_dir / "s3")
+        self.firehose = FirehoseService(self.store, self.s3, self.clock, cfg.region, cfg.account)
+        self._tasks.append(asyncio.create_task(self._flush_firehose(), name="firehose-buffers"))
+        self.sqs = SqsService(
+            self.store, self.clock, cfg.region, cfg.account, cfg.host, lambda: self.ports.get("api", cfg.api_port)
+        )
         self._tasks.append(asyncio.create_task(self._trim_streams(), name="kinesis-retention"))
         self.rules_engine = RulesEngine(self)
         self.rules = RulesService(self, self.rules_engine)
@@ -126,6 +138,8 @@ class Gateway:
             await self.https.stop()
         if hasattr(self, "api"):
             await self.api.stop()
+        if hasattr(self, "firehose"):
+            self.firehose.flush_all()  # buffered records are durable anyway; this just delivers them before exit
         if hasattr(self, "store"):
             self.store.close()
 
@@ -150,6 +164,15 @@ class Gateway:
         while True:
             await asyncio.sleep(60.0)
             self.kinesis.trim()
+
+    async def _flush_firehose(self) -> None:
+        """Deliver Firehose buffers whose interval is up (size-triggered flushes happen on put)."""
+        while True:
+            await asyncio.sleep(0.2)
+            try:
+                self.firehose.flush_due()
+            except Exception:
+                log.exception("firehose flush failed; the records stay buffered")
 
     async def _watch_other_writers(self) -> None:
         """Notice registry changes made by another process (the CLI) on the same database."""

@@ -15,7 +15,9 @@ from rich.console import Console
 
 from gateway.cli_registry import certs_app, policies_app, things_app
 from gateway.cli_rules import rules_app
+from gateway.cli_s3 import s3_app
 from gateway.cli_shadow import shadow_app
+from gateway.cli_streams import streams_app
 from gateway.config import Config
 
 app = typer.Typer(help="edgesim: a local, offline AWS IoT Core and its sinks.", no_args_is_help=True)
@@ -24,6 +26,8 @@ app.add_typer(things_app, name="things")
 app.add_typer(policies_app, name="policies")
 app.add_typer(shadow_app, name="shadow")
 app.add_typer(rules_app, name="rules")
+app.add_typer(s3_app, name="s3")
+app.add_typer(streams_app, name="streams")
 
 console = Console()
 

@@ -127,6 +127,35 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX kinesis_records_by_arrival ON kinesis_records(stream, arrival_ms);
     """,
+    """
+    CREATE TABLE sqs_queues (
+        name TEXT PRIMARY KEY,
+        state TEXT NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE firehose_streams (
+        name TEXT PRIMARY KEY,
+        state TEXT NOT NULL
+    );
+    CREATE TABLE firehose_records (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        stream TEXT NOT NULL,
+        data BLOB NOT NULL,
+        arrival_ms INTEGER NOT NULL
+    );
+    CREATE INDEX firehose_records_by_stream ON firehose_records(stream, seq);
+    """,
+    """
+    CREATE TABLE stream_checkpoints (
+        group_name TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        shard TEXT NOT NULL,
+        sequence TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (group_name, stream, shard)
+    );
+    """,
 ]
 
 

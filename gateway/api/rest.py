@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway import jsonutil
-from gateway.api import iot, iot_data, iot_rules, kinesis, sigv4  # noqa: F401 - service modules register targets
+from gateway.api import (  # noqa: F401 - service modules register targets
+    firehose,
+    iot,
+    iot_data,
+    iot_rules,
+    kinesis,
+    sigv4,
+    sqs,
+)
 from gateway.api.model import load_service, match_route, parse_input, validate_input
 from gateway.api.targets import JSON_TARGETS
 from gateway.api.wire import json_protocol_error, rest_json_error, rest_json_result, signing_service

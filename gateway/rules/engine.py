@@ -11,8 +11,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gateway.actions import firehose as _firehose  # noqa: F401 - registers the action type
 from gateway.actions import kinesis as _kinesis  # noqa: F401 - registers the action type
 from gateway.actions import republish as _republish  # noqa: F401 - registers the action type
+from gateway.actions import s3 as _s3  # noqa: F401 - registers the action type
+from gateway.actions import sqs as _sqs  # noqa: F401 - registers the action type
 from gateway.actions.base import KNOWN_KINDS, Action, make_action
 from gateway.errors import InvalidRequestException
 from gateway.messages import Message

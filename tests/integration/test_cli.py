@@ -227,3 +227,20 @@ def test_compose_file_is_valid() -> None:
     subprocess.run(
         ["docker-compose", "-f", str(ROOT / "compose.yaml"), "config", "-q"], check=True, cwd=ROOT, timeout=60
     )
+
+
+def test_streams_read_resumes_from_group_checkpoints(gateway: GatewayProcess, tmp_path: Path, unique: str) -> None:
+    from test_api_iot import client
+
+    kinesis = client(gateway, "kinesis")
+    name = f"cli-{unique}"
+    run(tmp_path, "streams", "create", name, "--shards", "2", gw=gateway)
+    for i in range(6):
+        kinesis.put_record(StreamName=name, Data=json.dumps({"i": i}).encode(), PartitionKey=f"k{i}")
+    first = run(tmp_path, "streams", "read", name, "--group", "g1", "--json", gw=gateway).stdout.splitlines()
+    assert sorted(json.loads(line)["data"] for line in first) == sorted(json.dumps({"i": i}) for i in range(6))
+    kinesis.put_record(StreamName=name, Data=b"seventh", PartitionKey="k0")
+    again = run(tmp_path, "streams", "read", name, "--group", "g1", "--json", gw=gateway).stdout.splitlines()
+    assert [json.loads(line)["data"] for line in again] == ["seventh"]
+    other = run(tmp_path, "streams", "read", name, "--group", "g2", "--json", gw=gateway).stdout.splitlines()
+    assert len(other) == 7

@@ -27,13 +27,15 @@ def test_kill_9_during_put_records_loses_nothing_acknowledged(tmp_path: Path) ->
             while not stop.is_set():
                 batch = [f"{n}-{i + j}".encode() for j in range(20)]
                 try:
-                    result = own.put_records(StreamName="durable", Records=[
-                        {"Data": data, "PartitionKey": data.decode()} for data in batch])
+                    result = own.put_records(
+                        StreamName="durable", Records=[{"Data": data, "PartitionKey": data.decode()} for data in batch]
+                    )
                 except Exception:
                     return  # the gateway died mid-request: nothing of this batch was acknowledged
                 with lock:
-                    acknowledged.extend(d for d, r in zip(batch, result["Records"], strict=True)
-                                        if "SequenceNumber" in r)
+                    acknowledged.extend(
+                        d for d, r in zip(batch, result["Records"], strict=True) if "SequenceNumber" in r
+                    )
                 i += 20
 
         threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]

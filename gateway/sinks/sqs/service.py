@@ -1,0 +1,393 @@
+"""SQS over the store: queues, durable messages, long polling and dead-letter redrive (boto3 `sqs` operations).
+
+Each queue is persisted as the core's `Queue.to_state()` snapshot in `sqs_queues`; every change a caller is told about
+(send, receive, delete, visibility, purge, attributes) is committed in a `store.transaction()` before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway.clock import Clock
+from gateway.sinks.sqs.attributes import (
+    MAX_WAIT_TIME_SECONDS,
+    InvalidParameterValue,
+    MessageAttribute,
+    QueueDoesNotExist,
+    QueueNameExists,
+    SqsError,
+    parse_queue_attributes,
+    validate_batch_ids,
+    validate_batch_size,
+)
+from gateway.sinks.sqs.queue import Queue, Received, SendResult
+from gateway.store import Store
+
+log = logging.getLogger("edgesim.sqs")
+
+MAX_LIST_RESULTS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SendEntry:
+    """One message to send (SendMessage or one SendMessageBatch entry), attributes already decoded."""
+
+    body: str
+    attributes: Mapping[str, MessageAttribute] | None = None
+    delay_seconds: int | None = None
+    group_id: str | None = None
+    dedup_id: str | None = None
+    system_attributes: Mapping[str, MessageAttribute] | None = None
+
+    def size(self) -> int:
+        total = len(self.body.encode("utf-8"))
+        for name, attr in (self.attributes or {}).items():
+            total += attr.wire_size(name)
+        return total
+
+
+def _no_queue() -> QueueDoesNotExist:
+    return QueueDoesNotExist("The specified queue does not exist.")
+
+
+class SqsService:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        region: str,
+        account: str,
+        host: str,
+        api_port: Callable[[], int],
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.region = region
+        self.account = account
+        self.host = host
+        self._api_port = api_port  # read lazily: the port is known only after the API server has bound
+        self.queues: dict[str, Queue] = {}
+        self._wakers: dict[str, asyncio.Event] = {}
+        for row in store.query("SELECT name, state FROM sqs_queues"):
+            self.queues[row["name"]] = Queue.from_state(json.loads(row["state"]))
+
+    # ---- helpers
+    def queue_url(self, name: str) -> str:
+        return f"http://{self.host}:{self._api_port()}/{self.account}/{name}"
+
+    def arn(self, name: str) -> str:
+        return f"arn:aws:sqs:{self.region}:{self.account}:{name}"
+
+    @staticmethod
+    def name_from_url(queue_url: str) -> str:
+        """The queue name in `http://host:port/<account>/<name>` (a bare name is accepted too)."""
+        path = urlsplit(queue_url).path if "://" in queue_url else queue_url
+        parts = [p for p in path.split("/") if p]
+        return parts[-1] if parts else ""
+
+    def _queue(self, queue_url: str | None) -> Queue:
+        if not queue_url:
+            raise InvalidParameterValue("Value for parameter QueueUrl is invalid. Reason: QueueUrl is required.")
+        queue = self.queues.get(self.name_from_url(queue_url))
+        if queue is None:
+            raise _no_queue()
+        return queue
+
+    def _queue_by_arn(self, arn: str) -> Queue | None:
+        queue = self.queues.get(arn.rsplit(":", 1)[-1])
+        return queue if queue is not None and queue.arn == arn else None
+
+    def _save(self, *queues: Queue) -> None:
+        for queue in queues:
+            self.store.db.execute(
+                "INSERT OR REPLACE INTO sqs_queues(name, state) VALUES (?,?)",
+                (queue.name, json.dumps(queue.to_state(), separators=(",", ":"))),
+            )
+
+    def _wake(self, name: str) -> None:
+        event = self._wakers.pop(name, None)
+        if event is not None:
+            event.set()
+
+    def _check_redrive_target(self, queue_name: str, attrs: Mapping[str, str]) -> None:
+        raw = attrs.get("RedrivePolicy")
+        if not raw:
+            return
+        try:
+            target = json.loads(raw).get("deadLetterTargetArn")
+        except (ValueError, AttributeError):
+            return  # the core reports the malformed policy
+        missing = isinstance(target, str) and target.startswith("arn:") and self._queue_by_arn(target) is None
+        if missing and str(target).rsplit(":", 1)[-1] != queue_name:
+            raise InvalidParameterValue(
+                f"Value {raw} for parameter RedrivePolicy is invalid. Reason: Dead letter target does not exist."
+            )
+
+    # ---- queues
+    def create_queue(self, name: str, attributes: Mapping[str, str] | None = None) -> dict[str, Any]:
+        attrs = dict(attributes or {})
+        wanted = parse_queue_attributes(name, attrs)  # validates the name and every attribute
+        existing = self.queues.get(name)
+        if existing is not None:
+            have, want = existing.attributes.to_wire(), wanted.to_wire()
+            if any(have.get(key) != want.get(key) for key in attrs):
+                raise QueueNameExists(
+                    f"A queue already exists with the same name and a different value for attribute(s) "
+                    f"{', '.join(k for k in attrs if have.get(k) != want.get(k))}"
+                )
+            return {"QueueUrl": self.queue_url(name)}
+        self._check_redrive_target(name, attrs)
+        now = self.clock.wall_ms()
+        queue = Queue(name, self.arn(name), wanted, created_at=now)
+        with self.store.transaction():
+            self._save(queue)
+        self.queues[name] = queue
+        return {"QueueUrl": self.queue_url(name)}
+
+    def get_queue_url(self, name: str) -> dict[str, Any]:
+        if name not in self.queues:
+            raise _no_queue()
+        return {"QueueUrl": self.queue_url(name)}
+
+    def list_queues(
+        self, prefix: str | None = None, max_results: int | None = None, next_token: str | None = None
+    ) -> dict[str, Any]:
+        if max_results is not None and not 1 <= max_results <= MAX_LIST_RESULTS:
+            raise InvalidParameterValue(
+                f"Value {max_results} for parameter MaxResults is invalid. Reason: MaxResults must be an integer "
+                "between 1 and 1000."
+            )
+        after = ""
+        if next_token:
+            try:
+                after = base64.urlsafe_b64decode(next_token.encode()).decode()
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise InvalidParameterValue("Invalid NextToken value.") from exc
+        names = sorted(n for n in self.queues if n.startswith(prefix or "") and n > after)
+        size = max_results or MAX_LIST_RESULTS
+        page = names[:size]
+        out: dict[str, Any] = {}
+        if page:
+            out["QueueUrls"] = [self.queue_url(n) for n in page]
+        if max_results is not None and len(names) > size:
+            out["NextToken"] = base64.urlsafe_b64encode(page[-1].encode()).decode()
+        return out
+
+    def delete_queue(self, queue_url: str) -> None:
+        queue = self._queue(queue_url)
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM sqs_queues WHERE name=?", (queue.name,))
+        del self.queues[queue.name]
+        self._wake(queue.name)
+
+    def get_queue_attributes(self, queue_url: str, names: Iterable[str] | None = None) -> dict[str, Any]:
+        queue = self._queue(queue_url)
+        wanted = list(names or [])
+        if not wanted:
+            return {}
+        attrs = queue.get_attributes(wanted, now=self.clock.wall_ms())
+        return {"Attributes": attrs} if attrs else {}
+
+    def set_queue_attributes(self, queue_url: str, attributes: Mapping[str, str]) -> None:
+        queue = self._queue(queue_url)
+        self._check_redrive_target(queue.name, attributes)
+        queue.set_attributes(attributes, now=self.clock.wall_ms())
+        with self.store.transaction():
+            self._save(queue)
+        self._wake(queue.name)  # a shorter wait or visibility may let a long poll return
+
+    def list_dead_letter_source_queues(self, queue_url: str) -> dict[str, Any]:
+        queue = self._queue(queue_url)
+        sources = sorted(
+            q.name
+            for q in self.queues.values()
+            if q.attributes.redrive_policy is not None
+            and q.attributes.redrive_policy.dead_letter_target_arn == queue.arn
+        )
+        return {"queueUrls": [self.queue_url(n) for n in sources]}
+
+    def purge_queue(self, queue_url: str) -> None:
+        queue = self._queue(queue_url)
+        queue.purge(now=self.clock.wall_ms())
+        with self.store.transaction():
+            self._save(queue)
+
+    # ---- messages
+    def _send(self, queue: Queue, entry: SendEntry, now: int) -> SendResult:
+        return queue.send(
+            entry.body,
+            entry.attributes,
+            entry.delay_seconds,
+            entry.group_id,
+            entry.dedup_id,
+            now=now,
+            system_attributes=entry.system_attributes,
+            sender_id=self.account,
+        )
+
+    def send_message(self, queue_url: str, entry: SendEntry) -> SendResult:
+        queue = self._queue(queue_url)
+        with self.store.transaction():  # committed before the 200: acknowledged means durable
+            result = self._send(queue, entry, self.clock.wall_ms())
+            if not result.duplicate:
+                self._save(queue)
+        self._wake(queue.name)
+        return result
+
+    def send_message_batch(
+        self, queue_url: str, entries: list[tuple[str, SendEntry]]
+    ) -> tuple[list[tuple[str, SendResult]], list[tuple[str, SqsError]]]:
+        queue = self._queue(queue_url)
+        validate_batch_ids(entry_id for entry_id, _ in entries)
+        validate_batch_size(sum(e.size() for _, e in entries), queue.attributes.maximum_message_size)
+        ok: list[tuple[str, SendResult]] = []
+        failed: list[tuple[str, SqsError]] = []
+        now = self.clock.wall_ms()
+        with self.store.transaction():
+            for entry_id, entry in entries:
+                try:
+                    ok.append((entry_id, self._send(queue, entry, now)))
+                except SqsError as exc:
+                    failed.append((entry_id, exc))
+            if ok:
+                self._save(queue)
+        self._wake(queue.name)
+        return ok, failed
+
+    def _receive_once(
+        self,
+        queue: Queue,
+        max_messages: int,
+        visibility_timeout: int | None,
+        attribute_names: Iterable[str],
+        message_attribute_names: Iterable[str],
+    ) -> list[Received]:
+        now = self.clock.wall_ms()
+        result = queue.receive(
+            max_messages,
+            visibility_timeout,
+            now=now,
+            attribute_names=attribute_names,
+            message_attribute_names=message_attribute_names,
+        )
+        if not result.messages and not result.moved:
+            return []
+        touched = [queue]
+        for letter in result.moved:
+            target = self._queue_by_arn(letter.target_arn)
+            if target is None:
+                log.warning(
+                    "dead-letter queue %s of %s does not exist; message %s dropped",
+                    letter.target_arn,
+                    queue.name,
+                    letter.message.message_id,
+                )
+                continue
+            target.accept_dead_letter(letter, now=now)
+            touched.append(target)
+        with self.store.transaction():
+            self._save(*touched)
+        for target in touched[1:]:
+            self._wake(target.name)
+        return result.messages
+
+    async def receive_message(
+        self,
+        queue_url: str,
+        max_messages: int | None = None,
+        visibility_timeout: int | None = None,
+        wait_time_seconds: int | None = None,
+        attribute_names: Iterable[str] = (),
+        message_attribute_names: Iterable[str] = (),
+    ) -> list[Received]:
+        """ReceiveMessage; with a wait time, a long poll that returns as soon as any message can be received."""
+        queue = self._queue(queue_url)
+        wait = queue.attributes.receive_message_wait_time_seconds if wait_time_seconds is None else wait_time_seconds
+        if not 0 <= wait <= MAX_WAIT_TIME_SECONDS:
+            raise InvalidParameterValue(
+                f"Value {wait} for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and <= 20, if provided."
+            )
+        names, msg_names = list(attribute_names), list(message_attribute_names)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            messages = self._receive_once(
+                queue, 1 if max_messages is None else max_messages, visibility_timeout, names, msg_names
+            )
+            remaining = deadline - loop.time()
+            if messages or remaining <= 0:
+                return messages
+            now = self.clock.wall_ms()
+            next_at = queue.next_visible_at(now=now)
+            timeout = remaining if next_at is None else min(remaining, max(0.01, (next_at - now) / 1000 + 0.001))
+            event = self._wakers.setdefault(queue.name, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+            current = self.queues.get(queue.name)
+            if current is not queue:
+                raise _no_queue()
+
+    def delete_message(self, queue_url: str, receipt_handle: str) -> None:
+        queue = self._queue(queue_url)
+        with self.store.transaction():
+            if queue.delete(receipt_handle, now=self.clock.wall_ms()) == "deleted":
+                self._save(queue)
+        if queue.fifo:
+            self._wake(queue.name)  # the group's next message may now be receivable
+
+    def delete_message_batch(
+        self, queue_url: str, entries: list[tuple[str, str]]
+    ) -> tuple[list[str], list[tuple[str, SqsError]]]:
+        queue = self._queue(queue_url)
+        validate_batch_ids(entry_id for entry_id, _ in entries)
+        ok: list[str] = []
+        failed: list[tuple[str, SqsError]] = []
+        now = self.clock.wall_ms()
+        changed = False
+        with self.store.transaction():
+            for entry_id, handle in entries:
+                try:
+                    changed |= queue.delete(handle, now=now) == "deleted"
+                    ok.append(entry_id)
+                except SqsError as exc:
+                    failed.append((entry_id, exc))
+            if changed:
+                self._save(queue)
+        if queue.fifo:
+            self._wake(queue.name)
+        return ok, failed
+
+    def change_message_visibility(self, queue_url: str, receipt_handle: str, timeout: int) -> None:
+        queue = self._queue(queue_url)
+        with self.store.transaction():
+            queue.change_visibility(receipt_handle, timeout, now=self.clock.wall_ms())
+            self._save(queue)
+        self._wake(queue.name)
+
+    def change_message_visibility_batch(
+        self, queue_url: str, entries: list[tuple[str, str, int]]
+    ) -> tuple[list[str], list[tuple[str, SqsError]]]:
+        queue = self._queue(queue_url)
+        validate_batch_ids(entry_id for entry_id, _, _ in entries)
+        ok: list[str] = []
+        failed: list[tuple[str, SqsError]] = []
+        now = self.clock.wall_ms()
+        with self.store.transaction():
+            for entry_id, handle, timeout in entries:
+                try:
+                    queue.change_visibility(handle, timeout, now=now)
+                    ok.append(entry_id)
+                except SqsError as exc:
+                    failed.append((entry_id, exc))
+            if ok:
+                self._save(queue)
+        self._wake(queue.name)
+        return ok, failed
