@@ -26,6 +26,7 @@ from gateway.shadow.document import ShadowLimits
 from gateway.shadow.service import ShadowService
 from gateway.sinks.firehose.service import FirehoseService
 from gateway.sinks.kinesis.service import KinesisService
+from gateway.sinks.lambda_.service import LambdaService
 from gateway.sinks.s3 import ObjectStore
 from gateway.sinks.sqs.service import SqsService
 from gateway.store import Store
@@ -44,6 +45,7 @@ class Gateway:
     s3: ObjectStore
     firehose: FirehoseService
     sqs: SqsService
+    lambdas: LambdaService
     rules_engine: RulesEngine
     rules: RulesService
     listeners: Listeners
@@ -90,6 +92,16 @@ class Gateway:
             self.store, self.clock, cfg.region, cfg.account, cfg.host, lambda: self.ports.get("api", cfg.api_port)
         )
         self._tasks.append(asyncio.create_task(self._trim_streams(), name="kinesis-retention"))
+        self.lambdas = LambdaService(
+            self.store,
+            self.clock,
+            cfg.region,
+            cfg.account,
+            cfg.data_dir / "lambda",
+            api_endpoint=lambda: f"http://{cfg.host}:{self.ports.get('api', cfg.api_port)}",
+            sqs=self.sqs,
+        )
+        await self.lambdas.start()
         self.rules_engine = RulesEngine(self)
         self.rules = RulesService(self, self.rules_engine)
         self.rules.load()
@@ -104,7 +116,7 @@ class Gateway:
             cfg.api_port,
             self.status,
             RestDispatcher(self).handle,
-            views={"rules/metrics": self.rules.metrics, "status": self.status},
+            views={"rules/metrics": self.rules.metrics, "status": self.status, "lambda/logs": self.lambdas.recent_logs},
         )
         self.ports["api"] = await self.api.start()
         self.ssl_context = server_ssl_context(
@@ -130,6 +142,8 @@ class Gateway:
                 await task
         if hasattr(self, "rules_engine"):
             await self.rules_engine.stop()
+        if hasattr(self, "lambdas"):
+            await self.lambdas.stop()
         if hasattr(self, "broker"):
             await self.broker.stop()
         if hasattr(self, "listeners"):

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from gateway.cli_functions import functions_app
 from gateway.cli_registry import certs_app, policies_app, things_app
 from gateway.cli_rules import rules_app
 from gateway.cli_s3 import s3_app
@@ -28,6 +29,7 @@ app.add_typer(shadow_app, name="shadow")
 app.add_typer(rules_app, name="rules")
 app.add_typer(s3_app, name="s3")
 app.add_typer(streams_app, name="streams")
+app.add_typer(functions_app, name="functions")
 
 console = Console()
 

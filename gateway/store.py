@@ -156,6 +156,22 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (group_name, stream, shard)
     );
     """,
+    """
+    CREATE TABLE lambda_functions (
+        name TEXT PRIMARY KEY,
+        config TEXT NOT NULL,
+        code BLOB NOT NULL
+    );
+    CREATE TABLE lambda_events (
+        id TEXT PRIMARY KEY,
+        function TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        due_ms INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX lambda_events_by_due ON lambda_events(due_ms);
+    """,
 ]
 
 

@@ -20,6 +20,7 @@ from gateway.api import (  # noqa: F401 - service modules register targets
     sigv4,
     sqs,
 )
+from gateway.api import lambda_ as lambda_api
 from gateway.api.model import load_service, match_route, parse_input, validate_input
 from gateway.api.targets import JSON_TARGETS
 from gateway.api.wire import json_protocol_error, rest_json_error, rest_json_result, signing_service
@@ -37,13 +38,13 @@ class UnknownOperationException(AwsError):
 
 
 # The signing names boto3 puts in the credential scope, mapped to the botocore model they belong to.
-SIGNING_NAMES = {"iot": "iot", "iotdata": "iot-data", "iotdevicegateway": "iot-data"}
+SIGNING_NAMES = {"iot": "iot", "iotdata": "iot-data", "iotdevicegateway": "iot-data", "lambda": "lambda"}
 
 
 class RestDispatcher:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.models = {name: load_service(name) for name in ("iot-data", "iot")}
+        self.models = {name: load_service(name) for name in ("iot-data", "iot", "lambda")}
 
     def _find(self, request: web.Request) -> tuple[str, Any, dict[str, str]] | None:
         wanted = SIGNING_NAMES.get(signing_service(request.headers.get("Authorization")) or "")
@@ -139,6 +140,10 @@ class RestDispatcher:
             rule_handler = iot_rules.HANDLERS.get(operation)
             if rule_handler is not None:
                 return rule_handler(gw.rules, params)
+        elif service == "lambda":
+            lambda_handler = lambda_api.HANDLERS.get(operation)
+            if lambda_handler is not None:
+                return lambda_handler(gw, params)
         else:
             data_handler = iot_data.HANDLERS.get(operation)
             if data_handler is not None:

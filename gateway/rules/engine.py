@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.actions import firehose as _firehose  # noqa: F401 - registers the action type
 from gateway.actions import kinesis as _kinesis  # noqa: F401 - registers the action type
+from gateway.actions import lambda_ as _lambda  # noqa: F401 - registers the action type
 from gateway.actions import republish as _republish  # noqa: F401 - registers the action type
 from gateway.actions import s3 as _s3  # noqa: F401 - registers the action type
 from gateway.actions import sqs as _sqs  # noqa: F401 - registers the action type
