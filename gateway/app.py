@@ -26,6 +26,7 @@ from gateway.shadow.document import ShadowLimits
 from gateway.shadow.service import ShadowService
 from gateway.sinks.firehose.service import FirehoseService
 from gateway.sinks.kinesis.service import KinesisService
+from gateway.sinks.lambda_.mappings import EventSourceMappings
 from gateway.sinks.lambda_.service import LambdaService
 from gateway.sinks.s3 import ObjectStore
 from gateway.sinks.sqs.service import SqsService
@@ -46,6 +47,7 @@ class Gateway:
     firehose: FirehoseService
     sqs: SqsService
     lambdas: LambdaService
+    event_sources: EventSourceMappings
     rules_engine: RulesEngine
     rules: RulesService
     listeners: Listeners
@@ -102,6 +104,8 @@ class Gateway:
             sqs=self.sqs,
         )
         await self.lambdas.start()
+        self.event_sources = EventSourceMappings(self)
+        await self.event_sources.start()
         self.rules_engine = RulesEngine(self)
         self.rules = RulesService(self, self.rules_engine)
         self.rules.load()
@@ -142,6 +146,8 @@ class Gateway:
                 await task
         if hasattr(self, "rules_engine"):
             await self.rules_engine.stop()
+        if hasattr(self, "event_sources"):
+            await self.event_sources.stop()
         if hasattr(self, "lambdas"):
             await self.lambdas.stop()
         if hasattr(self, "broker"):

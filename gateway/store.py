@@ -172,6 +172,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX lambda_events_by_due ON lambda_events(due_ms);
     """,
+    """
+    CREATE TABLE lambda_event_source_mappings (
+        uuid TEXT PRIMARY KEY,
+        state TEXT NOT NULL
+    );
+    """,
 ]
 
 

@@ -136,3 +136,29 @@ async def invoke(gw: Gateway, params: dict[str, Any]) -> Any:
     if params.get("LogType") == "Tail":
         headers["X-Amz-Log-Result"] = result.log_tail()
     return web.Response(status=200, body=result.payload, headers=headers, content_type="application/json")
+
+
+# ---- event source mappings
+@operation("CreateEventSourceMapping")
+def create_event_source_mapping(gw: Gateway, params: dict[str, Any]) -> Any:
+    return web.json_response(gw.event_sources.create_event_source_mapping(params), status=202)
+
+
+@operation("GetEventSourceMapping")
+def get_event_source_mapping(gw: Gateway, params: dict[str, Any]) -> Any:
+    return gw.event_sources.get_event_source_mapping(params["UUID"])
+
+
+@operation("ListEventSourceMappings")
+def list_event_source_mappings(gw: Gateway, params: dict[str, Any]) -> Any:
+    return gw.event_sources.list_event_source_mappings(params.get("FunctionName"), params.get("EventSourceArn"))
+
+
+@operation("UpdateEventSourceMapping")
+def update_event_source_mapping(gw: Gateway, params: dict[str, Any]) -> Any:
+    return web.json_response(gw.event_sources.update_event_source_mapping(params["UUID"], params), status=202)
+
+
+@operation("DeleteEventSourceMapping")
+def delete_event_source_mapping(gw: Gateway, params: dict[str, Any]) -> Any:
+    return web.json_response(gw.event_sources.delete_event_source_mapping(params["UUID"]), status=202)
