@@ -7,6 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
+from gateway.actions.remote import RemoteSinks
 from gateway.api.https_publish import HttpsPublish
 from gateway.api.rest import RestDispatcher
 from gateway.api.server import ApiServer
@@ -48,6 +49,7 @@ class Gateway:
     sqs: SqsService
     lambdas: LambdaService
     event_sources: EventSourceMappings
+    remote_sinks: RemoteSinks | None = None
     rules_engine: RulesEngine
     rules: RulesService
     listeners: Listeners
@@ -106,6 +108,7 @@ class Gateway:
         await self.lambdas.start()
         self.event_sources = EventSourceMappings(self)
         await self.event_sources.start()
+        self.remote_sinks = RemoteSinks(cfg.sink_endpoint_url, cfg.region) if cfg.sink_backend == "aws" else None
         self.rules_engine = RulesEngine(self)
         self.rules = RulesService(self, self.rules_engine)
         self.rules.load()

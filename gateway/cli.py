@@ -62,6 +62,13 @@ def up(
         typer.Option("--require-sigv4", help="ACCESS_KEY:SECRET (repeatable): check SigV4 on every API request."),
     ] = None,
     rules: Annotated[Path | None, typer.Option("--rules", help="Load rules (*.json, *.sql) from this folder.")] = None,
+    sink_backend: Annotated[
+        str, typer.Option(help="local: edgesim's own sinks; aws: rule actions go to AWS through boto3.")
+    ] = "local",
+    sink_endpoint_url: Annotated[
+        str | None,
+        typer.Option(help="With --sink-backend aws: an AWS-compatible endpoint (LocalStack, another edgesim)."),
+    ] = None,
     ports_file: Annotated[Path | None, typer.Option(help="Write the bound ports here as JSON once ready.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
@@ -77,7 +84,11 @@ def up(
         data_dir=data_dir,
         certs_dir=certs_dir,
         rules_dir=rules,
+        sink_backend=sink_backend,
+        sink_endpoint_url=sink_endpoint_url,
     )
+    if sink_backend not in ("local", "aws"):
+        raise typer.BadParameter("--sink-backend takes local or aws")
     cfg.mqtt.publishes_per_second = publishes_per_second
     for pair in require_sigv4 or []:
         key, sep, secret = pair.partition(":")

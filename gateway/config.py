@@ -49,6 +49,8 @@ class Config(BaseModel):
     data_dir: Path = Field(default_factory=default_data_dir)
     certs_dir: Path = Field(default_factory=default_certs_dir)
     rules_dir: Path | None = Field(default=None, description="load *.json / *.sql rules from here and watch it")
+    sink_backend: str = Field(default="local", description="local sinks, or 'aws': rule actions go out through boto3")
+    sink_endpoint_url: str | None = Field(default=None, description="with sink_backend=aws: an AWS-compatible endpoint")
     region: str = limits.DEFAULT_REGION
     account: str = limits.DEFAULT_ACCOUNT
     dev_policy_name: str = "edgesim-dev-anonymous"

@@ -47,6 +47,12 @@ class FirehoseAction:
     async def run(self, ctx: EvalContext, output: Any, message: Message) -> None:
         name = str(self.fields.render(ctx)["deliveryStreamName"])
         firehose = self.gateway.firehose
+        if self.gateway.remote_sinks is not None:
+            items = output if self.batch_mode and isinstance(output, list) else [output]
+            records = [output_bytes(item) + self.separator for item in items]
+            for start in range(0, len(records), MAX_BATCH_RECORDS):
+                await self.gateway.remote_sinks.firehose_put(name, records[start : start + MAX_BATCH_RECORDS])
+            return
         try:
             if self.batch_mode and isinstance(output, list):
                 records = [output_bytes(item) + self.separator for item in output]

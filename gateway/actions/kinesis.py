@@ -46,6 +46,9 @@ class KinesisAction:
         # AWS leaves the key to the caller; without one a random key spreads records over the shards.
         key = str(fields.get("partitionKey") or uuid.uuid4())
         data = output_bytes(output)
+        if self.gateway.remote_sinks is not None:
+            await self.gateway.remote_sinks.put_record(str(fields["streamName"]), data, key)
+            return
         delay = FIRST_BACKOFF_S
         for attempt in range(ATTEMPTS):
             try:

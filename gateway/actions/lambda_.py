@@ -33,6 +33,9 @@ class LambdaAction:
     async def run(self, ctx: EvalContext, output: Any, message: Message) -> None:
         # A `:alias` or `:version` suffix is accepted and ignored: edgesim runs $LATEST.
         arn = str(self.fields.render(ctx)["functionArn"])
+        if self.gateway.remote_sinks is not None:
+            await self.gateway.remote_sinks.invoke_event(arn, output_bytes(output))
+            return
         try:
             self.gateway.lambdas.enqueue_event(arn, output_bytes(output))
         except AwsError as exc:

@@ -39,6 +39,9 @@ class S3Action:
 
     async def run(self, ctx: EvalContext, output: Any, message: Message) -> None:
         fields = self.fields.render(ctx)
+        if self.gateway.remote_sinks is not None:
+            await self.gateway.remote_sinks.s3_put(str(fields["bucketName"]), str(fields["key"]), output_bytes(output))
+            return
         try:
             # Off the event loop: the write is fsynced.
             await asyncio.to_thread(

@@ -51,6 +51,9 @@ class SqsAction:
                 body = data.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise ActionError("the message is not valid UTF-8 text; set useBase64 to send binary payloads") from exc
+        if self.gateway.remote_sinks is not None:
+            await self.gateway.remote_sinks.send_message(url, body)
+            return
         try:
             service.send_message(url, SendEntry(body=body))
         except AwsError as exc:

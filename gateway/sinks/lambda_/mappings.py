@@ -39,9 +39,13 @@ class Mapping:
 
     def describe(self, gw: Gateway) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "UUID": self.uuid, "EventSourceArn": self.source_arn, "FunctionArn": gw.lambdas.arn(self.function_name),
-            "BatchSize": self.batch_size, "State": "Enabled" if self.enabled else "Disabled",
-            "StateTransitionReason": "USER_INITIATED", "LastModified": self.created_ms / 1000,
+            "UUID": self.uuid,
+            "EventSourceArn": self.source_arn,
+            "FunctionArn": gw.lambdas.arn(self.function_name),
+            "BatchSize": self.batch_size,
+            "State": "Enabled" if self.enabled else "Disabled",
+            "StateTransitionReason": "USER_INITIATED",
+            "LastModified": self.created_ms / 1000,
             "LastProcessingResult": self.last_result,
         }
         if self.kind == "kinesis":
@@ -74,8 +78,10 @@ class EventSourceMappings:
 
     def _save(self, mapping: Mapping) -> None:
         with self.gw.store.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO lambda_event_source_mappings(uuid, state) VALUES (?,?)",
-                       (mapping.uuid, json.dumps(asdict(mapping))))
+            db.execute(
+                "INSERT OR REPLACE INTO lambda_event_source_mappings(uuid, state) VALUES (?,?)",
+                (mapping.uuid, json.dumps(asdict(mapping))),
+            )
 
     def _schedule(self, mapping: Mapping) -> None:
         old = self._tasks.pop(mapping.uuid, None)
@@ -84,7 +90,8 @@ class EventSourceMappings:
         if mapping.enabled:
             poll = self._poll_kinesis if mapping.kind == "kinesis" else self._poll_sqs
             self._tasks[mapping.uuid] = asyncio.get_running_loop().create_task(
-                poll(mapping), name=f"event-source-{mapping.uuid}")
+                poll(mapping), name=f"event-source-{mapping.uuid}"
+            )
 
     # ---- operations, named after AWS's
     def create_event_source_mapping(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -107,8 +114,15 @@ class EventSourceMappings:
             raise InvalidRequestException(f"Unsupported event source: {source!r} (Kinesis streams and SQS queues)")
         if not 1 <= batch <= 10000:
             raise InvalidRequestException("BatchSize must be between 1 and 10000")
-        mapping = Mapping(str(uuid.uuid4()), function, source, batch, position, bool(params.get("Enabled", True)),
-                          self.gw.clock.wall_ms())
+        mapping = Mapping(
+            str(uuid.uuid4()),
+            function,
+            source,
+            batch,
+            position,
+            bool(params.get("Enabled", True)),
+            self.gw.clock.wall_ms(),
+        )
         self._save(mapping)
         self.mappings[mapping.uuid] = mapping
         self._schedule(mapping)
@@ -123,11 +137,15 @@ class EventSourceMappings:
     def get_event_source_mapping(self, mapping_uuid: str) -> dict[str, Any]:
         return self._get(mapping_uuid).describe(self.gw)
 
-    def list_event_source_mappings(self, function_name: str | None = None,
-                                   source_arn: str | None = None) -> dict[str, Any]:
-        items = [m.describe(self.gw) for m in self.mappings.values()
-                 if (function_name is None or m.function_name == function_name.rsplit(":", 1)[-1])
-                 and (source_arn is None or m.source_arn == source_arn)]
+    def list_event_source_mappings(
+        self, function_name: str | None = None, source_arn: str | None = None
+    ) -> dict[str, Any]:
+        items = [
+            m.describe(self.gw)
+            for m in self.mappings.values()
+            if (function_name is None or m.function_name == function_name.rsplit(":", 1)[-1])
+            and (source_arn is None or m.source_arn == source_arn)
+        ]
         return {"EventSourceMappings": items}
 
     def update_event_source_mapping(self, mapping_uuid: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -195,27 +213,39 @@ class EventSourceMappings:
                 await asyncio.sleep(RETRY_AFTER_ERROR_S)
 
     def _kinesis_iterator(self, mapping: Mapping, stream: str, shard_id: str, group: str) -> str:
-        row = self.gw.store.one("SELECT sequence FROM stream_checkpoints WHERE group_name=? AND stream=? AND shard=?",
-                                (group, stream, shard_id))
+        row = self.gw.store.one(
+            "SELECT sequence FROM stream_checkpoints WHERE group_name=? AND stream=? AND shard=?",
+            (group, stream, shard_id),
+        )
         kinesis = self.gw.kinesis
         if row is not None:
-            return str(kinesis.get_shard_iterator(stream, shard_id, "AFTER_SEQUENCE_NUMBER",
-                                                  row["sequence"])["ShardIterator"])
+            return str(
+                kinesis.get_shard_iterator(stream, shard_id, "AFTER_SEQUENCE_NUMBER", row["sequence"])["ShardIterator"]
+            )
         return str(kinesis.get_shard_iterator(stream, shard_id, mapping.starting_position)["ShardIterator"])
 
     def _checkpoint(self, group: str, stream: str, shard_id: str, sequence: str) -> None:
         with self.gw.store.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO stream_checkpoints(group_name, stream, shard, sequence, updated_ms) "
-                       "VALUES (?,?,?,?,?)", (group, stream, shard_id, sequence, self.gw.clock.wall_ms()))
+            db.execute(
+                "INSERT OR REPLACE INTO stream_checkpoints(group_name, stream, shard, sequence, updated_ms) "
+                "VALUES (?,?,?,?,?)",
+                (group, stream, shard_id, sequence, self.gw.clock.wall_ms()),
+            )
 
     def _kinesis_record(self, mapping: Mapping, shard_id: str, record: dict[str, Any]) -> dict[str, Any]:
         return {
-            "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": record["PartitionKey"],
-                        "sequenceNumber": record["SequenceNumber"],
-                        "data": base64.b64encode(record["Data"]).decode(),
-                        "approximateArrivalTimestamp": record["ApproximateArrivalTimestamp"]},
-            "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventName": "aws:kinesis:record",
-            "eventID": f"{shard_id}:{record['SequenceNumber']}", "awsRegion": self.gw.config.region,
+            "kinesis": {
+                "kinesisSchemaVersion": "1.0",
+                "partitionKey": record["PartitionKey"],
+                "sequenceNumber": record["SequenceNumber"],
+                "data": base64.b64encode(record["Data"]).decode(),
+                "approximateArrivalTimestamp": record["ApproximateArrivalTimestamp"],
+            },
+            "eventSource": "aws:kinesis",
+            "eventVersion": "1.0",
+            "eventName": "aws:kinesis:record",
+            "eventID": f"{shard_id}:{record['SequenceNumber']}",
+            "awsRegion": self.gw.config.region,
             "eventSourceARN": mapping.source_arn,
             "invokeIdentityArn": f"arn:aws:iam::{self.gw.config.account}:role/edgesim",
         }
@@ -231,11 +261,22 @@ class EventSourceMappings:
                 messages = await sqs.receive_message(url, min(mapping.batch_size, 10), None, 1, ("All",), ("All",))
                 if not messages:
                     continue
-                event = {"Records": [{
-                    "messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
-                    "attributes": m.attributes, "messageAttributes": {}, "md5OfBody": m.md5_of_body,
-                    "eventSource": "aws:sqs", "eventSourceARN": mapping.source_arn,
-                    "awsRegion": self.gw.config.region} for m in messages]}
+                event = {
+                    "Records": [
+                        {
+                            "messageId": m.message_id,
+                            "receiptHandle": m.receipt_handle,
+                            "body": m.body,
+                            "attributes": m.attributes,
+                            "messageAttributes": {},
+                            "md5OfBody": m.md5_of_body,
+                            "eventSource": "aws:sqs",
+                            "eventSourceARN": mapping.source_arn,
+                            "awsRegion": self.gw.config.region,
+                        }
+                        for m in messages
+                    ]
+                }
                 # On success the batch is deleted; on failure it stays and reappears after its visibility timeout.
                 if await self._deliver(mapping, event):
                     for m in messages:

@@ -1,0 +1,59 @@
+"""The second sink backend: rule actions forwarded to AWS, or any compatible endpoint, through boto3."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from gateway.actions.base import ActionError
+
+
+class RemoteSinks:
+    """`edgesim up --sink-backend aws [--sink-endpoint-url URL]`: the same calls the local sinks take, sent on."""
+
+    def __init__(self, endpoint_url: str | None, region: str) -> None:
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self._clients: dict[str, Any] = {}
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            import boto3
+
+            kwargs: dict[str, Any] = {"region_name": os.environ.get("AWS_REGION", self.region)}
+            if self.endpoint_url:
+                kwargs["endpoint_url"] = self.endpoint_url
+                # A compatible endpoint (LocalStack, another edgesim) takes any key; real AWS uses the environment's.
+                if not os.environ.get("AWS_ACCESS_KEY_ID"):
+                    kwargs.update(aws_access_key_id="edgesim", aws_secret_access_key="edgesim")
+            self._clients[service] = boto3.client(service, **kwargs)
+        return self._clients[service]
+
+    async def _call(self, service: str, operation: str, **params: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return await asyncio.to_thread(getattr(self.client(service), operation), **params)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise ActionError(f"{error.get('Code')}: {error.get('Message')} (forwarded to {service})") from exc
+        except BotoCoreError as exc:
+            raise ActionError(f"{service} unreachable: {exc}") from exc
+
+    async def put_record(self, stream: str, data: bytes, partition_key: str) -> None:
+        await self._call("kinesis", "put_record", StreamName=stream, Data=data, PartitionKey=partition_key)
+
+    async def send_message(self, queue_url: str, body: str) -> None:
+        await self._call("sqs", "send_message", QueueUrl=queue_url, MessageBody=body)
+
+    async def invoke_event(self, function: str, payload: bytes) -> None:
+        await self._call("lambda", "invoke", FunctionName=function, InvocationType="Event", Payload=payload)
+
+    async def firehose_put(self, stream: str, records: list[bytes]) -> None:
+        await self._call(
+            "firehose", "put_record_batch", DeliveryStreamName=stream, Records=[{"Data": record} for record in records]
+        )
+
+    async def s3_put(self, bucket: str, key: str, body: bytes) -> None:
+        await self._call("s3", "put_object", Bucket=bucket, Key=key, Body=body)
