@@ -90,7 +90,9 @@ class Gateway:
         self.shadows = ShadowService(self.store, self.broker, self.clock, ShadowLimits())
         self.kinesis = KinesisService(self.store, self.clock, cfg.region, cfg.account)
         self.s3 = ObjectStore(cfg.data_dir / "s3")
-        self.firehose = FirehoseService(self.store, self.s3, self.clock, cfg.region, cfg.account)
+        self.firehose = FirehoseService(
+            self.store, self.s3, self.clock, cfg.region, cfg.account, invoke=self._invoke_for_firehose
+        )
         self._tasks.append(asyncio.create_task(self._flush_firehose(), name="firehose-buffers"))
         self.sqs = SqsService(
             self.store, self.clock, cfg.region, cfg.account, cfg.host, lambda: self.ports.get("api", cfg.api_port)
@@ -188,12 +190,16 @@ class Gateway:
             await asyncio.sleep(60.0)
             self.kinesis.trim()
 
+    async def _invoke_for_firehose(self, function: str, payload: bytes) -> tuple[bytes, str | None]:
+        result = await self.lambdas.invoke(function, payload)
+        return result.payload, result.function_error
+
     async def _flush_firehose(self) -> None:
         """Deliver Firehose buffers whose interval is up (size-triggered flushes happen on put)."""
         while True:
             await asyncio.sleep(0.2)
             try:
-                self.firehose.flush_due()
+                await self.firehose.flush_due_async()
             except Exception:
                 log.exception("firehose flush failed; the records stay buffered")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import re
@@ -124,7 +125,8 @@ def test_errors(gateway: GatewayProcess, unique: str) -> None:
                     {
                         "Type": "Lambda",
                         "Parameters": [{"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:lambda:x"}],
-                    }
+                    },
+                    {"Type": "AppendDelimiterToRecord", "Parameters": []},
                 ],
             },
         )
@@ -254,3 +256,53 @@ def test_rule_to_firehose_batch_mode(gateway: GatewayProcess, unique: str) -> No
     found = wait_objects(gateway, bucket)
     # One PutRecordBatch: its records land together in one object, each followed by the separator.
     assert list(found.values()) == [b'{"n":1},{"n":2},3,']
+
+
+TRANSFORM = (
+    "import base64, json\n"
+    "def handler(event, context):\n"
+    "    out = []\n"
+    "    for r in event['records']:\n"
+    "        doc = json.loads(base64.b64decode(r['data']))\n"
+    "        if doc.get('drop'):\n"
+    "            out.append({'recordId': r['recordId'], 'result': 'Dropped', 'data': r['data']})\n"
+    "        elif doc.get('bad'):\n"
+    "            out.append({'recordId': r['recordId'], 'result': 'ProcessingFailed', 'data': r['data']})\n"
+    "        else:\n"
+    "            doc['seen'] = True\n"
+    "            data = base64.b64encode((json.dumps(doc) + '\\n').encode()).decode()\n"
+    "            out.append({'recordId': r['recordId'], 'result': 'Ok', 'data': data})\n"
+    "    return {'records': out}\n"
+)
+
+
+def test_transformation_lambda_ok_dropped_and_failed(gateway: GatewayProcess, unique: str) -> None:
+    from test_lambda import create as create_function
+
+    lam = client(gateway, "lambda")
+    arn = create_function(lam, f"tx-{unique}", TRANSFORM)["FunctionArn"]
+    fh = client(gateway, "firehose")
+    name = f"tx-{unique}"
+    create(
+        fh,
+        name,
+        f"tx-{unique}",
+        ProcessingConfiguration={
+            "Enabled": True,
+            "Processors": [{"Type": "Lambda", "Parameters": [{"ParameterName": "LambdaArn", "ParameterValue": arn}]}],
+        },
+    )
+    fh.put_record_batch(
+        DeliveryStreamName=name,
+        Records=[
+            {"Data": json.dumps(doc).encode()} for doc in ({"n": 1}, {"n": 2, "drop": True}, {"n": 3, "bad": True})
+        ],
+    )
+    found = wait_objects(gateway, f"tx-{unique}", count=2, timeout=15)
+    delivered = [v for k, v in found.items() if k.startswith("raw/")]
+    failed = [v for k, v in found.items() if k.startswith("errors/processing-failed/")]
+    assert delivered == [json.dumps({"n": 1, "seen": True}).encode() + b"\n"]
+    (error_lines,) = failed
+    entry = json.loads(error_lines.decode().splitlines()[0])
+    assert entry["errorCode"] == "Lambda.ProcessingFailed" and entry["lambdaArn"] == arn
+    assert json.loads(base64.b64decode(entry["rawData"])) == {"n": 3, "bad": True}

@@ -6,10 +6,12 @@ once the object holding them is written; a restart flushes whatever was still bu
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +25,7 @@ from gateway.sinks.firehose.buffer import (
     BufferingHints,
     Pending,
     due_at,
+    error_key,
     plan_flush,
 )
 from gateway.sinks.firehose.writer import S3Target, write_batch
@@ -59,6 +62,10 @@ class FirehoseResourceNotFoundException(AwsError):
     http_status = 400
 
 
+# (function name or ARN, event) -> (response payload, X-Amz-Function-Error or None)
+Invoke = Callable[[str, bytes], Awaitable[tuple[bytes, str | None]]]
+
+
 class FirehoseResourceInUseException(AwsError):
     code = "ResourceInUseException"
     http_status = 400
@@ -75,6 +82,10 @@ class DeliveryStream:
     target: S3Target
     version: int = 1
     pending: list[Pending] = field(default_factory=list)
+
+    @property
+    def processor(self) -> str | None:
+        return transform_function(self.destination)
 
     def state_json(self) -> str:
         return json.dumps(
@@ -157,18 +168,28 @@ def _parse_destination(cfg: dict[str, Any]) -> tuple[BufferingHints, S3Target]:
 
 
 def _check_extended_features(cfg: dict[str, Any]) -> None:
-    processing = cfg.get("ProcessingConfiguration") or {}
-    if processing.get("Enabled") or processing.get("Processors"):
-        raise InvalidArgumentException(
-            "ProcessingConfiguration (data transformation with Lambda) is not supported yet by edgesim: "
-            "there is no Lambda service to invoke; remove ProcessingConfiguration or set Enabled=false"
-        )
+    transform_function(cfg)  # validates the processor list
     if (cfg.get("DataFormatConversionConfiguration") or {}).get("Enabled"):
         raise _unsupported("DataFormatConversionConfiguration")
     if (cfg.get("DynamicPartitioningConfiguration") or {}).get("Enabled"):
         raise _unsupported("DynamicPartitioningConfiguration")
     if cfg.get("S3BackupMode", "Disabled") != "Disabled":
         raise _unsupported("S3BackupMode Enabled")
+
+
+def transform_function(cfg: dict[str, Any]) -> str | None:
+    """The Lambda of an enabled ProcessingConfiguration (one `Lambda` processor with a `LambdaArn`), if any."""
+    processing = cfg.get("ProcessingConfiguration") or {}
+    if not processing.get("Enabled"):
+        return None
+    processors = processing.get("Processors") or []
+    if len(processors) != 1 or processors[0].get("Type") != "Lambda":
+        raise _unsupported("ProcessingConfiguration other than one Lambda processor")
+    params = {p.get("ParameterName"): p.get("ParameterValue") for p in processors[0].get("Parameters") or []}
+    arn = params.get("LambdaArn")
+    if not isinstance(arn, str) or not arn:
+        raise InvalidArgumentException("The Lambda processor needs a LambdaArn parameter")
+    return arn
 
 
 def _description(cfg: dict[str, Any], hints: BufferingHints, target: S3Target, extended: bool) -> dict[str, Any]:
@@ -193,7 +214,10 @@ def _description(cfg: dict[str, Any], hints: BufferingHints, target: S3Target, e
 
 
 class FirehoseService:
-    def __init__(self, store: Store, objects: ObjectStore, clock: Clock, region: str, account: str) -> None:
+    def __init__(
+        self, store: Store, objects: ObjectStore, clock: Clock, region: str, account: str, invoke: Invoke | None = None
+    ) -> None:
+        self.invoke = invoke
         self.store = store
         self.objects = objects
         self.clock = clock
@@ -246,8 +270,109 @@ class FirehoseService:
         return sum(self._flush(s, now) for s in list(self.streams.values()) if s.pending)
 
     def flush_all(self) -> int:
+        """Shutdown: write plain buffers now; transformed ones stay durable and are processed on the next start."""
         now = self.clock.wall_ms()
-        return sum(self._flush(s, now, force=True) for s in list(self.streams.values()) if s.pending)
+        return sum(
+            self._flush(s, now, force=True) for s in list(self.streams.values()) if s.pending and s.processor is None
+        )
+
+    async def flush_due_async(self) -> int:
+        """The timer's flush: plain streams as before, streams with a Lambda processor through their function."""
+        now = self.clock.wall_ms()
+        written = 0
+        for stream in list(self.streams.values()):
+            if not stream.pending:
+                continue
+            if stream.processor is None:
+                written += self._flush(stream, now)
+                continue
+            for batch in plan_flush(stream.pending, stream.hints, now).batches:
+                await self._transform_and_write(stream, batch, stream.processor)
+                seqs = {r.seq for r in batch}
+                with self.store.transaction() as db:
+                    db.executemany("DELETE FROM firehose_records WHERE seq=?", [(s,) for s in seqs])
+                stream.pending = [r for r in stream.pending if r.seq not in seqs]
+                written += 1
+        return written
+
+    async def _transform_and_write(self, stream: DeliveryStream, batch: Sequence[Pending], function: str) -> None:
+        """Firehose's Lambda contract: Ok records are delivered, Dropped vanish, ProcessingFailed go to the error
+        prefix as JSON lines (`processing-failed/…`)."""
+        request = {
+            "invocationId": str(uuid.uuid4()),
+            "deliveryStreamArn": stream.arn,
+            "region": self.region,
+            "records": [
+                {
+                    "recordId": str(r.seq),
+                    "approximateArrivalTimestamp": r.arrival_ms,
+                    "data": base64.b64encode(r.data).decode(),
+                }
+                for r in batch
+            ],
+        }
+        outcome: dict[str, dict[str, Any]] = {}
+        error = "Lambda.FunctionError"
+        message = "the transformation function failed"
+        if self.invoke is None:
+            message = "no Lambda service to run the transformation"
+        else:
+            try:
+                payload, function_error = await self.invoke(function, json.dumps(request).encode())
+                if function_error:
+                    message = payload.decode(errors="replace")[:500]
+                else:
+                    outcome = {str(r.get("recordId")): r for r in json.loads(payload).get("records", [])}
+            except (AwsError, ValueError, AttributeError) as exc:
+                message = str(exc)
+        delivered: list[Pending] = []
+        failed: list[tuple[Pending, str, str]] = []
+        for record in batch:
+            result = outcome.get(str(record.seq))
+            if result is None:
+                failed.append(
+                    (
+                        record,
+                        error if not outcome else "Lambda.MissingRecordId",
+                        message if not outcome else "the function returned no result for this record",
+                    )
+                )
+            elif result.get("result") == "Ok":
+                try:
+                    delivered.append(Pending(record.seq, base64.b64decode(result.get("data") or ""), record.arrival_ms))
+                except ValueError:
+                    failed.append((record, "Lambda.InvalidData", "the returned data is not base64"))
+            elif result.get("result") == "Dropped":
+                continue
+            else:
+                failed.append((record, "Lambda.ProcessingFailed", "the function marked the record ProcessingFailed"))
+        if delivered:
+            write_batch(self.objects, stream.target, stream.name, stream.version, delivered)
+        if failed:
+            now = self.clock.wall_ms()
+            lines = [
+                json.dumps(
+                    {
+                        "attemptsMade": 1,
+                        "arrivalTimestamp": r.arrival_ms,
+                        "errorCode": code,
+                        "errorMessage": text,
+                        "attemptEndingTimestamp": now,
+                        "rawData": base64.b64encode(r.data).decode(),
+                        "lambdaArn": function,
+                    }
+                )
+                for r, code, text in failed
+            ]
+            key = error_key(
+                str(stream.destination.get("ErrorOutputPrefix") or ""),
+                "processing-failed",
+                stream.name,
+                stream.version,
+                failed[0][0].arrival_ms,
+                str(uuid.uuid4()),
+            )
+            self.objects.put(stream.target.bucket, key, ("\n".join(lines) + "\n").encode())
 
     def next_due_ms(self) -> int | None:
         dues = [d for s in self.streams.values() if (d := due_at(s.pending, s.hints)) is not None]
@@ -357,7 +482,8 @@ class FirehoseService:
                 )
                 added.append(Pending(int(cursor.lastrowid or 0), data, now))
         stream.pending.extend(added)
-        self._flush(stream, now)
+        if stream.processor is None:
+            self._flush(stream, now)  # transformed streams are flushed by the timer, which can await the Lambda
         return [f"{uuid.uuid4().hex}{p.seq:016x}" for p in added]
 
     def put_record(self, name: Any, data: bytes) -> dict[str, Any]:
