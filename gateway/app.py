@@ -125,7 +125,12 @@ class Gateway:
             cfg.api_port,
             self.status,
             RestDispatcher(self).handle,
-            views={"rules/metrics": self.rules.metrics, "status": self.status, "lambda/logs": self.lambdas.recent_logs},
+            views={
+                "rules/metrics": self.rules.metrics,
+                "status": self.status,
+                "lambda/logs": self.lambdas.recent_logs,
+                "actions/metrics": self.rules_engine.executor.action_metrics,
+            },
         )
         self.ports["api"] = await self.api.start()
         self.ssl_context = server_ssl_context(

@@ -97,6 +97,8 @@ class RuleExecutor:
         self._workers: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self.dropped = 0
+        # Per action type: successes, failures, and total run time, for /edgesim/actions/metrics.
+        self.by_kind: dict[str, dict[str, float]] = {}
 
     def submit(self, job: _Job) -> None:
         queue = self.queues.get(job.action.kind)
@@ -118,13 +120,29 @@ class RuleExecutor:
         while True:
             job = await queue.get()
             error: str | None = None
+            started = asyncio.get_running_loop().time()
             try:
                 await asyncio.wait_for(
                     job.action.run(job.invocation.ctx, job.output, job.invocation.message), self.action_timeout_s
                 )
             except Exception as exc:  # any failure of an action becomes an errorAction entry, never a crash
                 error = str(exc) or exc.__class__.__name__
+            figures = self.by_kind.setdefault(job.action.kind, {"success": 0, "failure": 0, "seconds": 0.0})
+            figures["success" if error is None else "failure"] += 1
+            figures["seconds"] += asyncio.get_running_loop().time() - started
             await self._finish(job, error)
+
+    def action_metrics(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for kind, figures in self.by_kind.items():
+            runs = figures["success"] + figures["failure"]
+            queue = self.queues.get(kind)
+            out[kind] = {
+                **figures,
+                "mean_ms": 1000 * figures["seconds"] / runs if runs else 0.0,
+                "queued": queue.qsize() if queue is not None else 0,
+            }
+        return out
 
     def _done(self, job: _Job, error: str | None) -> None:
         # Finishing may run the errorAction, which awaits; the task is owned here and cancelled on stop().

@@ -135,6 +135,9 @@ def test_failing_action_goes_to_error_action(gateway: GatewayProcess, unique: st
         metrics = json.loads(response.read())[f"fail_{unique}"]
     assert (metrics["matched"], metrics["action_failure"], metrics["error_actions"]) == (1, 1, 1)
     assert "KinesisAction" in metrics["last_error"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{gateway.ports['api']}/edgesim/actions/metrics") as response:
+        by_kind = json.loads(response.read())
+    assert by_kind["kinesis"]["failure"] >= 1 and by_kind["kinesis"]["mean_ms"] > 0
     pub.close()
     sub.close()
 
