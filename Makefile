@@ -35,6 +35,7 @@ bench: $(STAMP) apt-deps
 	$(BIN)/python bench/broker.py
 	$(BIN)/python bench/shadow.py
 	$(BIN)/python bench/rules.py
+	$(BIN)/python bench/sinks.py
 
 clean:
 	rm -rf $(VENV) .edgesim .pytest_cache .mypy_cache .ruff_cache
