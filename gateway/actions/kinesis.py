@@ -52,7 +52,7 @@ class KinesisAction:
         delay = FIRST_BACKOFF_S
         for attempt in range(ATTEMPTS):
             try:
-                self.gateway.kinesis.put_record(str(fields["streamName"]), data, key)
+                await self.gateway.kinesis.put_record_durable(str(fields["streamName"]), data, key)
                 return
             except ProvisionedThroughputExceededException as exc:
                 if attempt == ATTEMPTS - 1:

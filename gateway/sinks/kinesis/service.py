@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.clock import Clock
+from gateway.errors import AwsError
 from gateway.sinks.kinesis.iterators import decode_iterator, encode_iterator
 from gateway.sinks.kinesis.shards import (
     InvalidArgumentException,
@@ -105,6 +107,7 @@ class KinesisService:
         self.enforce_limits = enforce_limits
         self._secret = os.urandom(32)  # iterators from a previous run are invalid, as AWS's expire anyway
         self._usage: dict[tuple[str, int], list[int]] = {}
+        self._group: list[tuple[str, bytes, str, asyncio.Future[dict[str, Any]]]] = []
         self.streams: dict[str, Stream] = {}
         for row in store.query("SELECT name, state FROM kinesis_streams"):
             stream = Stream.from_state(row["name"], account, row["state"])
@@ -345,6 +348,42 @@ class KinesisService:
         with self.store.transaction():  # committed before the 200: acknowledged means durable
             shard, seq = self._append(stream, data, partition_key, explicit_hash_key, self.clock.wall_ms())
         return {"ShardId": shard.shard_id, "SequenceNumber": str(seq), "EncryptionType": "NONE"}
+
+    async def put_record_durable(self, name: str, data: bytes, partition_key: str) -> dict[str, Any]:
+        """PutRecord for rule actions with group commit: every record appended in one event-loop turn shares one
+        transaction (one fsync); each caller resumes once its record is committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        if not self._group:
+            loop.call_soon(self._commit_group)
+        self._group.append((name, data, partition_key, future))
+        return await future
+
+    def _commit_group(self) -> None:
+        batch, self._group = self._group, []
+        now = self.clock.wall_ms()
+        outcomes: list[tuple[asyncio.Future[dict[str, Any]], dict[str, Any] | AwsError]] = []
+        try:
+            with self.store.transaction():
+                for name, data, key, future in batch:
+                    try:
+                        stream = self._stream(name)
+                        shard, seq = self._append(stream, data, key, None, now)
+                        outcomes.append((future, {"ShardId": shard.shard_id, "SequenceNumber": str(seq)}))
+                    except AwsError as exc:
+                        outcomes.append((future, exc))
+        except Exception as exc:  # the commit failed: nobody's record is durable
+            for _, _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for future, outcome in outcomes:
+            if future.done():
+                continue
+            if isinstance(outcome, AwsError):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
     def put_records(self, name: str | None, records: list[dict[str, Any]], arn: str | None = None) -> dict[str, Any]:
         stream = self._stream(name, arn)
