@@ -65,5 +65,16 @@ def emit(data: Any, as_json: bool, table: Table | None = None) -> None:
         console.print(table)
 
 
+def parse_pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    """`--attr a=1 --attr b=2` style options as a dict; a malformed item names the option and the item."""
+    out: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{option} takes NAME=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
 def strip_metadata(response: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in response.items() if k != "ResponseMetadata"}

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gateway.cli_api import DEFAULT_ENDPOINT, Endpoint, JsonOut, api, emit, err_console
+from gateway.cli_api import DEFAULT_ENDPOINT, Endpoint, JsonOut, api, emit, err_console, parse_pairs
 
 functions_app = typer.Typer(help="Lambda functions: deploy Python handlers, invoke, list, logs.", no_args_is_help=True)
 
@@ -28,13 +28,7 @@ def _zip_module(source: Path) -> bytes:
 
 
 def _parse_env(pairs: list[str]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"--env takes KEY=VALUE, got {pair!r}")
-        env[key] = value
-    return env
+    return parse_pairs(pairs, "--env")
 
 
 @functions_app.command("deploy")

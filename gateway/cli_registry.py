@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gateway.cli_api import DEFAULT_ENDPOINT, Endpoint, JsonOut, api, console, emit, strip_metadata
+from gateway.cli_api import DEFAULT_ENDPOINT, Endpoint, JsonOut, api, console, emit, parse_pairs, strip_metadata
 
 certs_app = typer.Typer(help="The local CA and device certificates.", no_args_is_help=True)
 things_app = typer.Typer(help="Things, thing types and thing groups.", no_args_is_help=True)
@@ -164,13 +164,7 @@ def certs_describe(certificate_id: str, endpoint: Endpoint = DEFAULT_ENDPOINT) -
 
 # ---------------------------------------------------------------- things
 def _attributes(values: list[str] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"attribute {item!r} must look like name=value")
-        out[key] = value
-    return out
+    return parse_pairs(values, "--attr")
 
 
 @things_app.command("create")

@@ -244,3 +244,11 @@ def test_streams_read_resumes_from_group_checkpoints(gateway: GatewayProcess, tm
     assert [json.loads(line)["data"] for line in again] == ["seventh"]
     other = run(tmp_path, "streams", "read", name, "--group", "g2", "--json", gw=gateway).stdout.splitlines()
     assert len(other) == 7
+
+
+def test_malformed_name_value_options_name_the_option(tmp_path: Path) -> None:
+    result = run(
+        tmp_path, "things", "create", "t1", "--attr", "novalue", "--endpoint", "http://127.0.0.1:9", check=False
+    )
+    assert result.returncode == 2
+    assert "--attr takes NAME=VALUE" in result.stderr and "novalue" in result.stderr
