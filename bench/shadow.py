@@ -26,7 +26,6 @@ import math
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from mqttload import (
     publish_prefix,
     subscribe_packet,
 )
+from refserver import RefServer
 from rich.console import Console
 from rich.table import Table
 
@@ -460,59 +460,12 @@ def moto_server_binary() -> str:
     return str(here)
 
 
-class MotoServer:
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self.log_path = home / "moto_server.log"
+class MotoServer(RefServer):
+    name = "moto_server"
+    start_timeout_s = 60.0
 
-    @property
-    def endpoint(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self) -> None:
-        binary = moto_server_binary()
-        with socket.socket() as sock:
-            sock.bind((HOST, 0))
-            self.port = int(sock.getsockname()[1])
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child; closed below
-        try:
-            self.proc = subprocess.Popen([binary, "-H", HOST, "-p", str(self.port)], stdout=log, stderr=log)
-        finally:
-            log.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited ({self.proc.returncode}): {self.log_tail()}")
-            with socket.socket() as sock:
-                if sock.connect_ex((HOST, self.port)) == 0:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"moto_server did not listen in time: {self.log_tail()}")
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+    def argv(self) -> list[str]:
+        return [moto_server_binary(), "-H", HOST, "-p", str(self.port)]
 
 
 def _wait_idle(pid: int, idle_pct: float = 10.0, max_s: float = 20.0) -> None:

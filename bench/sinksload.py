@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import signal
-import socket
 import struct
 import subprocess
 import threading
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mqttload import cpu_seconds
+from refserver import RefServer
 
 HOST = "127.0.0.1"
 BENCH = Path(__file__).resolve().parent
@@ -591,63 +590,20 @@ def kinesalite_version(cli: Path) -> str:
     return "kinesalite " + json.loads((cli.parent / "package.json").read_text())["version"]
 
 
-class Kinesalite:
+class Kinesalite(RefServer):
     """In-memory kinesalite (no --path) on an ephemeral port; streams ACTIVE immediately, shard limit raised."""
 
+    name = "kinesalite"
+
     def __init__(self, home: Path) -> None:
+        super().__init__(home)
         self.cli = ensure_kinesalite()
         self.version = kinesalite_version(self.cli)
-        self.log_path = home / "kinesalite.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
 
-    @property
-    def endpoint(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self) -> None:
+    def argv(self) -> list[str]:
         node = shutil.which("node")
         if node is None:
             raise RuntimeError("node is not on PATH")
-        with socket.socket() as sock:
-            sock.bind((HOST, 0))
-            self.port = int(sock.getsockname()[1])
-        argv = [node, str(self.cli), "--port", str(self.port), "--shardLimit", "1000",
+        return [node, str(self.cli), "--port", str(self.port), "--shardLimit", "1000",
                 "--createStreamMs", "0", "--deleteStreamMs", "0", "--updateStreamMs", "0"]  # fmt: skip
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child; closed below
-        try:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
-        finally:
-            log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"kinesalite exited ({self.proc.returncode}): {self.log_tail()}")
-            with socket.socket() as sock:
-                if sock.connect_ex((HOST, self.port)) == 0:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"kinesalite did not listen in time: {self.log_tail()}")
 
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
