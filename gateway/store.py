@@ -178,6 +178,14 @@ MIGRATIONS: list[str] = [
         state TEXT NOT NULL
     );
     """,
+    """
+    CREATE TABLE sqs_messages (
+        queue TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (queue, message_id)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

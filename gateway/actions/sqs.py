@@ -58,3 +58,4 @@ class SqsAction:
             service.send_message(url, SendEntry(body=body))
         except AwsError as exc:
             raise ActionError(f"{exc.code}: {exc.message}") from exc
+        await service.durable()

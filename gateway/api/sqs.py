@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -157,7 +158,7 @@ def _string_map(raw: Any) -> Mapping[str, str]:
     return {str(k): str(v) for k, v in raw.items()}
 
 
-HANDLERS: dict[str, Handler] = {
+_HANDLERS: dict[str, Handler] = {
     "CreateQueue": lambda s, p: s.create_queue(_required(p, "QueueName"), _string_map(p.get("Attributes"))),
     "GetQueueUrl": lambda s, p: s.get_queue_url(_required(p, "QueueName")),
     "ListQueues": lambda s, p: s.list_queues(p.get("QueueNamePrefix"), p.get("MaxResults"), p.get("NextToken")),
@@ -178,6 +179,22 @@ HANDLERS: dict[str, Handler] = {
     ),
     "ChangeMessageVisibilityBatch": _change_visibility_batch,
 }
+
+
+def _durably(handler: Handler) -> Handler:
+    """Answer only once the operation's changes are committed (group commit shares one fsync across requests)."""
+
+    async def run(s: SqsService, p: Params) -> Any:
+        result = handler(s, p)
+        if asyncio.iscoroutine(result):
+            result = await result
+        await s.durable()
+        return result
+
+    return run
+
+
+HANDLERS: dict[str, Handler] = {name: _durably(handler) for name, handler in _HANDLERS.items()}
 
 
 @dataclass(frozen=True)

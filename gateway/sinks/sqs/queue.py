@@ -65,6 +65,13 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueChanges:
+    purged: bool
+    upserts: list[dict[str, Any]]
+    removed: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class SendResult:
     message_id: str
     md5_of_body: str
@@ -137,6 +144,9 @@ class Queue:
         self._now = created_at
         self._dedup: dict[tuple[str, str], tuple[str, str | None, int]] = {}
         self._dedup_order: deque[tuple[int, tuple[str, str]]] = deque()
+        # What changed since the shell last persisted: message id → message (upsert) or None (deleted).
+        self._changed: dict[str, Message | None] = {}
+        self._purged = False
         self._reset()
 
     def _reset(self) -> None:
@@ -164,6 +174,7 @@ class Queue:
         return now
 
     def _set_state(self, msg: Message, state: str) -> None:
+        self._changed[msg.message_id] = msg
         self._counts[msg.state] -= 1
         self._counts[state] += 1
         msg.state = state
@@ -195,6 +206,7 @@ class Queue:
 
     def _insert(self, msg: Message, now: int) -> None:
         self._messages[msg.message_id] = msg
+        self._changed[msg.message_id] = msg
         self._counts[msg.state] += 1
         heapq.heappush(self._retention, (msg.sent_at, msg.seq, msg.message_id))
         if self.fifo and msg.group_id is not None:
@@ -206,6 +218,7 @@ class Queue:
 
     def _remove(self, msg: Message, refresh: bool = True) -> None:
         del self._messages[msg.message_id]
+        self._changed[msg.message_id] = None
         self._counts[msg.state] -= 1
         msg.version += 1
         if refresh and self.fifo and msg.group_id is not None:
@@ -485,6 +498,8 @@ class Queue:
         self.last_purge = now
         dropped = len(self._messages)
         self._reset()
+        self._changed.clear()
+        self._purged = True
         return dropped
 
     def counts(self, *, now: int) -> dict[str, int]:
@@ -527,7 +542,7 @@ class Queue:
     # --- persistence -------------------------------------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
-        """A JSON-compatible snapshot; `Queue.from_state` rebuilds the queue (indices are derived)."""
+        """A JSON-compatible snapshot of everything but the messages (see `message_state` and `drain_changes`)."""
         return {
             "name": self.name,
             "arn": self.arn,
@@ -540,11 +555,21 @@ class Queue:
             "seq": self._seq,
             "now": self._now,
             "dedup": [[list(key), *self._dedup[key]] for _, key in self._dedup_order if key in self._dedup],
-            "messages": [_message_to_json(m) for m in sorted(self._messages.values(), key=lambda m: m.seq)],
         }
 
+    def messages_state(self) -> list[dict[str, Any]]:
+        return [_message_to_json(m) for m in sorted(self._messages.values(), key=lambda m: m.seq)]
+
+    def drain_changes(self) -> QueueChanges:
+        """The messages added, changed and removed since the last call, for the shell to persist as rows."""
+        changed, self._changed = self._changed, {}
+        purged, self._purged = self._purged, False
+        upserts = [_message_to_json(m) for m in changed.values() if m is not None]
+        removed = [mid for mid, m in changed.items() if m is None]
+        return QueueChanges(purged, upserts, removed)
+
     @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> Queue:
+    def from_state(cls, state: Mapping[str, Any], messages: Iterable[Mapping[str, Any]] = ()) -> Queue:
         attrs = parse_queue_attributes(state["name"], state["attributes"])
         queue = cls(
             state["name"], state["arn"], attrs, state["fifo"], created_at=state["created_at"], id_seed=state["id_seed"]
@@ -554,13 +579,15 @@ class Queue:
         for key, mid, seqnum, expires in state["dedup"]:
             queue._dedup[(key[0], key[1])] = (mid, seqnum, expires)
             queue._dedup_order.append((expires, (key[0], key[1])))
-        for raw in state["messages"]:
+        for raw in sorted([*state.get("messages", ()), *messages], key=lambda m: int(m["seq"])):
             msg = _message_from_json(raw)
             queue._insert(msg, queue._now)
             if msg.state == INFLIGHT and msg.group_id is not None and queue.fifo:
                 queue._groups[msg.group_id].batch.append(msg.message_id)
         for gid in list(queue._groups):
             queue._refresh_group(gid)
+        if not state.get("messages"):
+            queue._changed.clear()  # loaded from rows: nothing to write back (a legacy snapshot is rewritten as rows)
         return queue
 
 

@@ -1,7 +1,9 @@
 """SQS over the store: queues, durable messages, long polling and dead-letter redrive (boto3 `sqs` operations).
 
-Each queue is persisted as the core's `Queue.to_state()` snapshot in `sqs_queues`; every change a caller is told about
-(send, receive, delete, visibility, purge, attributes) is committed in a `store.transaction()` before returning.
+A queue's settings and counters are a small `Queue.to_state()` snapshot in `sqs_queues`; its messages are rows in
+`sqs_messages`. Operations change the in-memory core and mark the queue dirty; one flush per event-loop turn writes
+every dirty queue's changed rows in one transaction (group commit: one fsync for all concurrent requests).
+The API awaits `durable()` before it answers, so anything a caller is told about is committed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 import contextlib
 import json
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -76,8 +79,17 @@ class SqsService:
         self._api_port = api_port  # read lazily: the port is known only after the API server has bound
         self.queues: dict[str, Queue] = {}
         self._wakers: dict[str, asyncio.Event] = {}
+        self._dirty: dict[str, Queue] = {}
+        self._flushed: asyncio.Future[None] | None = None
         for row in store.query("SELECT name, state FROM sqs_queues"):
-            self.queues[row["name"]] = Queue.from_state(json.loads(row["state"]))
+            rows = store.query("SELECT state FROM sqs_messages WHERE queue=?", (row["name"],))
+            queue = Queue.from_state(json.loads(row["state"]), (json.loads(r["state"]) for r in rows))
+            self.queues[row["name"]] = queue
+            if "messages" in json.loads(row["state"]):  # saved before messages were rows: rewrite them as rows
+                self._dirty[queue.name] = queue
+        if self._dirty:
+            with store.transaction() as db:
+                self._flush_into(db)
 
     # ---- helpers
     def queue_url(self, name: str) -> str:
@@ -106,10 +118,58 @@ class SqsService:
         return queue if queue is not None and queue.arn == arn else None
 
     def _save(self, *queues: Queue) -> None:
+        """Mark queues changed; the next flush (scheduled on the running loop) persists them."""
         for queue in queues:
-            self.store.db.execute(
+            self._dirty[queue.name] = queue
+        if self._flushed is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (scripts, tests of the service): write through
+                with self.store.transaction() as db:
+                    self._flush_into(db)
+                return
+            self._flushed = loop.create_future()
+            loop.call_soon(self._flush)
+
+    async def durable(self) -> None:
+        """Wait until every change made so far is committed (returns at once when nothing is pending)."""
+        if self._flushed is not None:
+            await asyncio.shield(self._flushed)
+
+    def _flush(self) -> None:
+        done, self._flushed = self._flushed, None
+        try:
+            with self.store.transaction() as db:
+                self._flush_into(db)
+        except Exception as exc:  # nobody's change is durable: every waiter hears about it
+            log.exception("SQS commit failed")
+            if done is not None and not done.done():
+                done.set_exception(exc)
+                done.exception()  # retrieved here too, so a flush nobody awaited does not warn
+            return
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    def _flush_into(self, db: sqlite3.Connection) -> None:
+        dirty, self._dirty = self._dirty, {}
+        for name, queue in dirty.items():
+            if self.queues.get(name) is not queue:
+                continue  # deleted since it was marked
+            changes = queue.drain_changes()
+            if changes.purged:
+                db.execute("DELETE FROM sqs_messages WHERE queue=?", (name,))
+            if changes.upserts:
+                db.executemany(
+                    "INSERT OR REPLACE INTO sqs_messages(queue, message_id, state) VALUES (?,?,?)",
+                    [(name, raw["message_id"], json.dumps(raw, separators=(",", ":"))) for raw in changes.upserts],
+                )
+            if changes.removed:
+                db.executemany(
+                    "DELETE FROM sqs_messages WHERE queue=? AND message_id=?", [(name, mid) for mid in changes.removed]
+                )
+            db.execute(
                 "INSERT OR REPLACE INTO sqs_queues(name, state) VALUES (?,?)",
-                (queue.name, json.dumps(queue.to_state(), separators=(",", ":"))),
+                (name, json.dumps(queue.to_state(), separators=(",", ":"))),
             )
 
     def _wake(self, name: str) -> None:
@@ -147,9 +207,8 @@ class SqsService:
         self._check_redrive_target(name, attrs)
         now = self.clock.wall_ms()
         queue = Queue(name, self.arn(name), wanted, created_at=now)
-        with self.store.transaction():
-            self._save(queue)
         self.queues[name] = queue
+        self._save(queue)
         return {"QueueUrl": self.queue_url(name)}
 
     def get_queue_url(self, name: str) -> dict[str, Any]:
@@ -183,9 +242,11 @@ class SqsService:
 
     def delete_queue(self, queue_url: str) -> None:
         queue = self._queue(queue_url)
+        del self.queues[queue.name]
+        self._dirty.pop(queue.name, None)
         with self.store.transaction() as db:
             db.execute("DELETE FROM sqs_queues WHERE name=?", (queue.name,))
-        del self.queues[queue.name]
+            db.execute("DELETE FROM sqs_messages WHERE queue=?", (queue.name,))
         self._wake(queue.name)
 
     def get_queue_attributes(self, queue_url: str, names: Iterable[str] | None = None) -> dict[str, Any]:
@@ -200,8 +261,7 @@ class SqsService:
         queue = self._queue(queue_url)
         self._check_redrive_target(queue.name, attributes)
         queue.set_attributes(attributes, now=self.clock.wall_ms())
-        with self.store.transaction():
-            self._save(queue)
+        self._save(queue)
         self._wake(queue.name)  # a shorter wait or visibility may let a long poll return
 
     def list_dead_letter_source_queues(self, queue_url: str) -> dict[str, Any]:
@@ -217,8 +277,7 @@ class SqsService:
     def purge_queue(self, queue_url: str) -> None:
         queue = self._queue(queue_url)
         queue.purge(now=self.clock.wall_ms())
-        with self.store.transaction():
-            self._save(queue)
+        self._save(queue)
 
     # ---- messages
     def _send(self, queue: Queue, entry: SendEntry, now: int) -> SendResult:
@@ -235,10 +294,9 @@ class SqsService:
 
     def send_message(self, queue_url: str, entry: SendEntry) -> SendResult:
         queue = self._queue(queue_url)
-        with self.store.transaction():  # committed before the 200: acknowledged means durable
-            result = self._send(queue, entry, self.clock.wall_ms())
-            if not result.duplicate:
-                self._save(queue)
+        result = self._send(queue, entry, self.clock.wall_ms())
+        if not result.duplicate:
+            self._save(queue)
         self._wake(queue.name)
         return result
 
@@ -251,14 +309,13 @@ class SqsService:
         ok: list[tuple[str, SendResult]] = []
         failed: list[tuple[str, SqsError]] = []
         now = self.clock.wall_ms()
-        with self.store.transaction():
-            for entry_id, entry in entries:
-                try:
-                    ok.append((entry_id, self._send(queue, entry, now)))
-                except SqsError as exc:
-                    failed.append((entry_id, exc))
-            if ok:
-                self._save(queue)
+        for entry_id, entry in entries:
+            try:
+                ok.append((entry_id, self._send(queue, entry, now)))
+            except SqsError as exc:
+                failed.append((entry_id, exc))
+        if ok:
+            self._save(queue)
         self._wake(queue.name)
         return ok, failed
 
@@ -293,8 +350,7 @@ class SqsService:
                 continue
             target.accept_dead_letter(letter, now=now)
             touched.append(target)
-        with self.store.transaction():
-            self._save(*touched)
+        self._save(*touched)
         for target in touched[1:]:
             self._wake(target.name)
         return result.messages
@@ -337,9 +393,8 @@ class SqsService:
 
     def delete_message(self, queue_url: str, receipt_handle: str) -> None:
         queue = self._queue(queue_url)
-        with self.store.transaction():
-            if queue.delete(receipt_handle, now=self.clock.wall_ms()) == "deleted":
-                self._save(queue)
+        if queue.delete(receipt_handle, now=self.clock.wall_ms()) == "deleted":
+            self._save(queue)
         if queue.fifo:
             self._wake(queue.name)  # the group's next message may now be receivable
 
@@ -352,24 +407,22 @@ class SqsService:
         failed: list[tuple[str, SqsError]] = []
         now = self.clock.wall_ms()
         changed = False
-        with self.store.transaction():
-            for entry_id, handle in entries:
-                try:
-                    changed |= queue.delete(handle, now=now) == "deleted"
-                    ok.append(entry_id)
-                except SqsError as exc:
-                    failed.append((entry_id, exc))
-            if changed:
-                self._save(queue)
+        for entry_id, handle in entries:
+            try:
+                changed |= queue.delete(handle, now=now) == "deleted"
+                ok.append(entry_id)
+            except SqsError as exc:
+                failed.append((entry_id, exc))
+        if changed:
+            self._save(queue)
         if queue.fifo:
             self._wake(queue.name)
         return ok, failed
 
     def change_message_visibility(self, queue_url: str, receipt_handle: str, timeout: int) -> None:
         queue = self._queue(queue_url)
-        with self.store.transaction():
-            queue.change_visibility(receipt_handle, timeout, now=self.clock.wall_ms())
-            self._save(queue)
+        queue.change_visibility(receipt_handle, timeout, now=self.clock.wall_ms())
+        self._save(queue)
         self._wake(queue.name)
 
     def change_message_visibility_batch(
@@ -380,14 +433,13 @@ class SqsService:
         ok: list[str] = []
         failed: list[tuple[str, SqsError]] = []
         now = self.clock.wall_ms()
-        with self.store.transaction():
-            for entry_id, handle, timeout in entries:
-                try:
-                    queue.change_visibility(handle, timeout, now=now)
-                    ok.append(entry_id)
-                except SqsError as exc:
-                    failed.append((entry_id, exc))
-            if ok:
-                self._save(queue)
+        for entry_id, handle, timeout in entries:
+            try:
+                queue.change_visibility(handle, timeout, now=now)
+                ok.append(entry_id)
+            except SqsError as exc:
+                failed.append((entry_id, exc))
+        if ok:
+            self._save(queue)
         self._wake(queue.name)
         return ok, failed
