@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -17,3 +19,33 @@ class Message:
     door: str = "mqtt"
     # How many rule actions republished this message on its way here; bounds rule loops.
     hops: int = 0
+    # Set by a door that acknowledges (QoS 1 PUBACK, HTTP 200): durable work started for the message takes it, and
+    # the acknowledgement waits until all of that work has committed or failed.
+    hold: AckHold | None = None
+
+
+class AckHold:
+    """Counts the durable work (rule actions into sinks) a message started; `on_release` runs when it is all done."""
+
+    __slots__ = ("on_release", "pending")
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.on_release: Callable[[], None] | None = None
+
+    def take(self) -> None:
+        self.pending += 1
+
+    def release(self) -> None:
+        self.pending -= 1
+        if self.pending == 0 and self.on_release is not None:
+            callback, self.on_release = self.on_release, None
+            callback()
+
+    async def settled(self) -> None:
+        """For doors that answer asynchronously (HTTP): wait until every durable action has finished."""
+        if self.pending == 0:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self.on_release = lambda: None if done.done() else done.set_result(None)
+        await done

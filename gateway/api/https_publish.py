@@ -13,7 +13,7 @@ from aiohttp import web
 from gateway.api.wire import rest_json_error
 from gateway.errors import AwsError, ForbiddenException, InvalidRequestException
 from gateway.identity.authorizer import Authorizer
-from gateway.messages import Message
+from gateway.messages import AckHold, Message
 from gateway.topics import validate_topic_name
 
 if TYPE_CHECKING:
@@ -82,9 +82,10 @@ class HttpsPublish:
                 raise ForbiddenException(f"Not authorized to publish to topic/{topic}")
             payload = await request.read()
             principal = authorizer.context.cert_id
-            gw.broker.route(
-                Message(topic, payload, int(qos_text), retain, None, principal, gw.clock.wall_ms(), "https")
-            )
+            message = Message(topic, payload, int(qos_text), retain, None, principal, gw.clock.wall_ms(), "https")
+            message.hold = AckHold()
+            gw.broker.route(message)
+            await message.hold.settled()  # the 200 means the rule actions it started have committed
             return web.json_response({"message": "OK", "traceId": str(uuid.uuid4())})
         except AwsError as error:
             return rest_json_error(error)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import InvalidRequestException, ResourceNotFoundException
-from gateway.messages import Message
+from gateway.messages import AckHold, Message
 from gateway.topics import validate_topic_name
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ Params = dict[str, Any]
 Handler = Callable[["Gateway", Params], Any]
 
 
-def publish(gw: Gateway, p: Params) -> dict[str, Any]:
+async def publish(gw: Gateway, p: Params) -> dict[str, Any]:
     topic = p["topic"]
     validate_topic_name(topic, max_bytes=gw.config.mqtt.max_topic_bytes, max_slashes=gw.config.mqtt.max_topic_slashes)
     qos = int(p.get("qos") or 0)
@@ -27,7 +27,10 @@ def publish(gw: Gateway, p: Params) -> dict[str, Any]:
     payload = p.get("payload") or b""
     if len(payload) > gw.config.mqtt.max_payload_bytes:
         raise InvalidRequestException(f"The payload exceeds the maximum size of {gw.config.mqtt.max_payload_bytes}")
-    gw.broker.route(Message(topic, payload, qos, bool(p.get("retain")), None, None, gw.clock.wall_ms(), "http"))
+    message = Message(topic, payload, qos, bool(p.get("retain")), None, None, gw.clock.wall_ms(), "http")
+    message.hold = AckHold()
+    gw.broker.route(message)
+    await message.hold.settled()  # the 200 means the rule actions it started have committed
     return {}
 
 

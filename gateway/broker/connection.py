@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.broker import codec
 from gateway.broker.codec import ProtocolError
+from gateway.messages import AckHold
 
 if TYPE_CHECKING:
     from gateway.broker.core import Broker, Subscription
@@ -23,6 +24,7 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "_out",
+        "acks",
         "authorizer",
         "broker",
         "buf",
@@ -70,6 +72,8 @@ class Connection(asyncio.Protocol):
         self.will: codec.ConnectRequest | None = None
         self.inflight: dict[int, bytes] = {}
         self.pending: deque[tuple[bytes, bytes]] = deque()
+        # PUBACKs waiting for durable work, in PUBLISH order [MQTT-4.6.0-2]: (packet id, hold or None when ready).
+        self.acks: deque[tuple[int, AckHold | None]] = deque()
         self.next_pid = 1
         self.quota_window = 0.0
         self.quota_count = 0

@@ -19,7 +19,7 @@ from gateway.config import Config
 from gateway.errors import InvalidRequestException
 from gateway.identity.authorizer import Authorizer, ConnectionContext
 from gateway.identity.policy_doc import PolicyDocument
-from gateway.messages import Message
+from gateway.messages import AckHold, Message
 from gateway.registry import Registry, RegistryChange
 from gateway.topics import TopicTrie, validate_topic_filter, validate_topic_name
 
@@ -254,16 +254,30 @@ class Broker:
         if retain and not authorizer.can_retain_publish(topic):
             self.stats["denied"] += 1
             raise ProtocolError(f"iot:RetainPublish denied on topic/{topic}")
+        message = Message(topic, payload, qos, retain, conn.client_id, conn.principal, self.clock.wall_ms(), conn.door)
+        if qos:
+            message.hold = AckHold()
         self._sender = conn
         try:
-            self.route(
-                Message(topic, payload, qos, retain, conn.client_id, conn.principal, self.clock.wall_ms(), conn.door)
-            )
+            self.route(message)
         finally:
             self._sender = None
 
         if qos:
-            conn.send(codec.encode_puback(pid))
+            hold = message.hold
+            if hold is not None and hold.pending:
+                conn.acks.append((pid, hold))
+                hold.on_release = lambda: self._send_acks(conn)
+            elif conn.acks:
+                conn.acks.append((pid, None))
+            else:
+                conn.send(codec.encode_puback(pid))
+
+    def _send_acks(self, conn: Connection) -> None:
+        """PUBACK every message at the head of the queue whose durable work is done, keeping PUBLISH order."""
+        acks = conn.acks
+        while acks and (acks[0][1] is None or acks[0][1].pending == 0):
+            conn.send(codec.encode_puback(acks.popleft()[0]))
 
     def _check_topic(self, topic: str) -> None:
         """Validate a topic name once; the same topics repeat, so valid ones are remembered (bounded)."""

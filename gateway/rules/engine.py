@@ -19,7 +19,7 @@ from gateway.actions import s3 as _s3  # noqa: F401 - registers the action type
 from gateway.actions import sqs as _sqs  # noqa: F401 - registers the action type
 from gateway.actions.base import KNOWN_KINDS, Action, make_action
 from gateway.errors import InvalidRequestException
-from gateway.messages import Message
+from gateway.messages import AckHold, Message
 from gateway.rules import CompiledRule, EvalContext, compile_rule
 from gateway.rules.index import RuleIndex
 from gateway.rules.model import TopicRule
@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from gateway.app import Gateway
 
 log = logging.getLogger("edgesim.rules")
+
+# Actions whose result is not durable anyway (republish delivers like any publish): a QoS 1 PUBACK or an HTTP 200
+# does not wait for them. Every other action (sinks) must commit, or fail into errorAction, before the acknowledgement.
+ACK_WITHOUT_WAITING = frozenset({"republish"})
 
 
 @dataclass
@@ -63,6 +67,7 @@ class _Invocation:
     ctx: EvalContext
     pending: int
     failures: list[dict[str, str]] = field(default_factory=list)
+    hold: AckHold | None = None  # the publisher's acknowledgement waits for this invocation's durable actions
 
 
 @dataclass
@@ -168,8 +173,14 @@ class RuleExecutor:
                 }
             )
         inv.pending -= 1
-        if inv.pending == 0 and inv.failures and inv.runtime.error_action is not None:
-            await self._run_error_action(inv)
+        if inv.pending:
+            return
+        try:
+            if inv.failures and inv.runtime.error_action is not None:
+                await self._run_error_action(inv)
+        finally:
+            if inv.hold is not None:
+                inv.hold.release()
 
     async def _run_error_action(self, inv: _Invocation) -> None:
         action = inv.runtime.error_action
@@ -267,6 +278,9 @@ class RulesEngine:
             return
         metrics.fired += 1
         invocation = _Invocation(runtime, message, ctx, len(runtime.actions))
+        if message.hold is not None and any(a.kind not in ACK_WITHOUT_WAITING for a in runtime.actions):
+            invocation.hold = message.hold
+            message.hold.take()
         for action in runtime.actions:
             self.executor.submit(_Job(invocation, action, evaluation.output))
 
