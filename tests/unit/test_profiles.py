@@ -228,6 +228,12 @@ def test_battery_level_does_not_depend_on_how_often_it_is_sampled() -> None:
     assert fine[-1] == pytest.approx(coarse[-1]) == pytest.approx(80)
 
 
+def test_battery_integrates_a_very_long_gap_in_one_call() -> None:
+    # One cycle of CYCLE is 10 h: 2 h charging 10 -> 90, 8 h draining back to 10.
+    hours = 1 + 10 * 10**7 + 3
+    assert run(CYCLE, [0, hours * 3600])[-1] == pytest.approx(80, rel=1e-6)
+
+
 def test_battery_defaults_drain_five_percent_an_hour() -> None:
     assert run({"profile": "battery", "decimals": 2}, [0, 1800, 3600]) == [100, 97.5, 95]
 

@@ -1,0 +1,385 @@
+"""devices.mqtt_client.AsyncMqttClient against real brokers: the edgesim gateway over mTLS, and mosquitto over TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Creds, GatewayProcess, allow_all_policy
+
+from devices.mqtt_client import AsyncMqttClient, ConnectError, Message, MqttError
+
+HOST = "127.0.0.1"
+ARN = "arn:aws:iot:us-east-1:123456789012:"
+
+
+class Inbox:
+    """An on_message callback that keeps what arrives and lets a scenario wait for a count."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self._arrived = asyncio.Event()
+
+    def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+        self._arrived.set()
+
+    async def wait_for(self, count: int, within: float = 10.0) -> list[Message]:
+        async with asyncio.timeout(within):
+            while len(self.messages) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+        await asyncio.sleep(0.3)  # anything beyond `count` (duplicates) would arrive now
+        return self.messages
+
+
+def tls(creds: Creds) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(creds.ca))
+    context.load_cert_chain(str(creds.cert), str(creds.key))
+    return context
+
+
+def mtls_client(
+    gw: GatewayProcess,
+    creds: Creds,
+    client_id: str | None = None,
+    *,
+    on_message: Callable[[Message], None] | None = None,
+    on_connection_lost: Callable[[], None] | None = None,
+) -> AsyncMqttClient:
+    return AsyncMqttClient(
+        client_id or creds.thing,
+        HOST,
+        gw.ports["mqtts"],
+        ssl_context=tls(creds),
+        on_message=on_message,
+        on_connection_lost=on_connection_lost,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------- edgesim gateway over mTLS
+
+
+def test_round_trip_qos1_and_qos0_with_own_subscription(gateway: GatewayProcess, unique: str) -> None:
+    creds = gateway.provision(f"dev-{unique}", allow_all_policy())
+
+    async def scenario() -> None:
+        inbox = Inbox()
+        client = mtls_client(gateway, creds, on_message=inbox)
+        await client.connect()
+        try:
+            assert client.connected
+            assert await client.subscribe([(f"own/{unique}/#", 1), (f"own0/{unique}", 0)]) == [1, 0]
+            acks = [client.publish(f"own/{unique}/q1", b"one", qos=1), client.publish(f"own/{unique}/q0", b"zero")]
+            assert client.pending == 2
+            await asyncio.wait_for(asyncio.gather(*acks), 5)
+            assert client.pending == 0
+            got = await inbox.wait_for(2)
+            assert sorted(got, key=lambda m: m.topic) == [
+                Message(f"own/{unique}/q0", b"zero", 0, False),
+                Message(f"own/{unique}/q1", b"one", 1, False),
+            ]
+        finally:
+            await client.disconnect()
+        assert not client.connected
+
+    asyncio.run(scenario())
+
+
+def test_200_clients_on_one_loop_get_2000_pubacks_and_a_wildcard_subscriber_gets_all(
+    gateway: GatewayProcess, unique: str
+) -> None:
+    fleet = gateway.provision(f"fleet-{unique}", allow_all_policy())
+    watcher_creds = gateway.provision(f"watch-{unique}", allow_all_policy())
+
+    async def scenario() -> None:
+        inbox = Inbox()
+        watcher = mtls_client(gateway, watcher_creds, on_message=inbox)
+        context = tls(fleet)  # one SSLContext shared by every device
+        clients = [
+            AsyncMqttClient(f"fleet-{unique}-{i}", HOST, gateway.ports["mqtts"], ssl_context=context)
+            for i in range(200)
+        ]
+        try:
+            await watcher.connect()
+            assert await watcher.subscribe([(f"fleet/{unique}/#", 1)]) == [1]
+            results = await asyncio.gather(*(c.connect(timeout=30) for c in clients), return_exceptions=True)
+            assert [r for r in results if r is not None] == []
+            acks = [
+                c.publish(f"fleet/{unique}/{i}", str(n).encode(), qos=1)
+                for i, c in enumerate(clients)
+                for n in range(10)
+            ]
+            await asyncio.wait_for(asyncio.gather(*acks), 60)
+            assert sum(c.pending for c in clients) == 0
+            got = await inbox.wait_for(2000, within=60)
+            assert len(got) == 2000
+            assert {(m.topic, m.payload) for m in got} == {
+                (f"fleet/{unique}/{i}", str(n).encode()) for i in range(200) for n in range(10)
+            }
+        finally:
+            await asyncio.gather(*(c.disconnect() for c in clients), watcher.disconnect())
+        assert not any(c.connected for c in clients)
+
+    asyncio.run(scenario())
+
+
+def test_refusals_raise_and_the_same_object_connects_once_allowed(gateway: GatewayProcess, unique: str) -> None:
+    scoped: dict[str, object] = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": ARN + f"client/dev-{unique}"}],
+    }
+    creds = gateway.provision(f"dev-{unique}", scoped)
+    inactive = gateway.provision(f"off-{unique}", allow_all_policy(), active=False)
+
+    async def scenario() -> None:
+        # A client id the policy does not allow: the gateway closes the socket without CONNACK (AWS behaviour).
+        with pytest.raises(MqttError, match="before CONNACK"):
+            await mtls_client(gateway, creds, f"someone-{unique}").connect(timeout=5)
+        # An invalid client id gets a real CONNACK refusal: identifier rejected.
+        with pytest.raises(ConnectError) as refused:
+            await mtls_client(gateway, creds, f"$bad-{unique}").connect(timeout=5)
+        assert refused.value.rc == 2
+        assert "identifier rejected" in str(refused.value)
+        client = mtls_client(gateway, inactive)
+        with pytest.raises(MqttError):
+            await client.connect(timeout=5)
+        assert not client.connected
+        with gateway.registry() as reg:
+            reg.update_certificate(inactive.certificate_id, "ACTIVE")  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while True:  # the gateway sees registry changes within a second
+            try:
+                await client.connect(timeout=5)
+                break
+            except MqttError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        await asyncio.wait_for(client.publish(f"on/{unique}", b"1", qos=1), 5)
+        await client.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_abort_is_an_unclean_disconnect_and_the_client_reconnects(gateway: GatewayProcess, unique: str) -> None:
+    creds = gateway.provision(f"dev-{unique}", allow_all_policy())
+    watcher_creds = gateway.provision(f"watch-{unique}", allow_all_policy())
+
+    async def scenario() -> None:
+        events = Inbox()
+        lost: list[bool] = []
+        watcher = mtls_client(gateway, watcher_creds, on_message=events)
+        client = mtls_client(gateway, creds, on_connection_lost=lambda: lost.append(True))
+        await watcher.connect()
+        try:
+            await watcher.subscribe([(f"$aws/events/presence/disconnected/{creds.thing}", 1)])
+            await client.connect()
+            pending = [client.publish(f"x/{unique}", b"%d" % n, qos=1) for n in range(5)]
+            client.abort()
+            assert not client.connected
+            for future in pending:
+                with pytest.raises(MqttError):
+                    await asyncio.wait_for(future, 5)
+            assert client.pending == 0
+            [event] = await events.wait_for(1)
+            body = json.loads(event.payload)
+            assert (body["clientInitiatedDisconnect"], body["disconnectReason"]) == (False, "CONNECTION_LOST")
+
+            await client.connect()
+            await asyncio.wait_for(client.publish(f"x/{unique}", b"again", qos=1), 5)
+            await client.disconnect()
+            first, second = await events.wait_for(2)
+            assert first is event
+            assert json.loads(second.payload)["disconnectReason"] == "CLIENT_INITIATED_DISCONNECT"
+            assert lost == []  # both ends were our own doing
+        finally:
+            await client.disconnect()
+            await watcher.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_connection_dropped_by_broker_fails_pending_and_reports_loss(gateway: GatewayProcess, unique: str) -> None:
+    policy: dict[str, object] = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"},
+            {"Effect": "Allow", "Action": "iot:Publish", "Resource": ARN + f"topic/ok/{unique}"},
+        ],
+    }
+    creds = gateway.provision(f"dev-{unique}", policy)
+
+    async def scenario() -> None:
+        lost = asyncio.Event()
+        client = mtls_client(gateway, creds, on_connection_lost=lost.set)
+        await client.connect()
+        await asyncio.wait_for(client.publish(f"ok/{unique}", b"fine", qos=1), 5)
+        # A denied publish makes the gateway close the connection (MQTT 3.1.1 on AWS), with our publishes in flight.
+        doomed = [client.publish(f"denied/{unique}", b"%d" % n, qos=1) for n in range(3)]
+        await asyncio.wait_for(lost.wait(), 5)
+        assert not client.connected
+        for future in doomed:
+            with pytest.raises(MqttError, match="connection lost"):
+                await future
+        assert client.pending == 0
+        with pytest.raises(MqttError, match="not connected"):
+            await client.publish(f"ok/{unique}", b"late", qos=1)
+        await client.connect()  # reconnect after an unexpected loss
+        await asyncio.wait_for(client.publish(f"ok/{unique}", b"back", qos=1), 5)
+        await client.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_reconnect_after_disconnect_and_no_double_connect(gateway: GatewayProcess, unique: str) -> None:
+    creds = gateway.provision(f"dev-{unique}", allow_all_policy())
+
+    async def scenario() -> None:
+        inbox = Inbox()
+        client = mtls_client(gateway, creds, on_message=inbox)
+        for round_ in range(3):
+            await client.connect()
+            with pytest.raises(MqttError, match="already connected"):
+                await client.connect()
+            assert await client.subscribe([(f"r/{unique}", 1)]) == [1]
+            await asyncio.wait_for(client.publish(f"r/{unique}", b"%d" % round_, qos=1), 5)
+            await inbox.wait_for(round_ + 1)
+            await client.disconnect()
+            assert not client.connected
+        assert [m.payload for m in inbox.messages] == [b"0", b"1", b"2"]
+
+    asyncio.run(scenario())
+
+
+def test_connect_failures_without_a_broker_raise_mqtt_error() -> None:
+    async def scenario() -> None:
+        with pytest.raises(MqttError, match="cannot connect"):
+            await AsyncMqttClient("nobody", HOST, free_port()).connect(timeout=2)
+        # A peer that accepts TCP but never answers CONNECT.
+        with socket.socket() as silent:
+            silent.bind((HOST, 0))
+            silent.listen()
+            client = AsyncMqttClient("silent", HOST, silent.getsockname()[1])
+            with pytest.raises(MqttError, match=r"timed out after 0\.5s"):
+                await client.connect(timeout=0.5)
+            assert not client.connected
+
+        # TLS against that peer: the handshake blocks the worker thread, which connect() cannot stop and leaves behind.
+        with socket.socket() as silent:
+            silent.bind((HOST, 0))
+            silent.listen()
+            client = AsyncMqttClient("tls", HOST, silent.getsockname()[1], ssl_context=ssl.create_default_context())
+            with pytest.raises(MqttError, match=r"timed out after 0\.5s"):
+                await client.connect(timeout=0.5)
+            with pytest.raises(MqttError, match="abandoned connect is still running"):
+                await client.connect(timeout=0.5)
+
+    asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------- mosquitto over plain TCP
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[tuple[int, int]]:
+    """A mosquitto broker: (open port, port whose listener refuses anonymous clients)."""
+    binary = shutil.which("mosquitto")
+    if binary is None:
+        pytest.skip("mosquitto is not installed")
+    open_port, closed_port = free_port(), free_port()
+    config = tmp_path / "mosquitto.conf"
+    config.write_text(
+        "per_listener_settings true\n"
+        f"listener {open_port} {HOST}\nallow_anonymous true\n"
+        f"listener {closed_port} {HOST}\nallow_anonymous false\n"
+    )
+    with open(tmp_path / "mosquitto.log", "wb") as log:
+        proc = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    socket.create_connection((HOST, closed_port), timeout=1).close()
+                    socket.create_connection((HOST, open_port), timeout=1).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(
+                            "mosquitto did not start: " + (tmp_path / "mosquitto.log").read_text()
+                        ) from None
+                    time.sleep(0.05)
+            yield open_port, closed_port
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_mosquitto_qos1_round_trip_over_plain_tcp(mosquitto: tuple[int, int], unique: str) -> None:
+    port, _ = mosquitto
+
+    async def scenario() -> None:
+        inbox = Inbox()
+        subscriber = AsyncMqttClient(f"sub-{unique}", HOST, port, on_message=inbox)
+        publisher = AsyncMqttClient(f"pub-{unique}", HOST, port)
+        async with subscriber, publisher:
+            assert await subscriber.subscribe([(f"m/{unique}/+", 1), (f"m0/{unique}", 0)]) == [1, 0]
+            await asyncio.wait_for(publisher.publish(f"m/{unique}/a", b"hello", qos=1), 5)
+            assert await inbox.wait_for(1) == [Message(f"m/{unique}/a", b"hello", 1, False)]
+        assert not subscriber.connected and not publisher.connected
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_mosquitto_keepalive_pings_keep_an_idle_connection_open(mosquitto: tuple[int, int], unique: str) -> None:
+    port, _ = mosquitto
+
+    async def scenario() -> None:
+        lost: list[bool] = []
+        # mosquitto drops a client silent for 1.5 x keep-alive (checked every few seconds); only the ticker prevents it.
+        client = AsyncMqttClient(
+            f"idle-{unique}", HOST, port, keepalive=3, on_connection_lost=lambda: lost.append(True)
+        )
+        await client.connect()
+        await asyncio.sleep(10.5)
+        assert client.connected
+        assert lost == []
+        await asyncio.wait_for(client.publish(f"idle/{unique}", b"still here", qos=1), 5)
+        await client.disconnect()
+        await asyncio.sleep(1.2)  # the keep-alive task ends once its loop has no live client
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    asyncio.run(scenario())
+
+
+def test_mosquitto_refusal_is_a_connect_error_with_the_connack_code(mosquitto: tuple[int, int], unique: str) -> None:
+    _, closed_port = mosquitto
+
+    async def scenario() -> None:
+        client = AsyncMqttClient(f"anon-{unique}", HOST, closed_port)
+        with pytest.raises(ConnectError) as refused:
+            await client.connect(timeout=5)
+        assert refused.value.rc == 5
+        assert not client.connected
+
+    asyncio.run(scenario())
