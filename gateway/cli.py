@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from gateway.cli_fleet import fleet_app
 from gateway.cli_functions import functions_app
 from gateway.cli_registry import certs_app, policies_app, things_app
 from gateway.cli_rules import rules_app
@@ -30,6 +31,7 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(s3_app, name="s3")
 app.add_typer(streams_app, name="streams")
 app.add_typer(functions_app, name="functions")
+app.add_typer(fleet_app, name="fleet")
 
 console = Console()
 

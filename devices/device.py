@@ -1,0 +1,309 @@
+"""One simulated device: connect through the fleet's ramp, report its shadow, publish paced telemetry, answer deltas
+and commands, and act out its faults."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from devices.behaviour import FaultPlan, reported_for_delta, shadow_prefix, spoil
+from devices.figures import Figures
+from devices.mqtt_client import AsyncMqttClient, ConnectError, Message, MqttError
+from devices.payload import PayloadBuilder
+from devices.spec import DeviceSpec
+
+log = logging.getLogger("edgesim.devices")
+
+MAX_BACKOFF_S = 30.0
+DRAIN_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the devices connect: `mqtts://host:port` (mutual TLS) or `mqtt://host:port` (plain, e.g. mosquitto)."""
+
+    host: str
+    port: int
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> Target:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"target {url!r}: expected mqtts://host:port or mqtt://host:port")
+        host, _, port = rest.rstrip("/").rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"target {url!r}: expected mqtts://host:port or mqtt://host:port")
+        return cls(host.strip("[]"), int(port), scheme == "mqtts")
+
+
+class ConnectRamp:
+    """Spaces connection attempts across one process's devices: at most `rate` per second (0: no limit)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = asyncio.get_running_loop().time()
+        slot = max(now, self._next)
+        self._next = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class SimDevice:
+    """Runs until cancelled; `close()` then drains unacknowledged publishes and disconnects cleanly."""
+
+    def __init__(
+        self,
+        spec: DeviceSpec,
+        target: Target,
+        ssl_context: ssl.SSLContext | None,
+        figures: Figures,
+        ramp: ConnectRamp,
+        epoch: float,
+    ) -> None:
+        self.spec = spec
+        self.figures = figures
+        self.ramp = ramp
+        self.epoch = epoch  # loop time the fleet started: simulated second 0 for every device
+        self.rng = random.Random(spec.seed)
+        self.faults = FaultPlan(spec.faults, random.Random(spec.seed ^ 0x5EED))
+        self.payload = PayloadBuilder(spec.payload, spec.seed)
+        self.variables: dict[str, object] = spec.variables()
+        shadow = spec.shadow
+        self.initial = PayloadBuilder(shadow.initial, spec.seed + 1) if shadow is not None else None
+        self.prefix = shadow_prefix(spec.thing_name, shadow.name if shadow is not None else None)
+        self.client = AsyncMqttClient(
+            spec.client_id,
+            target.host,
+            target.port,
+            ssl_context=ssl_context,
+            on_message=self._on_message,
+            on_connection_lost=self._on_lost,
+        )
+        self.seq = 0
+        self.reported_initial = False
+        self.state = "idle"
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    # ---- life
+
+    def _t(self) -> float:
+        return asyncio.get_running_loop().time() - self.epoch
+
+    def _gauge(self, state: str) -> None:
+        gauges = self.figures.gauges
+        if self.state in gauges:
+            gauges[self.state] -= 1
+        if state in gauges:
+            gauges[state] += 1
+        self.state = state
+
+    async def run(self) -> None:
+        backoff = 1.0
+        disconnect_in = self.faults.next_disconnect_in()
+        disconnect_at = None if disconnect_in is None else self._t() + disconnect_in
+        while True:
+            until = self.faults.offline_until(self._t())
+            if until is not None:
+                self._gauge("offline")
+                self.figures.inc("faults.offline_window")
+                await asyncio.sleep(until - self._t())
+                continue
+            if not await self._connect():
+                await asyncio.sleep(backoff * (0.5 + self.rng.random()))
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            backoff = 1.0
+            ended = await self._session(disconnect_at)
+            if ended == "fault":
+                self.figures.inc("faults.disconnect")
+                self.client.abort()
+                self._gauge("offline")
+                await asyncio.sleep(self.faults.reconnect_delay())
+                disconnect_in = self.faults.next_disconnect_in()
+                disconnect_at = None if disconnect_in is None else self._t() + disconnect_in
+            elif ended == "offline":
+                self.client.abort()
+
+    async def _connect(self) -> bool:
+        self._gauge("connecting")
+        await self.ramp.wait()
+        try:
+            await self.client.connect()
+        except ConnectError as exc:
+            self.figures.error("connect_refused")
+            log.debug("%s: %s", self.spec.client_id, exc)
+            self._gauge("failed")
+            return False
+        except MqttError as exc:
+            self.figures.error("connect")
+            log.debug("%s: %s", self.spec.client_id, exc)
+            self._gauge("failed")
+            return False
+        self.figures.inc("connects")
+        self._gauge("connected")
+        try:
+            await self._subscribe_and_report()
+        except MqttError as exc:
+            self.figures.error("subscribe")
+            log.debug("%s: %s", self.spec.client_id, exc)
+            self.client.abort()
+            self._gauge("failed")
+            return False
+        return True
+
+    async def _subscribe_and_report(self) -> None:
+        filters: list[tuple[str, int]] = []
+        if self.spec.shadow is not None:
+            filters += [(f"{self.prefix}/update/delta", 1), (f"{self.prefix}/get/accepted", 1)]
+        if self.spec.command_topic is not None:
+            filters.append((self.spec.command_topic, 1))
+        if filters:
+            granted = await self.client.subscribe(filters)
+            if any(code == 0x80 for code in granted):
+                raise MqttError(f"{self.spec.client_id}: subscription refused: {filters}")
+        if self.initial is not None and not self.reported_initial:
+            reported = self.initial.build(self._t(), self._message_vars())
+            self._publish(f"{self.prefix}/update", {"state": {"reported": reported}}, 1, count="shadow_reports")
+            self.reported_initial = True
+        if self.spec.shadow is not None and self.spec.shadow.apply_delta:
+            # Deltas that arrived while offline are in the document's `delta`: ask for it, as AWS's samples do.
+            self._publish(f"{self.prefix}/get", b"", 1, count=None)
+
+    async def _session(self, disconnect_at: float | None) -> str:
+        """Publish on an absolute schedule until the connection is lost, a fault is due, or an offline window opens.
+        The schedule does not drift: tick k is at phase + k * interval, whatever each publish cost."""
+        spec = self.spec
+        phase = self.rng.uniform(0, spec.interval)
+        offline_at = self.faults.next_offline_start(self._t())
+        k = max(0, int((self._t() - phase) // spec.interval) + 1)
+        while True:
+            due = phase + k * spec.interval + self.rng.uniform(0, spec.jitter * spec.interval)
+            for deadline, outcome in ((disconnect_at, "fault"), (offline_at, "offline")):
+                if deadline is not None and deadline <= due:
+                    await asyncio.sleep(max(0.0, deadline - self._t()))
+                    return outcome if self.client.connected else "lost"
+            await asyncio.sleep(max(0.0, due - self._t()))
+            if not self.client.connected:
+                return "lost"
+            self._publish_telemetry()
+            k += 1
+
+    def _message_vars(self) -> dict[str, object]:
+        skewed_ms = int((time.time() + self.spec.clock_skew) * 1000)
+        return {**self.variables, "seq": self.seq, "timestamp": skewed_ms}
+
+    def _publish_telemetry(self) -> None:
+        self.seq += 1
+        document = self.payload.build(self._t(), self._message_vars())
+        fault = self.faults.payload_fault()
+        if fault is not None:
+            self.figures.inc(f"faults.{fault}")
+            data = spoil(json.dumps(document).encode(), fault)
+            self._publish(self.spec.topic, data, self.spec.qos, count="sent")
+            return
+        self._publish(self.spec.topic, document, self.spec.qos, count="sent")
+
+    def _publish(self, topic: str, body: dict[str, Any] | bytes, qos: int, count: str | None) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
+        future = self.client.publish(topic, data, qos)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if count is not None:
+            self.figures.inc(count)
+            if count == "sent":
+                self.figures.sent_rate.add(now)
+        future.add_done_callback(self._acked(now, count == "sent" and qos == 1))
+
+    def _acked(self, sent_at: float, telemetry: bool) -> Callable[[asyncio.Future[None]], None]:
+        def done(future: asyncio.Future[None]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                self.figures.error("publish")
+                return
+            if telemetry:
+                now = asyncio.get_running_loop().time()
+                self.figures.inc("acked")
+                self.figures.acked_rate.add(now)
+                self.figures.latency.record((now - sent_at) * 1000)
+
+        return done
+
+    # ---- incoming
+
+    def _on_lost(self) -> None:
+        self.figures.inc("disconnects")
+        self._gauge("connecting")
+
+    def _on_message(self, message: Message) -> None:
+        topic = message.topic
+        if topic.startswith(self.prefix):
+            self._on_shadow(topic[len(self.prefix) :], message.payload)
+        elif self.spec.command_topic is not None:
+            self._on_command(message)
+
+    def _on_shadow(self, suffix: str, payload: bytes) -> None:
+        shadow = self.spec.shadow
+        if shadow is None or not shadow.apply_delta:
+            return
+        try:
+            document = json.loads(payload)
+        except ValueError:
+            self.figures.error("shadow_payload")
+            return
+        if suffix == "/update/delta":
+            delta = document.get("state")
+        elif suffix == "/get/accepted":
+            delta = document.get("state", {}).get("delta")
+        else:
+            return
+        if not isinstance(delta, dict) or not delta:
+            return
+        low, high = shadow.delta_delay
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(self.rng.uniform(low, high), self._apply_delta, delta)
+        self._timers.add(handle)
+
+    def _apply_delta(self, delta: dict[str, Any]) -> None:
+        self._timers = {t for t in self._timers if not t.cancelled() and t.when() > asyncio.get_running_loop().time()}
+        if not self.client.connected:
+            return  # the get after reconnecting brings the delta back
+        self.figures.inc("deltas_applied")
+        self._publish(f"{self.prefix}/update", reported_for_delta(delta), 1, count="shadow_reports")
+
+    def _on_command(self, message: Message) -> None:
+        self.figures.inc("commands")
+        reply = self.spec.reply_topic
+        if reply is None:
+            return
+        try:
+            command: Any = json.loads(message.payload)
+        except ValueError:
+            command = message.payload.decode("utf-8", "replace")
+        self._publish(reply, {"ok": True, "command": command}, 1, count=None)
+
+    async def close(self) -> None:
+        """Wait (bounded) for unacknowledged publishes, then DISCONNECT."""
+        for handle in self._timers:
+            handle.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_TIMEOUT_S
+        while self.client.connected and self.client.pending and loop.time() < deadline:  # noqa: ASYNC110 - bounded
+            await asyncio.sleep(0.05)
+        if self.client.connected:
+            try:
+                await self.client.disconnect(timeout=2.0)
+            except MqttError:
+                self.client.abort()
+        self._gauge("idle")
