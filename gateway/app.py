@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -32,6 +31,7 @@ from gateway.sinks.lambda_.service import LambdaService
 from gateway.sinks.s3 import ObjectStore
 from gateway.sinks.sqs.service import SqsService
 from gateway.store import Store
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("edgesim")
 
@@ -149,11 +149,7 @@ class Gateway:
         self.api.ready = True
 
     async def _stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         if hasattr(self, "rules_engine"):
             await self.rules_engine.stop()
         if hasattr(self, "event_sources"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import signal
@@ -13,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from gateway.cli_api import err_console
 from gateway.cli_fleet import fleet_app
 from gateway.cli_functions import functions_app
 from gateway.cli_registry import certs_app, policies_app, things_app
@@ -118,9 +118,8 @@ async def _run_gateway(cfg: Config, ports_file: Path | None) -> None:
 # ---------------------------------------------------------------- demo
 @app.command()
 def demo(
-    devices: Annotated[int, typer.Option(help="How many simulated devices.")] = 10,
+    fleet: Annotated[Path, typer.Option(help="The fleet file to run.")] = Path("examples/fleets/demo.yaml"),
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
-    interval: Annotated[float, typer.Option(help="Seconds between each device's publishes.")] = 0.5,
     rules: Annotated[
         Path | None, typer.Option(help="Rules folder to load (default: examples/rules if present).")
     ] = None,
@@ -128,11 +127,18 @@ def demo(
     api_port: Annotated[int, typer.Option("--api-port")] = 4566,
     data_dir: DataDir = Path(".edgesim"),
     certs_dir: CertsDir = Path("certs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the fleet's final summary as JSON.")] = False,
 ) -> None:
-    """Start the gateway with a small simulated fleet and show live figures."""
+    """The gateway with the example rules and sinks, and a simulated fleet, in one live view."""
+    from devices.spec import FleetFileError, load_fleet
     from gateway.demo import run_demo
 
     logging.basicConfig(level="WARNING")
+    try:
+        spec = load_fleet(fleet)
+    except (FleetFileError, OSError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}", markup=True)
+        raise typer.Exit(1) from exc
     if rules is None and Path("examples/rules").is_dir():
         rules = Path("examples/rules")
     cfg = Config(
@@ -144,6 +150,8 @@ def demo(
         certs_dir=certs_dir,
         rules_dir=rules,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_demo(cfg, devices, duration, interval))
-    console.print("demo stopped")
+    result = asyncio.run(run_demo(cfg, spec, duration, quiet_stdout=as_json))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        console.print("demo stopped")

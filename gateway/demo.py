@@ -1,181 +1,168 @@
-"""`edgesim demo`: a gateway, a few provisioned devices publishing telemetry, a subscriber, live figures."""
+"""`edgesim demo`: the gateway, the example rules and sinks, and a simulated fleet, with one live view of all three.
+
+The fleet talks to the gateway over MQTT/TLS and the setup goes through its HTTP API with boto3, exactly as a user's
+own devices and scripts would; only the figures are read from the gateway object directly.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import math
-import random
-import ssl
-import threading
+import contextlib
+import io
+import signal
 import time
-from dataclasses import dataclass, field
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from devices.device import Target
+from devices.figures import Figures
+from devices.fleet import FleetOptions, run_devices
+from devices.provision import Provisioner, iot_client
+from devices.spec import FleetSpec, expand
+from devices.view import summary, table
 from gateway.app import Gateway
+from gateway.cli_api import aws_client
 from gateway.config import Config
-from gateway.identity.keystore import write_device_files
 
-DEVICE_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Effect": "Allow",
-            "Action": "iot:Connect",
-            "Resource": "arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}",
-        },
-        {
-            "Effect": "Allow",
-            "Action": "iot:Publish",
-            "Resource": "arn:aws:iot:*:*:topic/demo/${iot:Connection.Thing.ThingName}/*",
-        },
-        {"Effect": "Allow", "Action": ["iot:Subscribe", "iot:Receive"], "Resource": "*"},
-    ],
-}
+STREAM = "telemetry"
+QUEUE = "hot-readings"
+FUNCTION = "low-battery"
+# The example function ships in the repository's examples/ (next to the package in a checkout), else under the cwd.
+_CHECKOUT_SOURCE = Path(__file__).resolve().parent.parent / "examples" / "functions" / "low_battery.py"
+FUNCTION_SOURCE = _CHECKOUT_SOURCE if _CHECKOUT_SOURCE.is_file() else Path("examples/functions/low_battery.py")
+ROLE = "arn:aws:iam::123456789012:role/edgesim-demo"
 
 
-@dataclass
-class Figures:
-    sent: int = 0
-    acked: int = 0
-    received: int = 0
-    alerts: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+@dataclass(frozen=True)
+class DemoSinks:
+    queue_url: str
 
 
-def _client(client_id: str, port: int, cert: Path, key: Path, ca: Path) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-    client.tls_set(ca_certs=str(ca), certfile=str(cert), keyfile=str(key), cert_reqs=ssl.CERT_REQUIRED)
-    return client
+def _zip(source: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(source, source.name)
+    return buffer.getvalue()
 
 
-def _provision(gw: Gateway, name: str, out_dir: Path) -> tuple[Path, Path]:
-    registry = gw.registry
-    if not registry.thing_exists(name):
-        registry.create_thing(name, None, {"kind": "demo"})
-    cert = out_dir / f"{name}.cert.pem"
-    key = out_dir / f"{name}.private.key"
-    if cert.exists() and key.exists():
-        return cert, key
-    created = registry.create_keys_and_certificate(set_as_active=True)
-    registry.attach_thing_principal(name, created["certificateArn"])
-    policy = "edgesim-demo-device"
-    if not registry.store.one("SELECT 1 FROM policies WHERE name=?", (policy,)):
-        registry.create_policy(policy, json.dumps(DEVICE_POLICY))
-    registry.attach_policy(policy, created["certificateArn"])
-    write_device_files(
-        out_dir, name, created["certificatePem"], created["keyPair"]["PrivateKey"], created["keyPair"]["PublicKey"]
-    )
-    return cert, key
-
-
-def _table(figures: Figures, started: float, gw: Gateway, devices: int) -> Table:
-    elapsed = max(time.monotonic() - started, 1e-6)
-    with figures.lock:
-        lat = sorted(figures.latencies_ms[-2000:])
-    p50 = lat[len(lat) // 2] if lat else math.nan
-    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else math.nan
-    table = Table(title=f"edgesim demo — {elapsed:5.1f}s")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    table.add_row("devices connected", f"{len(gw.broker.sessions) - 1} / {devices}")
-    table.add_row("published (QoS 1)", str(figures.sent))
-    table.add_row("acknowledged", str(figures.acked))
-    table.add_row("received by subscriber", str(figures.received))
-    table.add_row("messages/s", f"{figures.received / elapsed:,.1f}")
-    table.add_row("latency p50 / p99", f"{p50:.2f} / {p99:.2f} ms")
-    table.add_row("policy denials", str(gw.broker.stats["denied"]))
-    rules = gw.rules.metrics()
-    table.add_row("rules loaded", str(len(rules)))
-    table.add_row("rules fired", str(sum(m["fired"] for m in rules.values())))
-    table.add_row("alerts republished (hot_alerts)", str(figures.alerts))
-    table.add_row("shadow updates (battery_to_shadow)", str(gw.shadows.stats["updates"]))
-    to_stream = rules.get("all_to_kinesis", {})
-    table.add_row("records into Kinesis 'telemetry'", str(to_stream.get("action_success", 0)))
-    return table
-
-
-async def run_demo(cfg: Config, devices: int, duration: float | None, interval: float) -> None:
-    out_dir = cfg.certs_dir / "demo"
-    figures = Figures()
-    async with Gateway(cfg) as gw:
-        port = gw.ports["mqtts"]
-        ca = gw.local_ca.root_cert_path
-        names = [f"demo-sensor-{i:02d}" for i in range(devices)]
-        if "telemetry" not in gw.kinesis.streams:
-            gw.kinesis.create_stream("telemetry", 2)
-        creds = {name: _provision(gw, name, out_dir) for name in [*names, "demo-dashboard", "demo-viewer"]}
-
-        sub = _client("demo-dashboard", port, *creds["demo-dashboard"], ca)
-
-        def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-            if msg.topic.startswith("alerts/"):
-                with figures.lock:
-                    figures.alerts += 1
-                return
-            body = json.loads(msg.payload)
-            with figures.lock:
-                figures.received += 1
-                figures.latencies_ms.append((time.time() - body["sentAt"]) * 1000)
-
-        sub.on_message = on_message
-        sub.on_connect = lambda c, u, f, rc, p: c.subscribe([("demo/+/telemetry", 1), ("alerts/#", 1)])
-        await asyncio.to_thread(sub.connect, "127.0.0.1", port)
-        sub.loop_start()
-        clients = []
-        for name in names:
-            client = _client(name, port, *creds[name], ca)
-
-            def on_publish(c: mqtt.Client, u: object, mid: int, rc: object, p: object) -> None:
-                with figures.lock:
-                    figures.acked += 1
-
-            client.on_publish = on_publish
-            await asyncio.to_thread(client.connect, "127.0.0.1", port)
-            client.loop_start()
-            clients.append((name, client))
-        rng = random.Random(7)
-        started = time.monotonic()
-        hint = Panel(
-            f"Try, in another terminal:\n"
-            f"  mosquitto_sub -h 127.0.0.1 -p {port} --cafile {ca} \\\n"
-            f"    --cert {creds['demo-viewer'][0]} --key {creds['demo-viewer'][1]} \\\n"
-            f"    -i demo-viewer -t 'demo/#' -v\n"
-            f"  edgesim shadow get demo-sensor-09 --endpoint http://127.0.0.1:{gw.ports['api']}\n"
-            f"  edgesim rules stats --endpoint http://127.0.0.1:{gw.ports['api']}\n"
-            f"  edgesim streams read telemetry --follow --endpoint http://127.0.0.1:{gw.ports['api']}\n"
-            f"  (Ctrl-C here stops the demo)",
-            title="next",
-        )
+def _setup_sinks(endpoint: str) -> DemoSinks:
+    """The stream, queue and function the example rules write to (idempotent)."""
+    kinesis = aws_client("kinesis", endpoint)
+    if STREAM not in kinesis.list_streams()["StreamNames"]:
+        kinesis.create_stream(StreamName=STREAM, ShardCount=2)
+    queue_url = aws_client("sqs", endpoint).create_queue(QueueName=QUEUE)["QueueUrl"]
+    lam = aws_client("lambda", endpoint)
+    if FUNCTION_SOURCE.is_file():
+        code = _zip(FUNCTION_SOURCE)
         try:
-            with Live(Group(_table(figures, started, gw, devices), hint), refresh_per_second=4) as live:
-                while duration is None or time.monotonic() - started < duration:
-                    tick = time.monotonic()
-                    for i, (name, client) in enumerate(clients):
-                        t = time.monotonic() - started
-                        payload = {
-                            "device": name,
-                            # Later devices run hotter and drain faster, so the example rules have work to do.
-                            "temperature": round(20 + 1.5 * i + 3 * math.sin(t / 10 + i) + rng.gauss(0, 0.2), 2),
-                            "battery": round(max(0.0, 100 - 2 * t - 8 * i), 1),
-                            "sentAt": time.time(),
-                        }
-                        client.publish(f"demo/{name}/telemetry", json.dumps(payload), qos=1)
-                        with figures.lock:
-                            figures.sent += 1
-                    live.update(Group(_table(figures, started, gw, devices), hint))
-                    await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
-        finally:
-            for _, client in clients:
-                client.disconnect()
-                client.loop_stop()
-            sub.disconnect()
-            sub.loop_stop()
+            lam.get_function(FunctionName=FUNCTION)
+            lam.update_function_code(FunctionName=FUNCTION, ZipFile=code)
+        except lam.exceptions.ResourceNotFoundException:
+            lam.create_function(
+                FunctionName=FUNCTION,
+                Runtime="python3.11",
+                Handler=f"{FUNCTION_SOURCE.stem}.handler",
+                Role=ROLE,
+                Code={"ZipFile": code},
+                Timeout=10,
+            )
+        # A few warm workers serve the demo; each new one is a Python process starting up on the same cores as the
+        # gateway and the fleet, so a wave of low batteries should queue, not fork dozens at once.
+        lam.put_function_concurrency(FunctionName=FUNCTION, ReservedConcurrentExecutions=3)
+    return DemoSinks(queue_url)
+
+
+def _gateway_figures(gw: Gateway) -> dict[str, Any]:
+    row = gw.store.one("SELECT count(*) AS n FROM kinesis_records WHERE stream=?", (STREAM,))
+    queue = gw.sqs.queues.get(QUEUE)
+    depth = queue.counts(now=gw.clock.wall_ms())["ApproximateNumberOfMessages"] if queue is not None else 0
+    return {
+        "rules": {
+            name: {k: m[k] for k in ("matched", "action_success", "action_failure")}
+            for name, m in sorted(gw.rules.metrics().items())
+        },
+        "stream_records": int(row["n"]) if row is not None else 0,
+        "queue_messages": depth,
+        "lambda": gw.lambdas.stats.get(FUNCTION, {"invocations": 0, "errors": 0}),
+        "shadow_updates": gw.shadows.stats["updates"],
+        "connections": len(gw.broker.sessions),
+        "policy_denials": gw.broker.stats["denied"],
+    }
+
+
+def _gateway_table(figures: dict[str, Any]) -> Table:
+    out = Table(title="gateway: rules and sinks", show_header=True, min_width=60)
+    out.add_column("rule")
+    out.add_column("matched", justify="right")
+    out.add_column("actions ok", justify="right")
+    out.add_column("failed", justify="right")
+    for name, m in figures["rules"].items():
+        out.add_row(name, f"{m['matched']:,}", f"{m['action_success']:,}", f"{m['action_failure']:,}")
+    calls = figures["lambda"]
+    out.add_section()
+    out.add_row(f"Kinesis '{STREAM}' records", f"{figures['stream_records']:,}", "", "")
+    out.add_row(f"SQS '{QUEUE}' messages waiting", f"{figures['queue_messages']:,}", "", "")
+    out.add_row(f"Lambda '{FUNCTION}' invocations", f"{calls['invocations']:,}", "", f"{calls['errors']:,}")
+    out.add_row("shadow updates", f"{figures['shadow_updates']:,}", "", "")
+    out.add_row("MQTT connections", f"{figures['connections']:,}", "", "")
+    out.add_row("policy denials", f"{figures['policy_denials']:,}", "", "")
+    return out
+
+
+def _hints(gw: Gateway, spec: FleetSpec, first_thermostat: str) -> Panel:
+    api = f"http://127.0.0.1:{gw.ports['api']}"
+    return Panel(
+        "Try, in another terminal (export EDGESIM_ENDPOINT=" + api + "):\n"
+        f"  edgesim streams read {STREAM} --follow                 # the telemetry stream, checkpointed\n"
+        f"  aws --endpoint-url {api} sqs receive-message --queue-url {api}/123456789012/{QUEUE}\n"
+        f"  edgesim shadow get {first_thermostat}                  # desired.mode = power_save after a low battery\n"
+        f"  edgesim functions logs {FUNCTION}\n"
+        "  edgesim rules stats\n"
+        f"  edgesim fleet run examples/fleets/smoke.yaml --target mqtts://127.0.0.1:{gw.ports['mqtts']}\n"
+        "Ctrl-C here stops the demo.",
+        title=f"fleet '{spec.fleet}' is running",
+    )
+
+
+async def run_demo(cfg: Config, spec: FleetSpec, duration: float | None, quiet_stdout: bool = False) -> dict[str, Any]:
+    devices = expand(spec)
+    async with Gateway(cfg) as gw:
+        endpoint = f"http://127.0.0.1:{gw.ports['api']}"
+        await asyncio.to_thread(_setup_sinks, endpoint)
+        provisioner = Provisioner(iot_client(endpoint), spec, cfg.certs_dir / "fleet")
+        files = await asyncio.to_thread(provisioner.provision, devices)
+        target = Target("127.0.0.1", gw.ports["mqtts"], tls=True)
+        options = FleetOptions(target, gw.local_ca.root_cert_path, connect_rate=100, files=files)
+        figures = Figures()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        if duration is not None:
+            loop.call_later(duration, stop.set)
+        fleet = loop.create_task(run_devices(devices, options, figures, stop), name="demo-fleet")
+        started = time.monotonic()
+        thermostat = next((d.thing_name for d in devices if d.shadow is not None), devices[0].thing_name)
+        hints = _hints(gw, spec, thermostat)
+
+        def view() -> Group:
+            fleet_figures = table(summary(figures, time.monotonic() - started), "fleet")
+            return Group(fleet_figures, _gateway_table(_gateway_figures(gw)), hints)
+
+        console = Console(stderr=True) if quiet_stdout else None  # --json keeps stdout for the summary
+        with Live(view(), refresh_per_second=4, console=console) as live:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.25)
+                live.update(view())
+            await fleet
+            live.update(view())
+        return {"fleet": summary(figures, time.monotonic() - started), "gateway": _gateway_figures(gw)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import uuid
@@ -23,6 +22,7 @@ from gateway.messages import AckHold, Message
 from gateway.rules import CompiledRule, EvalContext, compile_rule
 from gateway.rules.index import RuleIndex
 from gateway.rules.model import TopicRule
+from gateway.tasks import cancel_and_wait
 from gateway.topics import split_basic_ingest
 
 if TYPE_CHECKING:
@@ -200,12 +200,7 @@ class RuleExecutor:
             log.error("rule %s: errorAction %s failed too: %s", inv.runtime.rule.name, action.kind, exc)
 
     async def stop(self) -> None:
-        tasks = [*self._workers, *self._background]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([*self._workers, *self._background])
 
 
 def _safe_resource(action: Action, ctx: EvalContext) -> str:

@@ -123,10 +123,21 @@ def test_every_command_has_help(tmp_path: Path) -> None:
         assert "Usage" in run(tmp_path, *args).stdout
 
 
-def test_demo_runs_and_stops_by_itself(tmp_path: Path) -> None:
-    result = run(tmp_path, "demo", "--duration", "3", "--devices", "3", "--mqtts-port", "0", "--api-port", "0")
-    assert "devices connected" in result.stdout
-    assert "3 / 3" in result.stdout
+def test_demo_runs_a_fleet_through_rules_into_sinks_and_stops_by_itself(tmp_path: Path) -> None:
+    result = run(
+        tmp_path,
+        *("demo", "--fleet", str(EXAMPLES / "fleets" / "smoke.yaml"), "--rules", str(EXAMPLES / "rules")),
+        *("--duration", "8", "--mqtts-port", "0", "--api-port", "0", "--json"),
+    )
+    out = json.loads(result.stdout)
+    fleet, gateway = out["fleet"], out["gateway"]
+    assert fleet["devices"] == 10 and fleet["connects"] == 10 and fleet["errors"] == {}
+    assert fleet["acked"] > 50
+    assert set(gateway["rules"]) == {"all_to_kinesis", "hot_to_sqs", "low_battery"}
+    assert gateway["stream_records"] == fleet["sent"]  # every telemetry message, QoS 0 and 1, is in the stream
+    assert gateway["rules"]["all_to_kinesis"]["action_failure"] == 0
+    assert gateway["queue_messages"] > 0  # the smoke sensors run hot
+    assert "fleet" in result.stderr  # the live view went to stderr, leaving stdout to the JSON
 
 
 EXAMPLES = ROOT / "examples"
@@ -138,9 +149,9 @@ def test_rules_test_explains_a_rule_offline(tmp_path: Path) -> None:
             tmp_path,
             "rules",
             "test",
-            str(EXAMPLES / "rules" / "hot_alerts.sql"),
+            str(EXAMPLES / "rules" / "hot_to_sqs.sql"),
             "--topic",
-            "demo/s1/telemetry",
+            "dt/demo/thermostat/s1/telemetry",
             "--payload",
             '{"temperature": 31, "battery": 80}',
             "--timestamp",
@@ -149,16 +160,17 @@ def test_rules_test_explains_a_rule_offline(tmp_path: Path) -> None:
         ).stdout
     )
     assert (out["topicMatches"], out["whereMatched"]) == (True, True)
-    assert out["output"] == {"temperature": 31, "battery": 80, "device": "s1", "seen_at": 5}
-    assert out["actions"][0]["republish"]["topic"] == "alerts/s1"
+    assert out["output"] == {"temperature": 31, "device": "s1", "seen_at": 5}
+    assert out["actions"][0]["sqs"]["queueUrl"].endswith("/hot-readings")
+    assert out["actions"][1]["republish"]["topic"] == "alerts/s1"
     cold = json.loads(
         run(
             tmp_path,
             "rules",
             "test",
-            str(EXAMPLES / "rules" / "hot_alerts.sql"),
+            str(EXAMPLES / "rules" / "hot_to_sqs.sql"),
             "--topic",
-            "demo/s1/telemetry",
+            "dt/demo/thermostat/s1/telemetry",
             "--payload",
             '{"temperature": 3}',
             "--json",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import uuid
@@ -12,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import InvalidRequestException, ResourceNotFoundException
+from gateway.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -68,12 +68,7 @@ class EventSourceMappings:
             self._schedule(mapping)
 
     async def stop(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(list(self._tasks.values()))
         self._tasks.clear()
 
     def _save(self, mapping: Mapping) -> None:

@@ -36,6 +36,7 @@ from gateway.sinks.lambda_.runner import Pool, Worker, WorkerGone, WorkerTimedOu
 from gateway.sinks.sqs.attributes import MessageAttribute
 from gateway.sinks.sqs.service import SendEntry, SqsService
 from gateway.store import Store
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("edgesim.lambda")
 
@@ -202,7 +203,7 @@ class LambdaService:
         self.clock = clock
         self.region = region
         self.account = account
-        self.code_root = code_root
+        self.code_root = code_root.resolve()  # workers chdir into it: a relative path would not survive that
         self._api_endpoint = api_endpoint
         self.sqs = sqs  # dead-letter queues
         self.retry_delays = _retry_delays()
@@ -216,18 +217,15 @@ class LambdaService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        # Per function: invocations finished and how many ended in a function error (for the demo and dashboard).
+        self.stats: dict[str, dict[str, int]] = {}
 
     # ---- lifecycle
     async def start(self) -> None:
         self._dispatcher = asyncio.create_task(self._dispatch(), name="lambda-events")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._dispatcher, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait([t for t in (self._dispatcher, *self._tasks) if t is not None])
         for worker in list(self.workers):
             with contextlib.suppress(Exception):
                 await worker.kill()
@@ -680,6 +678,9 @@ class LambdaService:
             f"Billed Duration: {max(1, math.ceil(elapsed_ms))} ms\tMemory Size: {fn.memory} MB\n"
         )
         self._remember(fn.name, request_id, text, function_error)
+        counts = self.stats.setdefault(fn.name, {"invocations": 0, "errors": 0})
+        counts["invocations"] += 1
+        counts["errors"] += function_error is not None
         return InvokeResult(request_id, payload, function_error, text)
 
     def _remember(self, name: str, request_id: str, text: str, function_error: str | None) -> None:
