@@ -111,6 +111,33 @@ def get_function_concurrency(gw: Gateway, params: dict[str, Any]) -> Any:
     return gw.lambdas.get_function_concurrency(params["FunctionName"])
 
 
+# ---- asynchronous invocation config (retries, maximum event age, destinations)
+@operation("PutFunctionEventInvokeConfig")
+def put_function_event_invoke_config(gw: Gateway, params: dict[str, Any]) -> Any:
+    return gw.lambdas.put_function_event_invoke_config(params)
+
+
+@operation("UpdateFunctionEventInvokeConfig")
+def update_function_event_invoke_config(gw: Gateway, params: dict[str, Any]) -> Any:
+    return gw.lambdas.put_function_event_invoke_config(params, update=True)
+
+
+@operation("GetFunctionEventInvokeConfig")
+def get_function_event_invoke_config(gw: Gateway, params: dict[str, Any]) -> Any:
+    return gw.lambdas.get_function_event_invoke_config(params["FunctionName"], params.get("Qualifier"))
+
+
+@operation("DeleteFunctionEventInvokeConfig")
+def delete_function_event_invoke_config(gw: Gateway, params: dict[str, Any]) -> Any:
+    gw.lambdas.delete_function_event_invoke_config(params["FunctionName"], params.get("Qualifier"))
+    return web.Response(status=204)
+
+
+@operation("ListFunctionEventInvokeConfigs")
+def list_function_event_invoke_configs(gw: Gateway, params: dict[str, Any]) -> Any:
+    return gw.lambdas.list_function_event_invoke_configs(params["FunctionName"])
+
+
 @operation("Invoke")
 async def invoke(gw: Gateway, params: dict[str, Any]) -> Any:
     name = params["FunctionName"]

@@ -3,8 +3,9 @@
 A function's configuration and its deployment package (the zip) live in `lambda_functions`; the zip is unpacked on
 first use under `<data dir>/lambda/<name>/<code sha>`. Synchronous invokes run on a warm worker of the function's pool
 (see runner.py). Asynchronous invokes (`Event`, and the rule action) are committed to `lambda_events` before the 202,
-then delivered by a dispatcher task: a function error is retried twice with backoff, after which the event goes to the
-function's dead-letter queue (SQS) if it has one; a throttled event waits up to the maximum event age.
+then delivered by a dispatcher task: a function error is retried (twice, or the function's MaximumRetryAttempts) with
+backoff, after which the event goes to the function's dead-letter queue (SQS) and OnFailure destination if it has them;
+a throttled event waits up to the maximum event age. Success records go to the OnSuccess destination (destinations.py).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ import uuid
 import zipfile
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from gateway.clock import Clock
 from gateway.errors import AwsError
+from gateway.sinks.lambda_ import destinations
+from gateway.sinks.lambda_.destinations import EventInvokeConfig, EventInvokeConfigError, Outcome
 from gateway.sinks.lambda_.runner import Pool, Worker, WorkerGone, WorkerTimedOut
 from gateway.sinks.sqs.attributes import MessageAttribute
 from gateway.sinks.sqs.service import SendEntry, SqsService
@@ -46,8 +49,6 @@ RESPONSE_LIMIT = 6 * 1024 * 1024
 MAX_ZIP_BYTES = 50 * 1024 * 1024
 MAX_CONCURRENCY = 16  # per function when no reserved concurrency is set; AWS's account limit would be 1,000
 WARM_WORKERS = 2  # idle workers kept per function
-MAX_RETRIES = 2
-MAX_EVENT_AGE_MS = 6 * 3600 * 1000
 LOG_TAIL_BYTES = 4096
 RECENT_LOGS = 50
 FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -142,13 +143,17 @@ class Function:
     env: dict[str, str] = field(default_factory=dict)
     reserved: int | None = None
     dlq_arn: str | None = None
+    # Put/UpdateFunctionEventInvokeConfig; kept in the function's JSON config, so no table of its own.
+    event_invoke: EventInvokeConfig | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Function:
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        data["event_invoke"] = destinations.event_invoke_config_from_dict(data.get("event_invoke"))
+        return cls(**data)
 
 
 @dataclass
@@ -171,6 +176,16 @@ def function_name(ref: str) -> str:
     if len(parts) >= 3 and parts[1] == "function":
         return parts[2]
     return parts[0]
+
+
+def function_qualifier(ref: str) -> str | None:
+    """The version or alias in `name:qualifier`, `account:function:name:qualifier` or a qualified ARN, if any."""
+    parts = ref.split(":")
+    if ref.startswith("arn:"):
+        return parts[7] if len(parts) > 7 else None
+    if len(parts) >= 3 and parts[1] == "function":
+        return parts[3] if len(parts) > 3 else None
+    return parts[1] if len(parts) > 1 else None
 
 
 def _iso(ms: int) -> str:
@@ -499,6 +514,68 @@ class LambdaService:
         fn = self._function(ref)
         return {} if fn.reserved is None else {"ReservedConcurrentExecutions": fn.reserved}
 
+    # ---- asynchronous invocation config (destinations.py holds the rules)
+    def _unqualified(self, ref: str, qualifier: str | None) -> Function:
+        """The function for `ref`; edgesim has only $LATEST, so another version or alias is not found."""
+        fn = self._function(ref)
+        wanted = qualifier or function_qualifier(ref)
+        if wanted not in (None, destinations.LATEST):
+            raise LambdaNotFound(f"Function not found: {self.arn(fn.name)}:{wanted}")
+        return fn
+
+    def _event_invoke(self, fn: Function) -> EventInvokeConfig:
+        if fn.event_invoke is None:
+            raise LambdaNotFound(
+                f"The function {self.arn(fn.name)}:{destinations.LATEST} doesn't have an EventInvokeConfig"
+            )
+        return fn.event_invoke
+
+    def _check_destinations(self, fn: Function, config: EventInvokeConfig) -> None:
+        """AWS checks the execution role may call the destination; here the destination must simply exist."""
+        for arn in config.destinations():
+            dest = destinations.parse_destination(arn, fn.name)
+            if dest.kind == "sqs":
+                if self.sqs is None or dest.name not in self.sqs.queues or self.sqs.arn(dest.name) != arn:
+                    raise InvalidParameterValueException(
+                        f"The function execution role does not have permissions to call SendMessage on {arn} "
+                        "(edgesim: no such queue)"
+                    )
+            elif dest.name not in self.functions or self.arn(dest.name) != arn.removesuffix(":$LATEST"):
+                raise InvalidParameterValueException(
+                    f"The function execution role does not have permissions to call InvokeFunction on {arn} "
+                    "(edgesim: no such function)"
+                )
+
+    def put_function_event_invoke_config(self, params: dict[str, Any], *, update: bool = False) -> dict[str, Any]:
+        fn = self._unqualified(str(params["FunctionName"]), params.get("Qualifier"))
+        now = self.clock.wall_ms()
+        try:
+            if update:
+                config = destinations.update_event_invoke_config(self._event_invoke(fn), params, fn.name, now)
+            else:
+                config = destinations.put_event_invoke_config(params, fn.name, now)
+        except EventInvokeConfigError as exc:
+            raise InvalidParameterValueException(exc.message) from exc
+        self._check_destinations(fn, config)
+        fn.event_invoke = config
+        self._save(fn)
+        return config.to_wire(self.arn(fn.name))
+
+    def get_function_event_invoke_config(self, ref: str, qualifier: str | None) -> dict[str, Any]:
+        fn = self._unqualified(ref, qualifier)
+        return self._event_invoke(fn).to_wire(self.arn(fn.name))
+
+    def delete_function_event_invoke_config(self, ref: str, qualifier: str | None) -> None:
+        fn = self._unqualified(ref, qualifier)
+        self._event_invoke(fn)
+        fn.event_invoke = None
+        self._save(fn)
+
+    def list_function_event_invoke_configs(self, ref: str) -> dict[str, Any]:
+        fn = self._unqualified(ref, None)
+        configs = [] if fn.event_invoke is None else [fn.event_invoke.to_wire(self.arn(fn.name))]
+        return {"FunctionEventInvokeConfigs": configs}
+
     # ---- code on disk
     def _code_dir(self, fn: Function) -> Path:
         target = self.code_root / fn.name / fn.code_hex
@@ -773,20 +850,22 @@ class LambdaService:
             if fn is None:
                 self._forget(event_id)
                 continue
-            if not self._has_capacity(fn):
-                # Throttled: AWS keeps the event and retries until the maximum event age.
-                if now - int(row["created_ms"]) > MAX_EVENT_AGE_MS:
-                    self._dead_letter(fn, event_id, str(row["payload"]), 429, "EventAgeExceeded")
-                    self._forget(event_id)
+            created, payload = int(row["created_ms"]), str(row["payload"])
+            if destinations.expired(created, now, (fn.event_invoke or destinations.DEFAULTS).max_event_age_ms):
+                # Throttled (or waiting out a system error) past the maximum event age: AWS discards the event.
+                outcome = Outcome(event_id, self.arn(fn.name), "EventAgeExceeded", int(row["attempts"]), payload)
+                self._finish(fn, outcome, 429, "EventAgeExceeded")
                 continue
+            if not self._has_capacity(fn):
+                continue  # throttled: AWS keeps the event and retries until the maximum event age
             self._inflight.add(event_id)
-            self._background(self._deliver(fn, event_id, str(row["payload"]), int(row["attempts"])))
+            self._background(self._deliver(fn, event_id, payload, int(row["attempts"]), created))
 
     def _forget(self, event_id: str) -> None:
         with self.store.transaction() as db:
             db.execute("DELETE FROM lambda_events WHERE id=?", (event_id,))
 
-    async def _deliver(self, fn: Function, event_id: str, event_text: str, attempts: int) -> None:
+    async def _deliver(self, fn: Function, event_id: str, event_text: str, attempts: int, created_ms: int) -> None:
         try:
             try:
                 result = await self._run(fn, event_text, event_id)
@@ -796,19 +875,28 @@ class LambdaService:
                 log.warning("lambda %s: event %s not delivered: %s", fn.name, event_id, exc)
                 self._reschedule(event_id, attempts, self.retry_delays[0])
                 return
+            fn = self.functions.get(fn.name, fn)  # its settings may have changed while it ran
+            invocations = attempts + 1
+            outcome = Outcome(
+                event_id, self.arn(fn.name), "Success", invocations, event_text, result.payload, result.function_error
+            )
             if result.function_error is None:
-                self._forget(event_id)
+                self._finish(fn, outcome)
                 return
-            if attempts < MAX_RETRIES:
-                delay = self.retry_delays[min(attempts, len(self.retry_delays) - 1)]
-                self._reschedule(event_id, attempts + 1, delay)
+            settings = fn.event_invoke or destinations.DEFAULTS
+            delay = self.retry_delays[min(attempts, len(self.retry_delays) - 1)]
+            condition = destinations.after_function_error(
+                invocations=invocations,
+                retry_attempts=settings.retry_attempts,
+                created_ms=created_ms,
+                now_ms=self.clock.wall_ms(),
+                delay_ms=int(delay * 1000),
+                max_event_age_ms=settings.max_event_age_ms,
+            )
+            if condition is None:
+                self._reschedule(event_id, invocations, delay)
                 return
-            try:
-                message = str(json.loads(result.payload).get("errorMessage", ""))
-            except (ValueError, AttributeError):
-                message = result.payload.decode("utf-8", "replace")
-            self._dead_letter(fn, event_id, event_text, 200, message)
-            self._forget(event_id)
+            self._finish(fn, replace(outcome, condition=condition), 200, _error_message(result.payload))
         finally:
             self._inflight.discard(event_id)
             self._wake.set()
@@ -819,6 +907,29 @@ class LambdaService:
                 "UPDATE lambda_events SET attempts=?, due_ms=? WHERE id=?",
                 (attempts, self.clock.wall_ms() + int(delay_s * 1000), event_id),
             )
+
+    def _finish(self, fn: Function, outcome: Outcome, code: int = 200, message: str = "") -> None:
+        """The event is done: its record goes to OnSuccess/OnFailure; a failed event also to the dead-letter queue."""
+        settings = fn.event_invoke
+        success = outcome.condition == "Success"
+        target = None if settings is None else settings.on_success if success else settings.on_failure
+        if not success and (fn.dlq_arn or not target):
+            self._dead_letter(fn, outcome.request_id, outcome.event_text, code, message)
+        if target:
+            self._send_record(fn, target, destinations.invocation_record(outcome, self.clock.wall_ms()))
+        self._forget(outcome.request_id)
+
+    def _send_record(self, fn: Function, arn: str, record: dict[str, Any]) -> None:
+        """Deliver an invocation record; AWS counts a failure in the DestinationDeliveryFailures metric, we log it."""
+        body = json.dumps(record, separators=(",", ":"))
+        try:
+            dest = destinations.parse_destination(arn, fn.name)
+            if dest.kind == "lambda":
+                self.enqueue_event(dest.name, body.encode())
+            elif self.sqs is not None:
+                self.sqs.send_message(self.sqs.queue_url(dest.name), SendEntry(body=body))
+        except Exception as exc:
+            log.warning("lambda %s: destination %s refused a record: %s", fn.name, arn, exc)
 
     def _dead_letter(self, fn: Function, event_id: str, event_text: str, code: int, message: str) -> None:
         if not fn.dlq_arn or self.sqs is None:
@@ -834,6 +945,13 @@ class LambdaService:
             self.sqs.send_message(self.sqs.queue_url(queue_name), SendEntry(body=event_text, attributes=attributes))
         except Exception as exc:
             log.warning("lambda %s: dead-letter queue %s refused event %s: %s", fn.name, fn.dlq_arn, event_id, exc)
+
+
+def _error_message(payload: bytes) -> str:
+    try:
+        return str(json.loads(payload).get("errorMessage", ""))
+    except (ValueError, AttributeError):
+        return payload.decode("utf-8", "replace")
 
 
 class PreconditionFailedException(LambdaError):
