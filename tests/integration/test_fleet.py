@@ -241,3 +241,26 @@ def test_the_same_fleet_file_runs_against_mosquitto(mosquitto: int, tmp_path: Pa
     assert counter.count == summary["acked"]
     # mosquitto has no shadow service: the initial reports went out and nothing answered them.
     assert summary["shadow_reports"] == 40 and summary["deltas_applied"] == 0
+
+
+def test_processes_and_shards_split_the_fleet(gateway: GatewayProcess, tmp_path: Path) -> None:
+    smoke = str(ROOT / "examples" / "fleets" / "smoke.yaml")
+    two = finish(start_fleet(fleet_cmd(tmp_path, gateway, smoke, "--duration", "4", "--processes", "2"), tmp_path))
+    assert two["devices"] == 10 and two["connects"] == 10 and two["errors"] == {}
+    assert two["acked"] > 0
+    shard = finish(start_fleet(fleet_cmd(tmp_path, gateway, smoke, "--duration", "2", "--shard", "1/3"), tmp_path))
+    assert shard["devices"] == 3 and shard["connects"] == 3  # ordinals 1, 4 and 7 of 10
+
+
+def test_a_bad_fleet_file_is_refused_with_file_line_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("fleet: x\ndevice_types:\n  - name: a\n    count: 2\n    interval: -1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "fleet", "validate", str(bad)],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert f"{bad}:5: device_types[0].interval" in result.stderr
