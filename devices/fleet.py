@@ -102,7 +102,8 @@ async def run_devices(
         await asyncio.gather(*(sim.close() for sim in sims), return_exceptions=True)
 
 
-def _install_stop(stop: asyncio.Event, duration: float | None) -> None:
+def install_stop(stop: asyncio.Event, duration: float | None) -> None:
+    """Set `stop` on Ctrl-C, SIGTERM, or after `duration` seconds."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -218,7 +219,7 @@ async def run_in_process(
     """All devices on this loop; `on_figures` is called a few times a second for the live view."""
     figures = Figures()
     stop = asyncio.Event()
-    _install_stop(stop, options.duration)
+    install_stop(stop, options.duration)
     loop = asyncio.get_running_loop()
     started = loop.time()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import signal
 import time
 import zipfile
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from rich.table import Table
 
 from devices.device import Target
 from devices.figures import Figures
-from devices.fleet import FleetOptions, run_devices
+from devices.fleet import FleetOptions, install_stop, run_devices
 from devices.provision import Provisioner, iot_client
 from devices.spec import FleetSpec, expand
 from devices.view import summary, table
@@ -143,11 +142,7 @@ async def run_demo(cfg: Config, spec: FleetSpec, duration: float | None, quiet_s
         figures = Figures()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        if duration is not None:
-            loop.call_later(duration, stop.set)
+        install_stop(stop, duration)
         fleet = loop.create_task(run_devices(devices, options, figures, stop), name="demo-fleet")
         started = time.monotonic()
         thermostat = next((d.thing_name for d in devices if d.shadow is not None), devices[0].thing_name)
