@@ -1,0 +1,302 @@
+"""The edge core's cloud-bound spool: which messages it keeps (pure) and a durable SQLite queue of them (shell).
+
+Reference §11.2. Sizes count payload bytes only. Two behaviours when the spool is full:
+
+* ``reject_new`` (default) is what the nucleus code does (``Spool.java``): QoS 0 messages are evicted oldest-first
+  until the new one fits; if it still does not fit, the new message is rejected, and the QoS 0 messages already
+  evicted stay evicted.
+* ``drop_oldest`` is what the nucleus documentation describes: the oldest messages of any QoS are evicted until the new
+  one fits; if even that cannot make room (messages in flight are never evicted), nothing is evicted and the new message
+  is rejected.
+
+A message larger than the whole spool is always rejected, and while offline a QoS 0 message is rejected up front
+unless ``keep_qos0_when_offline``; when the link drops, queued QoS 0 messages go too (``connection_interrupted``).
+
+Drain order: a drain loop calls ``peek(n)`` (oldest pending first, in-flight ones skipped), ``mark_in_flight`` on what
+it publishes, then ``ack`` each message once the cloud has it (PUBACK for QoS 1, the write for QoS 0) or ``release`` it
+on failure, which puts it back at its original place so the next ``peek`` returns it before anything newer. In-flight
+marks live in memory only: after a restart every stored message is pending again, so QoS 1 is at least once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, NamedTuple
+
+from gateway.errors import InvalidRequestException
+
+DEFAULT_MAX_SIZE_BYTES = 2_621_440  # mqtt.spooler.maxSizeInBytes default: 2.5 MB (reference §11.2)
+
+# The nucleus's own wording for each refusal (reference §11.2 [P:GG]).
+REASON_TOO_LARGE = "Message is larger than the size of message spool."
+REASON_FULL = "Message spool is full. Message could not be added."
+REASON_QOS0_OFFLINE = "Will not store the publish request with Qos 0 when MqttClient is offline"
+
+OnFull = Literal["reject_new", "drop_oldest"]
+_ON_FULL: tuple[OnFull, ...] = ("reject_new", "drop_oldest")
+
+
+@dataclass(frozen=True)
+class SpoolPolicy:
+    """The spooler settings of the nucleus (`mqtt.spooler`), plus which full-spool behaviour to simulate."""
+
+    max_size_bytes: int = DEFAULT_MAX_SIZE_BYTES
+    keep_qos0_when_offline: bool = False
+    on_full: OnFull = "reject_new"
+
+    def __post_init__(self) -> None:
+        if self.max_size_bytes < 1:
+            raise InvalidRequestException(f"maxSizeInBytes must be positive, got {self.max_size_bytes}")
+        if self.on_full not in _ON_FULL:
+            raise InvalidRequestException(f"on_full must be one of {', '.join(_ON_FULL)}, got {self.on_full!r}")
+
+
+class SpoolEntry(NamedTuple):
+    """What admission needs to know about a stored message."""
+
+    seq: int
+    size: int
+    qos: int
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Whether the new message goes in, why not, and which stored messages to evict (applied either way)."""
+
+    accepted: bool
+    reason: str | None = None
+    evict: tuple[int, ...] = ()
+
+
+def admit(
+    entries: Iterable[SpoolEntry], total_size: int, policy: SpoolPolicy, *, online: bool, size: int, qos: int
+) -> Admission:
+    """Decide whether a new message of `size` payload bytes and `qos` joins the spool.
+
+    `entries` are the evictable messages, oldest first (the caller leaves out those in flight); `total_size` counts
+    every stored message, in flight or not. `entries` is read only as far as eviction needs, so it may be lazy.
+    """
+    # The nucleus checks the connection before the spool: an offline QoS 0 message never reaches it.
+    if qos == 0 and not online and not policy.keep_qos0_when_offline:
+        return Admission(False, REASON_QOS0_OFFLINE)
+    if size > policy.max_size_bytes:
+        return Admission(False, REASON_TOO_LARGE)
+    excess = total_size + size - policy.max_size_bytes
+    if excess <= 0:
+        return Admission(True)
+    any_qos = policy.on_full == "drop_oldest"
+    evict: list[int] = []
+    for entry in entries:
+        if any_qos or entry.qos == 0:
+            evict.append(entry.seq)
+            excess -= entry.size
+            if excess <= 0:
+                return Admission(True, evict=tuple(evict))
+    # Spool.java removes QoS 0 messages before it knows whether that is enough, and does not put them back.
+    return Admission(False, REASON_FULL, () if any_qos else tuple(evict))
+
+
+def dropped_on_interrupt(entries: Iterable[SpoolEntry], policy: SpoolPolicy) -> tuple[int, ...]:
+    """Queued QoS 0 messages the nucleus drops when its connection is interrupted (unless keepQos0WhenOffline)."""
+    if policy.keep_qos0_when_offline:
+        return ()
+    return tuple(entry.seq for entry in entries if entry.qos == 0)
+
+
+@dataclass(frozen=True)
+class SpooledMessage:
+    """A message waiting in the spool; `seq` increases with append order and is never reused."""
+
+    seq: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    enqueued_ms: int
+
+
+@dataclass(frozen=True)
+class SpoolResult:
+    """The outcome of `Spool.append`: the new seq if accepted, else the refusal text; evictions either way."""
+
+    accepted: bool
+    seq: int | None
+    reason: str | None
+    evicted: tuple[int, ...]
+
+
+@dataclass
+class SpoolStats:
+    """Counters since this `Spool` opened: `evicted` counts every eviction or drop, `evicted_qos0` the QoS 0 ones."""
+
+    appended: int = 0
+    evicted_qos0: int = 0
+    evicted: int = 0
+    rejected: int = 0
+    acked: int = 0
+
+
+# The edge core's own database file, so its schema numbering is its own too. Append entries; never edit one.
+# AUTOINCREMENT: a seq is never reused, so a late ack for an evicted message cannot delete a newer one.
+_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE spool (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        enqueued_ms INTEGER NOT NULL
+    )
+    """,
+]
+
+_COLUMNS = "seq, topic, payload, qos, retain, enqueued_ms"
+
+
+class Spool:
+    """A durable FIFO of cloud-bound messages in its own SQLite file; every change is committed before it returns."""
+
+    def __init__(self, path: Path, policy: SpoolPolicy | None = None) -> None:
+        self.policy = policy or SpoolPolicy()
+        self.stats = SpoolStats()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Same settings as gateway.store: we issue BEGIN/COMMIT ourselves; WAL with a full fsync per commit.
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+        rows = self._db.execute("SELECT seq, length(payload), qos FROM spool ORDER BY seq").fetchall()
+        # seq -> entry, in seq order (seqs only grow, and dicts keep insertion order).
+        self._entries: dict[int, SpoolEntry] = {seq: SpoolEntry(seq, size, qos) for seq, size, qos in rows}
+        self._size = sum(entry.size for entry in self._entries.values())
+        self._in_flight: set[int] = set()
+
+    def _migrate(self) -> None:
+        current = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        for number, script in enumerate(_MIGRATIONS[current:], start=current + 1):
+            with self._transaction() as db:
+                db.execute(script)
+                db.execute(f"PRAGMA user_version={number}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _pending(self) -> Iterator[SpoolEntry]:
+        return (entry for seq, entry in self._entries.items() if seq not in self._in_flight)
+
+    def _forget(self, seqs: Iterable[int]) -> None:
+        """Drop deleted rows from the in-memory index (after their delete has committed)."""
+        for seq in seqs:
+            self._size -= self._entries.pop(seq).size
+            self._in_flight.discard(seq)
+
+    def _delete(self, db: sqlite3.Connection, seqs: tuple[int, ...]) -> None:
+        db.executemany("DELETE FROM spool WHERE seq = ?", [(seq,) for seq in seqs])
+
+    def _count_evicted(self, seqs: tuple[int, ...]) -> None:
+        self.stats.evicted += len(seqs)
+        self.stats.evicted_qos0 += sum(1 for seq in seqs if self._entries[seq].qos == 0)
+
+    @property
+    def depth(self) -> int:
+        """Messages stored, in flight or not."""
+        return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        """Payload bytes stored, in flight or not."""
+        return self._size
+
+    @property
+    def in_flight(self) -> frozenset[int]:
+        return frozenset(self._in_flight)
+
+    def append(self, topic: str, payload: bytes, qos: int, retain: bool, now_ms: int, online: bool) -> SpoolResult:
+        """Spool one message; evictions and the insert commit in one transaction before this returns."""
+        if qos not in (0, 1):
+            raise InvalidRequestException(f"QoS must be 0 or 1, got {qos}")
+        payload = bytes(payload)
+        decision = admit(self._pending(), self._size, self.policy, online=online, size=len(payload), qos=qos)
+        seq: int | None = None
+        if decision.accepted or decision.evict:
+            with self._transaction() as db:
+                self._delete(db, decision.evict)
+                if decision.accepted:
+                    cursor = db.execute(
+                        "INSERT INTO spool(topic, payload, qos, retain, enqueued_ms) VALUES (?, ?, ?, ?, ?)",
+                        (topic, payload, qos, int(retain), now_ms),
+                    )
+                    seq = cursor.lastrowid
+        self._count_evicted(decision.evict)
+        self._forget(decision.evict)
+        if seq is None:
+            self.stats.rejected += 1
+        else:
+            self._entries[seq] = SpoolEntry(seq, len(payload), qos)
+            self._size += len(payload)
+            self.stats.appended += 1
+        return SpoolResult(seq is not None, seq, decision.reason, decision.evict)
+
+    def peek(self, limit: int) -> list[SpooledMessage]:
+        """Up to `limit` pending messages, oldest first, leaving out those in flight. Changes nothing."""
+        if limit <= 0 or not self._entries:
+            return []
+        # The first limit + len(in flight) rows hold at least `limit` pending ones, if there are that many.
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM spool ORDER BY seq LIMIT ?", (limit + len(self._in_flight),)
+        ).fetchall()
+        pending = (row for row in rows if row[0] not in self._in_flight)
+        return [SpooledMessage(s, t, bytes(p), q, bool(r), ms) for s, t, p, q, r, ms in pending][:limit]
+
+    def mark_in_flight(self, seqs: Iterable[int]) -> None:
+        """Note messages being published: `peek` skips them and eviction leaves them alone. Unknown seqs are ignored."""
+        self._in_flight.update(seq for seq in seqs if seq in self._entries)
+
+    def release(self, seqs: Iterable[int]) -> None:
+        """Make in-flight messages pending again (a publish failed or the link dropped); they keep their place."""
+        self._in_flight.difference_update(seqs)
+
+    def ack(self, seqs: Iterable[int]) -> int:
+        """Delete delivered messages in one transaction; returns how many were still stored (evicted ones are not)."""
+        known = tuple(seq for seq in dict.fromkeys(seqs) if seq in self._entries)
+        if known:
+            with self._transaction() as db:
+                self._delete(db, known)
+            self._forget(known)
+            self.stats.acked += len(known)
+        return len(known)
+
+    def connection_interrupted(self) -> tuple[int, ...]:
+        """The cloud link dropped: delete the pending QoS 0 messages the policy does not keep offline; returns them."""
+        dropped = dropped_on_interrupt(self._pending(), self.policy)
+        if dropped:
+            with self._transaction() as db:
+                self._delete(db, dropped)
+            self._count_evicted(dropped)
+            self._forget(dropped)
+        return dropped
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
