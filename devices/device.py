@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import ssl
 import time
@@ -45,11 +46,14 @@ class Target:
 
 
 class ConnectRamp:
-    """Spaces connection attempts across one process's devices: at most `rate` per second (0: no limit)."""
+    """Paces connection attempts across one process's devices: at most `rate` starts per second (0: no limit) and at
+    most `max_in_flight` handshakes at once, so a fast ramp never queues more attempts than the machine completes
+    (a queued attempt would time out before it began and be retried, feeding the storm)."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, max_in_flight: int = min(32, (os.cpu_count() or 1) + 4)) -> None:
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self._next = 0.0
+        self.slots = asyncio.Semaphore(max_in_flight)
 
     async def wait(self) -> None:
         if not self.interval:
@@ -139,9 +143,10 @@ class SimDevice:
 
     async def _connect(self) -> bool:
         self._gauge("connecting")
-        await self.ramp.wait()
         try:
-            await self.client.connect()
+            async with self.ramp.slots:
+                await self.ramp.wait()
+                await self.client.connect()
         except ConnectError as exc:
             self.figures.error("connect_refused")
             log.debug("%s: %s", self.spec.client_id, exc)

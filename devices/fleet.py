@@ -105,9 +105,15 @@ async def run_devices(
 def install_stop(stop: asyncio.Event, duration: float | None) -> None:
     """Set `stop` on Ctrl-C, SIGTERM, or after `duration` seconds."""
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int, frame: object) -> None:
+        # A plain handler, not loop.add_signal_handler: an overloaded loop's self-pipe can be full, and asyncio then
+        # drops the signal's wakeup byte (and the signal with it); call_soon_threadsafe still queues the callback.
+        loop.call_soon_threadsafe(stop.set)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(sig, on_signal)
     if duration is not None:
         loop.call_later(duration, stop.set)
 

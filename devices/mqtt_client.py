@@ -148,6 +148,7 @@ class AsyncMqttClient:
         self._disconnecting: asyncio.Future[None] | None = None
         self._publishes: dict[int, asyncio.Future[None]] = {}
         self._subscribes: dict[int, asyncio.Future[list[int]]] = {}
+        self._flush_scheduled = False
 
     @property
     def connected(self) -> bool:
@@ -189,6 +190,8 @@ class AsyncMqttClient:
             if not self._connected:
                 raise MqttError(f"{self.client_id}: connection lost right after CONNACK")
         except BaseException as exc:
+            if not connack.done():
+                connack.cancel()  # a CONNACK or failure arriving later has nobody to tell
             if opening.done():
                 self._drop()
             else:
@@ -343,7 +346,23 @@ class AsyncMqttClient:
         self._on_loop(sock, lambda loop: loop.add_reader(sock, self._read))
 
     def _handle_register_write(self, client: mqtt.Client, _u: object, sock: SocketLike) -> None:
-        self._on_loop(sock, lambda loop: loop.add_writer(sock, client.loop_write))
+        if threading.get_ident() != self._loop_thread:
+            self._on_loop(sock, lambda loop: loop.add_writer(sock, client.loop_write))
+            return
+        # On the loop thread (every publish): write once per loop turn for everything queued meanwhile, instead of an
+        # epoll registration and a wakeup per packet; fall back to a writer only if the socket's buffer is full.
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush, sock)
+
+    def _flush(self, sock: SocketLike) -> None:
+        self._flush_scheduled = False
+        client = self._client
+        if client.socket() is not sock:
+            return
+        client.loop_write()
+        if client.want_write() and client.socket() is sock:
+            self._loop.add_writer(sock, client.loop_write)
 
     def _handle_unregister_write(self, _c: mqtt.Client, _u: object, sock: SocketLike) -> None:
         self._on_loop(sock, lambda loop: loop.remove_writer(sock))
