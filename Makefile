@@ -36,6 +36,7 @@ bench: $(STAMP) apt-deps
 	$(BIN)/python bench/shadow.py
 	$(BIN)/python bench/rules.py
 	$(BIN)/python bench/sinks.py
+	$(BIN)/python bench/fleet.py
 
 clean:
 	rm -rf $(VENV) .edgesim .pytest_cache .mypy_cache .ruff_cache

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from common import write_json
 from mqttload import Client, Target, close_all, connect_storm, cpu_seconds, fan_in, latency
 from rich.console import Console
 from rich.table import Table
@@ -626,10 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, res in results.items():
             if "error" in res:
                 console.print(f"[red]{name}: {res['error']}[/red]")
-    if args.json:
-        payload = {"quick": args.quick, "settings": asdict(settings), "results": results}
-        args.json.write_text(json.dumps(payload, indent=2, default=str))
-        console.log(f"wrote {args.json}")
+    write_json(args.json, args.quick, settings, results, console)
     return 130 if interrupted else 0
 
 

@@ -22,21 +22,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway.rules import EvalContext, compile_rule
 from gateway.rules.index import RuleIndex
 
-PAYLOAD = json.dumps({
-    "deviceId": "sensor-0042", "ts": 1732780800123, "temperature": 31.7, "humidity": 48.2, "battery": 71,
-    "status": "ok", "location": {"lat": 52.5201, "lon": 13.4049, "site": "berlin-3"},
-    "readings": [{"n": "temp", "v": 31.7}, {"n": "hum", "v": 48.2}, {"n": "co2", "v": 612}, {"n": "pm25", "v": 8}],
-    "fw": {"version": "2.4.1", "channel": "stable"},
-}).encode()
+PAYLOAD = json.dumps(
+    {
+        "deviceId": "sensor-0042",
+        "ts": 1732780800123,
+        "temperature": 31.7,
+        "humidity": 48.2,
+        "battery": 71,
+        "status": "ok",
+        "location": {"lat": 52.5201, "lon": 13.4049, "site": "berlin-3"},
+        "readings": [{"n": "temp", "v": 31.7}, {"n": "hum", "v": 48.2}, {"n": "co2", "v": 612}, {"n": "pm25", "v": 8}],
+        "fw": {"version": "2.4.1", "channel": "stable"},
+    }
+).encode()
 
 RULES = {
     "SELECT *": "SELECT * FROM 'fleet/+/telemetry'",
     "projection + functions": "SELECT deviceId, location.site AS site, round(temperature) AS t, upper(status) AS s, "
-                              "topic(2) AS dev, fw.version AS fw FROM 'fleet/+/telemetry'",
+    "topic(2) AS dev, fw.version AS fw FROM 'fleet/+/telemetry'",
     "WHERE AND/OR": "SELECT deviceId FROM 'fleet/+/telemetry' WHERE (temperature > 30 AND humidity < 60) "
-                    "OR battery < 20 OR status <> 'ok'",
+    "OR battery < 20 OR status <> 'ok'",
     "CASE": "SELECT CASE status WHEN 'ok' THEN 'green' WHEN 'warn' THEN 'amber' ELSE 'red' END AS light, "
-            "CASE WHEN temperature > 30 THEN 'hot' ELSE 'fine' END AS feel FROM 'fleet/+/telemetry'",
+    "CASE WHEN temperature > 30 THEN 'hot' ELSE 'fine' END AS feel FROM 'fleet/+/telemetry'",
     "nested SELECT over array": "SELECT (SELECT VALUE n FROM readings WHERE v > 10) AS names FROM 'fleet/+/telemetry'",
 }
 
@@ -47,8 +54,13 @@ def per_call_us(fn: Any, number: int) -> float:
 
 
 def _evaluate_fresh(compiled: Any) -> Any:
-    ctx = EvalContext(payload=PAYLOAD, topic="fleet/sensor-0042/telemetry", client_id="sensor-0042",
-                      timestamp_ms=1732780800123, trace_id="t")
+    ctx = EvalContext(
+        payload=PAYLOAD,
+        topic="fleet/sensor-0042/telemetry",
+        client_id="sensor-0042",
+        timestamp_ms=1732780800123,
+        trace_id="t",
+    )
     return compiled.evaluate(ctx)
 
 
@@ -57,15 +69,27 @@ def evaluation_figures(number: int) -> list[dict[str, Any]]:
     rows = []
     for name, sql in RULES.items():
         compiled = compile_rule(sql, "2016-03-23")
-        ctx = EvalContext(payload=PAYLOAD, topic="fleet/sensor-0042/telemetry", client_id="sensor-0042",
-                          timestamp_ms=1732780800123, trace_id="t")
+        ctx = EvalContext(
+            payload=PAYLOAD,
+            topic="fleet/sensor-0042/telemetry",
+            client_id="sensor-0042",
+            timestamp_ms=1732780800123,
+            trace_id="t",
+        )
         assert compiled.evaluate(ctx).matched, name
         _ = ctx.document_v2  # parse once, as the engine does for every rule that a message reaches
 
         eval_us = per_call_us(functools.partial(compiled.evaluate, ctx), number)
         with_parse_us = per_call_us(functools.partial(_evaluate_fresh, compiled), number // 2)
-        rows.append({"rule": name, "evaluate_us": eval_us, "evaluate_with_parse_us": with_parse_us,
-                     "json_loads_us": parse_us, "ratio": eval_us / parse_us})
+        rows.append(
+            {
+                "rule": name,
+                "evaluate_us": eval_us,
+                "evaluate_with_parse_us": with_parse_us,
+                "json_loads_us": parse_us,
+                "ratio": eval_us / parse_us,
+            }
+        )
     return rows
 
 
@@ -78,8 +102,13 @@ def index_figures(number: int) -> list[dict[str, Any]]:
         topic = "fleet/site7/sensor-1/telemetry"
         assert index.match(topic) == [7]
         miss = "other/site7/sensor-1/telemetry"
-        rows.append({"rules": count, "match_us": per_call_us(functools.partial(index.match, topic), number),
-                     "miss_us": per_call_us(functools.partial(index.match, miss), number)})
+        rows.append(
+            {
+                "rules": count,
+                "match_us": per_call_us(functools.partial(index.match, topic), number),
+                "miss_us": per_call_us(functools.partial(index.match, miss), number),
+            }
+        )
     return rows
 
 
@@ -95,8 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     for column in ("rule", "evaluate µs", "evaluate incl. parse µs", "json.loads µs", "evaluate / json.loads"):
         table.add_column(column, justify="right" if column != "rule" else "left")
     for row in evaluation:
-        table.add_row(row["rule"], f"{row['evaluate_us']:.2f}", f"{row['evaluate_with_parse_us']:.2f}",
-                      f"{row['json_loads_us']:.2f}", f"{row['ratio']:.2f}x")
+        table.add_row(
+            row["rule"],
+            f"{row['evaluate_us']:.2f}",
+            f"{row['evaluate_with_parse_us']:.2f}",
+            f"{row['json_loads_us']:.2f}",
+            f"{row['ratio']:.2f}x",
+        )
     console.print(table)
     index = index_figures(number * 5)
     table = Table(title="Topic index (goal: 10,000 rules <= 2x the cost of 10)")
@@ -106,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(f"{row['rules']:,}", f"{row['match_us']:.2f}", f"{row['miss_us']:.2f}")
     console.print(table)
     ratio = index[1]["match_us"] / index[0]["match_us"]
-    console.print(f"10,000 / 10 rules: {ratio:.2f}x; median evaluate/json.loads: "
-                  f"{statistics.median(r['ratio'] for r in evaluation):.2f}x")
+    console.print(
+        f"10,000 / 10 rules: {ratio:.2f}x; median evaluate/json.loads: "
+        f"{statistics.median(r['ratio'] for r in evaluation):.2f}x"
+    )
     if args.json:
         args.json.write_text(json.dumps({"evaluation": evaluation, "index": index, "index_ratio": ratio}, indent=2))
     return 0

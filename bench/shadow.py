@@ -24,7 +24,6 @@ import contextlib
 import json
 import math
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from broker import HOST, Edgesim, Material, _on_sigterm, _raise_nofile, prepare, rss_kb, settle
+from common import stop_and_clean
 from mqttload import (
     PUBACK,
     PUBLISH,
@@ -928,16 +928,7 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
         console.log("[yellow]interrupted: servers stopped[/yellow]")
     finally:
-        if gw is not None:
-            with contextlib.suppress(Exception):
-                tail = gw.log_tail(10)
-                if tail.strip():
-                    console.log(f"edgesim log (tail):\n{tail}")
-            gw.stop()
-        if args.keep:
-            console.log(f"kept {home}")
-        else:
-            shutil.rmtree(home, ignore_errors=True)
+        stop_and_clean(gw, home, args.keep, console)
 
     if results:
         Console(width=max(console.width, 160)).print(report(results, s, args.quick))

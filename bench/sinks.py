@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import json
 import math
-import shutil
 import signal
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from broker import HOST, Edgesim, Material, _on_sigterm, _raise_nofile, prepare
+from common import stop_and_clean, write_json
 from mqttload import PUBACK, Client, Target, close_all, connect_many, cpu_seconds, publish_prefix
 from rich.console import Console
 from rich.table import Table
@@ -516,16 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
         console.log("[yellow]interrupted: servers stopped[/yellow]")
     finally:
-        if gw is not None:
-            with contextlib.suppress(Exception):
-                tail = gw.log_tail(10)
-                if tail.strip():
-                    console.log(f"edgesim log (tail):\n{tail}")
-            gw.stop()
-        if args.keep:
-            console.log(f"kept {home}")
-        else:
-            shutil.rmtree(home, ignore_errors=True)
+        stop_and_clean(gw, home, args.keep, console)
 
     if results:
         Console(width=max(console.width, 140)).print(report(results, s, args.quick))
@@ -533,10 +524,7 @@ def main(argv: list[str] | None = None) -> int:
             for who, res in by.items():
                 if isinstance(res, dict) and "error" in res:
                     console.print(f"[red]{part} / {who}: {res['error']}[/red]")
-    if args.json:
-        payload = {"quick": args.quick, "settings": asdict(s), "results": results}
-        args.json.write_text(json.dumps(payload, indent=2, default=str))
-        console.log(f"wrote {args.json}")
+    write_json(args.json, args.quick, s, results, console)
     return 130 if interrupted else 0
 
 

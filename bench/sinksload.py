@@ -606,4 +606,3 @@ class Kinesalite(RefServer):
             raise RuntimeError("node is not on PATH")
         return [node, str(self.cli), "--port", str(self.port), "--shardLimit", "1000",
                 "--createStreamMs", "0", "--deleteStreamMs", "0", "--updateStreamMs", "0"]  # fmt: skip
-
