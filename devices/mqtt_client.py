@@ -149,6 +149,7 @@ class AsyncMqttClient:
         self._publishes: dict[int, asyncio.Future[None]] = {}
         self._subscribes: dict[int, asyncio.Future[list[int]]] = {}
         self._flush_scheduled = False
+        self._writer_added = False
 
     @property
     def connected(self) -> bool:
@@ -347,6 +348,7 @@ class AsyncMqttClient:
 
     def _handle_register_write(self, client: mqtt.Client, _u: object, sock: SocketLike) -> None:
         if threading.get_ident() != self._loop_thread:
+            self._writer_added = True
             self._on_loop(sock, lambda loop: loop.add_writer(sock, client.loop_write))
             return
         # On the loop thread (every publish): write once per loop turn for everything queued meanwhile, instead of an
@@ -362,9 +364,13 @@ class AsyncMqttClient:
             return
         client.loop_write()
         if client.want_write() and client.socket() is sock:
+            self._writer_added = True
             self._loop.add_writer(sock, client.loop_write)
 
     def _handle_unregister_write(self, _c: mqtt.Client, _u: object, sock: SocketLike) -> None:
+        if not self._writer_added:
+            return  # the per-turn flush wrote everything: there is no writer to remove (this runs per publish)
+        self._writer_added = False
         self._on_loop(sock, lambda loop: loop.remove_writer(sock))
 
     def _handle_socket_close(self, _c: mqtt.Client, _u: object, sock: SocketLike) -> None:
