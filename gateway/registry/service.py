@@ -51,19 +51,24 @@ class Registry(SecurityRegistry):
         cache[key] = (self.generation, value)
         return value
 
-    def _certificate_facts(self, info: CertInfo) -> tuple[str | None, list[tuple[str, bool]], tuple[str, ...]]:
-        """(refusal, attached things, names of policies attached to the certificate)."""
+    def _certificate_facts(self, info: CertInfo) -> tuple[str | None, str | None, frozenset[str], tuple[str, ...]]:
+        """(refusal, the exclusively attached thing, every attached thing, names of policies on the certificate).
+
+        A set, not a list: a fleet sharing one certificate attaches it to thousands of things, and each connect asks
+        whether its client id is one of them."""
         row = self.certificate_row(info.certificate_id)
         if row is None:
-            return f"certificate {info.certificate_id} is not registered", [], ()
+            return f"certificate {info.certificate_id} is not registered", None, frozenset(), ()
         if row["status"] != "ACTIVE":
-            return f"certificate {info.certificate_id} is {row['status']}", [], ()
+            return f"certificate {info.certificate_id} is {row['status']}", None, frozenset(), ()
         if row["ca_id"]:
             ca = self.store.one("SELECT status FROM ca_certificates WHERE id=?", (row["ca_id"],))
             if ca is None or ca["status"] != "ACTIVE":
-                return f"the CA of certificate {info.certificate_id} is not ACTIVE", [], ()
+                return f"the CA of certificate {info.certificate_id} is not ACTIVE", None, frozenset(), ()
         principal = self.arn("cert", info.certificate_id)
-        return None, self.principal_attachments(principal), self._policy_names([principal])
+        attached = self.principal_attachments(principal)
+        exclusive = next((name for name, excl in attached if excl), None)
+        return None, exclusive, frozenset(name for name, _ in attached), self._policy_names([principal])
 
     def _thing_facts(self, thing_name: str) -> tuple[bool, str | None, dict[str, str], tuple[str, ...]]:
         """(exists, thing type, attributes, names of policies inherited through its groups)."""
@@ -88,7 +93,7 @@ class Registry(SecurityRegistry):
         and any registry change (in this process or another) invalidates them at once.
         """
         info = self._parse_presented(cert_pem)
-        refusal, attached, cert_policies = self._cached(
+        refusal, exclusive, attached, cert_policies = self._cached(
             ("cert", info.certificate_id), lambda: self._certificate_facts(info)
         )
         if refusal is not None:
@@ -96,12 +101,7 @@ class Registry(SecurityRegistry):
         reason = check_validity(info, datetime.fromtimestamp(self.clock.wall_ms() / 1000, tz=UTC))
         if reason:
             return ConnectionGrant(reason)
-        thing_name = None
-        exclusive = [name for name, excl in attached if excl]
-        if exclusive:
-            thing_name = exclusive[0]
-        elif any(name == client_id for name, _ in attached):
-            thing_name = client_id
+        thing_name = exclusive if exclusive is not None else client_id if client_id in attached else None
         thing_type = None
         attributes: dict[str, str] = {}
         names = cert_policies
