@@ -94,6 +94,9 @@ def run(
     processes: Annotated[int, typer.Option(min=1, help="Spread the devices over this many processes.")] = 1,
     shard: Annotated[str | None, typer.Option(help="Run only slice k/n of the fleet (several machines).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON on stdout.")] = False,
+    metrics_file: Annotated[
+        Path | None, typer.Option(help="Keep the live summary here as JSON, rewritten about once a second.")
+    ] = None,
 ) -> None:
     """Provision (unless --no-provision) and run a fleet with a live view; Ctrl-C stops cleanly with a summary."""
     from devices.device import Target
@@ -146,11 +149,16 @@ def run(
     elapsed = 0.0
     live = Live(console=ui, refresh_per_second=4) if live_view else None
 
+    written = 0.0
+
     def show(figures: Figures, seconds: float) -> None:
-        nonlocal elapsed
+        nonlocal elapsed, written
         elapsed = seconds
         if live is not None:
             live.update(table(summary(figures, seconds), title))
+        if metrics_file is not None and (seconds - written >= 1.0 or written == 0.0):
+            written = seconds
+            _write_atomically(metrics_file, summary(figures, seconds))
 
     if live is not None:
         live.start()
@@ -162,5 +170,14 @@ def run(
     finally:
         if live is not None:
             live.stop()
+    if metrics_file is not None:
+        _write_atomically(metrics_file, summary(final, elapsed))
     if as_json:
         typer.echo(json.dumps(summary(final, elapsed), indent=2))
+
+
+def _write_atomically(path: Path, data: object) -> None:
+    """Readers (a dashboard, a script polling the file) never see a half-written file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2))
+    partial.replace(path)

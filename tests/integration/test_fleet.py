@@ -245,9 +245,12 @@ def test_the_same_fleet_file_runs_against_mosquitto(mosquitto: int, tmp_path: Pa
 
 def test_processes_and_shards_split_the_fleet(gateway: GatewayProcess, tmp_path: Path) -> None:
     smoke = str(ROOT / "examples" / "fleets" / "smoke.yaml")
-    two = finish(start_fleet(fleet_cmd(tmp_path, gateway, smoke, "--duration", "4", "--processes", "2"), tmp_path))
+    metrics = tmp_path / "metrics.json"
+    cmd = fleet_cmd(tmp_path, gateway, smoke, "--duration", "4", "--processes", "2", "--metrics-file", str(metrics))
+    two = finish(start_fleet(cmd, tmp_path))
     assert two["devices"] == 10 and two["connects"] == 10 and two["errors"] == {}
     assert two["acked"] > 0
+    assert json.loads(metrics.read_text())["acked"] == two["acked"]  # the last write is the final summary
     shard = finish(start_fleet(fleet_cmd(tmp_path, gateway, smoke, "--duration", "2", "--shard", "1/3"), tmp_path))
     assert shard["devices"] == 3 and shard["connects"] == 3  # ordinals 1, 4 and 7 of 10
 
