@@ -20,7 +20,8 @@ functions_app = typer.Typer(help="Lambda functions: deploy Python handlers, invo
 DEFAULT_ROLE = "arn:aws:iam::123456789012:role/edgesim-lambda"
 
 
-def _zip_module(source: Path) -> bytes:
+def zip_module(source: Path) -> bytes:
+    """One Python file as a Lambda deployment package."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.write(source, source.name)
@@ -49,7 +50,7 @@ def functions_deploy(
     source = Path(path_text)
     if not source.is_file():
         raise typer.BadParameter(f"{source} is not a file")
-    code = _zip_module(source)
+    code = zip_module(source)
     handler = f"{source.stem}.{function}"
     settings: dict[str, Any] = {"Handler": handler, "Runtime": runtime}
     if timeout is not None:

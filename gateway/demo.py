@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from devices.spec import FleetSpec, expand
 from devices.view import summary, table
 from gateway.app import Gateway
 from gateway.cli_api import aws_client
+from gateway.cli_functions import zip_module
 from gateway.config import Config
 
 STREAM = "telemetry"
@@ -44,13 +43,6 @@ class DemoSinks:
     queue_url: str
 
 
-def _zip(source: Path) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.write(source, source.name)
-    return buffer.getvalue()
-
-
 def _setup_sinks(endpoint: str) -> DemoSinks:
     """The stream, queue and function the example rules write to (idempotent)."""
     kinesis = aws_client("kinesis", endpoint)
@@ -59,7 +51,7 @@ def _setup_sinks(endpoint: str) -> DemoSinks:
     queue_url = aws_client("sqs", endpoint).create_queue(QueueName=QUEUE)["QueueUrl"]
     lam = aws_client("lambda", endpoint)
     if FUNCTION_SOURCE.is_file():
-        code = _zip(FUNCTION_SOURCE)
+        code = zip_module(FUNCTION_SOURCE)
         try:
             lam.get_function(FunctionName=FUNCTION)
             lam.update_function_code(FunctionName=FUNCTION, ZipFile=code)

@@ -19,8 +19,9 @@ class Message:
     door: str = "mqtt"
     # How many rule actions republished this message on its way here; bounds rule loops.
     hops: int = 0
-    # Set by a door that acknowledges (QoS 1 PUBACK, HTTP 200): durable work started for the message takes it, and
-    # the acknowledgement waits until all of that work has committed or failed.
+    # Set by a door that acknowledges (QoS 1 PUBACK, HTTP 200): durable work started for the message creates `hold`
+    # (only then: most messages match no sink rule) and the acknowledgement waits until that work has finished.
+    acknowledged: bool = False
     hold: AckHold | None = None
 
 

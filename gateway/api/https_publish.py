@@ -13,7 +13,7 @@ from aiohttp import web
 from gateway.api.wire import rest_json_error
 from gateway.errors import AwsError, ForbiddenException, InvalidRequestException
 from gateway.identity.authorizer import Authorizer
-from gateway.messages import AckHold, Message
+from gateway.messages import Message
 from gateway.topics import validate_topic_name
 
 if TYPE_CHECKING:
@@ -83,9 +83,10 @@ class HttpsPublish:
             payload = await request.read()
             principal = authorizer.context.cert_id
             message = Message(topic, payload, int(qos_text), retain, None, principal, gw.clock.wall_ms(), "https")
-            message.hold = AckHold()
+            message.acknowledged = True
             gw.broker.route(message)
-            await message.hold.settled()  # the 200 means the rule actions it started have committed
+            if message.hold is not None:
+                await message.hold.settled()  # the 200 means the rule actions it started have committed
             return web.json_response({"message": "OK", "traceId": str(uuid.uuid4())})
         except AwsError as error:
             return rest_json_error(error)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import InvalidRequestException, ResourceNotFoundException
-from gateway.messages import AckHold, Message
+from gateway.messages import Message
 from gateway.topics import validate_topic_name
 
 if TYPE_CHECKING:
@@ -28,9 +28,10 @@ async def publish(gw: Gateway, p: Params) -> dict[str, Any]:
     if len(payload) > gw.config.mqtt.max_payload_bytes:
         raise InvalidRequestException(f"The payload exceeds the maximum size of {gw.config.mqtt.max_payload_bytes}")
     message = Message(topic, payload, qos, bool(p.get("retain")), None, None, gw.clock.wall_ms(), "http")
-    message.hold = AckHold()
+    message.acknowledged = True
     gw.broker.route(message)
-    await message.hold.settled()  # the 200 means the rule actions it started have committed
+    if message.hold is not None:
+        await message.hold.settled()  # the 200 means the rule actions it started have committed
     return {}
 
 

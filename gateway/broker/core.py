@@ -19,7 +19,7 @@ from gateway.config import Config
 from gateway.errors import InvalidRequestException
 from gateway.identity.authorizer import Authorizer, ConnectionContext
 from gateway.identity.policy_doc import PolicyDocument
-from gateway.messages import AckHold, Message
+from gateway.messages import Message
 from gateway.registry import Registry, RegistryChange
 from gateway.topics import TopicTrie, validate_topic_filter, validate_topic_name
 
@@ -255,8 +255,7 @@ class Broker:
             self.stats["denied"] += 1
             raise ProtocolError(f"iot:RetainPublish denied on topic/{topic}")
         message = Message(topic, payload, qos, retain, conn.client_id, conn.principal, self.clock.wall_ms(), conn.door)
-        if qos:
-            message.hold = AckHold()
+        message.acknowledged = qos == 1
         self._sender = conn
         try:
             self.route(message)

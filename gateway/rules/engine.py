@@ -56,6 +56,7 @@ class RuleRuntime:
     actions: list[Action]
     error_action: Action | None
     metrics: RuleMetrics = field(default_factory=RuleMetrics)
+    holds_ack: bool = False  # some action is durable: an acknowledged message waits for it (decided once, here)
 
 
 @dataclass
@@ -85,7 +86,8 @@ def build_runtime(rule: TopicRule, gateway: Gateway) -> RuleRuntime:
             raise InvalidRequestException(f"Unknown action type {spec.kind!r}")
     actions = [make_action(a.kind, a.fields, gateway) for a in rule.actions]
     error = make_action(rule.error_action.kind, rule.error_action.fields, gateway) if rule.error_action else None
-    return RuleRuntime(rule, compiled, actions, error)
+    holds_ack = any(a.kind not in ACK_WITHOUT_WAITING for a in actions)
+    return RuleRuntime(rule, compiled, actions, error, holds_ack=holds_ack)
 
 
 class RuleExecutor:
@@ -273,7 +275,9 @@ class RulesEngine:
             return
         metrics.fired += 1
         invocation = _Invocation(runtime, message, ctx, len(runtime.actions))
-        if message.hold is not None and any(a.kind not in ACK_WITHOUT_WAITING for a in runtime.actions):
+        if message.acknowledged and runtime.holds_ack:
+            if message.hold is None:
+                message.hold = AckHold()
             invocation.hold = message.hold
             message.hold.take()
         for action in runtime.actions:
