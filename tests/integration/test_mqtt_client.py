@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import Creds, GatewayProcess, allow_all_policy
 
-from devices.mqtt_client import AsyncMqttClient, ConnectError, Message, MqttError
+from devices.mqtt_client import MAX_INFLIGHT, AsyncMqttClient, ConnectError, Message, MqttError
 
 HOST = "127.0.0.1"
 ARN = "arn:aws:iot:us-east-1:123456789012:"
@@ -86,7 +86,8 @@ def test_round_trip_qos1_and_qos0_with_own_subscription(gateway: GatewayProcess,
             assert client.connected
             assert await client.subscribe([(f"own/{unique}/#", 1), (f"own0/{unique}", 0)]) == [1, 0]
             acks = [client.publish(f"own/{unique}/q1", b"one", qos=1), client.publish(f"own/{unique}/q0", b"zero")]
-            assert client.pending == 2
+            assert client.pending == 1  # the QoS 1 publish until its PUBACK; QoS 0 is done once written
+            assert acks[1].done() and not acks[0].done()
             await asyncio.wait_for(asyncio.gather(*acks), 5)
             assert client.pending == 0
             got = await inbox.wait_for(2)
@@ -280,15 +281,17 @@ def test_connect_failures_without_a_broker_raise_mqtt_error() -> None:
                 await client.connect(timeout=0.5)
             assert not client.connected
 
-        # TLS against that peer: the handshake blocks the worker thread, which connect() cannot stop and leaves behind.
+        # TLS against that peer: the handshake never ends; the timeout abandons it and leaves nothing running.
         with socket.socket() as silent:
             silent.bind((HOST, 0))
             silent.listen()
             client = AsyncMqttClient("tls", HOST, silent.getsockname()[1], ssl_context=ssl.create_default_context())
-            with pytest.raises(MqttError, match=r"timed out after 0\.5s"):
-                await client.connect(timeout=0.5)
-            with pytest.raises(MqttError, match="abandoned connect is still running"):
-                await client.connect(timeout=0.5)
+            for _ in range(2):
+                with pytest.raises(MqttError, match=r"timed out after 0\.5s"):
+                    await client.connect(timeout=0.5)
+                assert not client.connected
+        await asyncio.sleep(0.1)
+        assert asyncio.all_tasks() == {asyncio.current_task()}
 
     asyncio.run(scenario())
 
@@ -381,5 +384,83 @@ def test_mosquitto_refusal_is_a_connect_error_with_the_connack_code(mosquitto: t
             await client.connect(timeout=5)
         assert refused.value.rc == 5
         assert not client.connected
+
+    asyncio.run(scenario())
+
+
+def test_mosquitto_a_burst_beyond_the_inflight_window_arrives_complete_and_in_order(
+    mosquitto: tuple[int, int], unique: str
+) -> None:
+    port, _ = mosquitto
+    count = MAX_INFLIGHT * 5 + 7
+
+    async def scenario() -> None:
+        inbox = Inbox()
+        subscriber = AsyncMqttClient(f"sub-{unique}", HOST, port, on_message=inbox)
+        publisher = AsyncMqttClient(f"pub-{unique}", HOST, port)
+        async with subscriber, publisher:
+            await subscriber.subscribe([(f"burst/{unique}", 1)])
+            acks = [publisher.publish(f"burst/{unique}", b"%d" % n, qos=1) for n in range(count)]
+            assert publisher.pending == count
+            await asyncio.wait_for(asyncio.gather(*acks), 20)
+            assert publisher.pending == 0
+            got = await inbox.wait_for(count)
+            assert [m.payload for m in got] == [b"%d" % n for n in range(count)]
+
+    asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------- a scripted broker: what real ones rarely do
+
+
+async def scripted_broker(answer_first_packet: bytes) -> tuple[asyncio.Server, int, list[bytes]]:
+    """Accepts clients, answers CONNECT with CONNACK and the client's next packet with `answer_first_packet` (b"": no
+    answer), then records whatever the client sends."""
+    received: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read(1024))  # CONNECT
+        writer.write(b"\x20\x02\x00\x00")
+        first = await reader.read(1024)
+        received.append(first)
+        writer.write(answer_first_packet)
+        while chunk := await reader.read(1024):
+            received.append(chunk)
+        writer.close()
+
+    server = await asyncio.start_server(serve, HOST, 0)
+    return server, server.sockets[0].getsockname()[1], received
+
+
+def test_garbage_from_the_broker_drops_the_connection_and_fails_pending_publishes() -> None:
+    async def scenario() -> None:
+        # CONNECT is a packet no broker sends to a client.
+        server, port, _ = await scripted_broker(b"\x10\x00")
+        async with server:
+            lost = asyncio.Event()
+            client = AsyncMqttClient("victim", HOST, port, on_connection_lost=lost.set)
+            await client.connect(timeout=5)
+            pending = client.publish("t", b"x", qos=1)
+            await asyncio.wait_for(lost.wait(), 5)
+            assert not client.connected and client.pending == 0
+            with pytest.raises(MqttError, match="protocol error: unexpected packet type 1"):
+                await pending
+
+    asyncio.run(scenario())
+
+
+def test_a_broker_that_stops_answering_pings_is_a_lost_connection() -> None:
+    async def scenario() -> None:
+        server, port, received = await scripted_broker(b"")  # never a PINGRESP
+        async with server:
+            lost = asyncio.Event()
+            client = AsyncMqttClient("pinger", HOST, port, keepalive=2, on_connection_lost=lost.set)
+            await client.connect(timeout=5)
+            started = asyncio.get_running_loop().time()
+            await asyncio.wait_for(lost.wait(), 10)
+            waited = asyncio.get_running_loop().time() - started
+            assert received[1] == b"\xc0\x00"  # PINGREQ after about a second of silence
+            assert 2.0 <= waited <= 5.0
+            assert not client.connected
 
     asyncio.run(scenario())
