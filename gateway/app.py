@@ -79,7 +79,7 @@ class Gateway:
 
     async def _start(self) -> None:
         cfg = self.config
-        self.local_ca, _ = ensure_local_ca(cfg.certs_dir)
+        self.local_ca, _ = ensure_local_ca(cfg.certs_dir, hostnames=("localhost", *cfg.server_names))
         self.store = Store(cfg.db_path)
         self.registry = Registry(self.store, self.clock, cfg.region, cfg.account)
         self.registry.local_ca = self.local_ca.root

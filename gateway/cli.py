@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from gateway.cli_api import err_console
+from gateway.cli_edge import edge_app
 from gateway.cli_fleet import fleet_app
 from gateway.cli_functions import functions_app
 from gateway.cli_registry import certs_app, policies_app, things_app
@@ -32,6 +33,7 @@ app.add_typer(s3_app, name="s3")
 app.add_typer(streams_app, name="streams")
 app.add_typer(functions_app, name="functions")
 app.add_typer(fleet_app, name="fleet")
+app.add_typer(edge_app, name="edge")
 
 console = Console()
 
@@ -72,6 +74,12 @@ def up(
         typer.Option(help="With --sink-backend aws: an AWS-compatible endpoint (LocalStack, another edgesim)."),
     ] = None,
     ports_file: Annotated[Path | None, typer.Option(help="Write the bound ports here as JSON once ready.")] = None,
+    server_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--server-name", help="Extra DNS name for the server certificate (repeatable), e.g. a container's name."
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the gateway in the foreground until Ctrl-C."""
@@ -88,6 +96,7 @@ def up(
         rules_dir=rules,
         sink_backend=sink_backend,
         sink_endpoint_url=sink_endpoint_url,
+        server_names=server_name or [],
     )
     if sink_backend not in ("local", "aws"):
         raise typer.BadParameter("--sink-backend takes local or aws")

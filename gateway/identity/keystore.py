@@ -51,11 +51,23 @@ def ensure_local_ca(
         write_private(root_key, root.key_pem or b"")
         write_public(root_pem, root.cert_pem)
         created = True
-    if created or not (server_pem.exists() and server_key.exists()):
+    if created or not (server_pem.exists() and server_key.exists()) or not _covers(server_pem, hostnames):
         server = ca_mod.issue_server_cert(root, hostnames, ips, now=now)
         write_private(server_key, server.key_pem or b"")
         write_public(server_pem, server.cert_pem)
     return LocalCA(root, root_pem, server_pem, server_key), created
+
+
+def _covers(server_pem: Path, hostnames: tuple[str, ...]) -> bool:
+    """Whether the server certificate on disk names every host asked for (else it is issued again)."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(server_pem.read_bytes())
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    return set(hostnames) <= set(names.get_values_for_type(x509.DNSName))
 
 
 def write_device_files(

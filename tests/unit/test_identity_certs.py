@@ -537,3 +537,25 @@ def test_tls_client_rejects_wrong_hostname(
     server_ctx, client_ctx = _contexts(tmp_path, live_ca, live_server, live_device)
     with pytest.raises(ssl.SSLCertVerificationError):
         _handshake(server_ctx, client_ctx, "broker.example.com")
+
+
+def test_server_certificate_is_issued_again_when_a_requested_name_is_missing(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from gateway.identity.keystore import ensure_local_ca
+
+    def names() -> set[str]:
+        cert = x509.load_pem_x509_certificate((tmp_path / "server.pem").read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return set(sans.get_values_for_type(x509.DNSName))
+
+    first, created = ensure_local_ca(tmp_path)
+    assert created and names() == {"localhost"}
+    server_before = (tmp_path / "server.pem").read_bytes()
+    again, created = ensure_local_ca(tmp_path, hostnames=("localhost", "gateway"))  # `edgesim up --server-name`
+    assert not created and again.root.cert_pem == first.root.cert_pem  # the CA stays: issued certificates still work
+    assert names() == {"localhost", "gateway"} and (tmp_path / "server.pem").read_bytes() != server_before
+    ensure_local_ca(tmp_path, hostnames=("localhost", "gateway"))
+    assert names() == {"localhost", "gateway"}
+    ensure_local_ca(tmp_path)  # a subset of the names: the certificate is kept
+    assert names() == {"localhost", "gateway"}
