@@ -682,7 +682,7 @@ def rows_scale(r: dict[str, Any], s: Settings) -> list[Row]:
              f"{_num(a['connect_sim_cpu_pct'])} / {_num(a['connect_gw_cpu_pct'])}", "", "", ""),
             ("Simulator RSS per device (connected - baseline)", "KB", _num(a["kb_per_device"], 1), "", "", ""),
             ("  of which: fleet spec (expand)", "KB", _num(a["kb_per_device_spec"], 1), "", "", ""),
-            ("  of which: SimDevice + paho client", "KB", _num(a["kb_per_device_sim"], 1), "", "", ""),
+            ("  of which: SimDevice + MQTT client", "KB", _num(a["kb_per_device_sim"], 1), "", "", ""),
             ("  of which: connection (socket, TLS)", "KB", _num(a["kb_per_device_conn"], 1), "", "", ""),
             ("Simulator RSS per device after steady window", "KB", _num(a["kb_per_device_steady"], 1), "", "", ""),
             ("Simulator RSS baseline → all connected", "MB",

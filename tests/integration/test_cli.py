@@ -229,16 +229,34 @@ def test_certs_create_rsa_keeps_the_key_local_and_connects(
     device.close()
 
 
-def test_compose_file_is_valid() -> None:
+def test_compose_file_is_valid(tmp_path: Path) -> None:
     import shutil
 
     import pytest
+    import yaml
 
     if shutil.which("docker-compose") is None:
         pytest.skip("make test installs docker-compose")
-    subprocess.run(
-        ["docker-compose", "-f", str(ROOT / "compose.yaml"), "config", "-q"], check=True, cwd=ROOT, timeout=60
-    )
+    compose = ["docker-compose", "-f", str(ROOT / "compose.yaml")]
+    subprocess.run([*compose, "config", "-q"], check=True, cwd=ROOT, timeout=60)
+    rendered = subprocess.run(
+        [*compose, "--profile", "scale", "config"], check=True, cwd=ROOT, timeout=60, capture_output=True, text=True
+    ).stdout
+    services = yaml.safe_load(rendered)["services"]
+    default = {name for name, service in services.items() if not service.get("profiles")}
+    assert {"gateway", "fleet", "edge", "edge-devices"} <= default
+    scale = {name for name, service in services.items() if "scale" in service.get("profiles", [])}
+    assert scale, "the scale profile (design.md §5) has no services"
+    assert any("--sink-backend" in services[name].get("command", []) for name in scale)
+    for name, service in services.items():  # every published port stays on loopback (short or long syntax)
+        for port in service.get("ports", []):
+            assert (port.get("host_ip") if isinstance(port, dict) else port.split(":")[0]) == "127.0.0.1", name
+    # Each fleet file the stack runs is one the simulator accepts.
+    for name in ("fleet", "edge-devices"):
+        fleet_file = next(arg for arg in services[name]["command"] if arg.endswith(".yaml"))
+        local = ROOT / fleet_file.removeprefix("/app/")
+        result = run(tmp_path, "fleet", "validate", str(local), check=False)
+        assert result.returncode == 0, result.stderr
 
 
 def test_streams_read_resumes_from_group_checkpoints(gateway: GatewayProcess, tmp_path: Path, unique: str) -> None:
