@@ -160,11 +160,13 @@ _COLUMNS = "seq, topic, payload, qos, retain, enqueued_ms"
 
 
 class Spool:
-    """A durable FIFO of cloud-bound messages in its own SQLite file; every change is committed before it returns."""
+    """A durable FIFO of cloud-bound messages in its own SQLite file; every change is committed before it returns,
+    unless a group is open (`begin_group`): then at the group's `commit()`."""
 
     def __init__(self, path: Path, policy: SpoolPolicy | None = None) -> None:
         self.policy = policy or SpoolPolicy()
         self.stats = SpoolStats()
+        self._group_open = False
         path.parent.mkdir(parents=True, exist_ok=True)
         # Same settings as gateway.store: we issue BEGIN/COMMIT ourselves; WAL with a full fsync per commit.
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -187,6 +189,9 @@ class Spool:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        if self._group_open:  # joins the open group; commit() makes it durable with the rest
+            yield self._db
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -194,6 +199,22 @@ class Spool:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    def begin_group(self) -> None:
+        """Group commit: the changes until `commit()` share one transaction (one fsync); nothing in the group may be
+        acknowledged to anyone before commit() returns."""
+        if not self._group_open:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._group_open = True
+
+    def commit(self) -> None:
+        if self._group_open:
+            self._group_open = False
+            self._db.execute("COMMIT")
+
+    @property
+    def group_open(self) -> bool:
+        return self._group_open
 
     def _pending(self) -> Iterator[SpoolEntry]:
         return (entry for seq, entry in self._entries.items() if seq not in self._in_flight)
@@ -291,6 +312,7 @@ class Spool:
         return dropped
 
     def close(self) -> None:
+        self.commit()
         self._db.close()
 
     def __enter__(self) -> Spool:

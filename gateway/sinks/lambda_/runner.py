@@ -47,13 +47,16 @@ class Worker:
     log_stream: str = ""
 
     @classmethod
-    async def spawn(cls, code_dir: Path, handler: str, env: Mapping[str, str], revision: str) -> Worker:
+    async def spawn(
+        cls, code_dir: Path, handler: str, env: Mapping[str, str], revision: str, script: Path = WORKER_SCRIPT
+    ) -> Worker:
+        """Start `python -u <script> <code dir> <handler>` (the edge core's components use their own script)."""
         full_env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
         full_env.update(env)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-u",
-            str(WORKER_SCRIPT),
+            str(script),
             str(code_dir),
             handler,
             stdin=asyncio.subprocess.PIPE,

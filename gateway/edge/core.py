@@ -1,0 +1,366 @@
+"""The edge core process: a local broker for nearby devices with local shadows, components, the MQTT bridge, the
+durable spool towards the cloud, and shadow sync — all working whether or not the cloud link is up."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from devices.mqtt_client import Message as CloudMessage
+from gateway.api.server import ApiServer
+from gateway.broker.core import Broker
+from gateway.broker.listeners import Listeners, server_ssl_context
+from gateway.broker.retained import RetainedStore
+from gateway.clock import Clock, SystemClock
+from gateway.config import Config, MqttLimits
+from gateway.edge.bridge import EDGE_DOOR, Bridge, BridgeTargets, LocalPubSub
+from gateway.edge.cloud import CloudLink
+from gateway.edge.components import ComponentRunner
+from gateway.edge.config import EdgeConfig
+from gateway.edge.forwarder import Forwarder
+from gateway.edge.identity import CoreCredentials, provision_core
+from gateway.edge.spool import Spool, SpoolPolicy
+from gateway.edge.sync import ShadowSyncer
+from gateway.errors import ConfigError, LimitExceededException
+from gateway.identity.authorizer import DEV_POLICY_DOCUMENT
+from gateway.identity.keystore import ensure_local_ca
+from gateway.messages import AckHold, Message
+from gateway.registry import Registry
+from gateway.shadow.document import ShadowLimits
+from gateway.shadow.service import ShadowService
+from gateway.store import Store
+from gateway.tasks import cancel_and_wait
+from gateway.topics import TopicTrie
+
+log = logging.getLogger("edgesim.edge")
+
+LOCAL_DEVICES_POLICY = "edgesim-edge-local-devices"
+STATUS_FILE = "edge.json"
+
+
+def parse_target(url: str) -> tuple[str, int]:
+    scheme, sep, rest = url.partition("://")
+    host, _, port = rest.rstrip("/").rpartition(":")
+    if scheme != "mqtts" or not sep or not host or not port.isdigit():
+        raise ConfigError(f"cloud target {url!r}: expected mqtts://host:port")
+    return host.strip("[]"), int(port)
+
+
+class EdgeCore:
+    """`async with EdgeCore(...) as core:` runs the core until the block ends."""
+
+    def __init__(self, name: str, config: EdgeConfig, home: Path, certs_dir: Path, clock: Clock | None = None) -> None:
+        self.name = name
+        self.thing_name = config.thing_name or name
+        self.config = config
+        self.home = home
+        self.certs_dir = certs_dir
+        self.clock = clock or SystemClock()
+        self.ports: dict[str, int] = {}
+        self.local_triggers: TopicTrie[ComponentRunner] = TopicTrie()
+        self.cloud_triggers: TopicTrie[ComponentRunner] = TopicTrie()
+        self.components: dict[str, ComponentRunner] = {}
+        self.bridge_rejected = 0
+        self._committed: asyncio.Future[None] | None = None  # the open spool group's commit
+        self._acknowledging: Message | None = None  # the local PUBLISH the bridge is forwarding right now
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> EdgeCore:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stop()
+
+    # ---- start and stop
+
+    async def _start(self) -> None:
+        cfg = self.config
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.home / "edge.db")
+        self.spool = Spool(self.home / "spool.db", SpoolPolicy(**cfg.spooler.model_dump()))
+        creds = await asyncio.to_thread(self._credentials)
+        await self._start_local()
+        host, port = parse_target(cfg.cloud.target)
+        self.cloud = CloudLink(
+            self.thing_name,
+            host,
+            port,
+            self._cloud_tls(creds),
+            keepalive=cfg.cloud.keepalive,
+            on_message=self._on_cloud_message,
+            on_state=self._on_cloud_state,
+        )
+        self.forwarder = Forwarder(self.spool, self.cloud, cfg.cloud.max_in_flight)
+        self.syncer = ShadowSyncer(cfg.shadow_sync(), self.thing_name, self.shadows, self.cloud, self.store)
+        self.pubsub = LocalPubSub()
+        self.bridge = Bridge(
+            cfg.mqtt_topic_mapping, BridgeTargets(self._to_local_mqtt, self.pubsub.publish, self._bridge_to_cloud)
+        )
+        for topic_filter in self.bridge.filters("Pubsub"):
+            self.pubsub.subscribe(topic_filter, self.bridge.from_pubsub)
+        await self._start_components()
+        filters = [*self.bridge.filters("IotCore"), *self.cloud_triggers.filters(), *self.syncer.cloud_filters()]
+        self.cloud.filters = dict.fromkeys(filters, 1)
+        self.broker.message_hooks.append(self._on_local_message)
+        for job, name in ((self.cloud.run, "cloud-link"), (self.forwarder.run, "spool-forwarder")):
+            self._tasks.append(asyncio.create_task(job(), name=f"edge-{name}"))
+        self._tasks.append(asyncio.create_task(self.syncer.run(), name="edge-shadow-sync"))
+        await self._start_control()
+        log.info("edge core %s: local mqtt %s, cloud %s", self.name, self.ports, cfg.cloud.target)
+
+    def _credentials(self) -> CoreCredentials:
+        folder = self.certs_dir / "edge" / self.name
+        try:
+            return provision_core(self.config.cloud.endpoint, self.thing_name, folder)
+        except Exception as exc:
+            cached = CoreCredentials(
+                self.thing_name, folder / f"{self.thing_name}.cert.pem", folder / f"{self.thing_name}.private.key"
+            )
+            if cached.cert.exists() and cached.key.exists():
+                log.warning("gateway API unreachable (%s): using the cached certificate, starting offline", exc)
+                return cached
+            raise ConfigError(
+                f"cannot provision edge core {self.thing_name!r} through {self.config.cloud.endpoint} ({exc}); "
+                "start the gateway first (edgesim up) or point --endpoint at it"
+            ) from None
+
+    def _cloud_tls(self, creds: CoreCredentials) -> ssl.SSLContext:
+        ca = self.config.cloud.ca or self.certs_dir / "root-ca.pem"
+        if not ca.exists():
+            raise ConfigError(f"CA file {ca} not found: pass --ca (the gateway's root-ca.pem)")
+        context = ssl.create_default_context(cafile=str(ca))
+        context.load_cert_chain(str(creds.cert), str(creds.key))
+        return context
+
+    async def _start_local(self) -> None:
+        local = self.config.local_broker
+        gateway_config = Config(
+            host=local.host,
+            mqtts_port=local.tls_port or 0,
+            insecure_port=local.port,
+            data_dir=self.home,
+            certs_dir=self.home / "certs",
+            dev_policy_name=LOCAL_DEVICES_POLICY,
+            mqtt=MqttLimits(publishes_per_second=0),
+        )
+        self.registry = Registry(self.store, self.clock, gateway_config.region, gateway_config.account)
+        if self.store.one("SELECT 1 FROM policies WHERE name=?", (LOCAL_DEVICES_POLICY,)) is None:
+            self.registry.create_policy(LOCAL_DEVICES_POLICY, DEV_POLICY_DOCUMENT)
+        policy = self.registry.policy_document(LOCAL_DEVICES_POLICY)
+        self.broker = Broker(gateway_config, self.registry, self.clock, RetainedStore(self.store), policy)
+        self.broker.start()
+        self.shadows = ShadowService(self.store, self.broker, self.clock, ShadowLimits())
+        self.listeners = Listeners(self.broker)
+        self.ports["local_mqtt"] = await self.listeners.start_mqtt("mqtt", local.host, local.port, None)
+        if local.tls_port is not None:
+            ca, _ = ensure_local_ca(self.home / "certs")
+            self.registry.local_ca = ca.root
+            self.registry.ensure_ca_registered(ca.root.cert_pem.decode())
+            context = server_ssl_context(str(ca.server_cert_path), str(ca.server_key_path), [ca.root.cert_pem.decode()])
+            self.ports["local_mqtts"] = await self.listeners.start_mqtt("mqtts", local.host, local.tls_port, context)
+
+    async def _start_components(self) -> None:
+        code_dir = self.config.components_dir
+        for component in self.config.components:
+            assert code_dir is not None
+            runner = ComponentRunner(component, code_dir, EdgeOpsForCore(self))
+            self.components[component.name] = runner
+            for source in component.event_sources:
+                if source.type == "PUB_SUB":
+                    self.pubsub.subscribe(source.topic, _submitter(runner))
+                elif source.type == "IOT_CORE":
+                    self.cloud_triggers.add(source.topic, runner)
+                else:
+                    self.local_triggers.add(source.topic, runner)
+            await runner.start()
+
+    async def _start_control(self) -> None:
+        self.control = ApiServer("127.0.0.1", 0, self.status, self._control, views={"status": self.status})
+        self.ports["control"] = await self.control.start()
+        self.control.ready = True
+        record = {"name": self.name, "pid": os.getpid(), "ports": self.ports, "thing": self.thing_name}
+        tmp = self.home / f"{STATUS_FILE}.tmp"
+        tmp.write_text(json.dumps(record))
+        tmp.replace(self.home / STATUS_FILE)
+
+    async def _stop(self) -> None:
+        (self.home / STATUS_FILE).unlink(missing_ok=True)
+        await cancel_and_wait(self._tasks)
+        for runner in self.components.values():
+            await runner.stop()
+        if hasattr(self, "cloud"):
+            await self.cloud.close()
+        if hasattr(self, "forwarder"):
+            self.forwarder.link_down()
+        if hasattr(self, "control"):
+            await self.control.stop()
+        if hasattr(self, "broker"):
+            await self.broker.stop()
+        if hasattr(self, "listeners"):
+            await self.listeners.stop()
+        if hasattr(self, "spool"):
+            self.spool.close()
+        if hasattr(self, "store"):
+            self.store.close()
+
+    # ---- control
+
+    async def _control(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "POST" and request.path == "/offline":
+            self.cloud.go_offline()
+        elif request.method == "POST" and request.path == "/online":
+            self.cloud.go_online()
+        else:
+            return web.json_response({"message": f"no such control: {request.method} {request.path}"}, status=404)
+        return web.json_response(self.status())
+
+    def status(self) -> dict[str, Any]:
+        stats = self.spool.stats
+        return {
+            "name": self.name,
+            "thing": self.thing_name,
+            "ports": self.ports,
+            "cloud": {
+                "online": self.cloud.online,
+                "wanted": self.cloud.wanted,
+                "connects": self.cloud.connects,
+                "last_error": self.cloud.last_error,
+            },
+            "spool": {
+                "depth": self.spool.depth,
+                "bytes": self.spool.size_bytes,
+                "max_bytes": self.spool.policy.max_size_bytes,
+                "in_flight": len(self.spool.in_flight),
+                "appended": stats.appended,
+                "rejected": stats.rejected,
+                "evicted": stats.evicted,
+                "delivered": self.forwarder.delivered,
+            },
+            "local": {"connections": len(self.broker.sessions), "messages_in": self.broker.stats["messages_in"]},
+            "shadow_sync": self.syncer.status(),
+            "components": {name: runner.stats for name, runner in self.components.items()},
+            "bridge": {"forwarded": dict(self.bridge.forwarded), "rejected": self.bridge_rejected},
+        }
+
+    # ---- message flows
+
+    def _on_local_message(self, message: Message) -> None:
+        if message.door != EDGE_DOOR:
+            self._acknowledging = message
+            try:
+                self.bridge.from_local_mqtt(message.topic, message.payload, message.qos)
+            finally:
+                self._acknowledging = None
+        for runner in self.local_triggers.match(message.topic):
+            runner.submit(message.topic, message.payload)
+        if message.door == "shadow":
+            self.syncer.on_local_message(message)
+
+    def _on_cloud_message(self, message: CloudMessage) -> None:
+        self.syncer.on_cloud_message(Message(message.topic, message.payload, message.qos, door="cloud"))
+        self.bridge.from_iot_core(message.topic, message.payload, message.qos)
+        for runner in self.cloud_triggers.match(message.topic):
+            runner.submit(message.topic, message.payload)
+
+    def _on_cloud_state(self, online: bool) -> None:
+        log.info("edge core %s: cloud link %s", self.name, "online" if online else "offline")
+        self.syncer.on_state(online)
+        if online:
+            self.forwarder.wake()
+        else:
+            self.forwarder.link_down()
+
+    def _to_local_mqtt(self, topic: str, payload: bytes, qos: int) -> None:
+        self.broker.route(Message(topic, payload, min(qos, 1), received_ms=self.clock.wall_ms(), door=EDGE_DOOR))
+
+    def to_cloud(self, topic: str, payload: bytes, qos: int) -> asyncio.Future[None]:
+        """Spool a cloud-bound message: LimitExceededException if refused, else a future done once it is committed.
+        Appends of one loop turn share a commit (one fsync), so whoever acknowledges them waits for that future."""
+        if self._committed is None:
+            self.spool.begin_group()
+            self._committed = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._commit_spool)
+        result = self.spool.append(topic, payload, qos, False, self.clock.wall_ms(), self.cloud.online)
+        if not result.accepted:
+            raise LimitExceededException(result.reason or "the spool refused the message")
+        return self._committed
+
+    def _commit_spool(self) -> None:
+        committed, self._committed = self._committed, None
+        try:
+            self.spool.commit()
+        except Exception as exc:
+            log.exception("spool commit failed: the messages appended in this loop turn may be lost")
+            if committed is not None:
+                committed.set_exception(exc)
+            return
+        if committed is not None:
+            committed.set_result(None)
+        self.forwarder.wake()
+
+    def _bridge_to_cloud(self, topic: str, payload: bytes, qos: int) -> None:
+        try:
+            committed = self.to_cloud(topic, payload, qos)
+        except LimitExceededException as exc:
+            self.bridge_rejected += 1
+            log.warning("bridge: %s dropped: %s", topic, exc.message)
+            return
+        message = self._acknowledging
+        if message is not None and message.acknowledged:
+            # The device's PUBACK waits for the commit (the broker holds it, in PUBLISH order).
+            if message.hold is None:
+                message.hold = AckHold()
+            hold = message.hold
+            hold.take()
+            committed.add_done_callback(functools.partial(_release_after_commit, hold))
+
+
+def _release_after_commit(hold: AckHold, committed: asyncio.Future[None]) -> None:
+    if not committed.cancelled():
+        committed.exception()  # logged by _commit_spool; retrieved here so asyncio does not log it again
+    hold.release()
+
+
+def _submitter(runner: ComponentRunner) -> Callable[[str, bytes], None]:
+    def submit(topic: str, payload: bytes) -> None:
+        runner.submit(topic, payload)
+
+    return submit
+
+
+class EdgeOpsForCore:
+    """What a component may ask of the core (gateway.edge.components.EdgeOps)."""
+
+    def __init__(self, core: EdgeCore) -> None:
+        self.core = core
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        self.core.pubsub.publish(topic, payload)
+
+    async def publish_to_iot_core(self, topic: str, payload: bytes, qos: int) -> None:
+        await self.core.to_cloud(topic, payload, qos)
+
+    async def get_thing_shadow(self, thing: str, shadow: str | None) -> bytes:
+        return self.core.shadows.get_thing_shadow(thing, shadow)
+
+    async def update_thing_shadow(self, thing: str, shadow: str | None, payload: bytes) -> bytes:
+        return self.core.shadows.update_thing_shadow(thing, shadow, payload)
+
+    async def delete_thing_shadow(self, thing: str, shadow: str | None) -> bytes:
+        deleted = self.core.shadows.delete_thing_shadow(thing, shadow)
+        self.core.syncer.local_deleted(thing, shadow)
+        return deleted
