@@ -37,6 +37,7 @@ bench: $(STAMP) apt-deps
 	$(BIN)/python bench/rules.py
 	$(BIN)/python bench/sinks.py
 	$(BIN)/python bench/fleet.py
+	$(BIN)/python bench/edge.py
 
 clean:
 	rm -rf $(VENV) .edgesim .pytest_cache .mypy_cache .ruff_cache

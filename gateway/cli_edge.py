@@ -109,6 +109,10 @@ def run(
     ] = None,
     local_host: Annotated[str | None, typer.Option(help="The local broker's address [default 127.0.0.1].")] = None,
     local_port: Annotated[int | None, typer.Option(help="The local broker's plain MQTT port (0: pick one).")] = None,
+    local_tls_port: Annotated[
+        int | None,
+        typer.Option(help="Also a mutual-TLS listener here for devices with `edge device-cert` certificates."),
+    ] = None,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final status as JSON on stdout.")] = False,
 ) -> None:
@@ -119,7 +123,7 @@ def run(
         config,
         {
             "cloud": {"endpoint": endpoint, "target": target, "ca": ca},
-            "local_broker": {"host": local_host, "port": local_port},
+            "local_broker": {"host": local_host, "port": local_port, "tls_port": local_tls_port},
         },
     )
     ui = Console(stderr=True)
@@ -169,6 +173,10 @@ def _control(name: str, home: Path | None, method: str, path: str) -> dict[str, 
         with urllib.request.urlopen(request, timeout=10) as response:
             body: dict[str, Any] = json.loads(response.read())
             return body
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("message", exc.reason)
+        err_console.print(f"[red]error:[/red] edge core {name!r}: {detail}", highlight=False)
+        raise typer.Exit(1) from exc
     except (urllib.error.URLError, OSError) as exc:
         err_console.print(f"[red]error:[/red] edge core {name!r} does not answer at {url}: {exc}")
         raise typer.Exit(1) from exc
@@ -184,6 +192,35 @@ def offline(name: Name, home: Home = None, as_json: JsonOut = False) -> None:
 def online(name: Name, home: Home = None, as_json: JsonOut = False) -> None:
     """Let the core reconnect to the cloud; the spool drains and shadows reconcile."""
     _show(_control(name, home, "POST", "/online"), as_json)
+
+
+@edge_app.command("device-cert")
+def device_cert(
+    name: Name,
+    thing: Annotated[str, typer.Argument(help="The local device's thing name (created in the core's registry).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for THING.cert.pem, THING.private.key and edge-root-ca.pem.")
+    ] = None,
+    home: Home = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Issue a certificate from the core's own CA for a device on its mutual-TLS local listener."""
+    from gateway.identity.keystore import write_private, write_public
+
+    issued = _control(name, home, "POST", f"/devices/{thing}/certificate")
+    folder = out or default_certs_dir() / "edge" / name / "devices"
+    files = {
+        "certificate": folder / f"{thing}.cert.pem",
+        "privateKey": folder / f"{thing}.private.key",
+        "ca": folder / "edge-root-ca.pem",
+    }
+    write_public(files["certificate"], issued["certificatePem"].encode())
+    write_private(files["privateKey"], issued["privateKey"].encode())
+    write_public(files["ca"], issued["caPem"].encode())
+    if as_json:
+        typer.echo(json.dumps({"certificateArn": issued["certificateArn"], **{k: str(v) for k, v in files.items()}}))
+        return
+    typer.echo(f"{thing}: {files['certificate']}, {files['privateKey']} (0600); trust {files['ca']}")
 
 
 @edge_app.command("status")

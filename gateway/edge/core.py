@@ -30,13 +30,14 @@ from gateway.edge.forwarder import Forwarder
 from gateway.edge.identity import CoreCredentials, provision_core
 from gateway.edge.spool import Spool, SpoolPolicy
 from gateway.edge.sync import ShadowSyncer
-from gateway.errors import ConfigError, LimitExceededException
+from gateway.errors import AwsError, ConfigError, InvalidRequestException, LimitExceededException
 from gateway.identity.authorizer import DEV_POLICY_DOCUMENT
-from gateway.identity.keystore import ensure_local_ca
+from gateway.identity.keystore import LocalCA, ensure_local_ca
 from gateway.messages import AckHold, Message
 from gateway.registry import Registry
 from gateway.shadow.document import ShadowLimits
 from gateway.shadow.service import ShadowService
+from gateway.shadow.topics import is_valid_thing_name
 from gateway.store import Store
 from gateway.tasks import cancel_and_wait
 from gateway.topics import TopicTrie
@@ -70,6 +71,7 @@ class EdgeCore:
         self.cloud_triggers: TopicTrie[ComponentRunner] = TopicTrie()
         self.components: dict[str, ComponentRunner] = {}
         self.bridge_rejected = 0
+        self.local_ca: LocalCA | None = None  # with local_broker.tls_port: the CA of the local devices' certificates
         self._committed: asyncio.Future[None] | None = None  # the open spool group's commit
         self._acknowledging: Message | None = None  # the local PUBLISH the bridge is forwarding right now
         self._tasks: list[asyncio.Task[None]] = []
@@ -167,7 +169,7 @@ class EdgeCore:
         self.listeners = Listeners(self.broker)
         self.ports["local_mqtt"] = await self.listeners.start_mqtt("mqtt", local.host, local.port, None)
         if local.tls_port is not None:
-            ca, _ = ensure_local_ca(self.home / "certs")
+            self.local_ca = ca = ensure_local_ca(self.home / "certs")[0]
             self.registry.local_ca = ca.root
             self.registry.ensure_ca_registered(ca.root.cert_pem.decode())
             context = server_ssl_context(str(ca.server_cert_path), str(ca.server_key_path), [ca.root.cert_pem.decode()])
@@ -220,13 +222,38 @@ class EdgeCore:
     # ---- control
 
     async def _control(self, request: web.Request) -> web.StreamResponse:
-        if request.method == "POST" and request.path == "/offline":
+        parts = request.path.strip("/").split("/")
+        if request.method == "POST" and parts == ["offline"]:
             self.cloud.go_offline()
-        elif request.method == "POST" and request.path == "/online":
+        elif request.method == "POST" and parts == ["online"]:
             self.cloud.go_online()
+        elif request.method == "POST" and len(parts) == 3 and parts[0] == "devices" and parts[2] == "certificate":
+            try:
+                return web.json_response(self.issue_device_certificate(parts[1]))
+            except AwsError as exc:
+                return web.json_response({"code": exc.code, "message": exc.message}, status=exc.http_status)
         else:
             return web.json_response({"message": f"no such control: {request.method} {request.path}"}, status=404)
         return web.json_response(self.status())
+
+    def issue_device_certificate(self, thing: str) -> dict[str, str]:
+        """A certificate from the core's own CA for a local device on the mTLS listener, attached to `thing`."""
+        if self.local_ca is None:
+            raise InvalidRequestException("the local broker has no mutual-TLS listener: set local_broker.tls_port")
+        if not is_valid_thing_name(thing):
+            raise InvalidRequestException(f"Invalid thing name: {thing!r}")
+        if not self.registry.thing_exists(thing):
+            self.registry.create_thing(thing)
+        created = self.registry.create_keys_and_certificate(set_as_active=True)
+        self.registry.attach_policy(LOCAL_DEVICES_POLICY, created["certificateArn"])
+        self.registry.attach_thing_principal(thing, created["certificateArn"])
+        return {
+            "thingName": thing,
+            "certificateArn": created["certificateArn"],
+            "certificatePem": created["certificatePem"],
+            "privateKey": created["keyPair"]["PrivateKey"],
+            "caPem": self.local_ca.root.cert_pem.decode(),
+        }
 
     def status(self) -> dict[str, Any]:
         stats = self.spool.stats

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import ROOT, GatewayProcess
+from conftest import ROOT, GatewayProcess, allow_all_policy
 from mqtt_helpers import Device
 from test_api_iot import client
 from test_kinesis import read_all
@@ -36,6 +36,7 @@ class EdgeProcess:
     tmp: Path
     gw: GatewayProcess
     spooler: dict[str, Any] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
     name: str = "edge-t"
     proc: subprocess.Popen[bytes] | None = None
     ports: dict[str, int] = field(default_factory=dict)
@@ -63,6 +64,7 @@ class EdgeProcess:
             "--target", f"mqtts://127.0.0.1:{self.gw.ports['mqtts']}",
             "--local-port", str(self.ports.get("local_mqtt", 0)),
             "--json",
+            *self.extra_args,
         ]  # fmt: skip
         with open(self.tmp / "edge.log", "ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -291,6 +293,48 @@ def test_edge_cli_status_offline_online_and_config_errors(tmp_path: Path) -> Non
         assert "offline (switched off)" in shown.stdout and "spool" in shown.stdout
         subprocess.run([*cli, "online", edge.name, *home], cwd=ROOT, capture_output=True, timeout=60, check=True)
         edge.wait("online again", lambda s: s["cloud"]["online"])
+        # The compose stack's local devices, simulated against the edge as against any broker.
+        fleet = subprocess.run(
+            [sys.executable, "-m", "gateway", "fleet", "run", "examples/fleets/edge-devices.yaml",
+             "--target", f"mqtt://127.0.0.1:{edge.ports['local_mqtt']}", "--no-provision", "--duration", "5", "--json"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        summary = json.loads(fleet.stdout)
+        assert summary["connected"] == 0 and summary["errors"] == {}  # all disconnected cleanly at the end
+        assert summary["acked"] == summary["sent"] > 0
+        # Every reading (all on dt/edge/#) was bridged through the spool to the cloud; the function saw them.
+        status = edge.wait(
+            "every reading delivered",
+            lambda s: s["spool"]["depth"] == 0 and s["spool"]["delivered"] >= summary["sent"],
+        )
+        assert status["components"]["thermostat"]["invocations"] >= summary["sent"] - 2  # the fan's are not events
+    finally:
+        edge.stop()
+        gw.stop()
+
+
+def test_local_devices_connect_over_mutual_tls_with_certificates_the_core_issues(tmp_path: Path) -> None:
+    gw = gateway_in(tmp_path / "gw")
+    edge = EdgeProcess(tmp_path, gw, extra_args=["--local-tls-port", "0"])
+    try:
+        edge.start().wait("online", lambda s: s["cloud"]["online"])
+        out = tmp_path / "device-certs"
+        issued = subprocess.run(
+            [sys.executable, "-m", "gateway", "edge", "device-cert", edge.name, "sensor-1", "--home", str(edge.home),
+             "--out", str(out), "--json"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        files = json.loads(issued.stdout)
+        assert (Path(files["privateKey"]).stat().st_mode & 0o777) == 0o600
+        cert, key, ca = Path(files["certificate"]), Path(files["privateKey"]), Path(files["ca"])
+        device = Device(edge.ports["local_mqtts"], "sensor-1", cert, key, ca).connect()
+        try:
+            assert device.publish("dt/edge/sensor-1/temperature", json.dumps({"temperature": 27.0}))
+        finally:
+            device.close()
+        # A certificate from another CA (here the gateway's) does not get in.
+        other = gw.provision("outsider", allow_all_policy())
+        assert not Device(edge.ports["local_mqtts"], "outsider", other.cert, other.key, ca).try_connect()
     finally:
         edge.stop()
         gw.stop()
