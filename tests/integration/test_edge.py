@@ -107,6 +107,12 @@ class EdgeProcess:
     def local_device(self, client_id: str) -> Device:
         return Device(self.ports["local_mqtt"], client_id).connect()
 
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -233,8 +239,8 @@ def test_spool_full_rejects_new_messages_and_survives_an_edge_restart_while_offl
         sensor.close()
         sensor = None
 
-        # The edge restarts while the cloud is unreachable: what it spooled is still there.
-        edge.stop()
+        # The edge dies (kill -9) and restarts while the cloud is unreachable: everything it PUBACKed is still there.
+        edge.kill()
         gw.stop()
         edge.start()
         status = edge.wait("restarted offline", lambda s: not s["cloud"]["online"])
