@@ -125,12 +125,15 @@ class RateWindow:
         self._buckets: dict[int, int] = {}
 
     def add(self, now: float, n: int = 1) -> None:
-        self._start = now if self._start is None else min(self._start, now)
+        if self._start is None or now < self._start:
+            self._start = now
         second = math.floor(now)
-        if second not in self._buckets:
-            self._buckets[second] = 0
+        buckets = self._buckets
+        if second in buckets:
+            buckets[second] += n
+        else:
+            buckets[second] = n
             self._prune(second)
-        self._buckets[second] += n
 
     def _prune(self, newest: int) -> None:
         for second in [s for s in self._buckets if s < newest - self.window - 1]:

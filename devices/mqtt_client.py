@@ -9,7 +9,7 @@ rate (bench/fleet.py, part b).
 from __future__ import annotations
 
 import asyncio
-import asyncio.sslproto
+import contextlib
 import logging
 import ssl
 from collections import deque
@@ -43,13 +43,6 @@ from devices.mqtt_codec import (
 __all__ = ["AsyncMqttClient", "ConnectError", "Done", "Message", "MqttError"]
 
 log = logging.getLogger(__name__)
-
-# Python 3.11's asyncio gives every TLS connection a zero-filled read buffer of SSLProtocol.max_size (256 KiB): with
-# thousands of devices in one process that is most of its memory. TLS records are at most 16 KiB. The gateway applies
-# the same bound (it never imports devices/, nor devices/ the gateway).
-TLS_READ_BUFFER_BYTES = 32 * 1024
-if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > TLS_READ_BUFFER_BYTES:
-    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER_BYTES
 
 MAX_INFLIGHT = 100  # QoS 1 publishes on the wire without a PUBACK; more wait in the client's queue
 MAX_QUEUED = 10_000  # every pending publish holds a packet id: far below 65,535, so ids never collide
@@ -95,33 +88,117 @@ def _call(done: Done, error: MqttError | None, client_id: str) -> None:
 
 
 class _Connection(asyncio.Protocol):
-    """Hands one transport's bytes to its client; a client opens a new one per connect, so late events of an old
-    connection are told apart by identity."""
+    """One connection's bytes, with TLS done here over memory BIOs when the client has an SSLContext.
 
-    def __init__(self, client: AsyncMqttClient, loop: asyncio.AbstractEventLoop) -> None:
+    asyncio's own TLS transport gives every connection a zero-filled 256 KiB read buffer and several layers of Python
+    per record; an SSLObject fed from data_received costs ~20 KB and one read loop. A client opens a new connection
+    per connect, so late events of an old one are told apart by identity."""
+
+    def __init__(
+        self, client: AsyncMqttClient, loop: asyncio.AbstractEventLoop, tls: ssl.SSLContext | None, host: str
+    ) -> None:
         self.client, self.loop = client, loop
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.out: list[bytes] = []
+        self.tls: ssl.SSLObject | None = None
+        self.handshake: asyncio.Future[None] | None = None
+        if tls is not None:
+            self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            self.tls = tls.wrap_bio(self._in, self._out, server_side=False, server_hostname=host)
+            self.handshake = loop.create_future()
 
     def flush(self) -> None:
         out, self.out = self.out, []
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-            self.client._last_out = self.loop.time()
+        self.send(out[0] if len(out) == 1 else b"".join(out))
+        self.client._last_out = self.loop.time()
+
+    def send(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.tls is None:
+            transport.write(data)
+            return
+        self.tls.write(data)
+        transport.write(self._out.read())
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if self.tls is not None:
+            self._shake()
+
+    def _shake(self) -> None:
+        assert self.tls is not None and self.handshake is not None and self.transport is not None
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            if not self.handshake.done():
+                self.handshake.set_exception(exc)
+            self.transport.abort()
+            return
+        else:
+            self.handshake.set_result(None)
+        pending = self._out.read()
+        if pending:
+            self.transport.write(pending)
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        self.client._received(self)
+        tls = self.tls
+        if tls is None:
+            self.buffer += data
+            self.client._received(self)
+            return
+        self._in.write(data)
+        if self.handshake is not None and not self.handshake.done():
+            self._shake()
+            if not self.handshake.done() or self.handshake.exception() is not None:
+                return
+        closed = False
+        try:
+            while True:
+                chunk = tls.read(65536)
+                if not chunk:  # the peer's close_notify: answer with ours, as its TLS shutdown waits for it
+                    closed = True
+                    break
+                self.buffer += chunk
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as exc:
+            self.client._protocol_error(self, f"TLS: {exc}")
+            return
+        if closed:
+            if self.buffer:
+                self.client._received(self)
+            self.close()
+            return
+        pending = self._out.read()  # a read can produce records to send (key updates, alerts)
+        if pending and self.transport is not None:
+            self.transport.write(pending)
+        if self.buffer:
+            self.client._received(self)
+
+    def close(self) -> None:
+        """Close cleanly: our TLS close_notify, then the socket once what is buffered has been sent."""
+        if self.transport is None:
+            return
+        if self.tls is not None and self.handshake is not None and self.handshake.done():
+            with contextlib.suppress(ssl.SSLError):
+                self.tls.unwrap()  # raises SSLWantReadError waiting for the peer's: ours is written anyway
+            pending = self._out.read()
+            if pending:
+                self.transport.write(pending)
+        self.transport.close()
 
     def eof_received(self) -> bool:
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.handshake is not None and not self.handshake.done():
+            self.handshake.set_exception(ConnectionError(f"connection closed during the TLS handshake ({exc})"))
         self.client._lost(self, exc)
 
 
@@ -209,19 +286,15 @@ class AsyncMqttClient:
         if self._connected or self._connecting:
             raise MqttError(f"{self.client_id}: already connected or connecting")
         loop = self._loop = asyncio.get_running_loop()
-        conn = _Connection(self, loop)
+        conn = _Connection(self, loop, self._ssl, self._host)
         self._connack = connack = loop.create_future()
         self._connecting = True
         try:
             async with asyncio.timeout(timeout):
                 try:
-                    await loop.create_connection(
-                        lambda: conn,
-                        self._host,
-                        self._port,
-                        ssl=self._ssl,
-                        server_hostname=self._host if self._ssl is not None else None,
-                    )
+                    await loop.create_connection(lambda: conn, self._host, self._port)
+                    if conn.handshake is not None:
+                        await conn.handshake
                 except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError, a certificate mismatch both
                     raise MqttError(f"{self.client_id}: cannot connect to {self._host}:{self._port}: {exc}") from exc
                 self._conn = conn
@@ -250,9 +323,9 @@ class AsyncMqttClient:
         self._connected = False
         self._disconnected = done = asyncio.get_running_loop().create_future()
         transport = conn.transport
+        conn.out.append(DISCONNECT)
         conn.flush()
-        transport.write(DISCONNECT)
-        transport.close()
+        conn.close()
         try:
             async with asyncio.timeout(timeout):
                 await done

@@ -171,6 +171,8 @@ def _clamp(x: float, low: float | None, high: float | None) -> float:
 
 def _out(value: JsonValue, decimals: int | None) -> JsonValue:
     """Rounds floats when `decimals` is set; copies dicts/lists so callers may mutate what they get."""
+    if type(value) is float:  # the per-message case first: most profiles produce floats
+        return value if decimals is None else round(value, decimals)
     if isinstance(value, dict):
         return {k: _out(v, decimals) for k, v in value.items()}
     if isinstance(value, list):
@@ -196,9 +198,14 @@ class _Clocked:
         self._rng = random.Random(seed)
 
     def _dt(self, t: float) -> float:
-        dt = 0.0 if self._last is None else max(0.0, t - self._last)
-        self._last = t if self._last is None else max(t, self._last)
-        return dt
+        last = self._last
+        if last is None:
+            self._last = t
+            return 0.0
+        if t <= last:
+            return 0.0
+        self._last = t
+        return t - last
 
 
 def _reflect(x: float, low: float | None, high: float | None) -> float:
