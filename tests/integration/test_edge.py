@@ -344,3 +344,40 @@ def test_local_devices_connect_over_mutual_tls_with_certificates_the_core_issues
     finally:
         edge.stop()
         gw.stop()
+
+
+def test_shadow_changes_flow_both_ways_in_real_time_while_online(tmp_path: Path) -> None:
+    gw = gateway_in(tmp_path / "gw")
+    edge = EdgeProcess(tmp_path, gw)
+    fan: Device | None = None
+    try:
+        edge.start().wait("online", lambda s: s["cloud"]["online"])
+        data = client(gw, "iot-data")
+
+        def cloud_state() -> dict[str, Any]:
+            try:
+                state: dict[str, Any] = json.loads(data.get_thing_shadow(thingName="edge-fan-0")["payload"].read())[
+                    "state"
+                ]
+                return state
+            except data.exceptions.ResourceNotFoundException:
+                return {}
+
+        fan = edge.local_device("edge-fan-0")
+        fan.subscribe(f"{FAN_SHADOW}/update/delta")
+        assert fan.publish(f"{FAN_SHADOW}/update", json.dumps({"state": {"reported": {"fan": "off", "rpm": 0}}}))
+        deadline = time.monotonic() + 10
+        while cloud_state().get("reported") != {"fan": "off", "rpm": 0}:
+            assert time.monotonic() < deadline, f"the local report never reached the cloud: {cloud_state()}"
+            time.sleep(0.1)
+        # A desired change made in the cloud reaches the local shadow, whose delta reaches the device.
+        data.update_thing_shadow(thingName="edge-fan-0", payload=json.dumps({"state": {"desired": {"fan": "on"}}}))
+        delta = json.loads(fan.expect(10).payload)
+        assert delta["state"] == {"fan": "on"}
+        status = edge.wait("both directions counted", lambda s: s["shadow_sync"]["to_local"] >= 1)
+        assert status["shadow_sync"]["to_cloud"] >= 1 and status["shadow_sync"]["errors"] == 0
+    finally:
+        if fan is not None:
+            fan.close()
+        edge.stop()
+        gw.stop()
