@@ -17,7 +17,7 @@ import orjson
 
 from devices.behaviour import FaultPlan, reported_for_delta, shadow_prefix, spoil
 from devices.figures import Figures
-from devices.mqtt_client import AsyncMqttClient, ConnectError, Message, MqttError
+from devices.mqtt_client import MAX_INFLIGHT, AsyncMqttClient, ConnectError, Message, MqttError
 from devices.payload import PayloadBuilder
 from devices.spec import DeviceSpec
 
@@ -208,6 +208,9 @@ class SimDevice:
             if wait > 0 or burst >= MAX_BURST:
                 burst = 0
                 await asyncio.sleep(max(0.0, wait))
+                # Behind schedule with a full in-flight window: wait for PUBACKs rather than queue in the client.
+                if self.client.pending >= MAX_INFLIGHT:
+                    await self.client.room()
                 if not self.client.connected:
                     return "lost"
             # Ticks already due (a busy loop fell behind) go out now, up to MAX_BURST per loop turn: the client

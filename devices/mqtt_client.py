@@ -15,6 +15,7 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from devices.mqtt_codec import (
     CONNACK,
@@ -85,6 +86,12 @@ def _call(done: Done, error: MqttError | None, client_id: str) -> None:
         done(error)
     except Exception:
         log.exception("%s: publish callback failed", client_id)
+
+
+# Decrypted bytes land here first (one TLS record at most) and are copied on at once: no allocation per read.
+_RECORD = 16 * 1024
+_READ_BUFFER = bytearray(_RECORD)
+_READ_VIEW = memoryview(_READ_BUFFER)
 
 
 class _Connection(asyncio.Protocol):
@@ -158,13 +165,16 @@ class _Connection(asyncio.Protocol):
             if not self.handshake.done() or self.handshake.exception() is not None:
                 return
         closed = False
+        incoming = self._in
         try:
             while True:
-                chunk = tls.read(65536)
-                if not chunk:  # the peer's close_notify: answer with ours, as its TLS shutdown waits for it
+                n = cast(int, tls.read(_RECORD, _READ_BUFFER))  # typeshed: read into a buffer gives a count
+                if not n:  # the peer's close_notify: answer with ours, as its TLS shutdown waits for it
                     closed = True
                     break
-                self.buffer += chunk
+                self.buffer += _READ_VIEW[:n]
+                if not incoming.pending and not tls.pending():
+                    break  # all read: spare the SSLWantReadError the next read would raise
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLError as exc:
@@ -262,6 +272,7 @@ class AsyncMqttClient:
         self._last_out = 0.0
         self._ping_sent: float | None = None
         self._qos2_received: set[int] = set()
+        self._room: asyncio.Future[None] | None = None  # set while a publisher waits for in-flight room
 
     @property
     def connected(self) -> bool:
@@ -271,6 +282,20 @@ class AsyncMqttClient:
     def pending(self) -> int:
         """QoS 1 publishes not yet acknowledged."""
         return len(self._publishes)
+
+    async def room(self) -> None:
+        """Wait until fewer than MAX_INFLIGHT QoS 1 publishes are unacknowledged (or the connection ended): a
+        publisher that waits here never queues beyond the broker's pace."""
+        if len(self._publishes) < MAX_INFLIGHT or not self._connected:
+            return
+        if self._room is None:
+            self._room = (self._loop or asyncio.get_running_loop()).create_future()
+        await asyncio.shield(self._room)
+
+    def _wake_room(self) -> None:
+        room, self._room = self._room, None
+        if room is not None and not room.done():
+            room.set_result(None)
 
     async def __aenter__(self) -> AsyncMqttClient:
         await self.connect()
@@ -431,8 +456,11 @@ class AsyncMqttClient:
             conn.loop.call_soon(conn.flush)
 
     def _received(self, conn: _Connection) -> None:
+        buffer = conn.buffer
+        if buffer[:2] == b"\x40\x02":
+            self._pubacks(conn, buffer)
         try:
-            packets = split_packets(conn.buffer)
+            packets = split_packets(buffer)
         except ProtocolError as exc:
             self._protocol_error(conn, str(exc))
             return
@@ -445,6 +473,26 @@ class AsyncMqttClient:
                 self._protocol_error(conn, str(exc))
                 return
 
+    def _pubacks(self, conn: _Connection, buffer: bytearray) -> None:
+        """The common case, PUBACKs back to back, read straight off the buffer."""
+        pos, end = 0, len(buffer) - 3
+        publishes, queued = self._publishes, self._queued
+        while pos < end and buffer[pos] == 0x40 and buffer[pos + 1] == 2:
+            done = publishes.pop((buffer[pos + 2] << 8) | buffer[pos + 3], None)
+            pos += 4
+            if done is None:
+                continue
+            _call(done, None, self.client_id)
+            if self._conn is not conn:
+                break  # torn down by a callback
+            if queued:
+                self._write(queued.popleft())
+            else:
+                self._inflight -= 1
+        del buffer[:pos]
+        if self._room is not None and len(publishes) < MAX_INFLIGHT:
+            self._wake_room()
+
     def _handle(self, packet: Incoming) -> None:
         kind = packet.kind
         if kind == PUBACK:
@@ -456,6 +504,8 @@ class AsyncMqttClient:
                 self._write(self._queued.popleft())
             else:
                 self._inflight -= 1
+            if self._room is not None and len(self._publishes) < MAX_INFLIGHT:
+                self._wake_room()
         elif kind == PUBLISH:
             self._deliver(packet)
         elif kind == SUBACK:
@@ -540,6 +590,7 @@ class AsyncMqttClient:
         self._inflight = 0
         self._queued.clear()
         self._qos2_received.clear()
+        self._wake_room()
         if self._loop is not None:
             _keepalive(self._loop, self, False)
         publishes, subscribes = list(self._publishes.values()), list(self._subscribes.values())

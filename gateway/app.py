@@ -31,12 +31,12 @@ from gateway.sinks.lambda_.service import LambdaService
 from gateway.sinks.s3 import ObjectStore
 from gateway.sinks.sqs.service import SqsService
 from gateway.store import Store
-from gateway.tasks import cancel_and_wait
+from gateway.tasks import Lifecycle, cancel_and_wait
 
 log = logging.getLogger("edgesim")
 
 
-class Gateway:
+class Gateway(Lifecycle):
     """`async with Gateway(config) as gw:` runs every listener until the block ends."""
 
     store: Store
@@ -67,15 +67,7 @@ class Gateway:
         if self._started:
             raise RuntimeError("this Gateway is already running")
         self._started = True
-        try:
-            await self._start()
-        except BaseException:
-            await self._stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._stop()
+        return await super().__aenter__()
 
     async def _start(self) -> None:
         cfg = self.config
@@ -170,10 +162,7 @@ class Gateway:
             self.store.close()
 
     def _dev_policy(self) -> PolicyDocument:
-        name = self.config.dev_policy_name
-        if self.store.one("SELECT 1 FROM policies WHERE name=?", (name,)) is None:
-            self.registry.create_policy(name, DEV_POLICY_DOCUMENT)
-        return self.registry.policy_document(name)
+        return self.registry.ensure_policy(self.config.dev_policy_name, DEV_POLICY_DOCUMENT)
 
     def _trusted_pems(self) -> list[str]:
         rows = self.store.query("SELECT pem FROM ca_certificates")

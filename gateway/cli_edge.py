@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import sys
 import urllib.error
@@ -115,8 +116,11 @@ def run(
     ] = None,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final status as JSON on stdout.")] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
 ) -> None:
     """Run an edge core with a live status view; Ctrl-C (or SIGTERM) stops it cleanly."""
+    from rich.logging import RichHandler
+
     from gateway.edge.core import EdgeCore
 
     cfg = _config(
@@ -127,6 +131,8 @@ def run(
         },
     )
     ui = Console(stderr=True)
+    # Log lines print above the live view instead of tearing it.
+    logging.basicConfig(level=log_level.upper(), format="%(name)s: %(message)s", handlers=[RichHandler(console=ui)])
     live = Live(console=ui, refresh_per_second=2) if (not as_json or sys.stderr.isatty()) else None
 
     async def main() -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import Self
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]] | Iterable[asyncio.Task[None]]) -> None:
@@ -22,3 +23,25 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]] | Iterable[async
     for task in every:
         if not task.cancelled():
             task.exception()  # retrieved, so a task that failed earlier does not warn at exit
+
+
+class Lifecycle:
+    """`async with` a process part: `_start()` it, and `_stop()` it on exit or when starting fails half-way
+    (so `_stop` must cope with whatever `_start` got to)."""
+
+    async def _start(self) -> None:
+        raise NotImplementedError
+
+    async def _stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stop()

@@ -39,7 +39,7 @@ from gateway.shadow.document import ShadowLimits
 from gateway.shadow.service import ShadowService
 from gateway.shadow.topics import is_valid_thing_name
 from gateway.store import Store
-from gateway.tasks import cancel_and_wait
+from gateway.tasks import Lifecycle, cancel_and_wait
 from gateway.topics import TopicTrie
 
 log = logging.getLogger("edgesim.edge")
@@ -56,7 +56,7 @@ def parse_target(url: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class EdgeCore:
+class EdgeCore(Lifecycle):
     """`async with EdgeCore(...) as core:` runs the core until the block ends."""
 
     def __init__(self, name: str, config: EdgeConfig, home: Path, certs_dir: Path, clock: Clock | None = None) -> None:
@@ -75,17 +75,6 @@ class EdgeCore:
         self._committed: asyncio.Future[None] | None = None  # the open spool group's commit
         self._acknowledging: Message | None = None  # the local PUBLISH the bridge is forwarding right now
         self._tasks: list[asyncio.Task[None]] = []
-
-    async def __aenter__(self) -> EdgeCore:
-        try:
-            await self._start()
-        except BaseException:
-            await self._stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._stop()
 
     # ---- start and stop
 
@@ -160,9 +149,7 @@ class EdgeCore:
             mqtt=MqttLimits(publishes_per_second=0),
         )
         self.registry = Registry(self.store, self.clock, gateway_config.region, gateway_config.account)
-        if self.store.one("SELECT 1 FROM policies WHERE name=?", (LOCAL_DEVICES_POLICY,)) is None:
-            self.registry.create_policy(LOCAL_DEVICES_POLICY, DEV_POLICY_DOCUMENT)
-        policy = self.registry.policy_document(LOCAL_DEVICES_POLICY)
+        policy = self.registry.ensure_policy(LOCAL_DEVICES_POLICY, DEV_POLICY_DOCUMENT)
         self.broker = Broker(gateway_config, self.registry, self.clock, RetainedStore(self.store), policy)
         self.broker.start()
         self.shadows = ShadowService(self.store, self.broker, self.clock, ShadowLimits())

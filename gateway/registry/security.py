@@ -495,6 +495,12 @@ class SecurityRegistry(ThingsRegistry):
         rows = self.store.query("SELECT target FROM policy_targets WHERE policy_name=? ORDER BY target", (policy_name,))
         return {"targets": [r["target"] for r in rows]}
 
+    def ensure_policy(self, policy_name: str, policy_document: str) -> PolicyDocument:
+        """The named policy's document, creating the policy with `policy_document` if it does not exist yet."""
+        if self.store.one("SELECT 1 FROM policies WHERE name=?", (policy_name,)) is None:
+            self.create_policy(policy_name, policy_document)
+        return self.policy_document(policy_name)
+
     def policy_document(self, policy_name: str) -> PolicyDocument:
         """The parsed default version, cached by (name, version)."""
         row = self._policy_row(policy_name)

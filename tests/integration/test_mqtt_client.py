@@ -402,6 +402,8 @@ def test_mosquitto_a_burst_beyond_the_inflight_window_arrives_complete_and_in_or
             await subscriber.subscribe([(f"burst/{unique}", 1)])
             acks = [publisher.publish(f"burst/{unique}", b"%d" % n, qos=1) for n in range(count)]
             assert publisher.pending == count
+            await asyncio.wait_for(publisher.room(), 20)  # the fleet's backpressure: below the in-flight window
+            assert publisher.pending < MAX_INFLIGHT
             await asyncio.wait_for(asyncio.gather(*acks), 20)
             assert publisher.pending == 0
             got = await inbox.wait_for(count)
