@@ -60,6 +60,8 @@ class FaultPlan:
         return min(starts) if starts else None
 
     def payload_fault(self) -> PayloadFault:
+        if not (self.faults.malformed_fraction or self.faults.oversized_fraction):
+            return None  # the usual case: no draw per message
         draw = self.rng.random()
         if draw < self.faults.malformed_fraction:
             return "malformed"

@@ -26,6 +26,7 @@ log = logging.getLogger("edgesim.devices")
 MAX_BACKOFF_S = 30.0
 DRAIN_TIMEOUT_S = 5.0
 MAX_BURST = 32  # overdue ticks a device catches up on in one loop turn
+DEVICE_WINDOW = min(2 * MAX_BURST, MAX_INFLIGHT)  # unacknowledged publishes a device behind schedule allows itself
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class SimDevice:
         self.faults = FaultPlan(spec.faults, random.Random(spec.seed ^ 0x5EED))
         self.payload = PayloadBuilder(spec.payload, spec.seed)
         self.variables: dict[str, object] = spec.variables()
+        self._vars: dict[str, object] = dict(self.variables)
         shadow = spec.shadow
         self.initial = PayloadBuilder(shadow.initial, spec.seed + 1) if shadow is not None else None
         self.prefix = shadow_prefix(spec.thing_name, shadow.name if shadow is not None else None)
@@ -209,8 +211,8 @@ class SimDevice:
                 burst = 0
                 await asyncio.sleep(max(0.0, wait))
                 # Behind schedule with a full in-flight window: wait for PUBACKs rather than queue in the client.
-                if self.client.pending >= MAX_INFLIGHT:
-                    await self.client.room()
+                if self.client.pending >= DEVICE_WINDOW:
+                    await self.client.room(DEVICE_WINDOW)
                 if not self.client.connected:
                     return "lost"
             # Ticks already due (a busy loop fell behind) go out now, up to MAX_BURST per loop turn: the client
@@ -220,8 +222,12 @@ class SimDevice:
             k += 1
 
     def _message_vars(self) -> dict[str, object]:
-        skewed_ms = int((time.time() + self.spec.clock_skew) * 1000)
-        return {**self.variables, "seq": self.seq, "timestamp": skewed_ms}
+        """The template variables of the message being built; one dict per device, refreshed per message (a payload
+        is rendered at once, nothing keeps the dict)."""
+        current = self._vars
+        current["seq"] = self.seq
+        current["timestamp"] = int((time.time() + self.spec.clock_skew) * 1000)
+        return current
 
     def _publish_telemetry(self) -> None:
         self.seq += 1

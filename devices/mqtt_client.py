@@ -273,6 +273,7 @@ class AsyncMqttClient:
         self._ping_sent: float | None = None
         self._qos2_received: set[int] = set()
         self._room: asyncio.Future[None] | None = None  # set while a publisher waits for in-flight room
+        self._room_limit = MAX_INFLIGHT
 
     @property
     def connected(self) -> bool:
@@ -283,10 +284,11 @@ class AsyncMqttClient:
         """QoS 1 publishes not yet acknowledged."""
         return len(self._publishes)
 
-    async def room(self) -> None:
-        """Wait until fewer than MAX_INFLIGHT QoS 1 publishes are unacknowledged (or the connection ended): a
-        publisher that waits here never queues beyond the broker's pace."""
-        if len(self._publishes) < MAX_INFLIGHT or not self._connected:
+    async def room(self, limit: int = MAX_INFLIGHT) -> None:
+        """Wait until fewer than `limit` (at most MAX_INFLIGHT) QoS 1 publishes are unacknowledged, or the
+        connection ended: a publisher that waits here never queues beyond the broker's pace."""
+        self._room_limit = min(limit, MAX_INFLIGHT)
+        if len(self._publishes) < self._room_limit or not self._connected:
             return
         if self._room is None:
             self._room = (self._loop or asyncio.get_running_loop()).create_future()
@@ -490,7 +492,7 @@ class AsyncMqttClient:
             else:
                 self._inflight -= 1
         del buffer[:pos]
-        if self._room is not None and len(publishes) < MAX_INFLIGHT:
+        if self._room is not None and len(publishes) < self._room_limit:
             self._wake_room()
 
     def _handle(self, packet: Incoming) -> None:
@@ -504,7 +506,7 @@ class AsyncMqttClient:
                 self._write(self._queued.popleft())
             else:
                 self._inflight -= 1
-            if self._room is not None and len(self._publishes) < MAX_INFLIGHT:
+            if self._room is not None and len(self._publishes) < self._room_limit:
                 self._wake_room()
         elif kind == PUBLISH:
             self._deliver(packet)
