@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto
+import functools
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,12 +15,14 @@ from aiohttp import WSMsgType, web
 
 from gateway.broker.connection import Connection
 from gateway.broker.core import Broker
+from gateway.broker.tls import HANDSHAKE_TIMEOUT_S, TlsServerProtocol
 
 log = logging.getLogger("edgesim.broker")
 
 # Python 3.11's asyncio gives every TLS connection a zero-filled read buffer of SSLProtocol.max_size (256 KiB):
-# most of a Python broker's memory per idle device, and a measurable cost per connect. TLS records are at most
-# 16 KiB, so two records' worth reads as fast. One seam, checked by tests/unit/test_tls_seam.py.
+# most of a Python broker's memory per idle device, and a measurable cost per connect. The MQTT door terminates
+# TLS itself (gateway/broker/tls.py); the WebSocket and HTTPS doors still use asyncio's TLS. TLS records are at
+# most 16 KiB, so two records' worth reads as fast. One seam, checked by tests/unit/test_tls_seam.py.
 TLS_READ_BUFFER_BYTES = 32 * 1024
 if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > TLS_READ_BUFFER_BYTES:
     asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER_BYTES
@@ -92,15 +96,11 @@ class Listeners:
     ports: dict[str, int] = field(default_factory=dict)
 
     async def start_mqtt(self, name: str, host: str, port: int, ctx: ssl.SSLContext | None) -> int:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: Connection(self.broker, name),
-            host,
-            port,
-            ssl=ctx,
-            ssl_handshake_timeout=10.0 if ctx else None,
-            backlog=4096,
+        connection = functools.partial(Connection, self.broker, name)
+        factory: Callable[[], asyncio.Protocol] = (
+            connection if ctx is None else functools.partial(TlsServerProtocol, ctx, connection, HANDSHAKE_TIMEOUT_S)
         )
+        server = await asyncio.get_running_loop().create_server(factory, host, port, backlog=4096)
         self.servers.append(server)
         bound = int(server.sockets[0].getsockname()[1])
         self.ports[name] = bound
