@@ -13,6 +13,7 @@ from gateway.api.server import ApiServer
 from gateway.broker.core import Broker
 from gateway.broker.listeners import Listeners, server_ssl_context
 from gateway.broker.retained import RetainedStore
+from gateway.broker.sessions import SessionStore
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.identity.authorizer import DEV_POLICY_DOCUMENT
@@ -77,7 +78,9 @@ class Gateway(Lifecycle):
         self.registry.local_ca = self.local_ca.root
         self.registry.ensure_ca_registered(self.local_ca.root.cert_pem.decode())
         dev_policy = self._dev_policy() if cfg.insecure_port is not None else None
-        self.broker = Broker(cfg, self.registry, self.clock, RetainedStore(self.store), dev_policy)
+        self.broker = Broker(
+            cfg, self.registry, self.clock, RetainedStore(self.store), dev_policy, SessionStore(self.store)
+        )
         self.broker.start()
         self.shadows = ShadowService(self.store, self.broker, self.clock, ShadowLimits())
         self.kinesis = KinesisService(self.store, self.clock, cfg.region, cfg.account)

@@ -186,6 +186,20 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (queue, message_id)
     ) WITHOUT ROWID;
     """,
+    """
+    CREATE TABLE mqtt_sessions (
+        client_id TEXT PRIMARY KEY,
+        subscriptions TEXT NOT NULL,
+        expires_ms INTEGER
+    );
+    CREATE TABLE mqtt_session_messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        client_id TEXT NOT NULL,
+        head BLOB NOT NULL,
+        tail BLOB NOT NULL
+    );
+    CREATE INDEX mqtt_session_messages_by_client ON mqtt_session_messages(client_id, seq);
+    """,
 ]
 
 

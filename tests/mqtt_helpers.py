@@ -42,6 +42,7 @@ class Device:
         self.connected = threading.Event()
         self.disconnected = threading.Event()
         self.connect_rc: object = None
+        self.session_present: bool | None = None
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = lambda c, u, m: self.messages.put(m)
@@ -51,6 +52,7 @@ class Device:
 
     def _on_connect(self, client: object, userdata: object, flags: object, rc: object, props: object = None) -> None:
         self.connect_rc = rc
+        self.session_present = bool(getattr(flags, "session_present", False))
         if not getattr(rc, "is_failure", False):
             self.connected.set()
 

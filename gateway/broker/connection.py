@@ -42,6 +42,7 @@ class Connection(asyncio.Protocol):
         "next_pid",
         "peer_ip",
         "pending",
+        "persistent",
         "principal",
         "quota_count",
         "quota_window",
@@ -60,6 +61,7 @@ class Connection(asyncio.Protocol):
         self.connected = False
         self.closed = False
         self.clean_disconnect = False
+        self.persistent = False  # clean_session=0: the broker parks its session when it goes
         self.client_id = ""
         self.principal: str | None = None
         self.cert_der: bytes | None = None
@@ -105,7 +107,8 @@ class Connection(asyncio.Protocol):
         self.release_waiting()
         self.broker.connection_closed(self)
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
+        # From the TLS door `data` is a view of a buffer every connection decrypts into: copy it, never keep it.
         self.last_rx = self.broker.loop.time()
         self.buf += data
         if not self.read_blocks:

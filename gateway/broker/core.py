@@ -14,6 +14,7 @@ from gateway.broker.codec import ProtocolError
 from gateway.broker.connection import Connection
 from gateway.broker.retained import RetainedStore
 from gateway.broker.router import Route, classify
+from gateway.broker.sessions import SESSION_EXPIRY_MS, ParkedSession, SessionStore, split_publish
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import InvalidRequestException
@@ -31,7 +32,7 @@ MessageHook = Callable[[Message], None]
 class Subscription:
     __slots__ = ("conn", "filter", "qos", "share")
 
-    def __init__(self, conn: Connection, topic_filter: str, qos: int, share: str | None) -> None:
+    def __init__(self, conn: Connection | ParkedSession, topic_filter: str, qos: int, share: str | None) -> None:
         self.conn = conn
         self.filter = topic_filter
         self.qos = qos
@@ -48,8 +49,12 @@ class Broker:
         clock: Clock,
         retained: RetainedStore,
         dev_policy: PolicyDocument | None = None,
+        sessions: SessionStore | None = None,
     ) -> None:
         self.config = config
+        self.session_store = sessions
+        # Offline clients with a persistent session: their subscriptions stay in the trie, bound to these.
+        self.parked: dict[str, ParkedSession] = {}
         self.registry = registry
         self.clock = clock
         self.retained = retained
@@ -88,6 +93,13 @@ class Broker:
 
     # ---- lifecycle
     def start(self) -> None:
+        if self.session_store is not None:
+            now = self.clock.wall_ms()
+            for client_id, subscriptions in self.session_store.load(now).items():
+                parked = self._new_parked(client_id, now)
+                parked.queued = self.session_store.queued(client_id)
+                for topic_filter, qos in subscriptions.items():
+                    self._add_subscription(parked, topic_filter, qos)
         self._sweeper = self.loop.create_task(self._sweep_keepalives(), name="broker-keepalive-sweeper")
 
     async def stop(self) -> None:
@@ -101,14 +113,78 @@ class Broker:
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        current = conn.connected and self.sessions.get(conn.client_id) is conn
+        if conn.persistent and current:
+            self._park(conn)
         for sub in conn.subscriptions.values():
             self.trie.remove(sub.filter, sub)
         conn.subscriptions.clear()
-        if conn.connected and self.sessions.get(conn.client_id) is conn:
+        if current:
             del self.sessions[conn.client_id]
             if conn.will is not None and not conn.clean_disconnect:
                 self._publish_will(conn)
             self._lifecycle("disconnected", conn)
+
+    # ---- persistent sessions (clean_session=0, certificate-authenticated clients)
+    def _new_parked(self, client_id: str, now_ms: int) -> ParkedSession:
+        assert self.session_store is not None
+        parked = ParkedSession(client_id, self.session_store, self.registry, now_ms + SESSION_EXPIRY_MS)
+        self.parked[client_id] = parked
+        return parked
+
+    def _park(self, conn: Connection) -> None:
+        """The client went away: keep its subscriptions, and queue what it has not acknowledged, in order."""
+        assert self.session_store is not None
+        now = self.clock.wall_ms()
+        parked = self._new_parked(conn.client_id, now)
+        unacked = [split_publish(packet) for packet in conn.inflight.values()] + list(conn.pending)
+        conn.inflight.clear()
+        conn.pending.clear()
+        self.session_store.enqueue(conn.client_id, unacked)
+        parked.queued = self.session_store.queued(conn.client_id)
+        for key, sub in conn.subscriptions.items():
+            sub.conn = parked
+            parked.subscriptions[key] = sub
+        conn.subscriptions.clear()
+        self.session_store.save(conn.client_id, self._qos_by_filter(parked.subscriptions), parked.expires_ms)
+
+    def _resume(self, conn: Connection, parked: ParkedSession) -> None:
+        """The client is back: its subscriptions move to the connection (as its policy still allows), then the
+        messages queued meanwhile follow, oldest first."""
+        assert self.session_store is not None and conn.authorizer is not None
+        for key, sub in parked.subscriptions.items():
+            if conn.authorizer.can_subscribe(key):
+                sub.conn = conn
+                conn.subscriptions[key] = sub
+            else:
+                self.trie.remove(sub.filter, sub)
+        for head, tail in self.session_store.take(conn.client_id):
+            topic = _publish_topic(head)
+            if conn.authorizer.can_receive(topic):
+                conn.deliver_qos1(head, tail, None)
+        self._save_session(conn)
+
+    def _discard_parked(self, client_id: str) -> None:
+        parked = self.parked.pop(client_id, None)
+        if parked is not None:
+            for sub in parked.subscriptions.values():
+                self.trie.remove(sub.filter, sub)
+        if self.session_store is not None:
+            self.session_store.delete(client_id)
+
+    def _save_session(self, conn: Connection) -> None:
+        if conn.persistent and self.session_store is not None:
+            self.session_store.save(conn.client_id, self._qos_by_filter(conn.subscriptions), None)
+
+    @staticmethod
+    def _qos_by_filter(subscriptions: dict[str, Subscription]) -> dict[str, int]:
+        return {key: sub.qos for key, sub in subscriptions.items()}
+
+    def _expire_parked(self) -> None:
+        now = self.clock.wall_ms()
+        for client_id in [c for c, parked in self.parked.items() if parked.expires_ms <= now]:
+            log.info("persistent session of %s expired", client_id)
+            self._discard_parked(client_id)
 
     def mark_dirty(self, conn: Connection) -> None:
         if not self._dirty:
@@ -121,8 +197,12 @@ class Broker:
             conn.flush()
 
     async def _sweep_keepalives(self) -> None:
+        rounds = 0
         while True:
             await asyncio.sleep(1.0)
+            rounds += 1
+            if self.parked and rounds % 60 == 0:
+                self._expire_parked()
             now = self.loop.time()
             for conn in list(self.connections):
                 # [MQTT-3.1.2-24]: 1.5 x keep-alive without any packet from the client.
@@ -170,7 +250,16 @@ class Broker:
         self.sessions[client_id] = conn
         conn.connected = True
         self.stats["connects"] += 1
-        conn.send(codec.encode_connack(False, codec.CONNACK_ACCEPTED))
+        # Persistent sessions are for certificate-authenticated clients (reference §1.2); a clean session ends any.
+        conn.persistent = not request.clean_session and conn.cert_der is not None and self.session_store is not None
+        parked = self.parked.pop(client_id, None) if conn.persistent else None
+        if not conn.persistent and self.session_store is not None:
+            self._discard_parked(client_id)
+        conn.send(codec.encode_connack(parked is not None, codec.CONNACK_ACCEPTED))
+        if parked is not None:
+            self._resume(conn, parked)
+        else:
+            self._save_session(conn)
         self._lifecycle("connected", conn)
         return True
 
@@ -315,7 +404,7 @@ class Broker:
         subs = self.trie.match(topic)
         if not subs:
             return
-        targets: dict[Connection, int] = {}
+        targets: dict[Connection | ParkedSession, int] = {}
         for sub in subs:
             if sub.share is not None:
                 continue
@@ -330,7 +419,7 @@ class Broker:
             if conn.closed:
                 continue
             authorizer = conn.authorizer
-            if conn.generation != self.registry.generation and not self._refresh(conn):
+            if isinstance(conn, Connection) and conn.generation != self.registry.generation and not self._refresh(conn):
                 continue
             if authorizer is None or not authorizer.can_receive(topic):
                 continue
@@ -350,7 +439,7 @@ class Broker:
                     continue
             self.stats["messages_out"] += 1
 
-    def _pick_shared(self, subs: list[Subscription], qos: int, targets: dict[Connection, int]) -> None:
+    def _pick_shared(self, subs: list[Subscription], qos: int, targets: dict[Connection | ParkedSession, int]) -> None:
         groups: dict[str, list[Subscription]] = {}
         for sub in subs:
             if sub.share is not None:
@@ -396,21 +485,12 @@ class Broker:
             ):
                 codes.append(0x80)
                 continue
-            share: str | None = None
-            real_filter = topic_filter
-            if topic_filter.startswith("$share/"):
-                _, share, real_filter = topic_filter.split("/", 2)
-            old = conn.subscriptions.get(topic_filter)
-            if old is not None:
-                old.qos = qos
-            else:
-                sub = Subscription(conn, real_filter, qos, share)
-                conn.subscriptions[topic_filter] = sub
-                self.trie.add(real_filter, sub)
+            sub = self._add_subscription(conn, topic_filter, qos)
             codes.append(qos)
-            if share is None and "+" not in real_filter and "#" not in real_filter:
-                retained_out.append((real_filter, qos))
+            if sub.share is None and "+" not in sub.filter and "#" not in sub.filter:
+                retained_out.append((sub.filter, qos))
         conn.send(codec.encode_suback(packet_id, codes))
+        self._save_session(conn)
         # AWS delivers stored retained messages only to subscriptions whose filter equals the topic.
         for topic, qos in retained_out:
             stored = self.retained.get(topic)
@@ -422,12 +502,28 @@ class Broker:
                 else:
                     conn.send(codec.encode_publish(topic, stored[0], 0, True))
 
+    def _add_subscription(self, owner: Connection | ParkedSession, topic_filter: str, qos: int) -> Subscription:
+        """Subscribe (or change the QoS of) `topic_filter`, `$share/<name>/<filter>` included."""
+        old = owner.subscriptions.get(topic_filter)
+        if old is not None:
+            old.qos = qos
+            return old
+        share: str | None = None
+        real_filter = topic_filter
+        if topic_filter.startswith("$share/"):
+            _, share, real_filter = topic_filter.split("/", 2)
+        sub = Subscription(owner, real_filter, qos, share)
+        owner.subscriptions[topic_filter] = sub
+        self.trie.add(real_filter, sub)
+        return sub
+
     def on_unsubscribe(self, conn: Connection, packet_id: int, filters: list[str]) -> None:
         for topic_filter in filters:
             sub = conn.subscriptions.pop(topic_filter, None)
             if sub is not None:
                 self.trie.remove(sub.filter, sub)
         conn.send(codec.encode_unsuback(packet_id))
+        self._save_session(conn)
 
     # ---- wills and lifecycle events
     def _publish_will(self, conn: Connection) -> None:
@@ -464,3 +560,13 @@ class Broker:
             body["clientInitiatedDisconnect"] = conn.clean_disconnect
             body["disconnectReason"] = "CLIENT_INITIATED_DISCONNECT" if conn.clean_disconnect else "CONNECTION_LOST"
         self.deliver(topic, json.dumps(body).encode(), 1)
+
+
+def _publish_topic(head: bytes) -> str:
+    """The topic of a PUBLISH from the bytes before its packet id."""
+    pos = 1
+    while head[pos] & 0x80:
+        pos += 1
+    pos += 1
+    size = (head[pos] << 8) | head[pos + 1]
+    return head[pos + 2 : pos + 2 + size].decode()

@@ -20,6 +20,7 @@ from gateway.api.server import ApiServer
 from gateway.broker.core import Broker
 from gateway.broker.listeners import Listeners, server_ssl_context
 from gateway.broker.retained import RetainedStore
+from gateway.broker.sessions import SessionStore
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, MqttLimits
 from gateway.edge.bridge import EDGE_DOOR, Bridge, BridgeTargets, LocalPubSub
@@ -150,7 +151,9 @@ class EdgeCore(Lifecycle):
         )
         self.registry = Registry(self.store, self.clock, gateway_config.region, gateway_config.account)
         policy = self.registry.ensure_policy(LOCAL_DEVICES_POLICY, DEV_POLICY_DOCUMENT)
-        self.broker = Broker(gateway_config, self.registry, self.clock, RetainedStore(self.store), policy)
+        self.broker = Broker(
+            gateway_config, self.registry, self.clock, RetainedStore(self.store), policy, SessionStore(self.store)
+        )
         self.broker.start()
         self.shadows = ShadowService(self.store, self.broker, self.clock, ShadowLimits())
         self.listeners = Listeners(self.broker)

@@ -1,0 +1,131 @@
+"""Persistent MQTT sessions (clean_session=0, reference §1.2): subscriptions and queued QoS 1 messages of clients
+that are offline, kept in the store so they survive a restart, and the stand-in that receives for them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gateway.broker.codec import ProtocolError
+from gateway.store import Store
+
+if TYPE_CHECKING:
+    from gateway.broker.core import Subscription
+
+log = logging.getLogger("edgesim.broker")
+
+SESSION_EXPIRY_MS = 3_600_000  # AWS IoT's default persistent session expiry: one hour after the disconnect
+MAX_QUEUED_PER_SESSION = 20_000  # QoS 1 messages kept for one offline client; the oldest are kept, newer dropped
+
+
+def split_publish(packet: bytes) -> tuple[bytes, bytes]:
+    """A QoS 1 PUBLISH as sent (head + packet id + tail) back into (head with DUP set, tail) for redelivery."""
+    pos, multiplier = 1, 1
+    while packet[pos] & 0x80:
+        pos += 1
+        multiplier <<= 7
+        if multiplier > 0x80**3:
+            raise ProtocolError("remaining length longer than four bytes")
+    pos += 1
+    topic_end = pos + 2 + ((packet[pos] << 8) | packet[pos + 1])
+    return bytes((packet[0] | 0x08,)) + packet[1:topic_end], packet[topic_end + 2 :]
+
+
+class SessionStore:
+    """The store's side: one row per persistent session, one per queued message, in arrival order."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def load(self, now_ms: int) -> dict[str, dict[str, int]]:
+        """Every unexpired session's subscriptions (filter -> QoS); expired ones are deleted on the way."""
+        with self.store.transaction() as db:
+            expired = [r[0] for r in db.execute("SELECT client_id FROM mqtt_sessions WHERE expires_ms <= ?", (now_ms,))]
+            for client_id in expired:
+                self._delete(client_id)
+        rows = self.store.query("SELECT client_id, subscriptions FROM mqtt_sessions")
+        return {row["client_id"]: json.loads(row["subscriptions"]) for row in rows}
+
+    def save(self, client_id: str, subscriptions: dict[str, int], expires_ms: int | None) -> None:
+        """Create or update a session; `expires_ms` None while its client is connected."""
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO mqtt_sessions(client_id, subscriptions, expires_ms) VALUES (?, ?, ?)",
+                (client_id, json.dumps(subscriptions, sort_keys=True), expires_ms),
+            )
+
+    def delete(self, client_id: str) -> None:
+        with self.store.transaction():
+            self._delete(client_id)
+
+    def _delete(self, client_id: str) -> None:
+        self.store.db.execute("DELETE FROM mqtt_sessions WHERE client_id = ?", (client_id,))
+        self.store.db.execute("DELETE FROM mqtt_session_messages WHERE client_id = ?", (client_id,))
+
+    def enqueue(self, client_id: str, messages: list[tuple[bytes, bytes]]) -> None:
+        if not messages:
+            return
+        with self.store.transaction() as db:
+            db.executemany(
+                "INSERT INTO mqtt_session_messages(client_id, head, tail) VALUES (?, ?, ?)",
+                [(client_id, head, tail) for head, tail in messages],
+            )
+
+    def queued(self, client_id: str) -> int:
+        row = self.store.one("SELECT count(*) FROM mqtt_session_messages WHERE client_id = ?", (client_id,))
+        return int(row[0]) if row is not None else 0
+
+    def take(self, client_id: str) -> list[tuple[bytes, bytes]]:
+        """The session's queued messages, oldest first, removed from the store: the caller hands them to the
+        connection, whose in-flight and pending messages are queued again if it drops before the PUBACKs."""
+        with self.store.transaction() as db:
+            rows = db.execute(
+                "SELECT head, tail FROM mqtt_session_messages WHERE client_id = ? ORDER BY seq", (client_id,)
+            ).fetchall()
+            db.execute("DELETE FROM mqtt_session_messages WHERE client_id = ?", (client_id,))
+        return [(bytes(head), bytes(tail)) for head, tail in rows]
+
+
+class _ReceiveChecked:
+    """A parked session's receive permission is checked when the client is back, by its new connection's policy."""
+
+    @staticmethod
+    def can_receive(topic: str) -> bool:
+        return True
+
+
+@dataclass(eq=False)
+class ParkedSession:
+    """Stands in for an offline client's connection in the subscription trie: QoS 1 messages go to the store, QoS 0
+    ones are dropped (AWS does not queue them). Quacks like the parts of Connection that delivery uses."""
+
+    client_id: str
+    sessions: SessionStore
+    generation_of: object  # the registry: parked sessions are never re-authorized while offline
+    expires_ms: int
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    queued: int = 0
+    dropped: int = 0
+    closed: bool = False
+    authorizer: _ReceiveChecked = field(default_factory=_ReceiveChecked)
+    dropped_qos0: int = 0
+
+    @property
+    def generation(self) -> int:
+        return int(getattr(self.generation_of, "generation", 0))
+
+    def backlog(self) -> int:
+        return 0
+
+    def send(self, packet: bytes) -> None:
+        self.dropped_qos0 += 1
+
+    def deliver_qos1(self, head: bytes, tail: bytes, sender: object) -> bool:
+        if self.queued >= MAX_QUEUED_PER_SESSION:
+            self.dropped += 1
+            return False
+        self.sessions.enqueue(self.client_id, [(head, tail)])
+        self.queued += 1
+        return True

@@ -1,0 +1,125 @@
+"""Persistent sessions (clean_session=0, reference §1.2): subscriptions kept while the client is away, QoS 1 messages
+queued for it (QoS 0 not), unacknowledged ones redelivered with DUP, all of it surviving a gateway restart."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from pathlib import Path
+
+from conftest import Creds, GatewayProcess, allow_all_policy
+from mqtt_helpers import Device
+
+from devices.mqtt_codec import PUBLISH, Incoming, connect_packet, parse_publish, split_packets, subscribe_packet
+
+
+def device(gw: GatewayProcess, creds: Creds, client_id: str | None = None, clean: bool = True) -> Device:
+    return Device(gw.ports["mqtts"], client_id or creds.thing, creds.cert, creds.key, creds.ca, clean_session=clean)
+
+
+def test_qos1_messages_wait_for_a_persistent_client_and_qos0_do_not(gateway: GatewayProcess, unique: str) -> None:
+    me = gateway.provision(f"sess-{unique}", allow_all_policy())
+    other = gateway.provision(f"pub-{unique}", allow_all_policy())
+    first = device(gateway, me, clean=False).connect()
+    assert first.session_present is False
+    first.subscribe(f"s/{unique}/#", qos=1)
+    first.close()  # a clean DISCONNECT ends the connection, not the session
+
+    publisher = device(gateway, other).connect()
+    try:
+        for i in range(3):
+            assert publisher.publish(f"s/{unique}/a", f"q1-{i}", qos=1)
+        publisher.publish(f"s/{unique}/a", "q0", qos=0)
+        time.sleep(0.3)
+        back = device(gateway, me, clean=False).connect()  # no SUBSCRIBE: the session has it
+        try:
+            assert back.session_present is True
+            assert [back.expect(5).payload for _ in range(3)] == [b"q1-0", b"q1-1", b"q1-2"]
+            back.expect_none()  # QoS 0 is not queued for an offline client
+            assert publisher.publish(f"s/{unique}/b", "live", qos=1)
+            assert back.expect(5).payload == b"live"
+        finally:
+            back.close()
+    finally:
+        publisher.close()
+
+
+def test_a_clean_session_ends_the_stored_one(gateway: GatewayProcess, unique: str) -> None:
+    me = gateway.provision(f"sess-{unique}", allow_all_policy())
+    other = gateway.provision(f"pub-{unique}", allow_all_policy())
+    first = device(gateway, me, clean=False).connect()
+    first.subscribe(f"c/{unique}", qos=1)
+    first.close()
+    clean = device(gateway, me, clean=True).connect()
+    assert clean.session_present is False
+    clean.close()
+    publisher = device(gateway, other).connect()
+    assert publisher.publish(f"c/{unique}", "for nobody", qos=1)
+    publisher.close()
+    again = device(gateway, me, clean=False).connect()
+    try:
+        assert again.session_present is False
+        again.expect_none()
+    finally:
+        again.close()
+
+
+class RawSession:
+    """A persistent-session client over mTLS that never acknowledges anything."""
+
+    def __init__(self, gw: GatewayProcess, creds: Creds) -> None:
+        context = ssl.create_default_context(cafile=str(creds.ca))
+        context.load_cert_chain(str(creds.cert), str(creds.key))
+        raw = socket.create_connection(("127.0.0.1", gw.ports["mqtts"]), 5)
+        self.sock = context.wrap_socket(raw, server_hostname="localhost")
+        self.sock.settimeout(5)
+        self.buffer = bytearray()
+        self.packets: list[Incoming] = []
+        self.sock.sendall(connect_packet(creds.thing, 60, clean_session=False))
+        connack = self.next()
+        self.session_present = connack.body[0]
+
+    def next(self) -> Incoming:
+        while not self.packets:
+            self.buffer += self.sock.recv(4096)
+            self.packets += split_packets(self.buffer)
+        return self.packets.pop(0)
+
+    def next_publish(self) -> tuple[int, str, bytes]:
+        while (packet := self.next()).kind != PUBLISH:
+            pass
+        topic, payload, _qos, _retain, _mid = parse_publish(packet.flags, packet.body)
+        return packet.flags, topic, payload
+
+
+def test_unacknowledged_messages_are_redelivered_with_dup_even_after_a_restart(tmp_path: Path, unique: str) -> None:
+    gw = GatewayProcess(tmp_path).start()
+    try:
+        me = gw.provision(f"raw-{unique}", allow_all_policy())
+        other = gw.provision(f"pub-{unique}", allow_all_policy())
+        raw = RawSession(gw, me)
+        assert raw.session_present == 0
+        raw.sock.sendall(subscribe_packet(1, [(f"r/{unique}", 1)]))
+        publisher = device(gw, other).connect()
+        assert publisher.publish(f"r/{unique}", "not acked", qos=1)
+        flags, topic, payload = raw.next_publish()
+        assert (flags & 0x08, topic, payload) == (0, f"r/{unique}", b"not acked")
+        raw.sock.close()  # gone without a PUBACK
+        time.sleep(0.3)
+        assert publisher.publish(f"r/{unique}", "while away", qos=1)
+        publisher.close()
+
+        gw.stop()
+        gw.start()  # the session, its subscription and both messages are in the store
+        raw = RawSession(gw, me)
+        try:
+            assert raw.session_present == 1
+            flags, _, payload = raw.next_publish()
+            assert (flags & 0x08, payload) == (0x08, b"not acked")  # DUP: it was sent before
+            flags, _, payload = raw.next_publish()
+            assert (flags & 0x08, payload) == (0, b"while away")
+        finally:
+            raw.sock.close()
+    finally:
+        gw.stop()
