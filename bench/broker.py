@@ -456,8 +456,55 @@ async def measure(broker: BrokerProcess, mat: Material, s: Settings) -> dict[str
                 console.log(f"{broker.name}: broker counters {out[key]['broker_stats']}")
             for err in res.errors[:5]:
                 console.log(f"[red]{broker.name}: {err}[/red]")
+        # 5: a QoS 0 flood: each publisher keeps up to FLOOD_WINDOW messages outstanding, far more than one
+        # subscriber takes, so only the broker's own limits (and TCP) bound its memory.
+        out["settle_s"]["flood_qos0"] = await settle(broker)
+        status.update(f"[bold]{broker.name}[/bold]: QoS 0 flood, {s.publishers} publishers → 1 subscriber")
+        out["flood_qos0"] = await _flood(broker, target, s)
+        flood = out["flood_qos0"]
+        console.log(
+            f"{broker.name}: QoS 0 flood: offered {flood['offered_per_s']:,.0f}/s, delivered "
+            f"{flood['delivered_per_s']:,.0f}/s (loss {flood['loss_pct']:.1f} %); "
+            f"RSS {flood['rss_before_kb'] / 1024:.1f} → peak {flood['rss_peak_kb'] / 1024:.1f} MB, "
+            f"{flood['rss_after_kb'] / 1024:.1f} MB after"
+        )
     out["rss_end_kb"] = rss_kb(broker.pid)
     return out
+
+
+FLOOD_WINDOW = 2_000
+
+
+async def _flood(broker: BrokerProcess, target: Target, s: Settings) -> dict[str, Any]:
+    before = rss_kb(broker.pid)
+    peak = before
+
+    async def sample() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, rss_kb(broker.pid))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    stats_before = broker.broker_stats()
+    try:
+        res = await fan_in(
+            target, qos=0, publishers=s.publishers, seconds=s.window_s, warmup=s.warmup_s, window=FLOOD_WINDOW,
+            tag="-flood", broker_cpu=lambda: cpu_seconds(broker.pid),
+        )  # fmt: skip
+    finally:
+        sampler.cancel()
+    broker.check_alive()
+    await asyncio.sleep(1.0)
+    stats = _stats_delta(stats_before, broker.broker_stats())
+    if stats:
+        console.log(f"{broker.name}: broker counters during the flood {stats}")
+    return asdict(res) | {
+        "rss_before_kb": before,
+        "rss_peak_kb": peak,
+        "rss_after_kb": rss_kb(broker.pid),
+        "broker_stats": stats,
+    }
 
 
 # ---------------------------------------------------------------- report
@@ -475,6 +522,11 @@ ROWS: list[tuple[str, tuple[str, str], str, bool | None]] = [
     ("Latency p99 @ 1,000 msg/s QoS 1", ("latency", "p99_ms"), "ms", False),
     ("Latency run loss", ("latency", "loss_pct"), "%", None),
     ("Broker CPU at 1,000 msg/s QoS 1", ("latency", "broker_cpu_pct"), "CPU %", False),
+    ("QoS 0 flood offered", ("flood_qos0", "offered_per_s"), "msg/s", None),
+    ("QoS 0 flood delivered", ("flood_qos0", "delivered_per_s"), "msg/s", True),
+    ("QoS 0 flood loss", ("flood_qos0", "loss_pct"), "%", None),
+    ("Peak RSS during the QoS 0 flood", ("flood_qos0", "rss_peak_kb"), "KB", False),
+    ("RSS after the QoS 0 flood", ("flood_qos0", "rss_after_kb"), "KB", False),
     ("Connect rate (mTLS)", ("connect", "per_s"), "conn/s", True),
     ("Connect failures", ("connect", "error_count"), "", None),
     ("Memory per idle mTLS conn", ("memory", "kb_per_conn"), "KB", False),

@@ -18,12 +18,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgesim.broker")
 
+# PUBLISH packets one connection has routed per event-loop turn at most: one flooding client cannot hold the loop.
+PUBLISH_BUDGET = 256
+
 
 class Connection(asyncio.Protocol):
     """Parses packets synchronously in data_received: no task per message, no await on the hot path."""
 
     __slots__ = (
         "_out",
+        "_out_bytes",
         "acks",
         "authorizer",
         "broker",
@@ -85,6 +89,7 @@ class Connection(asyncio.Protocol):
         self.waiting: set[Connection] = set()
         self.dropped_qos0 = 0
         self._out: list[bytes] = []
+        self._out_bytes = 0
 
     # ---- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -119,14 +124,17 @@ class Connection(asyncio.Protocol):
         if not self._out:
             self.broker.mark_dirty(self)
         self._out.append(data)
+        self._out_bytes += len(data)
 
     def flush(self) -> None:
         if self._out and not self.closed:
             self.transport.writelines(self._out)
         self._out.clear()
+        self._out_bytes = 0
 
     def backlog(self) -> int:
-        return int(self.transport.get_write_buffer_size()) + sum(map(len, self._out))
+        """Bytes waiting to go out: asked per QoS 0 delivery, so O(1) (a flood puts thousands in one turn's batch)."""
+        return int(self.transport.get_write_buffer_size()) + self._out_bytes
 
     def close(self, reason: str) -> None:
         if self.closed:
@@ -141,6 +149,7 @@ class Connection(asyncio.Protocol):
         buf = self.buf
         pos = 0
         limit = self.broker.max_packet_bytes
+        budget = PUBLISH_BUDGET
         try:
             while not self.closed:
                 if pos < len(buf) and not self.connected and buf[pos] != 0x10:
@@ -154,6 +163,13 @@ class Connection(asyncio.Protocol):
                 if kind == codec.PUBLISH:
                     if self.read_blocks or not self._quota_ok():
                         break
+                    if not budget:
+                        # Fairness under a flood: let the other connections, writers and the API have the loop;
+                        # until the next turn this connection is not read, so TCP holds its publisher back.
+                        self.block_reading()
+                        self.broker.loop.call_soon(self.unblock_reading)
+                        break
+                    budget -= 1
                     self.broker.on_publish(self, first, buf, start, end)
                 elif not self.connected:
                     if kind != codec.CONNECT:

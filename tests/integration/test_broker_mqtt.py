@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import ssl
@@ -358,4 +359,63 @@ def test_slow_qos1_subscriber_slows_publisher_instead_of_losing(tmp_path: Path, 
         sub.close()
         pub.close()
     finally:
+        gw.stop()
+
+
+def test_a_qos0_flood_to_a_stalled_subscriber_is_dropped_and_counted_and_others_are_served(
+    tmp_path: Path, unique: str
+) -> None:
+    """Regression: the per-delivery backlog check was O(queued packets), so a flood froze the whole gateway."""
+    import json
+    import threading
+    import urllib.request
+
+    from gateway.broker import codec
+
+    gw = GatewayProcess(tmp_path, extra_args=["--publishes-per-second", "0"]).start()
+    sockets: list[ssl.SSLSocket] = []
+    try:
+        stalled = _raw_subscriber(gw, gw.provision(f"stalled-{unique}", allow_all_policy()), f"flood/{unique}")
+        sockets.append(stalled)
+        creds = gw.provision(f"flooder-{unique}", allow_all_policy())
+        packet = codec.encode_publish(f"flood/{unique}", b"x" * 200)
+        chunk = packet * 5000  # ~1 MB per write; 20 flooders x 10 MB, far beyond what the subscriber's queue holds
+        flooders: list[ssl.SSLSocket] = []
+        for n in range(20):
+            sock = _tls_socket(gw, creds)
+            sockets.append(sock)
+            cid = f"flooder-{unique}-{n}".encode()
+            body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
+            sock.sendall(b"\x10" + codec.encode_length(len(body)) + body)
+            assert sock.recv(4)[:1] == b"\x20"
+            flooders.append(sock)
+
+        def flood(sock: ssl.SSLSocket) -> None:
+            with contextlib.suppress(OSError):  # a frozen gateway times the writes out: the join below says so
+                for _ in range(10):
+                    sock.sendall(chunk)
+
+        threads = [threading.Thread(target=flood, args=(sock,), daemon=True) for sock in flooders]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        # Meanwhile the gateway answers its API and serves other clients promptly.
+        other = device(gw, gw.provision(f"other-{unique}", allow_all_policy())).connect()
+        try:
+            other.subscribe(f"calm/{unique}")
+            started = time.monotonic()
+            assert other.publish(f"calm/{unique}", b"still here", 1)
+            assert other.expect(5).payload == b"still here"
+            assert time.monotonic() - started < 3.0
+        finally:
+            other.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{gw.ports['api']}/health", timeout=5) as response:
+            stats = json.loads(response.read())["stats"]
+        for thread in threads:
+            thread.join(60)
+            assert not thread.is_alive(), "the flood never got through: the gateway stopped reading"
+        assert stats["dropped_qos0"] > 0  # QoS 0 for a subscriber that does not read is dropped and counted
+    finally:
+        for sock in sockets:
+            sock.close()
         gw.stop()
