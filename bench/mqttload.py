@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from devices.mqtt_codec import encode_length
+
 # ---------------------------------------------------------------- packets
 
 CONNACK = 2
@@ -41,15 +43,6 @@ PINGRESP = 13
 DISCONNECT_BYTES = b"\xe0\x00"
 HEADER = struct.Struct(">HIQ")  # publisher index, sequence number, send time (time.monotonic_ns)
 PUBACK_HEAD = b"\x40\x02"
-
-
-def encode_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | 0x80 if n else byte)
-        if not n:
-            return bytes(out)
 
 
 def _utf8(value: str | bytes) -> bytes:

@@ -21,6 +21,7 @@ __all__ = [
     "ProtocolError",
     "ack_packet",
     "connect_packet",
+    "encode_length",
     "encode_string",
     "packet_id",
     "parse_publish",
@@ -49,7 +50,8 @@ class Incoming:
     body: bytes
 
 
-def _remaining_length(n: int) -> bytes:
+def encode_length(n: int) -> bytes:
+    """MQTT's variable-length Remaining Length field."""
     if n < 128:
         return bytes((n,))
     if n > MAX_REMAINING_LENGTH:
@@ -79,7 +81,7 @@ def connect_packet(client_id: str, keepalive: int, clean_session: bool = True) -
             encode_string(client_id),
         )
     )
-    return b"\x10" + _remaining_length(len(body)) + body
+    return b"\x10" + encode_length(len(body)) + body
 
 
 def publish_packet(encoded_topic: bytes, payload: bytes, qos: int, retain: bool, mid: int) -> bytes:
@@ -89,18 +91,18 @@ def publish_packet(encoded_topic: bytes, payload: bytes, qos: int, retain: bool,
         return b"".join(
             (
                 bytes((first,)),
-                _remaining_length(len(encoded_topic) + 2 + len(payload)),
+                encode_length(len(encoded_topic) + 2 + len(payload)),
                 encoded_topic,
                 _MID.pack(mid),
                 payload,
             )
         )
-    return b"".join((bytes((first,)), _remaining_length(len(encoded_topic) + len(payload)), encoded_topic, payload))
+    return b"".join((bytes((first,)), encode_length(len(encoded_topic) + len(payload)), encoded_topic, payload))
 
 
 def subscribe_packet(mid: int, filters: list[tuple[str, int]]) -> bytes:
     body = _MID.pack(mid) + b"".join(encode_string(topic) + bytes((qos,)) for topic, qos in filters)
-    return b"\x82" + _remaining_length(len(body)) + body
+    return b"\x82" + encode_length(len(body)) + body
 
 
 def ack_packet(kind: int, mid: int) -> bytes:
