@@ -19,6 +19,7 @@ from gateway.config import Config
 from gateway.identity.authorizer import DEV_POLICY_DOCUMENT
 from gateway.identity.keystore import ensure_local_ca
 from gateway.identity.policy_doc import PolicyDocument
+from gateway.metrics import Metrics
 from gateway.registry import Registry, RegistryChange
 from gateway.rules.engine import RulesEngine
 from gateway.rules.files import RulesFolder
@@ -115,6 +116,8 @@ class Gateway(Lifecycle):
             folder.sync()
             self._tasks.append(asyncio.create_task(folder.watch(), name="rules-folder-watch"))
         self.listeners = Listeners(self.broker)
+        self.metrics = Metrics(self)
+        self._tasks.append(asyncio.create_task(self.metrics.lag.run(), name="event-loop-lag"))
         self.api = ApiServer(
             cfg.host,
             cfg.api_port,
@@ -126,6 +129,7 @@ class Gateway(Lifecycle):
                 "lambda/logs": self.lambdas.recent_logs,
                 "actions/metrics": self.rules_engine.executor.action_metrics,
             },
+            metrics=self.metrics.render,
         )
         self.ports["api"] = await self.api.start()
         self.ssl_context = server_ssl_context(

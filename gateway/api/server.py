@@ -11,6 +11,9 @@ from aiohttp import web
 log = logging.getLogger("edgesim.api")
 
 
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
 class ApiServer:
     def __init__(
         self,
@@ -19,6 +22,7 @@ class ApiServer:
         status: Callable[[], dict[str, Any]],
         fallback: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
         views: dict[str, Callable[[], Any]] | None = None,
+        metrics: Callable[[], bytes] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -28,6 +32,8 @@ class ApiServer:
         # edgesim's own read-only views (metrics), under a prefix no AWS API uses.
         for path, view in (views or {}).items():
             self.app.router.add_get(f"/edgesim/{path}", self._view(view))
+        if metrics is not None:
+            self.app.router.add_get("/metrics", self._metrics(metrics))
         if fallback is not None:
             # Every other request is an AWS API call, told apart by its signature, target header and path.
             self.app.router.add_route("*", "/{tail:.*}", fallback)
@@ -37,6 +43,13 @@ class ApiServer:
     async def _health(self, request: web.Request) -> web.Response:
         body = {"status": "ok" if self.ready else "starting", **self._status()}
         return web.json_response(body, status=200 if self.ready else 503)
+
+    @staticmethod
+    def _metrics(render: Callable[[], bytes]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return web.Response(body=render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+        return handler
 
     @staticmethod
     def _view(view: Callable[[], Any]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
