@@ -14,7 +14,7 @@ from gateway.broker.codec import ProtocolError
 from gateway.broker.connection import Connection
 from gateway.broker.retained import RetainedStore
 from gateway.broker.router import Route, classify
-from gateway.broker.sessions import SESSION_EXPIRY_MS, ParkedSession, SessionStore, split_publish
+from gateway.broker.sessions import SESSION_EXPIRY_MS, ParkedSession, SessionStore, publish_topic, split_publish
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import InvalidRequestException
@@ -159,7 +159,7 @@ class Broker:
             else:
                 self.trie.remove(sub.filter, sub)
         for head, tail in self.session_store.take(conn.client_id):
-            topic = _publish_topic(head)
+            topic = publish_topic(head)
             if conn.authorizer.can_receive(topic):
                 conn.deliver_qos1(head, tail, None)
         self._save_session(conn)
@@ -560,13 +560,3 @@ class Broker:
             body["clientInitiatedDisconnect"] = conn.clean_disconnect
             body["disconnectReason"] = "CLIENT_INITIATED_DISCONNECT" if conn.clean_disconnect else "CONNECTION_LOST"
         self.deliver(topic, json.dumps(body).encode(), 1)
-
-
-def _publish_topic(head: bytes) -> str:
-    """The topic of a PUBLISH from the bytes before its packet id."""
-    pos = 1
-    while head[pos] & 0x80:
-        pos += 1
-    pos += 1
-    size = (head[pos] << 8) | head[pos + 1]
-    return head[pos + 2 : pos + 2 + size].decode()

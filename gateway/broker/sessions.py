@@ -13,6 +13,7 @@ from gateway.store import Store
 
 if TYPE_CHECKING:
     from gateway.broker.core import Subscription
+    from gateway.registry import Registry
 
 log = logging.getLogger("edgesim.broker")
 
@@ -20,8 +21,8 @@ SESSION_EXPIRY_MS = 3_600_000  # AWS IoT's default persistent session expiry: on
 MAX_QUEUED_PER_SESSION = 20_000  # QoS 1 messages kept for one offline client; the oldest are kept, newer dropped
 
 
-def split_publish(packet: bytes) -> tuple[bytes, bytes]:
-    """A QoS 1 PUBLISH as sent (head + packet id + tail) back into (head with DUP set, tail) for redelivery."""
+def _topic_span(packet: bytes) -> tuple[int, int]:
+    """Where the topic of a PUBLISH (whole, or only its head) starts and ends, past the fixed header."""
     pos, multiplier = 1, 1
     while packet[pos] & 0x80:
         pos += 1
@@ -29,8 +30,19 @@ def split_publish(packet: bytes) -> tuple[bytes, bytes]:
         if multiplier > 0x80**3:
             raise ProtocolError("remaining length longer than four bytes")
     pos += 1
-    topic_end = pos + 2 + ((packet[pos] << 8) | packet[pos + 1])
-    return bytes((packet[0] | 0x08,)) + packet[1:topic_end], packet[topic_end + 2 :]
+    return pos + 2, pos + 2 + ((packet[pos] << 8) | packet[pos + 1])
+
+
+def publish_topic(head: bytes) -> str:
+    """The topic of a PUBLISH from the bytes before its packet id."""
+    start, end = _topic_span(head)
+    return head[start:end].decode()
+
+
+def split_publish(packet: bytes) -> tuple[bytes, bytes]:
+    """A QoS 1 PUBLISH as sent (head + packet id + tail) back into (head with DUP set, tail) for redelivery."""
+    _, end = _topic_span(packet)
+    return bytes((packet[0] | 0x08,)) + packet[1:end], packet[end + 2 :]
 
 
 class SessionStore:
@@ -103,7 +115,7 @@ class ParkedSession:
 
     client_id: str
     sessions: SessionStore
-    generation_of: object  # the registry: parked sessions are never re-authorized while offline
+    registry: Registry  # its generation: parked sessions are never re-authorized while offline
     expires_ms: int
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     queued: int = 0
@@ -114,7 +126,7 @@ class ParkedSession:
 
     @property
     def generation(self) -> int:
-        return int(getattr(self.generation_of, "generation", 0))
+        return self.registry.generation
 
     def backlog(self) -> int:
         return 0

@@ -288,7 +288,8 @@ class EdgeCore(Lifecycle):
             self.syncer.on_local_message(message)
 
     def _on_cloud_message(self, message: CloudMessage) -> None:
-        self.syncer.on_cloud_message(Message(message.topic, message.payload, message.qos, door="cloud"))
+        if message.topic.startswith("$aws/things/"):
+            self.syncer.on_cloud_message(Message(message.topic, message.payload, message.qos, door="cloud"))
         self.bridge.from_iot_core(message.topic, message.payload, message.qos)
         for runner in self.cloud_triggers.match(message.topic):
             runner.submit(message.topic, message.payload)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from dataclasses import replace
 from typing import Any, Literal
 
 from gateway.edge.cloud import CloudLink, CloudUnavailable
@@ -198,6 +199,4 @@ def _with_version(state: SyncState, side: Side, doc: dict[str, Any]) -> SyncStat
     version = doc.get("version")
     if not isinstance(version, int):
         return state
-    if side == "cloud":
-        return SyncState(base=state.base, local_version=state.local_version, cloud_version=version)
-    return SyncState(base=state.base, local_version=version, cloud_version=state.cloud_version)
+    return replace(state, cloud_version=version) if side == "cloud" else replace(state, local_version=version)
