@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +21,7 @@ from gateway.cli_s3 import s3_app
 from gateway.cli_shadow import shadow_app
 from gateway.cli_streams import streams_app
 from gateway.config import Config
+from gateway.logs import FORMAT_HELP, configure_logging
 
 app = typer.Typer(help="edgesim: a local, offline AWS IoT Core and its sinks.", no_args_is_help=True)
 app.add_typer(certs_app, name="certs")
@@ -39,6 +39,7 @@ console = Console()
 
 DataDir = Annotated[Path, typer.Option("--data-dir", envvar="EDGESIM_HOME", help="Where the database lives.")]
 CertsDir = Annotated[Path, typer.Option("--certs-dir", envvar="EDGESIM_CERTS", help="Where the CA and certs live.")]
+LogFormat = Annotated[str, typer.Option("--log-format", help=FORMAT_HELP)]
 
 
 def main() -> None:
@@ -81,9 +82,19 @@ def up(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    api_token: Annotated[
+        str | None,
+        typer.Option(
+            "--api-token",
+            envvar="EDGESIM_API_TOKEN",
+            help="Token the HTTP API and dashboard require (default: none on loopback, a random one printed at "
+            "start-up when --host exposes them).",
+        ),
+    ] = None,
+    log_format: LogFormat = "text",
 ) -> None:
     """Run the gateway in the foreground until Ctrl-C."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging(log_level, log_format)
     cfg = Config(
         host=host,
         mqtts_port=mqtts_port,
@@ -97,6 +108,7 @@ def up(
         sink_backend=sink_backend,
         sink_endpoint_url=sink_endpoint_url,
         server_names=server_name or [],
+        api_token=api_token,
     )
     if sink_backend not in ("local", "aws"):
         raise typer.BadParameter("--sink-backend takes local or aws")
@@ -107,6 +119,13 @@ def up(
             raise typer.BadParameter(f"--require-sigv4 wants ACCESS_KEY:SECRET, got {pair!r}")
         cfg.sigv4_credentials[key] = secret
     asyncio.run(_run_gateway(cfg, ports_file))
+
+
+def _configure_logging(level: str, fmt: str) -> None:
+    try:
+        configure_logging(level, fmt)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 async def _run_gateway(cfg: Config, ports_file: Path | None) -> None:
@@ -120,6 +139,15 @@ async def _run_gateway(cfg: Config, ports_file: Path | None) -> None:
         if ports_file is not None:
             ports_file.write_text(json.dumps(gw.ports))  # noqa: ASYNC240 - once, at start-up
         console.print(f"[green]edgesim is up[/green] {json.dumps(gw.ports)}  (Ctrl-C to stop)")
+        token = getattr(gw, "api_token", None)
+        if isinstance(token, str) and token:
+            console.print(
+                f"API/dashboard token: {token}  (send it as 'Authorization: Bearer {token}' or open "
+                f"http://{cfg.host}:{gw.ports.get('api', cfg.api_port)}/?token={token})",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         await stop.wait()
     console.print("edgesim stopped")
 
@@ -137,12 +165,13 @@ def demo(
     data_dir: DataDir = Path(".edgesim"),
     certs_dir: CertsDir = Path("certs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the fleet's final summary as JSON.")] = False,
+    log_format: LogFormat = "text",
 ) -> None:
     """The gateway with the example rules and sinks, and a simulated fleet, in one live view."""
     from devices.spec import FleetFileError, load_fleet
     from gateway.demo import run_demo
 
-    logging.basicConfig(level="WARNING")
+    _configure_logging("warning", log_format)
     try:
         spec = load_fleet(fleet)
     except (FleetFileError, OSError) as exc:

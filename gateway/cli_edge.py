@@ -21,6 +21,7 @@ from rich.table import Table
 from gateway.cli_api import JsonOut, err_console
 from gateway.config import default_certs_dir, default_data_dir
 from gateway.errors import ConfigError
+from gateway.logs import FORMAT_HELP, configure_logging
 
 if TYPE_CHECKING:
     from gateway.edge.config import EdgeConfig
@@ -82,6 +83,13 @@ def status_table(status: dict[str, Any]) -> Table:
         f"{sync['shadows']} shadows  {'in sync' if sync['in_sync'] else 'pending'}  to cloud {sync['to_cloud']}  "
         f"to local {sync['to_local']}" + (f"  last error: {sync['last_error']}" if sync["last_error"] else ""),
     )
+    fleet = status.get("fleet_status")
+    if fleet is not None:
+        table.add_row(
+            "fleet status",
+            f"{fleet['overallDeviceStatus']}  reports sent {fleet['sequenceNumber']}  every {fleet['interval_s']} s"
+            + (f"  last {fleet['last_trigger']}" if fleet.get("last_trigger") else ""),
+        )
     for name, stats in status["components"].items():
         table.add_row(
             f"component {name}",
@@ -117,6 +125,7 @@ def run(
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final status as JSON on stdout.")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+    log_format: Annotated[str, typer.Option("--log-format", help=FORMAT_HELP)] = "text",
 ) -> None:
     """Run an edge core with a live status view; Ctrl-C (or SIGTERM) stops it cleanly."""
     from rich.logging import RichHandler
@@ -131,8 +140,14 @@ def run(
         },
     )
     ui = Console(stderr=True)
-    # Log lines print above the live view instead of tearing it.
-    logging.basicConfig(level=log_level.upper(), format="%(name)s: %(message)s", handlers=[RichHandler(console=ui)])
+    if log_format == "text":
+        # Log lines print above the live view instead of tearing it.
+        logging.basicConfig(level=log_level.upper(), format="%(name)s: %(message)s", handlers=[RichHandler(console=ui)])
+    else:
+        try:  # JSON lines go to whatever sys.stderr is when written: the live view redirects it above itself
+            configure_logging(log_level, log_format)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
     live = Live(console=ui, refresh_per_second=2) if (not as_json or sys.stderr.isatty()) else None
 
     async def main() -> dict[str, Any]:

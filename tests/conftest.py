@@ -35,6 +35,11 @@ class GatewayProcess:
     proc: subprocess.Popen[bytes] | None = None
     ports: dict[str, int] = field(default_factory=dict)
     log: object = None
+    separate_stderr: bool = False  # stderr to its own file (stderr_path) instead of gateway.log
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.home / "gateway.stderr.log"
 
     @property
     def data_dir(self) -> Path:
@@ -75,7 +80,10 @@ class GatewayProcess:
             *self.extra_args,
         ]
         self.log = log = open(self.home / "gateway.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        err = open(self.stderr_path, "ab") if self.separate_stderr else None  # noqa: SIM115 - closed below
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=err or subprocess.STDOUT)
+        if err is not None:
+            err.close()  # the child has its own descriptor
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if ports_file.exists() and ports_file.read_text():

@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ log = logging.getLogger("edgesim.rules")
 # Actions whose result is not durable anyway (republish delivers like any publish): a QoS 1 PUBACK or an HTTP 200
 # does not wait for them. Every other action (sinks) must commit, or fail into errorAction, before the acknowledgement.
 ACK_WITHOUT_WAITING = frozenset({"republish"})
+RECENT_ERRORS = 10
 
 
 @dataclass
@@ -42,11 +44,21 @@ class RuleMetrics:
     action_success: int = 0
     action_failure: int = 0
     error_actions: int = 0
+    evaluation_errors: int = 0
     last_error: str | None = None
     last_error_ms: int | None = None
+    # The dashboard's "last errors": newest last, each {timeMs, action, message, traceId}.
+    recent_errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))
+
+    def record_error(self, now_ms: int, action: str, message: str, trace_id: str | None) -> None:
+        self.last_error = f"{action}: {message}"
+        self.last_error_ms = now_ms
+        self.recent_errors.append({"timeMs": now_ms, "action": action, "message": message, "traceId": trace_id})
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        del out["recent_errors"]
+        return out
 
 
 @dataclass
@@ -164,9 +176,14 @@ class RuleExecutor:
             metrics.action_success += 1
         else:
             metrics.action_failure += 1
-            metrics.last_error = f"{job.action.failed_action_name}: {error}"
-            metrics.last_error_ms = self.gateway.clock.wall_ms()
-            log.warning("rule %s: %s failed: %s", inv.runtime.rule.name, job.action.kind, error)
+            metrics.record_error(self.gateway.clock.wall_ms(), job.action.failed_action_name, error, inv.ctx.trace_id)
+            log.warning(
+                "rule %s: %s failed: %s",
+                inv.runtime.rule.name,
+                job.action.kind,
+                error,
+                extra=_log_fields(inv, job.action),
+            )
             inv.failures.append(
                 {
                     "failedAction": job.action.failed_action_name,
@@ -199,10 +216,27 @@ class RuleExecutor:
         try:
             await asyncio.wait_for(action.run(inv.ctx, document, inv.message), self.action_timeout_s)
         except Exception as exc:  # AWS: a failing error action is only logged
-            log.error("rule %s: errorAction %s failed too: %s", inv.runtime.rule.name, action.kind, exc)
+            log.error(
+                "rule %s: errorAction %s failed too: %s",
+                inv.runtime.rule.name,
+                action.kind,
+                exc,
+                extra=_log_fields(inv, action),
+            )
 
     async def stop(self) -> None:
         await cancel_and_wait([*self._workers, *self._background])
+
+
+def _log_fields(inv: _Invocation, action: Action) -> dict[str, Any]:
+    """The fields that tie a log line to its message (and to the errorAction's cloudwatchTraceId); failures only."""
+    return {
+        "traceId": inv.ctx.trace_id,
+        "rule": inv.runtime.rule.name,
+        "action": action.kind,
+        "topic": inv.message.topic,
+        "clientId": inv.message.client_id,
+    }
 
 
 def _safe_resource(action: Action, ctx: EvalContext) -> str:
@@ -265,8 +299,8 @@ class RulesEngine:
             evaluation = runtime.compiled.evaluate(ctx)
         except Exception as exc:  # evaluation must never take the broker down
             self.stats["evaluation_errors"] += 1
-            metrics.last_error = f"evaluation: {exc}"
-            metrics.last_error_ms = self.gateway.clock.wall_ms()
+            metrics.evaluation_errors += 1
+            metrics.record_error(self.gateway.clock.wall_ms(), "evaluation", str(exc), ctx.trace_id)
             return
         if not evaluation.matched:
             return
