@@ -32,6 +32,8 @@ _COUNTERS = ("invocations", "succeeded", "failed", "errors", "timeouts", "crashe
 _FAILURE_COUNTERS = {"error": "errors", "timeout": "timeouts"}  # crashes are counted when the worker exits
 
 State = Literal["running", "backoff", "stopped"]
+# Where the runner is in its own life: set by start() and stop(), whatever its workers do meanwhile.
+Phase = Literal["installed", "starting", "started", "stopping", "stopped"]
 
 
 class _Model(BaseModel):
@@ -60,6 +62,7 @@ class EventSource(_Model):
 
 class ComponentConfig(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,128}$")
+    version: str = Field(default="1.0.0", pattern=r"^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]*)?$")  # reported only
     handler: str  # "module.function", the module relative to the components folder (may be dotted)
     pinned: bool = False
     max_instances: int = Field(default=100, ge=1)  # on-demand only: a pinned component runs exactly one
@@ -107,8 +110,14 @@ class _Item(NamedTuple):
 class ComponentRunner:
     """Runs one component's work items in worker processes (see the module docstring for the semantics)."""
 
-    def __init__(self, config: ComponentConfig, code_dir: Path, ops: EdgeOps) -> None:
+    def __init__(
+        self, config: ComponentConfig, code_dir: Path, ops: EdgeOps, on_change: Callable[[], None] | None = None
+    ) -> None:
+        """`on_change()` is called whenever `phase` changes, a worker crashes, or a worker serves an item after one
+        crashed (the core reports component health on these)."""
         self.config = config
+        self.phase: Phase = "installed"
+        self.consecutive_crashes = 0  # worker crashes since a worker last served an item
         self._code_dir = code_dir.resolve()  # workers chdir into it: a relative path would not survive that
         self._ops = ops
         self._capacity = 1 if config.pinned else config.max_instances
@@ -125,6 +134,7 @@ class ComponentRunner:
         self._backoff_s = BACKOFF_START_S
         self._not_before = 0.0  # monotonic time before which no worker starts
         self._recovering = False  # a worker crashed and none has completed an item since
+        self._on_change = on_change
 
     # ---- public
 
@@ -132,11 +142,13 @@ class ComponentRunner:
         if self._running:
             return
         self._running = True
+        self._set_phase("starting")
         if self.config.pinned:
             worker = await self._spawn()
             if worker is not None:
                 self._release(worker)
         self._dispatcher = asyncio.create_task(self._dispatch())
+        self._set_phase("started")
 
     def submit(self, topic: str, payload: bytes) -> bool:
         """Queue a work item; False (counted as dropped) when the queue is full or the runner is stopped."""
@@ -150,6 +162,7 @@ class ComponentRunner:
     async def stop(self) -> None:
         """Kill every worker; queued items are dropped, running ones count as failed."""
         self._running = False
+        self._set_phase("stopping")
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             await asyncio.gather(self._dispatcher, return_exceptions=True)
@@ -161,6 +174,7 @@ class ComponentRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(worker.kill() for worker in list(self._workers)))
+        self._set_phase("stopped")
 
     @property
     def state(self) -> State:
@@ -177,7 +191,16 @@ class ComponentRunner:
             "busy": self._busy,
             "last_error": self._last_error,
             "state": self.state,
+            "consecutive_crashes": self.consecutive_crashes,
         }
+
+    def _set_phase(self, phase: Phase) -> None:
+        self.phase = phase
+        self._changed_health()
+
+    def _changed_health(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
 
     # ---- dispatching
 
@@ -252,6 +275,9 @@ class ComponentRunner:
         if outcome.status in ("succeeded", "error"):  # the worker served the item: it is healthy
             self._backoff_s = BACKOFF_START_S
             self._recovering = False
+            if self.consecutive_crashes:
+                self.consecutive_crashes = 0
+                self._changed_health()
         if outcome.status == "succeeded":
             self._counters["succeeded"] += 1
             return
@@ -291,4 +317,6 @@ class ComponentRunner:
         self._not_before = time.monotonic() + delay
         self._backoff_s = min(delay * 2, BACKOFF_MAX_S)
         self._recovering = True
+        self.consecutive_crashes += 1
+        self._changed_health()
         log.error("[%s] %s; next worker in %g s", self.config.name, reason, delay)

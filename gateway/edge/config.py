@@ -44,6 +44,14 @@ class SpoolConfig(_Model):
     on_full: Literal["reject_new", "drop_oldest"] = "reject_new"
 
 
+class FleetStatusConfig(_Model):
+    """How often the core reports its health to the cloud (Greengrass's `fleetStatus` nucleus setting; its default is
+    a day, edgesim's 10 s so a dashboard stays current). Reports also go out on each (re)connect and component
+    status change (gateway/edge/status.py)."""
+
+    interval_s: int = Field(default=10, ge=1, alias="periodicStatusPublishIntervalSeconds")
+
+
 class TopicMapping(_Model):
     """One entry of the MQTT bridge's `mqttTopicMapping` (reference §11.3)."""
 
@@ -73,6 +81,7 @@ class EdgeConfig(_Model):
     cloud: CloudConfig = Field(default_factory=CloudConfig)
     local_broker: LocalBrokerConfig = Field(default_factory=LocalBrokerConfig)
     spooler: SpoolConfig = Field(default_factory=SpoolConfig)
+    fleet_status: FleetStatusConfig = Field(default_factory=FleetStatusConfig, alias="fleetStatus")
     components_dir: Path | None = None
     components: list[ComponentConfig] = Field(default_factory=list)
     mqtt_topic_mapping: dict[str, TopicMapping] = Field(default_factory=dict, alias="mqttTopicMapping")

@@ -4,6 +4,7 @@ durable spool towards the cloud, and shadow sync — all working whether or not 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -30,6 +31,20 @@ from gateway.edge.config import EdgeConfig
 from gateway.edge.forwarder import Forwarder
 from gateway.edge.identity import CoreCredentials, provision_core
 from gateway.edge.spool import Spool, SpoolPolicy
+from gateway.edge.status import (
+    ComponentFigures,
+    CoreFigures,
+    SpoolFigures,
+    StatusSchedule,
+    SyncFigures,
+    Trigger,
+    component_status,
+    fleet_status,
+    health_signature,
+    host_info,
+    overall_status,
+    status_topic,
+)
 from gateway.edge.sync import ShadowSyncer
 from gateway.errors import AwsError, ConfigError, InvalidRequestException, LimitExceededException
 from gateway.identity.authorizer import DEV_POLICY_DOCUMENT
@@ -47,6 +62,8 @@ log = logging.getLogger("edgesim.edge")
 
 LOCAL_DEVICES_POLICY = "edgesim-edge-local-devices"
 STATUS_FILE = "edge.json"
+# The last fleet status sequence number, so it keeps increasing across restarts.
+_STATUS_SEQUENCE_SCHEMA = "CREATE TABLE IF NOT EXISTS edge_fleet_status (id INTEGER PRIMARY KEY, sequence INTEGER)"
 
 
 def parse_target(url: str) -> tuple[str, int]:
@@ -76,6 +93,10 @@ class EdgeCore(Lifecycle):
         self._committed: asyncio.Future[None] | None = None  # the open spool group's commit
         self._acknowledging: Message | None = None  # the local PUBLISH the bridge is forwarding right now
         self._tasks: list[asyncio.Task[None]] = []
+        self.host = host_info()
+        self.status_schedule = StatusSchedule(config.fleet_status.interval_s)
+        self.status_sent_ms: int | None = None
+        self._health_changed = asyncio.Event()  # wakes the fleet status reporter
 
     # ---- start and stop
 
@@ -83,6 +104,9 @@ class EdgeCore(Lifecycle):
         cfg = self.config
         self.home.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.home / "edge.db")
+        self.store.db.execute(_STATUS_SEQUENCE_SCHEMA)
+        row = self.store.one("SELECT sequence FROM edge_fleet_status WHERE id = 1")
+        self.status_schedule.sequence = int(row["sequence"]) if row is not None else 0
         self.spool = Spool(self.home / "spool.db", SpoolPolicy(**cfg.spooler.model_dump()))
         creds = await asyncio.to_thread(self._credentials)
         await self._start_local()
@@ -97,7 +121,7 @@ class EdgeCore(Lifecycle):
             on_state=self._on_cloud_state,
         )
         self.forwarder = Forwarder(self.spool, self.cloud, cfg.cloud.max_in_flight)
-        self.syncer = ShadowSyncer(cfg.shadow_sync(), self.thing_name, self.shadows, self.cloud, self.store)
+        self.syncer = ShadowSyncer(cfg.shadow_sync(), self.thing_name, self.shadows, self.cloud, self.store, self.clock)
         self.pubsub = LocalPubSub()
         self.bridge = Bridge(
             cfg.mqtt_topic_mapping, BridgeTargets(self._to_local_mqtt, self.pubsub.publish, self._bridge_to_cloud)
@@ -111,6 +135,7 @@ class EdgeCore(Lifecycle):
         for job, name in ((self.cloud.run, "cloud-link"), (self.forwarder.run, "spool-forwarder")):
             self._tasks.append(asyncio.create_task(job(), name=f"edge-{name}"))
         self._tasks.append(asyncio.create_task(self.syncer.run(), name="edge-shadow-sync"))
+        self._tasks.append(asyncio.create_task(self._report_status(), name="edge-fleet-status"))
         await self._start_control()
         log.info("edge core %s: local mqtt %s, cloud %s", self.name, self.ports, cfg.cloud.target)
 
@@ -169,7 +194,7 @@ class EdgeCore(Lifecycle):
         code_dir = self.config.components_dir
         for component in self.config.components:
             assert code_dir is not None
-            runner = ComponentRunner(component, code_dir, EdgeOpsForCore(self))
+            runner = ComponentRunner(component, code_dir, EdgeOpsForCore(self), self._health_changed.set)
             self.components[component.name] = runner
             for source in component.event_sources:
                 if source.type == "PUB_SUB":
@@ -247,6 +272,9 @@ class EdgeCore(Lifecycle):
 
     def status(self) -> dict[str, Any]:
         stats = self.spool.stats
+        figures = self.figures()
+        statuses = {c.name: component_status(c) for c in figures.components}
+        schedule = self.status_schedule
         return {
             "name": self.name,
             "thing": self.thing_name,
@@ -268,10 +296,64 @@ class EdgeCore(Lifecycle):
                 "delivered": self.forwarder.delivered,
             },
             "local": {"connections": len(self.broker.sessions), "messages_in": self.broker.stats["messages_in"]},
-            "shadow_sync": self.syncer.status(),
-            "components": {name: runner.stats for name, runner in self.components.items()},
+            "shadow_sync": {
+                **self.syncer.status(),
+                "pending": figures.shadow_sync.pending,
+                "last_sync_ms": figures.shadow_sync.last_sync_ms,
+            },
+            "components": {
+                name: {**runner.stats, "status": statuses[name]} for name, runner in self.components.items()
+            },
             "bridge": {"forwarded": dict(self.bridge.forwarded), "rejected": self.bridge_rejected},
+            "fleet_status": {
+                "topic": status_topic(self.thing_name),
+                "interval_s": schedule.interval_s,
+                "overallDeviceStatus": overall_status(statuses.values()),
+                "sequenceNumber": schedule.sequence,
+                "last_trigger": schedule.last_trigger,
+                "last_sent_ms": self.status_sent_ms,
+            },
         }
+
+    # ---- fleet status (the pure parts are in gateway.edge.status)
+
+    def figures(self) -> CoreFigures:
+        return CoreFigures(
+            thing=self.thing_name,
+            components=tuple(_component_figures(name, runner) for name, runner in self.components.items()),
+            spool=SpoolFigures(self.spool.depth, self.spool.size_bytes, self.spool.policy.max_size_bytes),
+            shadow_sync=SyncFigures(len(self.syncer.pairs), self.syncer.pending, self.syncer.last_sync_ms),
+            bridge={"forwarded": dict(self.bridge.forwarded), "rejected": self.bridge_rejected},
+        )
+
+    async def _report_status(self) -> None:
+        schedule = self.status_schedule
+        while True:
+            self._health_changed.clear()
+            schedule.observe(health_signature(self.figures()))
+            trigger, wait = schedule.due(self.clock.monotonic())
+            if trigger is not None:
+                self._publish_status(trigger)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._health_changed.wait(), wait)
+
+    def _publish_status(self, trigger: Trigger) -> None:
+        """QoS 0 straight on the link, never spooled; if the link just dropped, this report is simply lost."""
+        figures = self.figures()
+        sequence = self.status_schedule.sent(self.clock.monotonic(), trigger)
+        now_ms = self.clock.wall_ms()
+        payload = fleet_status(figures, self.host, sequence=sequence, timestamp_ms=now_ms, trigger=trigger)
+
+        def done(error: Exception | None) -> None:
+            if error is None:
+                self.status_sent_ms = now_ms
+            else:
+                log.debug("fleet status #%d not sent: %s", sequence, error)
+
+        self.cloud.send(status_topic(self.thing_name), json.dumps(payload).encode(), 0, done)
+        with self.store.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO edge_fleet_status(id, sequence) VALUES (1, ?)", (sequence,))
 
     # ---- message flows
 
@@ -297,6 +379,8 @@ class EdgeCore(Lifecycle):
     def _on_cloud_state(self, online: bool) -> None:
         log.info("edge core %s: cloud link %s", self.name, "online" if online else "offline")
         self.syncer.on_state(online)
+        self.status_schedule.link(online)
+        self._health_changed.set()
         if online:
             self.forwarder.wake()
         else:
@@ -351,6 +435,19 @@ def _release_after_commit(hold: AckHold, committed: asyncio.Future[None]) -> Non
     if not committed.cancelled():
         committed.exception()  # logged by _commit_spool; retrieved here so asyncio does not log it again
     hold.release()
+
+
+def _component_figures(name: str, runner: ComponentRunner) -> ComponentFigures:
+    stats = runner.stats
+    restarts, last_error = stats["restarts"], stats["last_error"]
+    return ComponentFigures(
+        name,
+        runner.config.version,
+        runner.phase,
+        runner.consecutive_crashes,
+        restarts if isinstance(restarts, int) else 0,
+        str(last_error) if last_error else None,
+    )
 
 
 def _submitter(runner: ComponentRunner) -> Callable[[str, bytes], None]:

@@ -10,6 +10,7 @@ import logging
 from dataclasses import replace
 from typing import Any, Literal
 
+from gateway.clock import Clock, SystemClock
 from gateway.edge.cloud import CloudLink, CloudUnavailable
 from gateway.edge.shadow_sync import (
     ShadowSyncConfig,
@@ -39,7 +40,13 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS edge_shadow_sync (
 
 class ShadowSyncer:
     def __init__(
-        self, config: ShadowSyncConfig, core_thing: str, local: ShadowService, cloud: CloudLink, store: Store
+        self,
+        config: ShadowSyncConfig,
+        core_thing: str,
+        local: ShadowService,
+        cloud: CloudLink,
+        store: Store,
+        clock: Clock | None = None,
     ) -> None:
         self.pairs = shadows_to_sync(config, core_thing)
         self.direction = config.synchronize.direction
@@ -56,6 +63,8 @@ class ShadowSyncer:
         self.stats = {"reconciles": 0, "to_cloud": 0, "to_local": 0, "errors": 0}
         self.in_sync = False
         self.last_error: str | None = None
+        self.last_sync_ms: int | None = None  # wall time a shadow last reconciled or synced a change (this run)
+        self._clock = clock or SystemClock()
         self._events: asyncio.Queue[tuple[Side, Pair, SyncDocument | None]] = asyncio.Queue()
         self._reconnected = asyncio.Event()
 
@@ -178,6 +187,7 @@ class ShadowSyncer:
 
     def _save(self, pair: Pair, state: SyncState) -> None:
         self.states[pair] = state
+        self.last_sync_ms = self._clock.wall_ms()
         with self.store.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO edge_shadow_sync(thing, shadow, state) VALUES (?, ?, ?)",
@@ -189,6 +199,12 @@ class ShadowSyncer:
         self.in_sync = False
         self.last_error = f"{pair[0]}/{pair[1] or 'classic'}: {exc}"
         log.info("shadow sync of %s postponed: %s", pair, exc)
+
+    @property
+    def pending(self) -> int:
+        """Shadows waiting for a reconcile (all of them until one succeeds after a (re)connect), or else changes
+        waiting to be forwarded."""
+        return len(self.pairs) if not self.in_sync else self._events.qsize()
 
     def status(self) -> dict[str, Any]:
         return {"shadows": len(self.pairs), "in_sync": self.in_sync, **self.stats, "last_error": self.last_error}
