@@ -19,7 +19,8 @@ from botocore.exceptions import ClientError
 from devices.spec import DeviceSpec, FleetSpec
 
 THING_VAR = "${iot:Connection.Thing.ThingName}"
-SHARED = "_shared"  # file stem of the one certificate every thing uses with --shared-cert
+SHARED = "_shared"
+TOKEN_HEADER = "X-Edgesim-Token"  # file stem of the one certificate every thing uses with --shared-cert
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class DeviceFiles:
 
 
 def iot_client(endpoint: str, region: str = "us-east-1") -> Any:
-    return boto3.client(
+    client = boto3.client(
         "iot",
         endpoint_url=endpoint,
         region_name=region,
@@ -37,6 +38,19 @@ def iot_client(endpoint: str, region: str = "us-east-1") -> Any:
         aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "edgesim"),
         config=BotoConfig(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=16),
     )
+    send_api_token(client)
+    return client
+
+
+def send_api_token(client: Any) -> None:
+    """A gateway exposed beyond loopback wants its API token (EDGESIM_API_TOKEN) on every request."""
+    token = os.environ.get("EDGESIM_API_TOKEN")
+    if token:
+
+        def add_token(request: Any, **_: Any) -> None:
+            request.headers[TOKEN_HEADER] = token
+
+        client.meta.events.register("before-send", add_token)
 
 
 def _resource(kind: str, text: str, device: DeviceSpec) -> str:

@@ -7,7 +7,10 @@ import logging
 from typing import Any
 
 from gateway.actions.remote import RemoteSinks
+from gateway.api.auth import required_token
+from gateway.api.dashboard import Dashboard
 from gateway.api.https_publish import HttpsPublish
+from gateway.api.live import LiveFeed
 from gateway.api.rest import RestDispatcher
 from gateway.api.server import ApiServer
 from gateway.broker.core import Broker
@@ -57,6 +60,8 @@ class Gateway(Lifecycle):
     listeners: Listeners
     api: ApiServer
     https: HttpsPublish
+    live: LiveFeed
+    api_token: str | None = None
 
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
@@ -118,6 +123,9 @@ class Gateway(Lifecycle):
         self.listeners = Listeners(self.broker)
         self.metrics = Metrics(self)
         self._tasks.append(asyncio.create_task(self.metrics.lag.run(), name="event-loop-lag"))
+        self.live = LiveFeed(self)
+        self.live.start()
+        self.api_token = required_token(cfg.host, cfg.api_token)
         self.api = ApiServer(
             cfg.host,
             cfg.api_port,
@@ -130,6 +138,9 @@ class Gateway(Lifecycle):
                 "actions/metrics": self.rules_engine.executor.action_metrics,
             },
             metrics=self.metrics.render,
+            routes=Dashboard(self, self.live).routes,
+            token=self.api_token,
+            sigv4_enabled=bool(cfg.sigv4_credentials),
         )
         self.ports["api"] = await self.api.start()
         self.ssl_context = server_ssl_context(
@@ -149,6 +160,8 @@ class Gateway(Lifecycle):
 
     async def _stop(self) -> None:
         await cancel_and_wait(self._tasks)
+        if hasattr(self, "live"):
+            await self.live.stop()
         if hasattr(self, "rules_engine"):
             await self.rules_engine.stop()
         if hasattr(self, "event_sources"):

@@ -28,8 +28,10 @@ def aws_client(service: str, endpoint: str) -> Any:
     import boto3
     from botocore.config import Config as BotoConfig
 
+    from devices.provision import send_api_token
+
     # Any credentials work on loopback; these keep boto3 from searching the environment for real ones.
-    return boto3.client(
+    client = boto3.client(
         service,
         endpoint_url=endpoint,
         region_name="us-east-1",
@@ -37,6 +39,8 @@ def aws_client(service: str, endpoint: str) -> Any:
         aws_secret_access_key="edgesim",
         config=BotoConfig(retries={"max_attempts": 1}),
     )
+    send_api_token(client)
+    return client
 
 
 @contextlib.contextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,51 +25,12 @@ def evaluate_rule_file(
     rule_file: Path, topic: str, payload: bytes, client_id: str | None, principal: str | None, timestamp_ms: int
 ) -> dict[str, Any]:
     """What the rule would do with this message: WHERE result, SQL output, each action rendered (nothing runs)."""
-    from gateway.actions.base import TemplatedFields
-    from gateway.rules import EvalContext, compile_rule
     from gateway.rules.files import read_rule_file
     from gateway.rules.model import parse_rule_payload
-    from gateway.topics import matches, split_basic_ingest
+    from gateway.rules.tryout import evaluate_rule
 
     name, document = read_rule_file(rule_file)
-    rule = parse_rule_payload(name, document)
-    compiled = compile_rule(rule.sql, rule.sql_version)
-    ingest_rule, rest = split_basic_ingest(topic)
-    seen_topic = rest if ingest_rule else topic
-    if ingest_rule:
-        reaches = ingest_rule == rule.name
-    else:
-        reaches = compiled.topic_filter is not None and matches(compiled.topic_filter, topic)
-    ctx = EvalContext(
-        payload=payload,
-        topic=seen_topic,
-        client_id=client_id,
-        principal=principal,
-        timestamp_ms=timestamp_ms,
-        trace_id=str(uuid.uuid4()),
-    )
-    evaluation = compiled.evaluate(ctx)
-    actions = []
-    for spec in rule.actions:
-        rendered = TemplatedFields.compile(spec.fields).render(ctx)
-        actions.append({spec.kind: rendered})
-    result: dict[str, Any] = {
-        "rule": rule.name,
-        "sqlVersion": rule.sql_version,
-        "topicFilter": compiled.topic_filter,
-        "topicMatches": reaches,
-        "whereMatched": evaluation.matched,
-        "output": _jsonable(evaluation.output) if evaluation.matched else None,
-        "actions": actions if evaluation.matched and reaches else [],
-        "disabled": rule.disabled,
-    }
-    return result
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray)):
-        return {"binary": bytes(value).hex()}
-    return value
+    return evaluate_rule(parse_rule_payload(name, document), topic, payload, client_id, principal, timestamp_ms)
 
 
 @rules_app.command("test")

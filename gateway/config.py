@@ -62,6 +62,10 @@ class Config(BaseModel):
         default_factory=dict,
         description="access key -> secret; when set, every HTTP API request must carry a valid SigV4 signature",
     )
+    api_token: str | None = Field(
+        default=None,
+        description="token the HTTP API and dashboard require; generated at start-up when host is not loopback",
+    )
     server_names: list[str] = Field(
         default_factory=list,
         description="extra DNS names for the server certificate (e.g. a container's service name) besides localhost",

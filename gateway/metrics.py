@@ -43,6 +43,7 @@ class GatewayCollector(Collector):
         yield from self._shadows()
         yield from self._rules()
         yield from self._sinks()
+        yield from self._edge()
         yield GaugeMetricFamily("edgesim_event_loop_lag_seconds", "How late the last timer fired", self.lag.last_s)
         yield GaugeMetricFamily("edgesim_event_loop_lag_max_seconds", "The largest lag seen", self.lag.max_s)
 
@@ -54,11 +55,25 @@ class GatewayCollector(Collector):
             "edgesim_mqtt_persistent_sessions_offline", "Persistent sessions whose client is away", len(broker.parked)
         )
         yield CounterMetricFamily("edgesim_mqtt_connects", "Accepted MQTT CONNECTs", stats["connects"])
-        yield CounterMetricFamily("edgesim_policy_denials", "Requests a policy refused", stats["denied"])
+        denials = CounterMetricFamily("edgesim_policy_denials", "Requests a policy refused", labels=["action"])
+        for action, count in sorted(broker.denials.items()):
+            denials.add_metric([action], count)
+        yield denials
         messages = CounterMetricFamily("edgesim_mqtt_messages", "Messages routed in and delivered out", labels=["way"])
         messages.add_metric(["in"], stats["messages_in"])
         messages.add_metric(["out"], stats["messages_out"])
         yield messages
+        by_door = CounterMetricFamily(
+            "edgesim_messages_in", "Messages routed, by the door they came in by and QoS", labels=["door", "qos"]
+        )
+        for door, counts in sorted(broker.in_by_door.items()):
+            by_door.add_metric([door, "0"], counts[0])
+            by_door.add_metric([door, "1"], counts[1])
+        yield by_door
+        out = CounterMetricFamily("edgesim_messages_out", "Messages delivered to subscribers, by QoS", labels=["qos"])
+        out.add_metric(["0"], stats["messages_out"] - broker.out_qos1)
+        out.add_metric(["1"], broker.out_qos1)
+        yield out
         dropped = CounterMetricFamily(
             "edgesim_mqtt_dropped_messages", "Deliveries dropped for slow or full subscribers", labels=["qos"]
         )
@@ -72,7 +87,10 @@ class GatewayCollector(Collector):
         for operation, key in (("update", "updates"), ("get", "gets"), ("delete", "deletes")):
             ops.add_metric([operation], stats[key])
         yield ops
-        yield CounterMetricFamily("edgesim_shadow_rejections", "Shadow requests rejected", stats["rejected"])
+        rejections = CounterMetricFamily("edgesim_shadow_rejections", "Shadow requests rejected", labels=["code"])
+        for code, count in sorted(self.gw.shadows.rejections.items()):
+            rejections.add_metric([str(code)], count)
+        yield rejections
 
     def _rules(self) -> Iterator[Metric]:
         families = {
@@ -117,14 +135,40 @@ class GatewayCollector(Collector):
         yield depth
         invocations = CounterMetricFamily("edgesim_lambda_invocations", "Lambda invocations", labels=["function"])
         errors = CounterMetricFamily("edgesim_lambda_errors", "Lambda invocations that failed", labels=["function"])
+        duration = CounterMetricFamily(
+            "edgesim_lambda_duration_seconds", "Time spent in Lambda invocations", labels=["function"]
+        )
         for function, figures in self.gw.lambdas.stats.items():
             invocations.add_metric([function], figures["invocations"])
             errors.add_metric([function], figures["errors"])
-        yield from (invocations, errors)
+            duration.add_metric([function], figures.get("duration_us", 0) / 1e6)
+        yield from (invocations, errors, duration)
+        kinesis = self.gw.kinesis
         shards = GaugeMetricFamily("edgesim_kinesis_open_shards", "Open shards per stream", labels=["stream"])
-        for name, stream in self.gw.kinesis.streams.items():
+        records = CounterMetricFamily("edgesim_kinesis_records", "Records written per stream", labels=["stream"])
+        throttles = CounterMetricFamily(
+            "edgesim_kinesis_throttles", "Writes refused by the per-shard quota", labels=["stream"]
+        )
+        for name, stream in kinesis.streams.items():
             shards.add_metric([name], len(stream.shards.open_shards))
-        yield shards
+            records.add_metric([name], sum(stream.counters.values()) - len(stream.counters))
+            throttles.add_metric([name], kinesis.throttles.get(name, 0))
+        yield from (shards, records, throttles)
+
+    def _edge(self) -> Iterator[Metric]:
+        online = GaugeMetricFamily("edgesim_edge_core_online", "Edge cores connected to the gateway", labels=["core"])
+        spool = GaugeMetricFamily(
+            "edgesim_edge_spool_messages", "Messages an edge core holds for the cloud (last report)", labels=["core"]
+        )
+        spool_bytes = GaugeMetricFamily(
+            "edgesim_edge_spool_bytes", "Bytes an edge core holds for the cloud (last report)", labels=["core"]
+        )
+        for core in self.gw.live.edge()["cores"]:
+            online.add_metric([core["name"]], 1.0 if core["online"] else 0.0)
+            if core["spool"]:
+                spool.add_metric([core["name"]], core["spool"].get("messages", 0))
+                spool_bytes.add_metric([core["name"]], core["spool"].get("bytes", 0))
+        yield from (online, spool, spool_bytes)
 
 
 class Metrics:

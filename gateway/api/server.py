@@ -8,6 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.api.auth import token_middleware
+
 log = logging.getLogger("edgesim.api")
 
 
@@ -23,12 +25,19 @@ class ApiServer:
         fallback: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
         views: dict[str, Callable[[], Any]] | None = None,
         metrics: Callable[[], bytes] | None = None,
+        routes: Callable[[web.Application], None] | None = None,
+        token: str | None = None,
+        sigv4_enabled: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self._status = status
         self.app = web.Application(client_max_size=16 * 1024 * 1024)
+        if token:
+            self.app.middlewares.append(token_middleware(token, sigv4_enabled))  # type: ignore[arg-type]
         self.app.router.add_get("/health", self._health)
+        if routes is not None:
+            routes(self.app)  # the dashboard, before the catch-all below
         # edgesim's own read-only views (metrics), under a prefix no AWS API uses.
         for path, view in (views or {}).items():
             self.app.router.add_get(f"/edgesim/{path}", self._view(view))

@@ -37,11 +37,13 @@ class Connection(asyncio.Protocol):
         "client_id",
         "closed",
         "connected",
+        "connected_ms",
         "door",
         "dropped_qos0",
         "generation",
         "inflight",
         "keep_alive",
+        "last_publish_ms",
         "last_rx",
         "next_pid",
         "peer_ip",
@@ -74,6 +76,8 @@ class Connection(asyncio.Protocol):
         self.generation = -1
         self.keep_alive = 0.0
         self.last_rx = 0.0
+        self.connected_ms = 0
+        self.last_publish_ms = 0
         self.subscriptions: dict[str, Subscription] = {}
         self.will: codec.ConnectRequest | None = None
         self.inflight: dict[int, bytes] = {}

@@ -12,6 +12,7 @@ from typing import Any
 from gateway.broker import codec
 from gateway.broker.codec import ProtocolError
 from gateway.broker.connection import Connection
+from gateway.broker.local import LocalCallback, LocalSubscriber
 from gateway.broker.retained import RetainedStore
 from gateway.broker.router import Route, classify
 from gateway.broker.sessions import SESSION_EXPIRY_MS, ParkedSession, SessionStore, publish_topic, split_publish
@@ -32,7 +33,9 @@ MessageHook = Callable[[Message], None]
 class Subscription:
     __slots__ = ("conn", "filter", "qos", "share")
 
-    def __init__(self, conn: Connection | ParkedSession, topic_filter: str, qos: int, share: str | None) -> None:
+    def __init__(
+        self, conn: Connection | ParkedSession | LocalSubscriber, topic_filter: str, qos: int, share: str | None
+    ) -> None:
         self.conn = conn
         self.filter = topic_filter
         self.qos = qos
@@ -89,6 +92,10 @@ class Broker:
             "denied": 0,
             "connects": 0,
         }
+        self.in_by_door: dict[str, list[int]] = {}  # door -> [QoS 0 count, QoS 1 count]
+        self.out_qos1 = 0
+        self.denials: dict[str, int] = {}  # policy action -> refusals
+        self.last_publish_ms: dict[str, int] = {}  # client id -> its last PUBLISH, kept when it disconnects
         registry.subscribe(self._on_registry_change)
 
     # ---- lifecycle
@@ -113,6 +120,8 @@ class Broker:
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        if conn.last_publish_ms:
+            self.last_publish_ms[conn.client_id] = conn.last_publish_ms
         current = conn.connected and self.sessions.get(conn.client_id) is conn
         if conn.persistent and current:
             self._park(conn)
@@ -232,7 +241,7 @@ class Broker:
         if refusal is None and request.will_topic is not None:
             refusal = self._check_will(conn, request)
         if refusal is not None:
-            self.stats["denied"] += 1
+            self._denied("iot:Connect")
             log.warning("refused CONNECT from %s (%s): %s", client_id, conn.peer_ip, refusal)
             if self.config.v3_auth_failure_connack:
                 conn.send(codec.encode_connack(False, codec.CONNACK_NOT_AUTHORIZED))
@@ -249,6 +258,7 @@ class Broker:
             self.connection_closed(previous)
         self.sessions[client_id] = conn
         conn.connected = True
+        conn.connected_ms = self.clock.wall_ms()
         self.stats["connects"] += 1
         # Persistent sessions are for certificate-authenticated clients (reference §1.2); a clean session ends any.
         conn.persistent = not request.clean_session and conn.cert_der is not None and self.session_store is not None
@@ -338,12 +348,13 @@ class Broker:
         authorizer = conn.authorizer
         assert authorizer is not None
         if not authorizer.can_publish(topic):
-            self.stats["denied"] += 1
+            self._denied("iot:Publish")
             raise ProtocolError(f"iot:Publish denied on topic/{topic}")
         if retain and not authorizer.can_retain_publish(topic):
-            self.stats["denied"] += 1
+            self._denied("iot:RetainPublish")
             raise ProtocolError(f"iot:RetainPublish denied on topic/{topic}")
         message = Message(topic, payload, qos, retain, conn.client_id, conn.principal, self.clock.wall_ms(), conn.door)
+        conn.last_publish_ms = message.received_ms
         message.acknowledged = qos == 1
         self._sender = conn
         try:
@@ -382,6 +393,10 @@ class Broker:
     def route(self, message: Message) -> None:
         """The one way in for messages from every door."""
         self.stats["messages_in"] += 1
+        counts = self.in_by_door.get(message.door)
+        if counts is None:
+            counts = self.in_by_door[message.door] = [0, 0]
+        counts[message.qos] += 1
         topic = message.topic
         if topic[0] == "$":
             route = classify(topic)
@@ -404,7 +419,7 @@ class Broker:
         subs = self.trie.match(topic)
         if not subs:
             return
-        targets: dict[Connection | ParkedSession, int] = {}
+        targets: dict[Connection | ParkedSession | LocalSubscriber, int] = {}
         for sub in subs:
             if sub.share is not None:
                 continue
@@ -417,6 +432,10 @@ class Broker:
         parts1: tuple[bytes, bytes] | None = None
         for conn, granted in targets.items():
             if conn.closed:
+                continue
+            if isinstance(conn, LocalSubscriber):
+                sender = self._sender
+                conn.callback(topic, payload, granted, sender.client_id if sender is not None else None)
                 continue
             authorizer = conn.authorizer
             if isinstance(conn, Connection) and conn.generation != self.registry.generation and not self._refresh(conn):
@@ -437,9 +456,12 @@ class Broker:
                 if not conn.deliver_qos1(parts1[0], parts1[1], self._sender):
                     self.stats["dropped_qos1"] += 1
                     continue
+                self.out_qos1 += 1
             self.stats["messages_out"] += 1
 
-    def _pick_shared(self, subs: list[Subscription], qos: int, targets: dict[Connection | ParkedSession, int]) -> None:
+    def _pick_shared(
+        self, subs: list[Subscription], qos: int, targets: dict[Connection | ParkedSession | LocalSubscriber, int]
+    ) -> None:
         groups: dict[str, list[Subscription]] = {}
         for sub in subs:
             if sub.share is not None:
@@ -464,6 +486,7 @@ class Broker:
             log.info("%s asked for QoS 2; no SUBACK, as AWS IoT does", conn.client_id)
             return
         retained_out: list[tuple[str, int]] = []
+        accepted: list[str] = []
         for topic_filter, qos in filters:
             try:
                 validate_topic_filter(
@@ -475,7 +498,7 @@ class Broker:
                 codes.append(0x80)
                 continue
             if not authorizer.can_subscribe(topic_filter):
-                self.stats["denied"] += 1
+                self._denied("iot:Subscribe")
                 # MQTT 3.1.1 on AWS: an unauthorized SUBSCRIBE closes the connection (reference §1.5, W4).
                 conn.close(f"iot:Subscribe denied on topicfilter/{topic_filter}")
                 return
@@ -486,11 +509,14 @@ class Broker:
                 codes.append(0x80)
                 continue
             sub = self._add_subscription(conn, topic_filter, qos)
+            accepted.append(topic_filter)
             codes.append(qos)
             if sub.share is None and "+" not in sub.filter and "#" not in sub.filter:
                 retained_out.append((sub.filter, qos))
         conn.send(codec.encode_suback(packet_id, codes))
         self._save_session(conn)
+        if accepted:
+            self._lifecycle("subscribed", conn, accepted)
         # AWS delivers stored retained messages only to subscriptions whose filter equals the topic.
         for topic, qos in retained_out:
             stored = self.retained.get(topic)
@@ -502,7 +528,9 @@ class Broker:
                 else:
                     conn.send(codec.encode_publish(topic, stored[0], 0, True))
 
-    def _add_subscription(self, owner: Connection | ParkedSession, topic_filter: str, qos: int) -> Subscription:
+    def _add_subscription(
+        self, owner: Connection | ParkedSession | LocalSubscriber, topic_filter: str, qos: int
+    ) -> Subscription:
         """Subscribe (or change the QoS of) `topic_filter`, `$share/<name>/<filter>` included."""
         old = owner.subscriptions.get(topic_filter)
         if old is not None:
@@ -518,12 +546,36 @@ class Broker:
         return sub
 
     def on_unsubscribe(self, conn: Connection, packet_id: int, filters: list[str]) -> None:
+        removed: list[str] = []
         for topic_filter in filters:
             sub = conn.subscriptions.pop(topic_filter, None)
             if sub is not None:
                 self.trie.remove(sub.filter, sub)
+                removed.append(topic_filter)
         conn.send(codec.encode_unsuback(packet_id))
         self._save_session(conn)
+        if removed:
+            self._lifecycle("unsubscribed", conn, removed)
+
+    # ---- in-process subscribers
+    def subscribe_local(self, name: str, topic_filters: list[str], callback: LocalCallback) -> LocalSubscriber:
+        """Deliver messages matching `topic_filters` to `callback` (InvalidRequestException for a bad filter)."""
+        for topic_filter in topic_filters:
+            validate_topic_filter(topic_filter)
+        subscriber = LocalSubscriber(name, callback)
+        for topic_filter in topic_filters:
+            self._add_subscription(subscriber, topic_filter, 1)
+        return subscriber
+
+    def unsubscribe_local(self, subscriber: LocalSubscriber) -> None:
+        subscriber.closed = True
+        for sub in subscriber.subscriptions.values():
+            self.trie.remove(sub.filter, sub)
+        subscriber.subscriptions.clear()
+
+    def _denied(self, action: str) -> None:
+        self.stats["denied"] += 1
+        self.denials[action] = self.denials.get(action, 0) + 1
 
     # ---- wills and lifecycle events
     def _publish_will(self, conn: Connection) -> None:
@@ -543,8 +595,10 @@ class Broker:
             )
         )
 
-    def _lifecycle(self, event: str, conn: Connection) -> None:
-        topic = f"$aws/events/presence/{event}/{conn.client_id}"
+    def _lifecycle(self, event: str, conn: Connection, topics: list[str] | None = None) -> None:
+        """AWS's lifecycle events (reference §1.3), built only when someone subscribes to them."""
+        kind = "presence" if topics is None else "subscriptions"
+        topic = f"$aws/events/{kind}/{event}/{conn.client_id}"
         if not self.trie.match(topic):
             return
         body: dict[str, Any] = {
@@ -553,9 +607,12 @@ class Broker:
             "eventType": event,
             "sessionIdentifier": str(id(conn)),
             "principalIdentifier": conn.principal or "anonymous",
-            "ipAddress": conn.peer_ip or "",
-            "versionNumber": 0,
         }
+        if topics is not None:
+            body["topics"] = topics
+        else:
+            body["ipAddress"] = conn.peer_ip or ""
+            body["versionNumber"] = 0
         if event == "disconnected":
             body["clientInitiatedDisconnect"] = conn.clean_disconnect
             body["disconnectReason"] = "CLIENT_INITIATED_DISCONNECT" if conn.clean_disconnect else "CONNECTION_LOST"

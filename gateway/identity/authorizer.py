@@ -518,6 +518,14 @@ class Authorizer:
             hit = self._remember(cache, resource_suffix, action, resource_suffix)
         return hit
 
+    def verdict(self, action: str, resource_suffix: str) -> str:
+        """"deny" (an explicit Deny matches), "allow", or "none" (implicit deny): for explaining a decision."""
+        denies, allows = self._for_action(action)
+        arn = self._arn_prefix + resource_suffix
+        if any(st.applies(arn, None) for st in denies):
+            return "deny"
+        return "allow" if any(st.applies(arn, None) for st in allows) else "none"
+
     def can_connect(self, condition_values: Mapping[str, tuple[str, ...]] | None = None) -> bool:
         return self.is_allowed("iot:Connect", "client/" + self._context.client_id, condition_values)
 

@@ -24,6 +24,7 @@ class ConnectionGrant:
     refusal: str | None
     context: ConnectionContext | None = None
     documents: tuple[PolicyDocument, ...] = ()
+    policy_names: tuple[str, ...] = ()
 
 
 class Registry(SecurityRegistry):
@@ -128,4 +129,4 @@ class Registry(SecurityRegistry):
             source_ip=source_ip,
         )
         documents = self._cached(("policies", names), lambda: tuple(self.policy_document(n) for n in names))
-        return ConnectionGrant(None, context, documents)
+        return ConnectionGrant(None, context, documents, names)

@@ -73,6 +73,7 @@ class ShadowService:
         self._inflight: dict[str, int] = {}
         self.max_inflight = max_inflight
         self.stats = {"updates": 0, "gets": 0, "deletes": 0, "rejected": 0}
+        self.rejections: dict[int, int] = {}  # AWS error code -> rejected requests
         broker.shadow_handler = self.on_message
 
     # ---- state
@@ -132,6 +133,10 @@ class ShadowService:
         out.append((topic.reply("accepted"), doc))
         return doc
 
+    def _rejected(self, code: int) -> None:
+        self.stats["rejected"] += 1
+        self.rejections[code] = self.rejections.get(code, 0) + 1
+
     def _publish(self, out: Outgoing) -> None:
         now_ms = self.clock.wall_ms()
         for topic, doc in out:
@@ -167,7 +172,7 @@ class ShadowService:
                             raise ShadowRejected(refusal[0], refusal[1], client_token=_token_of(payload))
                         self._execute(topic, payload, out)
                     except ShadowRejected as err:
-                        self.stats["rejected"] += 1
+                        self._rejected(err.code)
                         out.append((topic.reply("rejected"), error_document(err, None, self.clock.wall_ms() // 1000)))
         except Exception:
             log.exception("shadow batch of %d failed to commit", len(batch))
@@ -192,7 +197,7 @@ class ShadowService:
             with self.store.transaction():
                 doc = self._execute(topic, payload, out)
         except ShadowRejected as err:
-            self.stats["rejected"] += 1
+            self._rejected(err.code)
             raise err.to_aws_error() from err
         # REST requests are answered in the HTTP body; subscribers still see delta and documents.
         self._publish([(t, d) for t, d in out if not t.endswith("/accepted")])

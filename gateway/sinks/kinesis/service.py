@@ -109,6 +109,7 @@ class KinesisService:
         self._usage: dict[tuple[str, int], list[int]] = {}
         self._group: list[tuple[str, bytes, str, asyncio.Future[dict[str, Any]]]] = []
         self.streams: dict[str, Stream] = {}
+        self.throttles: dict[str, int] = {}  # stream -> writes refused by the per-shard quota
         for row in store.query("SELECT name, state FROM kinesis_streams"):
             stream = Stream.from_state(row["name"], account, row["state"])
             for r in store.query(
@@ -156,6 +157,7 @@ class KinesisService:
             )
         shard = stream.shards.shard_for_key(partition_key, explicit_hash_key)
         if not self._charge(stream, shard, len(data) + len(partition_key)):
+            self.throttles[stream.name] = self.throttles.get(stream.name, 0) + 1
             raise ProvisionedThroughputExceededException(
                 f"Rate exceeded for shard {shard.shard_id} in stream {stream.name} under account {self.account}."
             )

@@ -755,9 +755,10 @@ class LambdaService:
             f"Billed Duration: {max(1, math.ceil(elapsed_ms))} ms\tMemory Size: {fn.memory} MB\n"
         )
         self._remember(fn.name, request_id, text, function_error)
-        counts = self.stats.setdefault(fn.name, {"invocations": 0, "errors": 0})
+        counts = self.stats.setdefault(fn.name, {"invocations": 0, "errors": 0, "duration_us": 0})
         counts["invocations"] += 1
         counts["errors"] += function_error is not None
+        counts["duration_us"] += int(elapsed_ms * 1000)
         return InvokeResult(request_id, payload, function_error, text)
 
     def _remember(self, name: str, request_id: str, text: str, function_error: str | None) -> None:
