@@ -15,10 +15,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-# Debian packages the tests and benchmarks drive: the mosquitto clients (and broker, as a reference).
+# Debian packages the tests and benchmarks drive: the mosquitto clients (and broker, as a reference), and Chromium
+# for the dashboard's browser tests.
 apt-deps:
-	@if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto >/dev/null 2>&1 || ! command -v docker-compose >/dev/null 2>&1; then \
-		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients docker-compose; \
+	@if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto >/dev/null 2>&1 || ! command -v docker-compose >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients docker-compose chromium; \
 	fi
 
 demo: $(STAMP)

@@ -580,10 +580,9 @@ def _record_key(data: bytes, _arrival: Any) -> tuple[str, str]:
     return str(doc["device"]), str(doc["seq"])
 
 
-def measure_rules(gw: Edgesim, mat: Material, home: Path, s: Settings) -> dict[str, Any]:
-    endpoint = f"http://{HOST}:{gw.api_port}"
-    n = s.rules_devices
-    create_stream(endpoint, STREAM, s.shards)
+def install_rules(endpoint: str, shards: int) -> None:
+    """(c)'s rules: every message into a Kinesis stream (durable, so the PUBACK waits), hot ones republished."""
+    create_stream(endpoint, STREAM, shards)
     iot = iot_client(endpoint)
     iot.create_topic_rule(
         ruleName="bench_fleet_kinesis",
@@ -601,6 +600,12 @@ def measure_rules(gw: Edgesim, mat: Material, home: Path, s: Settings) -> dict[s
             "actions": [{"republish": {"roleArn": ROLE, "topic": "alerts/${topic(4)}", "qos": 0}}],
         },
     )
+
+
+def measure_rules(gw: Edgesim, mat: Material, home: Path, s: Settings) -> dict[str, Any]:
+    endpoint = f"http://{HOST}:{gw.api_port}"
+    n = s.rules_devices
+    install_rules(endpoint, s.shards)
     text = fleet_text("rules", n, s.rules_interval_s, 0.1)
     spec = parse_fleet(text, "rules.yaml")
     files, _ = provision(endpoint, spec, expand(spec), home / "fleet-certs")
