@@ -139,6 +139,8 @@ async def _run_gateway(cfg: Config, ports_file: Path | None) -> None:
         if ports_file is not None:
             ports_file.write_text(json.dumps(gw.ports))  # noqa: ASYNC240 - once, at start-up
         console.print(f"[green]edgesim is up[/green] {json.dumps(gw.ports)}  (Ctrl-C to stop)")
+        if not gw.api_token:
+            console.print(f"dashboard: http://{cfg.host}:{gw.ports['api']}/", markup=False, highlight=False)
         token = getattr(gw, "api_token", None)
         if isinstance(token, str) and token:
             console.print(

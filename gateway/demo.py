@@ -110,6 +110,7 @@ def _gateway_table(figures: dict[str, Any]) -> Table:
 def _hints(gw: Gateway, spec: FleetSpec, first_thermostat: str) -> Panel:
     api = f"http://127.0.0.1:{gw.ports['api']}"
     return Panel(
+        f"Dashboard: {api}/  (fleet, shadows, live messages, rules, sinks)\n"
         "Try, in another terminal (. .venv/bin/activate; export EDGESIM_ENDPOINT=" + api + "):\n"
         f"  edgesim streams read {STREAM} --follow                 # the telemetry stream, checkpointed\n"
         f"  aws --endpoint-url {api} sqs receive-message --queue-url {api}/123456789012/{QUEUE}\n"

@@ -344,3 +344,24 @@ def test_a_token_is_generated_only_when_the_api_leaves_loopback() -> None:
     assert required_token("127.0.0.1", "given") == "given"
     generated = required_token("0.0.0.0", None)
     assert generated and len(generated) >= 24 and generated != required_token("0.0.0.0", None)
+
+
+def test_edge_page_shows_a_cores_last_health_report(gateway: GatewayProcess, unique: str, events: Any) -> None:
+    core = f"core-{unique}"
+    report = {
+        "thing": core,
+        "overallDeviceStatus": "UNHEALTHY",
+        "components": [{"componentName": "thermostat", "status": "BROKEN", "restarts": 3}],
+        "edgesim": {"spool": {"messages": 7, "bytes": 700, "maxBytes": 2000}, "shadowSync": {"shadows": 1}},
+    }
+    stream = events("view=edge")
+    client(gateway, "iot-data").publish(
+        topic=f"$aws/things/{core}/greengrassv2/health/json", qos=0, payload=json.dumps(report).encode()
+    )
+    tick = stream.wait_for("tick", lambda d: any(c["name"] == core for c in d["edge"]["cores"]))
+    mine = next(c for c in tick["edge"]["cores"] if c["name"] == core)
+    assert mine["online"] is False  # no MQTT connection with that client id
+    assert mine["status"] == "UNHEALTHY" and mine["spool"] == {"messages": 7, "bytes": 700, "maxBytes": 2000}
+    assert mine["components"] == [{"name": "thermostat", "state": "BROKEN", "restarts": 3}]
+    _, page = get(gateway, "/edgesim/dash/edge")
+    assert any(c["name"] == core for c in page["cores"])
