@@ -45,6 +45,41 @@ def sse(event: str, data: Any) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + body.replace(b"\n", b"\ndata: ") + b"\n\n"
 
 
+def _current(raw: bytes) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _history_entry(ts: int, raw: bytes) -> dict[str, Any] | None:
+    doc = _current(raw)
+    if doc is None:
+        return None
+    current = doc.get("current") or {}
+    state = current.get("state") or {}
+    return {
+        "version": current.get("version"),
+        "timestampMs": ts,
+        "state": {"desired": state.get("desired"), "reported": state.get("reported")},
+    }
+
+
+def _shadow_event(thing: str, shadow: str | None, deleted: bool, ts: int, raw: bytes) -> dict[str, Any] | None:
+    if deleted:
+        doc = _current(raw) or {}
+        state: dict[str, Any] = {"desired": None, "reported": None, "delta": None}
+        return {"thing": thing, "shadowName": shadow, "version": doc.get("version"), "timestampMs": ts,
+                "state": state, "deleted": True}  # fmt: skip
+    entry = _history_entry(ts, raw)
+    if entry is None:
+        return None
+    desired, reported = entry["state"]["desired"], entry["state"]["reported"]
+    entry["state"]["delta"] = compute_delta(desired, reported)
+    return {"thing": thing, "shadowName": shadow, **entry}
+
+
 class Watcher:
     """One browser view's event stream: events wait here until its response writes them."""
 
@@ -84,7 +119,7 @@ class LiveFeed:
         self.gw = gw
         self.rates: deque[dict[str, Any]] = deque(maxlen=RATE_POINTS)
         self.rule_history: dict[str, deque[int]] = {}
-        self.shadow_history: OrderedDict[tuple[str, str | None], deque[dict[str, Any]]] = OrderedDict()
+        self.shadow_history: OrderedDict[tuple[str, str | None], deque[tuple[int, bytes]]] = OrderedDict()
         self.edge_reports: dict[str, tuple[int, dict[str, Any]]] = {}
         self.watchers: set[Watcher] = set()
         self._subscribers: list[LocalSubscriber] = []
@@ -149,51 +184,28 @@ class LiveFeed:
 
     # ---- always-on subscriptions
     def _on_shadow(self, topic: str, payload: bytes, qos: int, client_id: str | None) -> None:
+        """Every accepted update's documents message is kept raw (parsed only when a page asks for it)."""
         parsed = parse_shadow_topic(topic)
         if parsed is None:
             return
         key = (parsed.thing, parsed.shadow)
-        try:
-            doc = json.loads(payload)
-        except ValueError:
-            return
         now = self._now()
         if parsed.operation == "delete":
             self.shadow_history.pop(key, None)
-            event: dict[str, Any] = {
-                "thing": parsed.thing,
-                "shadowName": parsed.shadow,
-                "version": doc.get("version"),
-                "timestampMs": now,
-                "state": {"desired": None, "reported": None, "delta": None},
-                "deleted": True,
-            }
         else:
-            current = doc.get("current") or {}
-            state = current.get("state") or {}
-            desired, reported = state.get("desired"), state.get("reported")
-            entry = {
-                "version": current.get("version"),
-                "timestampMs": now,
-                "state": {"desired": desired, "reported": reported},
-            }
             history = self.shadow_history.pop(key, None)
             if history is None:
                 history = deque(maxlen=SHADOW_VERSIONS)
                 if len(self.shadow_history) >= SHADOWS_TRACKED:
                     self.shadow_history.popitem(last=False)
-            history.appendleft(entry)
+            history.appendleft((now, payload))
             self.shadow_history[key] = history
-            event = {
-                "thing": parsed.thing,
-                "shadowName": parsed.shadow,
-                "version": current.get("version"),
-                "timestampMs": now,
-                "state": {"desired": desired, "reported": reported, "delta": compute_delta(desired, reported)},
-            }
-        for watcher in self.watchers:
-            if watcher.view == "thing" and watcher.thing == parsed.thing:
-                watcher.push("shadow", event)
+        watchers = [w for w in self.watchers if w.view == "thing" and w.thing == parsed.thing]
+        if watchers:
+            event = _shadow_event(parsed.thing, parsed.shadow, parsed.operation == "delete", now, payload)
+            if event is not None:
+                for watcher in watchers:
+                    watcher.push("shadow", event)
 
     def _on_edge_health(self, topic: str, payload: bytes, qos: int, client_id: str | None) -> None:
         try:
@@ -210,7 +222,12 @@ class LiveFeed:
 
     # ---- what the pages load
     def history_for(self, thing: str) -> dict[str | None, list[dict[str, Any]]]:
-        return {shadow: list(h) for (name, shadow), h in self.shadow_history.items() if name == thing}
+        """Newest first: {version, timestampMs, state: {desired, reported}} per kept documents message."""
+        out: dict[str | None, list[dict[str, Any]]] = {}
+        for (name, shadow), history in self.shadow_history.items():
+            if name == thing:
+                out[shadow] = [entry for ts, raw in history if (entry := _history_entry(ts, raw)) is not None]
+        return out
 
     def edge(self) -> dict[str, Any]:
         sessions = self.gw.broker.sessions
