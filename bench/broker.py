@@ -1,10 +1,16 @@
 """Broker benchmark: edgesim against bare amqtt and mosquitto, same mTLS settings, one broker at a time.
 
-usage: python bench/broker.py [--quick] [--only edgesim,amqtt,mosquitto] [--json out.json] [--keep]
+usage: python bench/broker.py [--quick] [--only edgesim,amqtt,mosquitto] [--phases main,connections]
+                              [--connections N] [--connect-limit S] [--json out.json] [--keep]
 
 Each broker runs alone in its own process on 127.0.0.1 (start, measure, stop); the load generator
 (bench/mqttload.py) runs in this process, so on two cores the broker and the generator each get one.
 Every client presents the same allow-all device certificate issued by edgesim's local CA, with its own client id.
+
+Phases, each on a freshly started broker process:
+  main         connect rate, memory per idle connection (1,000 held), latency, fan-in, QoS 0 flood
+  connections  N idle mTLS connections held at once (10,000; 500 with --quick): broker RSS with N connected and
+               KB per connection, against the goals <= 40 KB per connection and < 500 MB RSS at 10,000
 """
 
 from __future__ import annotations
@@ -19,17 +25,31 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from common import write_json
-from mqttload import Client, Target, close_all, connect_storm, cpu_seconds, fan_in, latency
+from mqttload import (
+    CONNACK,
+    DISCONNECT_BYTES,
+    Client,
+    MqttError,
+    Target,
+    close_all,
+    connect_packet,
+    connect_storm,
+    cpu_seconds,
+    fan_in,
+    latency,
+    split_frames,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -37,6 +57,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 BROKERS = ("edgesim", "amqtt", "mosquitto")
+ALIASES = {"gateway": "edgesim"}
+PHASES = ("main", "connections")
 ALLOW_ALL = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
 
 console = Console()
@@ -55,10 +77,18 @@ class Settings:
     lat_rate: float
     lat_s: float
     lat_warmup_s: float
+    held_connections: int  # the "connections" phase: idle mTLS connections held at once (0: phase off)
+    held_concurrency: int  # handshakes in flight while opening them
+    held_limit_s: float  # give up opening more after this long, and report what was reached
 
 
-FULL = Settings(1000, 50, 100, 5.0, 1.0, 10, 10, 10, 100.0, 5.0, 1.0)
-QUICK = Settings(200, 50, 100, 2.0, 0.5, 10, 10, 10, 100.0, 2.0, 0.5)
+FULL = Settings(1000, 50, 100, 5.0, 1.0, 10, 10, 10, 100.0, 5.0, 1.0, 10_000, 100, 120.0)
+QUICK = Settings(200, 50, 100, 2.0, 0.5, 10, 10, 10, 100.0, 2.0, 0.5, 500, 100, 120.0)
+
+# The issue's goals for the gateway: broker memory per idle mTLS connection, and broker RSS with 10,000 connected.
+GOAL_KB_PER_CONN = 40.0
+GOAL_RSS_MB = 500.0
+GOAL_AT = 10_000
 
 
 # ---------------------------------------------------------------- certificates
@@ -507,6 +537,319 @@ async def _flood(broker: BrokerProcess, target: Target, s: Settings) -> dict[str
     }
 
 
+# ---------------------------------------------------------------- N idle connections held at once
+
+HELD_KEEP_ALIVE = 1200  # AWS IoT's maximum: no broker drops an idle client during a slow phase
+HELD_HANDSHAKE_S = 30.0  # one connection's TCP + TLS + CONNECT..CONNACK
+TLS_RECORD = 16 * 1024
+
+
+class IdleTls(asyncio.Protocol):
+    """One idle mTLS MQTT client, TLS over memory BIOs on a plain TCP transport.
+
+    asyncio's own TLS transport (mqttload.Client) zero-fills a 256 KiB read buffer per connection: 2.5 GB in this
+    process for 10,000 connections, on the cores the brokers need. Same context, certificate and CONNECT as
+    mqttload.Client (clean session, its own client id); after the CONNACK whatever arrives is decrypted and dropped.
+    """
+
+    __slots__ = ("_buf", "_in", "_out", "_ssl", "_tcp", "client_id", "closed", "connack", "ready")
+    _tcp: asyncio.Transport
+
+    def __init__(self, ctx: ssl.SSLContext, host: str, client_id: str, connack: asyncio.Future[None]) -> None:
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._ssl = ctx.wrap_bio(self._in, self._out, server_hostname=host)
+        self._buf = bytearray()
+        self.client_id = client_id
+        self.connack: asyncio.Future[None] | None = connack
+        self.ready = False  # TLS handshake done
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._tcp = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._step()
+
+    def data_received(self, data: bytes) -> None:
+        self._in.write(data)
+        self._step()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(f"connection closed before CONNACK ({exc!r})" if exc else "connection closed before CONNACK")
+
+    def _fail(self, why: str) -> None:
+        fut, self.connack = self.connack, None
+        if fut is not None and not fut.done():
+            fut.set_exception(MqttError(f"{self.client_id}: {why}"))
+
+    def _step(self) -> None:
+        try:
+            if not self.ready:
+                try:
+                    self._ssl.do_handshake()
+                except ssl.SSLWantReadError:
+                    self._flush()
+                    return
+                self.ready = True
+                self._ssl.write(connect_packet(self.client_id, HELD_KEEP_ALIVE))
+            while self._in.pending or self._ssl.pending():
+                data = self._ssl.read(TLS_RECORD)
+                if not data:  # close_notify
+                    self._fail("closed by the broker (close_notify)")
+                    self._tcp.close()
+                    return
+                if self.connack is not None:
+                    self._on_plaintext(data)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as exc:
+            self._fail(f"TLS error {exc!r}")
+            self._tcp.abort()
+            return
+        self._flush()
+
+    def _on_plaintext(self, data: bytes) -> None:
+        self._buf += data
+        frames, used = split_frames(self._buf)
+        del self._buf[:used]
+        for first, body in frames:
+            if first >> 4 == CONNACK:
+                fut, self.connack = self.connack, None
+                self._buf = bytearray()
+                if fut is None or fut.done():
+                    return
+                if len(body) != 2 or body[1] != 0:
+                    fut.set_exception(MqttError(f"CONNACK refused {self.client_id}: {body.hex()}"))
+                else:
+                    fut.set_result(None)
+                return
+
+    def _flush(self) -> None:
+        if self._out.pending and not self._tcp.is_closing():
+            self._tcp.write(self._out.read())
+
+    def close(self) -> None:
+        """DISCONNECT, then TCP close once it is written."""
+        if self.closed or self._tcp.is_closing():
+            return
+        with contextlib.suppress(ssl.SSLError):
+            self._ssl.write(DISCONNECT_BYTES)
+            self._flush()
+        self._tcp.close()
+
+    def abort(self) -> None:
+        if not self._tcp.is_closing():
+            self._tcp.abort()
+
+
+async def open_idle(
+    target: Target, count: int, concurrency: int, limit_s: float, conns: list[IdleTls], errors: list[str]
+) -> tuple[float, int, bool]:
+    """Open `count` idle connections into `conns`, `concurrency` handshakes at a time, for at most `limit_s`.
+
+    Returns (seconds, attempted, complete): complete is False when the time limit cut the run short.
+    """
+    loop = asyncio.get_running_loop()
+    ctx = target.context()
+    next_index = 0
+
+    async def one(index: int) -> None:
+        client_id = f"bench-held-{index}"
+        connack: asyncio.Future[None] = loop.create_future()
+        proto: IdleTls | None = None
+        try:
+            async with asyncio.timeout(HELD_HANDSHAKE_S):
+                _, proto = await loop.create_connection(
+                    lambda: IdleTls(ctx, target.host, client_id, connack), target.host, target.port
+                )
+                await connack
+            conns.append(proto)
+            proto = None
+        except (OSError, MqttError, TimeoutError, ssl.SSLError) as exc:
+            errors.append(f"{client_id}: {exc!r}")
+        finally:
+            if proto is not None:  # failed, timed out or cancelled by the time limit
+                proto.abort()
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < count:
+            index, next_index = next_index, next_index + 1
+            await one(index)
+
+    start = time.perf_counter()
+    workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, count))]
+    _, pending = await asyncio.wait(workers, timeout=limit_s)
+    elapsed = time.perf_counter() - start
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in workers:
+        if not task.cancelled() and task.exception() is not None:
+            errors.append(f"worker: {task.exception()!r}")
+    # A cut-short attempt was neither connected nor an error: it does not count as attempted.
+    attempted = len(conns) + len(errors)
+    return elapsed, attempted, not pending
+
+
+async def close_idle(conns: list[IdleTls], within_s: float = 30.0) -> float:
+    start = time.perf_counter()
+    for conn in conns:
+        conn.close()
+    deadline = time.monotonic() + within_s
+    while any(not c.closed for c in conns) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    for conn in conns:
+        if not conn.closed:
+            conn.abort()
+    await asyncio.sleep(0)
+    return time.perf_counter() - start
+
+
+def _nofile() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+async def hold_connections(broker: BrokerProcess, mat: Material, s: Settings) -> dict[str, Any]:
+    """The "connections" phase: N idle mTLS connections at once; broker RSS before and with all of them held."""
+    n = s.held_connections
+    target = Target(HOST, broker.port, mat.ca, mat.client_cert, mat.client_key)
+    if _nofile() < n + 256:
+        console.log(
+            f"[red]open-files limit {_nofile()} is below {n:,} connections + 256: expect EMFILE errors[/red] "
+            "(raise the hard limit: ulimit -Hn)"
+        )
+    status = console.status(f"[bold]{broker.name}[/bold]: warming up")
+    conns: list[IdleTls] = []
+    errors: list[str] = []
+    with status:
+        await warm_up(broker, mat)
+        await settle(broker)
+        rss_before, gen_before = rss_kb(broker.pid), rss_kb(os.getpid())
+        b0, g0, t0 = cpu_seconds(broker.pid), time.process_time(), time.monotonic()
+
+        async def progress() -> None:
+            while True:
+                status.update(
+                    f"[bold]{broker.name}[/bold]: {len(conns):,}/{n:,} idle mTLS connections, "
+                    f"{s.held_concurrency} handshakes in flight, {len(errors)} errors, "
+                    f"{time.monotonic() - t0:.0f}/{s.held_limit_s:g} s; broker RSS {rss_kb(broker.pid) / 1024:.0f} MB"
+                )
+                await asyncio.sleep(1.0)
+
+        ticker = asyncio.create_task(progress())
+        try:
+            seconds, attempted, complete = await open_idle(target, n, s.held_concurrency, s.held_limit_s, conns, errors)
+            b1, g1 = cpu_seconds(broker.pid), time.process_time()
+            broker.check_alive()
+            status.update(f"[bold]{broker.name}[/bold]: {len(conns):,} connected; waiting for the broker to settle")
+            settled_s = await settle(broker, max_s=30.0)
+            await asyncio.sleep(1.0)
+            rss_after, gen_after = rss_kb(broker.pid), rss_kb(os.getpid())
+            held = sum(not c.closed for c in conns)
+            stats = broker.broker_stats()
+        finally:
+            ticker.cancel()
+            status.update(f"[bold]{broker.name}[/bold]: closing {len(conns):,} idle connections")
+            close_s = await close_idle(conns)
+        broker.check_alive()
+    complete = complete and held == n
+    out: dict[str, Any] = {
+        "target": n,
+        "attempted": attempted,
+        "connected": len(conns),
+        "held": held,
+        "dropped": len(conns) - held,  # closed by the broker after their CONNACK, before RSS was read
+        "complete": complete,
+        "time_limit_s": s.held_limit_s,
+        "concurrency": s.held_concurrency,
+        "seconds": seconds,  # to connect all of them (or up to the time limit)
+        "per_s": len(conns) / seconds if seconds else 0.0,
+        "error_count": len(errors),
+        "errors": errors[:5],
+        "settle_s": settled_s,
+        "rss_before_kb": rss_before,
+        "rss_after_kb": rss_after,
+        "rss_before_mb": rss_before / 1024,
+        "rss_after_mb": rss_after / 1024,
+        "kb_per_conn": (rss_after - rss_before) / held if held else float("nan"),
+        "broker_reported": stats.get("connections") if stats else None,  # the gateway's own count, from /health
+        "broker_cpu_pct": 100.0 * (b1 - b0) / seconds if seconds else None,
+        "gen_cpu_pct": 100.0 * (g1 - g0) / seconds if seconds else None,
+        "gen_kb_per_conn": (gen_after - gen_before) / held if held else float("nan"),
+        "close_s": close_s,
+    }
+    console.log(
+        f"{broker.name}: {held:,}/{n:,} idle mTLS connections held{'' if complete else ' [yellow](incomplete)[/]'}, "
+        f"connected in {seconds:.1f} s = {out['per_s']:,.0f}/s (CPU broker {out['broker_cpu_pct'] or 0:.0f} %, "
+        f"load-gen {out['gen_cpu_pct'] or 0:.0f} %); broker RSS {rss_before / 1024:.1f} → {rss_after / 1024:.1f} MB "
+        f"= {out['kb_per_conn']:.1f} KB/conn; load-gen {out['gen_kb_per_conn']:.1f} KB/conn; closed in {close_s:.1f} s"
+        + (f"; the broker reports {out['broker_reported']:,} connections" if out["broker_reported"] is not None else "")
+    )
+    if errors:
+        console.log(f"[red]{broker.name}: {len(errors)} connect failures[/red], e.g. {errors[0]}")
+    if not complete:
+        console.log(
+            f"[yellow]{broker.name}: {held:,} of {n:,} connections held "
+            f"({'time limit ' + format(s.held_limit_s, 'g') + ' s reached' if held == len(conns) else 'some dropped'})"
+            "[/yellow]"
+        )
+    return out
+
+
+def goals(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The issue's memory goals, judged on the gateway's "connections" figures."""
+    held = results.get("edgesim", {}).get("connections")
+    if not held:
+        return None
+    kb = float(held["kb_per_conn"])
+    measured_at = int(held["held"])
+    if measured_at == GOAL_AT:
+        rss_mb, projected = float(held["rss_after_mb"]), False
+    else:  # what the same broker would weigh at 10,000 at the measured KB per connection
+        rss_mb, projected = (held["rss_before_kb"] + kb * GOAL_AT) / 1024, True
+    kb_ok = not math.isnan(kb) and kb <= GOAL_KB_PER_CONN
+    rss_ok = not math.isnan(rss_mb) and rss_mb < GOAL_RSS_MB
+    return {
+        "kb_per_conn_goal": GOAL_KB_PER_CONN,
+        "rss_mb_goal": GOAL_RSS_MB,
+        "rss_goal_at": GOAL_AT,
+        "measured_at": measured_at,
+        "complete": bool(held["complete"]) and not held["error_count"],
+        "kb_per_conn": kb,
+        "rss_mb_at_goal": rss_mb,
+        "rss_projected": projected,
+        "kb_per_conn_met": kb_ok,
+        "rss_met": rss_ok,
+        "met": kb_ok and rss_ok and bool(held["complete"]) and not held["error_count"],
+    }
+
+
+def goals_line(g: dict[str, Any]) -> str:
+    def mark(ok: bool) -> str:
+        return "[green]met[/green]" if ok else "[red]NOT met[/red]"
+
+    at = f"{g['rss_goal_at']:,}"
+    rss = (
+        f"projected {g['rss_mb_at_goal']:,.0f} MB at {at} from {g['measured_at']:,} connections"
+        if g["rss_projected"]
+        else f"{g['rss_mb_at_goal']:,.0f} MB with {at} connected"
+    )
+    line = (
+        f"Goals: ≤ {g['kb_per_conn_goal']:g} KB of broker memory per idle mTLS connection, "
+        f"< {g['rss_mb_goal']:g} MB RSS with {at} connected. edgesim: {g['kb_per_conn']:.1f} KB/conn "
+        f"({mark(g['kb_per_conn_met'])}), {rss} ({mark(g['rss_met'])})"
+    )
+    if not g["complete"]:
+        line += "; [red]not every connection was made and held[/red]"
+    if g["rss_projected"]:
+        line += f" — run with --connections {GOAL_AT} to measure it"
+    return line + "."
+
+
 # ---------------------------------------------------------------- report
 
 # (label, path into the result, unit, higher is better; None: informational, no ratio)
@@ -532,6 +875,14 @@ ROWS: list[tuple[str, tuple[str, str], str, bool | None]] = [
     ("Memory per idle mTLS conn", ("memory", "kb_per_conn"), "KB", False),
     ("RSS idle baseline", ("memory", "rss_before_kb"), "KB", None),
     ("RSS with idle conns held", ("memory", "rss_after_kb"), "KB", None),
+    # The "connections" phase ({n}: its N), on a fresh broker process.
+    ("{n} idle mTLS conns: held", ("connections", "held"), "", None),
+    ("{n} idle mTLS conns: connect failures", ("connections", "error_count"), "", None),
+    ("{n} idle mTLS conns: time to connect all", ("connections", "seconds"), "s", False),
+    ("{n} idle mTLS conns: connect rate", ("connections", "per_s"), "conn/s", True),
+    ("{n} idle mTLS conns: broker RSS before", ("connections", "rss_before_mb"), "MB", None),
+    ("{n} idle mTLS conns: broker RSS, all held", ("connections", "rss_after_mb"), "MB", False),
+    ("{n} idle mTLS conns: memory per conn", ("connections", "kb_per_conn"), "KB", False),
     # Who was the bottleneck: 100 % is one full core (the machine has two).
     ("Broker CPU, QoS 0 window", ("fanin_qos0", "broker_cpu_pct"), "CPU %", None),
     ("Publishers' CPU, QoS 0 window", ("fanin_qos0", "gen_cpu_pct"), "CPU %", None),
@@ -544,6 +895,8 @@ ROWS: list[tuple[str, tuple[str, str], str, bool | None]] = [
     ("Subscriber CPU, QoS 1 PUBACK window", ("fanin_qos1", "sub_cpu_pct"), "CPU %", None),
     ("Broker CPU, connects", ("connect", "broker_cpu_pct"), "CPU %", None),
     ("Load-gen CPU, connects", ("connect", "gen_cpu_pct"), "CPU %", None),
+    ("Broker CPU, {n} idle conns", ("connections", "broker_cpu_pct"), "CPU %", None),
+    ("Load-gen CPU, {n} idle conns", ("connections", "gen_cpu_pct"), "CPU %", None),
 ]
 
 
@@ -559,6 +912,8 @@ def _fmt(value: float | None, unit: str) -> str:
         return "—"
     if unit in ("ms", "%"):
         return f"{value:,.2f}"
+    if unit in ("s", "MB"):
+        return f"{value:,.1f}"
     if unit == "KB" and abs(value) < 100:
         return f"{value:,.1f}"
     return f"{value:,.0f}"
@@ -572,11 +927,33 @@ def _ratio(ours: float | None, ref: float | None, higher: bool | None) -> str:
     return f"[{'green' if good else 'red'}]{ratio:.2f}x[/]"
 
 
+def _incomplete(result: dict[str, Any] | None, path: tuple[str, str]) -> bool:
+    """A figure from a "connections" phase that did not hold all N connections."""
+    if not result or path[0] != "connections":
+        return False
+    return not result.get("connections", {}).get("complete", True)
+
+
 def report(results: dict[str, dict[str, Any]], s: Settings, quick: bool) -> Table:
     names = [n for n in BROKERS if n in results]
+    held_n = f"{s.held_connections:,}"
+    notes = [
+        f"* incomplete: {n} held {results[n]['connections']['held']:,} of {held_n} connections "
+        f"({results[n]['connections']['error_count']:,} failures, time limit {s.held_limit_s:g} s); "
+        "its figures are at that point"
+        for n in names
+        if _incomplete(results[n], ("connections", ""))
+    ]
+    has_main = any("connect" in results[n] for n in names)
+    has_held = any("connections" in results[n] for n in names)
+    shape = []
+    if has_main or not has_held:
+        shape.append(f"{s.connections} connections, {s.publishers} publishers, {s.window_s:g} s windows")
+    if has_held:
+        shape.append(f"{held_n} idle connections held")
     table = Table(
-        title=f"edgesim broker benchmark ({'--quick' if quick else 'full'}: {s.connections} connections, "
-        f"{s.publishers} publishers, {s.window_s:g} s windows; all mTLS on {HOST})"
+        title=f"edgesim broker benchmark ({'--quick' if quick else 'full'}: {', '.join(shape)}; all mTLS on {HOST})",
+        caption="\n".join(notes) or None,
     )
     table.add_column("figure")
     table.add_column("unit")
@@ -587,14 +964,18 @@ def report(results: dict[str, dict[str, Any]], s: Settings, quick: bool) -> Tabl
         if "edgesim" in results and ref in results:
             table.add_column(f"edgesim/{ref}", justify="right")
     for label, path, unit, higher in ROWS:
+        if not any(path[0] in results[n] for n in names):
+            continue  # a phase not run
         if label.startswith("Broker CPU, QoS 0"):
             table.add_section()
         values = {n: _get(results[n], path) for n in names}
-        cells = [label, unit, {True: "↑", False: "↓", None: ""}[higher]]
-        cells += [_fmt(values[n], unit) for n in names]
+        star = {n: "*" if _incomplete(results[n], path) else "" for n in names}
+        cells = [label.format(n=held_n), unit, {True: "↑", False: "↓", None: ""}[higher]]
+        cells += [_fmt(values[n], unit) + star[n] for n in names]
         for ref in ("amqtt", "mosquitto"):
             if "edgesim" in results and ref in results:
-                cells.append(_ratio(values["edgesim"], values[ref], higher))
+                ratio = _ratio(values["edgesim"], values[ref], higher)
+                cells.append(ratio + ("*" if ratio != "—" and (star["edgesim"] or star[ref]) else ""))
         table.add_row(*cells)
     return table
 
@@ -616,16 +997,46 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts and 2 s windows: a fast sanity run")
-    parser.add_argument("--only", default=",".join(BROKERS), help="comma-separated subset of " + ",".join(BROKERS))
+    parser.add_argument(
+        "--only",
+        default=",".join(BROKERS),
+        help="comma-separated subset of " + ",".join(BROKERS) + " (gateway = edgesim)",
+    )
+    parser.add_argument(
+        "--phases", default=",".join(PHASES), help="comma-separated subset of " + ",".join(PHASES) + " (see above)"
+    )
+    parser.add_argument(
+        "--connections", type=int, metavar="N",
+        help=f"idle mTLS connections held at once in the connections phase (default {FULL.held_connections:,}, "
+        f"{QUICK.held_connections} with --quick; 0 skips the phase)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--connect-limit", type=float, metavar="S",
+        help=f"seconds to open them in before reporting what was reached (default {FULL.held_limit_s:g})",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write every figure (and raw counts) here")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (certs, configs, broker logs)")
     args = parser.parse_args(argv)
-    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    names = [ALIASES.get(n.strip(), n.strip()) for n in args.only.split(",") if n.strip()]
     unknown = sorted(set(names) - set(BROKERS))
     if unknown or not names:
         parser.error(f"--only takes {','.join(BROKERS)}; got {args.only!r}")
     names = [n for n in BROKERS if n in names]
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if not phases or set(phases) - set(PHASES):
+        parser.error(f"--phases takes {','.join(PHASES)}; got {args.phases!r}")
     settings = QUICK if args.quick else FULL
+    if args.connections is not None:
+        if args.connections < 0:
+            parser.error("--connections must be >= 0")
+        settings = replace(settings, held_connections=args.connections)
+    if args.connect_limit is not None:
+        settings = replace(settings, held_limit_s=args.connect_limit)
+    if settings.held_connections == 0:
+        phases = [p for p in phases if p != "connections"]
+    if not phases:
+        parser.error("nothing to run: --connections 0 and no other phase")
+    phases = [p for p in PHASES if p in phases]
     _raise_nofile()
     signal.signal(signal.SIGTERM, _on_sigterm)
 
@@ -647,23 +1058,31 @@ def main(argv: list[str] | None = None) -> int:
                     results[name] = {"error": "mosquitto is not installed and apt-get install failed"}
                     continue
                 broker = Mosquitto(mat, binary)
-            try:
-                console.rule(f"{name}  ({broker.version})")
-                broker.start()
-                console.log(f"{name} listening on {HOST}:{broker.port} (pid {broker.pid})")
-                results[name] = asyncio.run(measure(broker, mat, settings))
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:
-                results[name] = {"error": repr(exc)}
-                console.log(f"[red]{name} failed:[/red] {exc!r}")
-                console.log(f"last lines of {name}'s log:\n{broker.log_tail()}")
-            finally:
-                with contextlib.suppress(Exception):
-                    tail = broker.log_tail(10)
-                    if tail.strip():
-                        console.log(f"{name} log (tail):\n{tail}")
-                broker.stop()
+            results[name] = {"version": broker.version}
+            console.rule(f"{name}  ({broker.version})")
+            for phase in phases:  # each phase on a fresh broker process
+                try:
+                    broker.start()
+                    console.log(f"{name} listening on {HOST}:{broker.port} (pid {broker.pid}) for the {phase} phase")
+                    if phase == "main":
+                        results[name].update(asyncio.run(measure(broker, mat, settings)))
+                    else:
+                        results[name]["connections"] = asyncio.run(hold_connections(broker, mat, settings))
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:
+                    failed = f"{phase} phase: {exc!r}"
+                    results[name]["error"] = (
+                        f"{results[name]['error']}; {failed}" if "error" in results[name] else failed
+                    )
+                    console.log(f"[red]{name} failed in the {phase} phase:[/red] {exc!r}")
+                    console.log(f"last lines of {name}'s log:\n{broker.log_tail()}")
+                finally:
+                    with contextlib.suppress(Exception):
+                        tail = broker.log_tail(10)
+                        if tail.strip():
+                            console.log(f"{name} log (tail):\n{tail}")
+                    broker.stop()
     except KeyboardInterrupt:
         interrupted = True
         console.log("[yellow]interrupted: brokers stopped[/yellow]")
@@ -673,9 +1092,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(home, ignore_errors=True)
 
+    target = goals(results)
+    if target is not None:
+        results["edgesim"]["connections"]["goals"] = target
     if results:
         # Wide enough for every column even when stdout is not a terminal.
-        Console(width=max(console.width, 150)).print(report(results, settings, args.quick))
+        wide = Console(width=max(console.width, 150))
+        wide.print(report(results, settings, args.quick))
+        if target is not None:
+            wide.print(goals_line(target))
         for name, res in results.items():
             if "error" in res:
                 console.print(f"[red]{name}: {res['error']}[/red]")
