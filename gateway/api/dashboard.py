@@ -38,6 +38,7 @@ class Dashboard:
         r = app.router
         r.add_get("/", self.index)
         r.add_get("/ui/{file}", self.static)
+        r.add_get("/favicon.ico", self.no_icon)
         r.add_get(f"{PREFIX}/fleet", self.fleet)
         r.add_get(PREFIX + "/thing/{name}", self.thing)
         r.add_get(PREFIX + "/thing/{name}/check", self.check)
@@ -52,6 +53,9 @@ class Dashboard:
     # ---- files
     async def index(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(UI_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def no_icon(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(status=204)
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["file"]

@@ -12,6 +12,7 @@ from gateway.identity.certs import parse_certificate
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.messages import Message
     from gateway.registry.service import ConnectionGrant
 
 MAX_S3_OBJECTS = 20
@@ -45,7 +46,6 @@ def fleet(gw: Gateway) -> dict[str, Any]:
     for row in store.query("SELECT thing_name, group_name FROM thing_group_members ORDER BY group_name"):
         groups.setdefault(row["thing_name"], []).append(row["group_name"])
     sessions = gw.broker.sessions
-    last_seen = gw.broker.last_publish_ms
     things = []
     connected = 0
     names: set[str] = set()
@@ -55,7 +55,7 @@ def fleet(gw: Gateway) -> dict[str, Any]:
         conn = sessions.get(name)
         if conn is not None:
             connected += 1
-        last = conn.last_publish_ms if conn is not None and conn.last_publish_ms else last_seen.get(name)
+        last = last_message(gw, name)
         things.append(
             {
                 "name": name,
@@ -63,7 +63,7 @@ def fleet(gw: Gateway) -> dict[str, Any]:
                 "attributes": json.loads(row["attributes"]),
                 "groups": groups.get(name, []),
                 "connected": conn is not None,
-                "lastMessageMs": last,
+                "lastMessageMs": last.received_ms if last is not None else None,
                 "connectedSinceMs": conn.connected_ms if conn is not None else None,
             }
         )
@@ -126,7 +126,19 @@ def check_permission(gw: Gateway, thing: str, action: str, resource: str) -> dic
     return {"allowed": chosen[0], "why": chosen[1], "resource": prefix + suffix}
 
 
-def thing(gw: Gateway, name: str, history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _recent(last: Message | None, client_id: str) -> list[dict[str, Any]]:
+    return [] if last is None else [message_json(last.topic, last.payload, last.qos, client_id, last.received_ms)]
+
+
+def last_message(gw: Gateway, client_id: str) -> Message | None:
+    """The client's last PUBLISH: from its live connection, else kept from when it disconnected."""
+    conn = gw.broker.sessions.get(client_id)
+    if conn is not None and conn.last_message is not None:
+        return conn.last_message
+    return gw.broker.last_messages.get(client_id)
+
+
+def thing(gw: Gateway, name: str) -> dict[str, Any]:
     registry = gw.registry
     described = registry.describe_thing(name)  # ResourceNotFoundException -> 404
     groups = [g["groupName"] for g in registry.list_thing_groups_for_thing(name)["thingGroups"]]
@@ -155,7 +167,7 @@ def thing(gw: Gateway, name: str, history: list[dict[str, Any]] | None = None) -
         resource = template.format(thing=name)
         permissions.append({"action": action, **check_permission(gw, name, action, resource)})
     conn = gw.broker.sessions.get(name)
-    last = conn.last_publish_ms if conn is not None and conn.last_publish_ms else gw.broker.last_publish_ms.get(name)
+    last = last_message(gw, name)
     return {
         "name": name,
         "thingType": described.get("thingTypeName"),
@@ -163,13 +175,13 @@ def thing(gw: Gateway, name: str, history: list[dict[str, Any]] | None = None) -
         "groups": groups,
         "version": described.get("version"),
         "connected": conn is not None,
-        "lastMessageMs": last,
+        "lastMessageMs": last.received_ms if last is not None else None,
         "connectedSinceMs": conn.connected_ms if conn is not None else None,
         "certificates": certificates,
         "policies": policies,
         "permissions": permissions,
         "shadows": shadows(gw, name),
-        "recentMessages": history or [],
+        "recentMessages": _recent(last, name),
     }
 
 
@@ -298,7 +310,10 @@ def sinks(gw: Gateway, rates: dict[str, float], objects: bool = True) -> dict[st
     firehose = []
     for name, delivery in sorted(gw.firehose.streams.items()):
         s3_target = delivery.target
-        listed = gw.s3.list(s3_target.bucket, s3_target.prefix) if objects else []
+        try:
+            listed = gw.s3.list(s3_target.bucket, s3_target.prefix) if objects else []
+        except AwsError:  # NoSuchBucket until the first delivery
+            listed = []
         listed.sort(key=lambda o: o.modified_ms, reverse=True)
         firehose.append(
             {

@@ -280,16 +280,20 @@ class LiveFeed:
         wanted = {w.view for w in self.watchers}
         if wanted & {"fleet", "thing"}:
             base["lastMessage"] = self._changed_last_messages()
-        extras: dict[str, Any] = {}
-        if "rules" in wanted:
-            extras["rules"] = {
+        builders = {
+            "rules": lambda: {
                 r["ruleName"]: {**r["counters"], "matchedPerS": matched_now.get(r["ruleName"], 0)}
                 for r in views.rules(gw)
-            }
-        if "sinks" in wanted:
-            extras["sinks"] = views.sinks(gw, self.stream_rates)
-        if "edge" in wanted:
-            extras["edge"] = self.edge()
+            },
+            "sinks": lambda: views.sinks(gw, self.stream_rates),
+            "edge": self.edge,
+        }
+        extras: dict[str, Any] = {}
+        for view in wanted & builders.keys():
+            try:
+                extras[view] = builders[view]()
+            except Exception:  # one page's figures failing must not stop the others' ticks
+                log.exception("dashboard: building the %s view failed", view)
         ticks: dict[str, bytes] = {}
         for watcher in self.watchers:
             if watcher.skipped:
@@ -329,8 +333,11 @@ class LiveFeed:
         changed: dict[str, int] = {}
         seen = self._last_publish
         for client_id, conn in self.gw.broker.sessions.items():
-            last = conn.last_publish_ms
-            if last and seen.get(client_id) != last:
+            message = conn.last_message
+            if message is None:
+                continue
+            last = message.received_ms
+            if seen.get(client_id) != last:
                 seen[client_id] = last
                 changed[client_id] = last
         return changed

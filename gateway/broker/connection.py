@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.broker import codec
 from gateway.broker.codec import ProtocolError
-from gateway.messages import AckHold
+from gateway.messages import AckHold, Message
 
 if TYPE_CHECKING:
     from gateway.broker.core import Broker, Subscription
@@ -43,7 +43,7 @@ class Connection(asyncio.Protocol):
         "generation",
         "inflight",
         "keep_alive",
-        "last_publish_ms",
+        "last_message",
         "last_rx",
         "next_pid",
         "peer_ip",
@@ -77,7 +77,7 @@ class Connection(asyncio.Protocol):
         self.keep_alive = 0.0
         self.last_rx = 0.0
         self.connected_ms = 0
-        self.last_publish_ms = 0
+        self.last_message: Message | None = None  # the dashboard shows it
         self.subscriptions: dict[str, Subscription] = {}
         self.will: codec.ConnectRequest | None = None
         self.inflight: dict[int, bytes] = {}

@@ -95,7 +95,7 @@ class Broker:
         self.in_by_door: dict[str, list[int]] = {}  # door -> [QoS 0 count, QoS 1 count]
         self.out_qos1 = 0
         self.denials: dict[str, int] = {}  # policy action -> refusals
-        self.last_publish_ms: dict[str, int] = {}  # client id -> its last PUBLISH, kept when it disconnects
+        self.last_messages: dict[str, Message] = {}  # client id -> its last PUBLISH, kept when it disconnects
         registry.subscribe(self._on_registry_change)
 
     # ---- lifecycle
@@ -120,8 +120,8 @@ class Broker:
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
-        if conn.last_publish_ms:
-            self.last_publish_ms[conn.client_id] = conn.last_publish_ms
+        if conn.last_message is not None:
+            self.last_messages[conn.client_id] = conn.last_message
         current = conn.connected and self.sessions.get(conn.client_id) is conn
         if conn.persistent and current:
             self._park(conn)
@@ -354,7 +354,7 @@ class Broker:
             self._denied("iot:RetainPublish")
             raise ProtocolError(f"iot:RetainPublish denied on topic/{topic}")
         message = Message(topic, payload, qos, retain, conn.client_id, conn.principal, self.clock.wall_ms(), conn.door)
-        conn.last_publish_ms = message.received_ms
+        conn.last_message = message
         message.acknowledged = qos == 1
         self._sender = conn
         try:

@@ -145,6 +145,7 @@ def test_fleet_and_thing_pages_show_a_connected_device_its_policies_and_permissi
         status, page = get(gateway, f"/edgesim/dash/thing/{thing}")
         assert status == 200
         assert page["connected"] is True
+        assert [(m["topic"], m["payload"]) for m in page["recentMessages"]] == [(f"dt/{thing}/telemetry", '{"t": 1}')]
         assert [c["status"] for c in page["certificates"]] == ["ACTIVE"]
         assert len(page["policies"]) == 1 and page["policies"][0]["document"]["Statement"][2]["Effect"] == "Deny"
         verdicts = {(p["action"], p["resource"].split(":", 5)[-1]): p["allowed"] for p in page["permissions"]}
