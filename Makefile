@@ -39,6 +39,7 @@ bench: $(STAMP) apt-deps
 	$(BIN)/python bench/sinks.py
 	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/edge.py
+	$(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf $(VENV) .edgesim .pytest_cache .mypy_cache .ruff_cache
