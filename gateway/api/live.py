@@ -123,6 +123,8 @@ class LiveFeed:
         self.edge_reports: dict[str, tuple[int, dict[str, Any]]] = {}
         self.watchers: set[Watcher] = set()
         self._subscribers: list[LocalSubscriber] = []
+        # Only while a browser watches: lifecycle events are built only when someone subscribes to them.
+        self._presence: LocalSubscriber | None = None
         self._last_counts = (0, 0)
         self._last_rule_matched: dict[str, int] = {}
         self._last_stream_records: dict[str, int] = {}
@@ -136,7 +138,6 @@ class LiveFeed:
         self._subscribers = [
             broker.subscribe_local("dashboard-shadows", SHADOW_FILTERS, self._on_shadow),
             broker.subscribe_local("dashboard-edge", [EDGE_HEALTH_FILTER], self._on_edge_health),
-            broker.subscribe_local("dashboard-presence", [PRESENCE_FILTER], self._on_presence),
         ]
         stats = broker.stats
         self._last_counts = (stats["messages_in"], stats["messages_out"])
@@ -171,6 +172,8 @@ class LiveFeed:
 
             watcher.subscriber = broker.subscribe_local("dashboard-thing", ["#", f"$aws/things/{name}/#"], on_message)
         self.watchers.add(watcher)
+        if self._presence is None:
+            self._presence = broker.subscribe_local("dashboard-presence", [PRESENCE_FILTER], self._on_presence)
         return watcher
 
     def remove(self, watcher: Watcher) -> None:
@@ -178,6 +181,9 @@ class LiveFeed:
         if watcher.subscriber is not None:
             self.gw.broker.unsubscribe_local(watcher.subscriber)
             watcher.subscriber = None
+        if not self.watchers and self._presence is not None:
+            self.gw.broker.unsubscribe_local(self._presence)
+            self._presence = None
 
     def _now(self) -> int:
         return self.gw.clock.wall_ms()

@@ -50,6 +50,8 @@ class SessionStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # Client ids with a row here: a clean-session CONNECT (most of them) then costs no transaction.
+        self.stored = {row[0] for row in store.query("SELECT client_id FROM mqtt_sessions")}
 
     def load(self, now_ms: int) -> dict[str, dict[str, int]]:
         """Every unexpired session's subscriptions (filter -> QoS); expired ones are deleted on the way."""
@@ -67,12 +69,16 @@ class SessionStore:
                 "INSERT OR REPLACE INTO mqtt_sessions(client_id, subscriptions, expires_ms) VALUES (?, ?, ?)",
                 (client_id, json.dumps(subscriptions, sort_keys=True), expires_ms),
             )
+        self.stored.add(client_id)
 
     def delete(self, client_id: str) -> None:
+        if client_id not in self.stored:
+            return
         with self.store.transaction():
             self._delete(client_id)
 
     def _delete(self, client_id: str) -> None:
+        self.stored.discard(client_id)
         self.store.db.execute("DELETE FROM mqtt_sessions WHERE client_id = ?", (client_id,))
         self.store.db.execute("DELETE FROM mqtt_session_messages WHERE client_id = ?", (client_id,))
 

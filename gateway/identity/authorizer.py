@@ -207,32 +207,86 @@ def _glob_regex(pieces: Sequence[_Piece]) -> str | None:
     return "".join(chunks[0]) + middle + ".*" + "".join(chunks[-1])
 
 
-class _Matcher:
-    """Whole-string glob matching against a set of patterns: `*` any run, `?` one character."""
+def _star_chunks(pieces: Sequence[_Piece]) -> list[str] | None:
+    """The literal runs between `*` wildcards (one run: no `*` at all); None when a `?` needs a regex."""
+    chunks = [""]
+    for literal, text in pieces:
+        if literal:
+            chunks[-1] += text
+            continue
+        for part in _GLOB_SPLIT_RE.split(text):
+            if part == "*":
+                chunks.append("")
+            elif part == "?":
+                return None
+            else:
+                chunks[-1] += part
+    return chunks
 
-    __slots__ = ("_any", "_literals", "_regex")
+
+def _star_match(chunks: tuple[str, ...], text: str) -> bool:
+    """Glob with `*` only: the first run at the start, the last at the end, the others in order between, each at
+    the leftmost place it fits (which is all a `*`-only glob needs; no backtracking)."""
+    first, last = chunks[0], chunks[-1]
+    if len(text) < len(first) + len(last) or not text.startswith(first) or not text.endswith(last):
+        return False
+    pos, stop = len(first), len(text) - len(last)
+    for chunk in chunks[1:-1]:
+        found = text.find(chunk, pos, stop)
+        if found < 0:
+            return False
+        pos = found + len(chunk)
+    return True
+
+
+class _Matcher:
+    """Whole-string glob matching against a set of patterns: `*` any run, `?` one character.
+
+    Built once per statement and connection, so building must be cheap: `*`-only globs (nearly all of them) match
+    with string operations, and a regex is compiled only for `?` globs, on first use."""
+
+    __slots__ = ("_any", "_fold", "_globs", "_literals", "_regex", "_regex_flags", "_regex_src")
 
     def __init__(self, patterns: Sequence[Sequence[_Piece]], *, ignore_case: bool = False) -> None:
         self._any = False
+        self._fold = ignore_case
         literals: set[str] = set()
+        globs: list[tuple[str, ...]] = []
         regexes: list[str] = []
         for pieces in patterns:
             if list(pieces) == [(False, "*")]:
                 self._any = True
                 continue
-            regex = _glob_regex(pieces)
-            if regex is None:
-                literals.add("".join(text for _, text in pieces))
+            chunks = _star_chunks(pieces)
+            if chunks is not None and ignore_case:
+                chunks = [chunk.lower() for chunk in chunks]
+            if chunks is None:
+                regexes.append(_glob_regex(pieces) or "")
+            elif len(chunks) == 1:
+                literals.add(chunks[0])
             else:
-                regexes.append(regex)
-        flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
+                globs.append(tuple(chunks))
         self._literals = frozenset(literals)
-        self._regex = re.compile("|".join(f"(?:{r})" for r in regexes), flags) if regexes else None
+        self._globs = tuple(globs)
+        self._regex_src = "|".join(f"(?:{r})" for r in regexes) if regexes else None
+        self._regex_flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
+        self._regex: re.Pattern[str] | None = None
 
     def __call__(self, text: str) -> bool:
-        if self._any or text in self._literals:
+        if self._any:
             return True
-        return self._regex is not None and self._regex.fullmatch(text) is not None
+        if self._fold:
+            text = text.lower()
+        if text in self._literals:
+            return True
+        for chunks in self._globs:
+            if _star_match(chunks, text):
+                return True
+        if self._regex_src is None:
+            return False
+        if self._regex is None:
+            self._regex = re.compile(self._regex_src, self._regex_flags)
+        return self._regex.fullmatch(text) is not None
 
 
 # ---------------------------------------------------------------------------------------------------
