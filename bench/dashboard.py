@@ -136,7 +136,7 @@ def run(s: Settings, home: Path) -> dict[str, Any]:
                 without = window(gw, sim, s.window_s)
             status = f"round {r + 1}/{s.rounds}: {s.window_s:g} s with the dashboard open"
             with console.status(status), dashboard_open(gw.api_port) as tail:
-                time.sleep(2)  # pages loaded and streaming
+                time.sleep(5)  # Chromium's start-up burst over, pages loaded and streaming
                 tail.evaluate("() => { window.__lags = []; }")
                 with_browser = window(gw, sim, s.window_s)
                 round_lags = tail.evaluate("() => window.__lags")
@@ -184,7 +184,12 @@ def report(r: dict[str, Any]) -> Table:
         "PUBACKed msg/s", f"{r['without_msg_s']:,.0f}", f"{r['with_msg_s']:,.0f}", f"{ratio:.3f}x (>= 0.95: {ok})"
     )
     table.add_row("gateway CPU", f"{r['without_cpu_pct']:.0f} %", f"{r['with_cpu_pct']:.0f} %", "")
-    table.add_row("PUBACK p99 (run so far)", f"{r['without_p99_ms']:.1f} ms", f"{r['with_p99_ms']:.1f} ms", "")
+    table.add_row(
+        "PUBACK p99, whole run so far",
+        f"{r['without_p99_ms']:.1f} ms",
+        f"{r['with_p99_ms']:.1f} ms",
+        "cumulative: includes Chromium's start-up burst",
+    )
     lag_ok = r["lag_p99_ms"] is not None and r["lag_p99_ms"] <= 1000
     table.add_row(
         "live tail lag p50 / p99 / max",
