@@ -435,7 +435,10 @@ class Broker:
                 continue
             if isinstance(conn, LocalSubscriber):
                 sender = self._sender
-                conn.callback(topic, payload, granted, sender.client_id if sender is not None else None)
+                try:
+                    conn.callback(topic, payload, granted, sender.client_id if sender is not None else None)
+                except Exception:  # an in-process view must never cost a client its delivery
+                    log.exception("local subscriber %s failed on %s", conn.client_id, topic)
                 continue
             authorizer = conn.authorizer
             if isinstance(conn, Connection) and conn.generation != self.registry.generation and not self._refresh(conn):
