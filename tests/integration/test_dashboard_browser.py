@@ -136,6 +136,16 @@ def number(page: Page, selector: str) -> int:
     return int((page.locator(selector).first.text_content() or "0").strip() or 0)
 
 
+def wait_until_it_rises(page: Page, selector: str) -> None:
+    """The number shown at `selector` goes up (live, without reloading the page) within 10 s."""
+    expect(page.locator(selector)).to_be_visible(timeout=10_000)
+    page.wait_for_function(
+        "([sel, n]) => Number(document.querySelector(sel)?.textContent || 0) > n",
+        arg=[selector, number(page, selector)],
+        timeout=10_000,
+    )
+
+
 def test_fleet_page_shows_every_device_connected_and_filters(stack: Stack, page: Page) -> None:
     page.goto(stack.url + "#/fleet")
     for i in range(DEVICES):
@@ -171,12 +181,7 @@ def test_desired_state_set_on_the_thing_page_is_applied_by_the_device(stack: Sta
 
 def test_rule_counters_rise_on_the_rules_page(stack: Stack, page: Page) -> None:
     page.goto(stack.url + "#/rules")
-    matched = f'tr[data-rule="{stack.rule}"] [data-counter="matched"]'
-    expect(page.locator(matched)).to_be_visible(timeout=10_000)
-    first = number(page, matched)
-    page.wait_for_function(
-        "([sel, n]) => Number(document.querySelector(sel)?.textContent || 0) > n", arg=[matched, first], timeout=10_000
-    )
+    wait_until_it_rises(page, f'tr[data-rule="{stack.rule}"] [data-counter="matched"]')
     assert number(page, f'tr[data-rule="{stack.rule}"] [data-counter="errors"]') == 0
 
 
@@ -194,12 +199,7 @@ def test_live_tail_shows_messages_for_a_typed_filter(stack: Stack, page: Page) -
 
 def test_queue_page_shows_messages_arriving(stack: Stack, page: Page) -> None:
     page.goto(stack.url + "#/sinks")
-    visible = f'[data-queue="{stack.queue}"] [data-count="visible"]'
-    expect(page.locator(visible)).to_be_visible(timeout=10_000)
-    first = number(page, visible)
-    page.wait_for_function(
-        "([sel, n]) => Number(document.querySelector(sel)?.textContent || 0) > n", arg=[visible, first], timeout=10_000
-    )
+    wait_until_it_rises(page, f'[data-queue="{stack.queue}"] [data-count="visible"]')
 
 
 def test_theme_toggle_and_keyboard_navigation(stack: Stack, page: Page) -> None:
