@@ -19,8 +19,8 @@ from botocore.exceptions import ClientError
 from devices.spec import DeviceSpec, FleetSpec
 
 THING_VAR = "${iot:Connection.Thing.ThingName}"
-SHARED = "_shared"
-TOKEN_HEADER = "X-Edgesim-Token"  # file stem of the one certificate every thing uses with --shared-cert
+SHARED = "_shared"  # file stem of the one certificate every thing uses with --shared-cert
+TOKEN_HEADER = "X-Edgesim-Token"  # the same header as gateway/api/auth.py (devices/ does not import gateway/)
 
 
 @dataclass(frozen=True)

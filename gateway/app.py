@@ -126,11 +126,12 @@ class Gateway(Lifecycle):
         self.live = LiveFeed(self)
         self.live.start()
         self.api_token = required_token(cfg.host, cfg.api_token)
+        rest = RestDispatcher(self)
         self.api = ApiServer(
             cfg.host,
             cfg.api_port,
             self.status,
-            RestDispatcher(self).handle,
+            rest.handle,
             views={
                 "rules/metrics": self.rules.metrics,
                 "status": self.status,
@@ -140,7 +141,7 @@ class Gateway(Lifecycle):
             metrics=self.metrics.render,
             routes=Dashboard(self, self.live).routes,
             token=self.api_token,
-            sigv4_enabled=bool(cfg.sigv4_credentials),
+            check_signature=rest.verify_signature if cfg.sigv4_credentials else None,
         )
         self.ports["api"] = await self.api.start()
         self.ssl_context = server_ssl_context(

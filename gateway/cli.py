@@ -141,8 +141,8 @@ async def _run_gateway(cfg: Config, ports_file: Path | None) -> None:
         console.print(f"[green]edgesim is up[/green] {json.dumps(gw.ports)}  (Ctrl-C to stop)")
         if not gw.api_token:
             console.print(f"dashboard: http://{cfg.host}:{gw.ports['api']}/", markup=False, highlight=False)
-        token = getattr(gw, "api_token", None)
-        if isinstance(token, str) and token:
+        token = gw.api_token
+        if token:
             console.print(
                 f"API/dashboard token: {token}  (send it as 'Authorization: Bearer {token}' or open "
                 f"http://{cfg.host}:{gw.ports.get('api', cfg.api_port)}/?token={token})",

@@ -151,7 +151,7 @@ class GatewayCollector(Collector):
         )
         for name, stream in kinesis.streams.items():
             shards.add_metric([name], len(stream.shards.open_shards))
-            records.add_metric([name], sum(stream.counters.values()) - len(stream.counters))
+            records.add_metric([name], stream.records_written)
             throttles.add_metric([name], kinesis.throttles.get(name, 0))
         yield from (shards, records, throttles)
 

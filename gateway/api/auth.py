@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.errors import AwsError
+
 TOKEN_COOKIE = "edgesim_token"
 TOKEN_HEADER = "X-Edgesim-Token"
 TOKEN_CHECKED = "edgesim.token_checked"
@@ -16,6 +18,8 @@ OPEN_PATHS = frozenset({"/health"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+# Checks a request's SigV4 signature against its body; raises when it is not valid.
+SignatureCheck = Callable[[web.Request, bytes], None]
 
 
 def is_loopback(host: str) -> bool:
@@ -41,9 +45,9 @@ def presented_token(request: web.Request) -> str | None:
     return request.headers.get(TOKEN_HEADER) or request.cookies.get(TOKEN_COOKIE) or request.query.get("token")
 
 
-def token_middleware(token: str, sigv4_enabled: bool) -> Middleware:
-    """Every request but /health carries the token (bearer, header, cookie or ?token=), or a SigV4 signature
-    that the AWS handlers then verify when SigV4 checking is configured."""
+def token_middleware(token: str, check_signature: SignatureCheck | None) -> Middleware:
+    """Every request but /health carries the token (bearer, header, cookie or ?token=), or, when SigV4 checking is
+    configured, a valid SigV4 signature (verified here, whatever the route)."""
     expected = token.encode()
 
     @web.middleware
@@ -53,12 +57,19 @@ def token_middleware(token: str, sigv4_enabled: bool) -> Middleware:
         given = presented_token(request)
         if given is not None and hmac.compare_digest(given.encode(), expected):
             request[TOKEN_CHECKED] = True
-            response = await handler(request)
             if request.query.get("token") and request.method == "GET" and request.path == "/":
-                # Opened from the printed link: keep the token in a cookie so the page's own requests carry it.
+                # Opened from the printed link: the token goes into a cookie (the page's own requests carry it) and
+                # out of the address bar and history.
+                response = web.HTTPFound("/")
                 response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
-            return response
-        if sigv4_enabled and request.headers.get("Authorization", "").startswith("AWS4-HMAC-SHA256"):
+                return response
+            return await handler(request)
+        if check_signature is not None and request.headers.get("Authorization", "").startswith("AWS4-HMAC-SHA256"):
+            try:
+                check_signature(request, await request.read())
+            except AwsError as exc:
+                return web.json_response({"message": exc.message}, status=exc.http_status)
+            request[TOKEN_CHECKED] = True
             return await handler(request)
         return web.json_response(
             {

@@ -16,6 +16,7 @@ from gateway.api.live import HEARTBEAT_S, VIEWS, LiveFeed
 from gateway.errors import AwsError, EdgesimError
 from gateway.rules.model import DEFAULT_SQL_VERSION
 from gateway.rules.tryout import evaluate_sql
+from gateway.shadow.topics import is_valid_thing_name
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -113,7 +114,7 @@ class Dashboard:
                 sql_version=str(body.get("sqlVersion") or DEFAULT_SQL_VERSION),
             )
         except EdgesimError as exc:
-            where = {k: v for k, v in (("line", getattr(exc, "line", None)), ("column", getattr(exc, "column", None)))}
+            where = {key: getattr(exc, key, None) for key in ("line", "column")}
             return _error(400, str(exc), **{k: v for k, v in where.items() if v is not None})
         return web.json_response(result)
 
@@ -141,10 +142,11 @@ class Dashboard:
             data = self.gw.s3.get(request.match_info["bucket"], request.query.get("key", ""))
         except AwsError as exc:
             return _error(exc.http_status, exc.message)
+        nosniff = {"X-Content-Type-Options": "nosniff"}
         try:
-            return web.Response(text=data.decode("utf-8"), content_type="text/plain")
+            return web.Response(text=data.decode("utf-8"), content_type="text/plain", headers=nosniff)
         except UnicodeDecodeError:
-            return web.Response(body=data, content_type="application/octet-stream")
+            return web.Response(body=data, content_type="application/octet-stream", headers=nosniff)
 
     async def edge(self, request: web.Request) -> web.Response:
         return web.json_response(self.feed.edge())
@@ -157,11 +159,14 @@ class Dashboard:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
+        thing = request.query.get("thing") or None
+        if thing is not None and not is_valid_thing_name(thing):
+            return _error(400, f"invalid thing name: {thing!r}")
         await response.prepare(request)
-        watcher = self.feed.add(view, request.query.get("thing") or None, request.query.get("filter") or None)
+        watcher = self.feed.add(view, thing, request.query.get("filter") or None)
         try:
             await response.write(b"retry: 2000\n\n")
-            while True:
+            while not watcher.closed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(watcher.wake.wait(), HEARTBEAT_S)
                 data = watcher.take()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import AwsError, ResourceNotFoundException
 from gateway.identity.authorizer import Authorizer
 from gateway.identity.certs import parse_certificate
+from gateway.sinks.s3 import ObjectInfo
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -99,12 +101,14 @@ def _grants(gw: Gateway, thing: str) -> list[tuple[str, ConnectionGrant]]:
     return out
 
 
-def check_permission(gw: Gateway, thing: str, action: str, resource: str) -> dict[str, Any]:
+def check_permission(
+    gw: Gateway, thing: str, action: str, resource: str, grants: list[tuple[str, ConnectionGrant]] | None = None
+) -> dict[str, Any]:
     """Allowed or not for `thing` connecting with its certificates, and which policy decided (the same engine)."""
     prefix = f"arn:aws:iot:{gw.config.region}:{gw.config.account}:"
     suffix = resource[len(prefix) :] if resource.startswith(prefix) else resource
     verdicts: list[tuple[bool, str]] = []
-    for cert_id, grant in _grants(gw, thing):
+    for cert_id, grant in grants if grants is not None else _grants(gw, thing):
         if grant.context is None:
             verdicts.append((False, f"certificate {cert_id[:12]}… cannot connect: {grant.refusal}"))
             continue
@@ -162,10 +166,11 @@ def thing(gw: Gateway, name: str) -> dict[str, Any]:
         for policy in registry.list_attached_policies(principal)["policies"]:
             document = registry.get_policy(policy["policyName"])["policyDocument"]
             policies.append({"policyName": policy["policyName"], "document": json.loads(document), "via": cert_id})
-    permissions = []
-    for action, template in STANDARD_CHECKS:
-        resource = template.format(thing=name)
-        permissions.append({"action": action, **check_permission(gw, name, action, resource)})
+    grants = _grants(gw, name)
+    permissions = [
+        {"action": action, **check_permission(gw, name, action, template.format(thing=name), grants)}
+        for action, template in STANDARD_CHECKS
+    ]
     conn = gw.broker.sessions.get(name)
     last = last_message(gw, name)
     return {
@@ -241,14 +246,27 @@ def rule_counters(m: Any) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- sinks
-def sinks(gw: Gateway, rates: dict[str, float], objects: bool = True) -> dict[str, Any]:
+ObjectLister = Callable[[str, str], list[ObjectInfo]]
+
+
+def list_objects(gw: Gateway, bucket: str, prefix: str) -> list[ObjectInfo]:
+    """Newest first, at most MAX_S3_OBJECTS; none while the bucket does not exist (before a first delivery)."""
+    try:
+        listed = gw.s3.list(bucket, prefix)
+    except AwsError:
+        return []
+    listed.sort(key=lambda o: o.modified_ms, reverse=True)
+    return listed[:MAX_S3_OBJECTS]
+
+
+def sinks(gw: Gateway, rates: dict[str, float], objects: ObjectLister | None = None) -> dict[str, Any]:
     now = gw.clock.wall_ms()
     kinesis = []
     for name, stream in sorted(gw.kinesis.streams.items()):
         shards = []
         total = 0
         for shard in stream.shards.shards:
-            records = stream.counters.get(shard.number, 1) - 1
+            records = stream.shard_records(shard.number)
             total += records
             shards.append(
                 {
@@ -310,20 +328,14 @@ def sinks(gw: Gateway, rates: dict[str, float], objects: bool = True) -> dict[st
     firehose = []
     for name, delivery in sorted(gw.firehose.streams.items()):
         s3_target = delivery.target
-        try:
-            listed = gw.s3.list(s3_target.bucket, s3_target.prefix) if objects else []
-        except AwsError:  # NoSuchBucket until the first delivery
-            listed = []
-        listed.sort(key=lambda o: o.modified_ms, reverse=True)
+        listed = (objects or (lambda b, p: list_objects(gw, b, p)))(s3_target.bucket, s3_target.prefix)
         firehose.append(
             {
                 "deliveryStreamName": name,
                 "bucket": s3_target.bucket,
                 "prefix": s3_target.prefix,
                 "buffered": len(delivery.pending),
-                "objects": [
-                    {"key": o.key, "size": o.size, "lastModifiedMs": o.modified_ms} for o in listed[:MAX_S3_OBJECTS]
-                ],
+                "objects": [{"key": o.key, "size": o.size, "lastModifiedMs": o.modified_ms} for o in listed],
             }
         )
     return {"kinesis": kinesis, "sqs": sqs, "lambda": lambdas, "firehose": firehose}

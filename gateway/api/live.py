@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +26,12 @@ RATE_POINTS = 300  # seconds of messages/s history on the fleet page
 RULE_POINTS = 120  # seconds of matched/s per rule (sparklines)
 SHADOW_VERSIONS = 20  # versions kept per shadow
 SHADOWS_TRACKED = 5000  # shadows with history in memory (least recently updated forgotten first)
-THING_MESSAGES = 20  # recent messages kept for a thing while no page shows it is not kept at all
 MESSAGES_PER_S = 50  # per browser; the rest are counted and reported as skipped
 MAX_PENDING = 2000  # events waiting for one slow browser before messages are skipped
+MAX_PENDING_BYTES = 4 * 1024 * 1024  # a browser this far behind is cut off (EventSource reconnects by itself)
+HISTORY_BYTES = 64 * 1024 * 1024  # all kept shadow versions together
+EDGE_CORES = 1000  # health reports kept (by core name)
+S3_LIST_EVERY_S = 10.0
 HEARTBEAT_S = 15.0
 EDGE_HEALTH_FILTER = "$aws/things/+/greengrassv2/health/json"
 SHADOW_FILTERS = [
@@ -46,19 +50,50 @@ def sse(event: str, data: Any) -> bytes:
 
 
 def _current(raw: bytes) -> dict[str, Any] | None:
+    """A JSON object, or None for anything else (clients can publish to the topics the feed watches)."""
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _count(value: Any) -> int | float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def edge_core(name: str, received_ms: int, report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The edge page's card from a core's health report (Greengrass fleet status + edgesim's figures)."""
+    if report is None:
+        return None
+    extra = _object(report.get("edgesim"))
+    spool, sync = _object(extra.get("spool")), _object(extra.get("shadowSync"))
+    components = report.get("components")
+    status = report.get("overallDeviceStatus")
+    return {
+        "name": name,
+        "lastReportMs": received_ms,
+        "status": status if isinstance(status, str) else None,
+        "spool": {k: _count(spool.get(k)) for k in ("messages", "bytes", "maxBytes")} if spool else None,
+        "shadowSync": {k: _count(sync.get(k)) for k in ("shadows", "pending", "lastSyncMs")} if sync else None,
+        "components": [
+            {"name": str(c.get("componentName")), "state": str(c.get("status")), "restarts": _count(c.get("restarts"))}
+            for c in (components if isinstance(components, list) else [])[:100]
+            if isinstance(c, dict)
+        ],
+    }
 
 
 def _history_entry(ts: int, raw: bytes) -> dict[str, Any] | None:
     doc = _current(raw)
     if doc is None:
         return None
-    current = doc.get("current") or {}
-    state = current.get("state") or {}
+    current = _object(doc.get("current"))
+    state = _object(current.get("state"))
     return {
         "version": current.get("version"),
         "timestampMs": ts,
@@ -88,14 +123,23 @@ class Watcher:
         self.thing = thing
         self.filter = topic_filter
         self.pending: list[bytes] = []
+        self.pending_bytes = 0
+        self.closed = False
         self.wake = asyncio.Event()
         self.sent_this_second = 0
         self.skipped = 0
         self.subscriber: LocalSubscriber | None = None
-        self.recent: deque[dict[str, Any]] = deque(maxlen=THING_MESSAGES)
 
     def push(self, event: str, data: Any) -> None:
-        self.pending.append(sse(event, data))
+        frame = sse(event, data)
+        self.pending.append(frame)
+        self.pending_bytes += len(frame)
+        if self.pending_bytes > MAX_PENDING_BYTES:
+            self.close()  # not reading: its response ends, the browser reconnects and loads the page afresh
+        self.wake.set()
+
+    def close(self) -> None:
+        self.closed = True
         self.wake.set()
 
     def offer_message(self, topic: str, payload: bytes, qos: int, client_id: str | None, now_ms: int) -> None:
@@ -103,13 +147,12 @@ class Watcher:
             self.skipped += 1
             return
         self.sent_this_second += 1
-        item = views.message_json(topic, payload, qos, client_id, now_ms)
-        self.recent.appendleft(item)
-        self.push("message", item)
+        self.push("message", views.message_json(topic, payload, qos, client_id, now_ms))
 
     def take(self) -> bytes:
         out = b"".join(self.pending)
         self.pending.clear()
+        self.pending_bytes = 0
         self.wake.clear()
         return out
 
@@ -120,9 +163,11 @@ class LiveFeed:
         self.rates: deque[dict[str, Any]] = deque(maxlen=RATE_POINTS)
         self.rule_history: dict[str, deque[int]] = {}
         self.shadow_history: OrderedDict[tuple[str, str | None], deque[tuple[int, bytes]]] = OrderedDict()
-        self.edge_reports: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.edge_reports: dict[str, dict[str, Any]] = {}  # core -> what its page shows of its last report
         self.watchers: set[Watcher] = set()
         self._subscribers: list[LocalSubscriber] = []
+        self._history_bytes = 0
+        self._s3_listing: tuple[float, dict[tuple[str, str], list[Any]]] = (0.0, {})
         # Only while a browser watches: lifecycle events are built only when someone subscribes to them.
         self._presence: LocalSubscriber | None = None
         self._last_counts = (0, 0)
@@ -177,6 +222,7 @@ class LiveFeed:
         return watcher
 
     def remove(self, watcher: Watcher) -> None:
+        watcher.close()
         self.watchers.discard(watcher)
         if watcher.subscriber is not None:
             self.gw.broker.unsubscribe_local(watcher.subscriber)
@@ -196,16 +242,19 @@ class LiveFeed:
             return
         key = (parsed.thing, parsed.shadow)
         now = self._now()
-        if parsed.operation == "delete":
-            self.shadow_history.pop(key, None)
-        else:
-            history = self.shadow_history.pop(key, None)
+        history = self.shadow_history.pop(key, None)
+        if history is not None:
+            self._history_bytes -= sum(len(raw) for _, raw in history)
+        if parsed.operation != "delete":
             if history is None:
                 history = deque(maxlen=SHADOW_VERSIONS)
-                if len(self.shadow_history) >= SHADOWS_TRACKED:
-                    self.shadow_history.popitem(last=False)
             history.appendleft((now, payload))
+            self._history_bytes += sum(len(raw) for _, raw in history)
             self.shadow_history[key] = history
+            # The least recently updated shadows go first.
+            while len(self.shadow_history) > SHADOWS_TRACKED or self._history_bytes > HISTORY_BYTES:
+                _, dropped = self.shadow_history.popitem(last=False)
+                self._history_bytes -= sum(len(raw) for _, raw in dropped)
         watchers = [w for w in self.watchers if w.view == "thing" and w.thing == parsed.thing]
         if watchers:
             event = _shadow_event(parsed.thing, parsed.shadow, parsed.operation == "delete", now, payload)
@@ -214,12 +263,16 @@ class LiveFeed:
                     watcher.push("shadow", event)
 
     def _on_edge_health(self, topic: str, payload: bytes, qos: int, client_id: str | None) -> None:
-        try:
-            report = json.loads(payload)
-        except ValueError:
+        """Any client may publish here: the report is checked and reduced to what the page shows, at intake."""
+        core = topic.split("/")[2]
+        entry = edge_core(core, self._now(), _current(payload))
+        if entry is None:
             return
-        if isinstance(report, dict):
-            self.edge_reports[topic.split("/")[2]] = (self._now(), report)
+        reports = self.edge_reports
+        reports.pop(core, None)
+        if len(reports) >= EDGE_CORES:
+            del reports[next(iter(reports))]
+        reports[core] = entry
 
     def _on_presence(self, topic: str, payload: bytes, qos: int, client_id: str | None) -> None:
         for watcher in self.watchers:
@@ -237,29 +290,7 @@ class LiveFeed:
 
     def edge(self) -> dict[str, Any]:
         sessions = self.gw.broker.sessions
-        cores = []
-        for name, (received_ms, report) in sorted(self.edge_reports.items()):
-            extra = report.get("edgesim") or {}
-            cores.append(
-                {
-                    "name": name,
-                    "online": name in sessions,
-                    "lastReportMs": received_ms,
-                    "status": report.get("overallDeviceStatus"),
-                    "spool": extra.get("spool"),
-                    "shadowSync": extra.get("shadowSync"),
-                    "components": [
-                        {
-                            "name": c.get("componentName"),
-                            "state": c.get("status"),
-                            "restarts": c.get("restarts", 0),
-                        }
-                        for c in report.get("components") or []
-                        if isinstance(c, dict)
-                    ],
-                }
-            )
-        return {"cores": cores}
+        return {"cores": [{**core, "online": name in sessions} for name, core in sorted(self.edge_reports.items())]}
 
     # ---- every second
     async def _tick_forever(self) -> None:
@@ -291,7 +322,7 @@ class LiveFeed:
                 r["ruleName"]: {**r["counters"], "matchedPerS": matched_now.get(r["ruleName"], 0)}
                 for r in views.rules(gw)
             },
-            "sinks": lambda: views.sinks(gw, self.stream_rates),
+            "sinks": lambda: views.sinks(gw, self.stream_rates, self._cached_objects),
             "edge": self.edge,
         }
         extras: dict[str, Any] = {}
@@ -312,33 +343,52 @@ class LiveFeed:
                 data = ticks[watcher.view] = orjson.dumps(
                     base if extra is None else {**base, watcher.view: extra}
                 )
-            watcher.pending.append(sse("tick", data))
-            watcher.wake.set()
+            watcher.push("tick", data)
+
+    def _cached_objects(self, bucket: str, prefix: str) -> list[Any]:
+        """S3 listings for the sinks page's ticks: a directory walk at most every 10 s, not every second."""
+        listed_at, listings = self._s3_listing
+        now = time.monotonic()
+        if now - listed_at > S3_LIST_EVERY_S:
+            self._s3_listing = (now, listings := {})
+        key = (bucket, prefix)
+        if key not in listings:
+            listings[key] = views.list_objects(self.gw, bucket, prefix)
+        return listings[key]
 
     def _sample_rules(self) -> dict[str, int]:
         per_second: dict[str, int] = {}
         for runtime in self.gw.rules_engine.index:
             name = runtime.rule.name
             matched = runtime.metrics.matched
-            delta = matched - self._last_rule_matched.get(name, 0)  # a new rule starts from 0
+            delta = max(0, matched - self._last_rule_matched.get(name, 0))  # a new rule starts from 0
             self._last_rule_matched[name] = matched
             history = self.rule_history.get(name)
             if history is None:
                 history = self.rule_history[name] = deque([0] * RULE_POINTS, maxlen=RULE_POINTS)
             history.append(delta)
             per_second[name] = delta
+        for gone in self.rule_history.keys() - per_second.keys():
+            del self.rule_history[gone]
+            self._last_rule_matched.pop(gone, None)
         return per_second
 
     def _sample_streams(self) -> None:
         for name, stream in self.gw.kinesis.streams.items():
-            total = sum(stream.counters.values()) - len(stream.counters)
-            self.stream_rates[name] = float(total - self._last_stream_records.get(name, total))
+            total = stream.records_written
+            self.stream_rates[name] = float(max(0, total - self._last_stream_records.get(name, total)))
             self._last_stream_records[name] = total
+        for gone in self.stream_rates.keys() - self.gw.kinesis.streams.keys():
+            del self.stream_rates[gone]
+            self._last_stream_records.pop(gone, None)
 
     def _changed_last_messages(self) -> dict[str, int]:
         changed: dict[str, int] = {}
         seen = self._last_publish
-        for client_id, conn in self.gw.broker.sessions.items():
+        sessions = self.gw.broker.sessions
+        if len(seen) > 2 * len(sessions) + 1000:  # clients that left
+            self._last_publish = seen = {c: ms for c, ms in seen.items() if c in sessions}
+        for client_id, conn in sessions.items():
             message = conn.last_message
             if message is None:
                 continue

@@ -87,6 +87,11 @@ class RestDispatcher:
 
     def _verify(self, request: web.Request, body: bytes) -> None:
         if self.gateway.config.sigv4_credentials and not request.get(TOKEN_CHECKED):
+            self.verify_signature(request, body)
+
+    def verify_signature(self, request: web.Request, body: bytes) -> None:
+        """SigV4 against the configured credentials (SignatureDoesNotMatch and friends when it fails)."""
+        if self.gateway.config.sigv4_credentials:
             sigv4.verify(
                 request.method,
                 request.rel_url.raw_path,

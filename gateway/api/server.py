@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.auth import token_middleware
+from gateway.api.auth import SignatureCheck, token_middleware
 
 log = logging.getLogger("edgesim.api")
 
@@ -27,14 +27,14 @@ class ApiServer:
         metrics: Callable[[], bytes] | None = None,
         routes: Callable[[web.Application], None] | None = None,
         token: str | None = None,
-        sigv4_enabled: bool = False,
+        check_signature: SignatureCheck | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self._status = status
         self.app = web.Application(client_max_size=16 * 1024 * 1024)
         if token:
-            self.app.middlewares.append(token_middleware(token, sigv4_enabled))  # type: ignore[arg-type]
+            self.app.middlewares.append(token_middleware(token, check_signature))  # type: ignore[arg-type]
         self.app.router.add_get("/health", self._health)
         if routes is not None:
             routes(self.app)  # the dashboard, before the catch-all below

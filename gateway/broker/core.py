@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import uuid
@@ -28,6 +29,8 @@ from gateway.topics import TopicTrie, validate_topic_filter, validate_topic_name
 log = logging.getLogger("edgesim.broker")
 
 MessageHook = Callable[[Message], None]
+LAST_MESSAGES_KEPT = 20_000  # disconnected clients whose last message the dashboard can still show
+LAST_MESSAGE_BYTES = 4096
 
 
 class Subscription:
@@ -95,7 +98,9 @@ class Broker:
         self.in_by_door: dict[str, list[int]] = {}  # door -> [QoS 0 count, QoS 1 count]
         self.out_qos1 = 0
         self.denials: dict[str, int] = {}  # policy action -> refusals
-        self.last_messages: dict[str, Message] = {}  # client id -> its last PUBLISH, kept when it disconnects
+        # Client id -> its last PUBLISH (payload cut short), kept when it disconnects; the oldest go past the cap.
+        self.last_messages: dict[str, Message] = {}
+        self._local_failures = 0
         registry.subscribe(self._on_registry_change)
 
     # ---- lifecycle
@@ -121,7 +126,7 @@ class Broker:
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
         if conn.last_message is not None:
-            self.last_messages[conn.client_id] = conn.last_message
+            self._keep_last_message(conn.client_id, conn.last_message)
         current = conn.connected and self.sessions.get(conn.client_id) is conn
         if conn.persistent and current:
             self._park(conn)
@@ -438,7 +443,10 @@ class Broker:
                 try:
                     conn.callback(topic, payload, granted, sender.client_id if sender is not None else None)
                 except Exception:  # an in-process view must never cost a client its delivery
-                    log.exception("local subscriber %s failed on %s", conn.client_id, topic)
+                    self._local_failures += 1
+                    if self._local_failures <= 10 or self._local_failures % 10_000 == 0:
+                        log.exception("local subscriber %s failed on %s (%d failures so far)", conn.client_id, topic,
+                                      self._local_failures)  # fmt: skip
                 continue
             authorizer = conn.authorizer
             if isinstance(conn, Connection) and conn.generation != self.registry.generation and not self._refresh(conn):
@@ -565,6 +573,9 @@ class Broker:
         """Deliver messages matching `topic_filters` to `callback` (InvalidRequestException for a bad filter)."""
         for topic_filter in topic_filters:
             validate_topic_filter(topic_filter)
+            if topic_filter.startswith("$share/"):
+                # A member of a share group would take its turn of the group's messages from real clients.
+                raise InvalidRequestException(f"{topic_filter}: a shared subscription cannot be watched here")
         subscriber = LocalSubscriber(name, callback)
         for topic_filter in topic_filters:
             self._add_subscription(subscriber, topic_filter, 1)
@@ -575,6 +586,13 @@ class Broker:
         for sub in subscriber.subscriptions.values():
             self.trie.remove(sub.filter, sub)
         subscriber.subscriptions.clear()
+
+    def _keep_last_message(self, client_id: str, message: Message) -> None:
+        kept = self.last_messages
+        kept.pop(client_id, None)
+        if len(kept) >= LAST_MESSAGES_KEPT:
+            del kept[next(iter(kept))]
+        kept[client_id] = dataclasses.replace(message, payload=message.payload[:LAST_MESSAGE_BYTES], hold=None)
 
     def _denied(self, action: str) -> None:
         self.stats["denied"] += 1

@@ -51,7 +51,12 @@ class SessionStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         # Client ids with a row here: a clean-session CONNECT (most of them) then costs no transaction.
-        self.stored = {row[0] for row in store.query("SELECT client_id FROM mqtt_sessions")}
+        self.stored = {
+            row[0]
+            for row in store.query(
+                "SELECT client_id FROM mqtt_sessions UNION SELECT client_id FROM mqtt_session_messages"
+            )
+        }
 
     def load(self, now_ms: int) -> dict[str, dict[str, int]]:
         """Every unexpired session's subscriptions (filter -> QoS); expired ones are deleted on the way."""
@@ -85,6 +90,7 @@ class SessionStore:
     def enqueue(self, client_id: str, messages: list[tuple[bytes, bytes]]) -> None:
         if not messages:
             return
+        self.stored.add(client_id)
         with self.store.transaction() as db:
             db.executemany(
                 "INSERT INTO mqtt_session_messages(client_id, head, tail) VALUES (?, ?, ?)",

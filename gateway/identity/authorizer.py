@@ -539,12 +539,7 @@ class Authorizer:
         return found
 
     def _evaluate(self, action: str, resource_suffix: str, overrides: Mapping[str, tuple[str, ...]] | None) -> bool:
-        denies, allows = self._for_action(action)
-        arn = self._arn_prefix + resource_suffix
-        for st in denies:
-            if st.applies(arn, overrides):
-                return False
-        return any(st.applies(arn, overrides) for st in allows)
+        return self.verdict(action, resource_suffix, overrides) == "allow"
 
     def _remember(self, cache: dict[str, bool], key: str, action: str, resource_suffix: str) -> bool:
         result = self._evaluate(action, resource_suffix, None)
@@ -572,13 +567,15 @@ class Authorizer:
             hit = self._remember(cache, resource_suffix, action, resource_suffix)
         return hit
 
-    def verdict(self, action: str, resource_suffix: str) -> str:
-        """"deny" (an explicit Deny matches), "allow", or "none" (implicit deny): for explaining a decision."""
+    def verdict(
+        self, action: str, resource_suffix: str, overrides: Mapping[str, tuple[str, ...]] | None = None
+    ) -> str:
+        """"deny" (an explicit Deny matches), "allow", or "none" (implicit deny)."""
         denies, allows = self._for_action(action)
         arn = self._arn_prefix + resource_suffix
-        if any(st.applies(arn, None) for st in denies):
+        if any(st.applies(arn, overrides) for st in denies):
             return "deny"
-        return "allow" if any(st.applies(arn, None) for st in allows) else "none"
+        return "allow" if any(st.applies(arn, overrides) for st in allows) else "none"
 
     def can_connect(self, condition_values: Mapping[str, tuple[str, ...]] | None = None) -> bool:
         return self.is_allowed("iot:Connect", "client/" + self._context.client_id, condition_values)

@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 from conftest import GatewayProcess, allow_all_policy
 from mqtt_helpers import Device
@@ -317,25 +318,76 @@ def test_rules_and_sinks_pages_count_what_happened(gateway: GatewayProcess, uniq
 
 
 def test_api_token_is_required_when_set_and_health_stays_open(tmp_path: Any, unique: str) -> None:
-    gw = GatewayProcess(tmp_path, ["--api-token", "s3cret-token"]).start()
+    gw = GatewayProcess(tmp_path, ["--api-token", "s3cret-token", "--require-sigv4", "AKIDEDGESIM:s3cret"]).start()
     try:
         assert get(gw, "/health")[0] == 200
         status, refused = get(gw, "/edgesim/dash/fleet")
         assert status == 401 and "token" in refused["message"]
         assert get(gw, "/edgesim/dash/fleet", {"Authorization": "Bearer s3cret-token"})[0] == 200
         assert get(gw, "/edgesim/dash/fleet", {"Authorization": "Bearer wrong"})[0] == 401
-        boto = client(gw, "iot")
-        with pytest.raises(Exception, match=r"401|token"):
-            boto.list_things()
-        boto.meta.events.register(
+        # Something that merely looks like a signature opens nothing, the dashboard included.
+        forged = {"Authorization": "AWS4-HMAC-SHA256 Credential=AKIDEDGESIM/20260101/us-east-1/iot/aws4_request"}
+        assert get(gw, "/edgesim/dash/fleet", forged)[0] in (400, 401, 403)
+        assert get(gw, "/metrics", forged)[0] in (400, 401, 403)
+        wrong_key = client(gw, "iot")  # signed, but with a secret the gateway does not know
+        with pytest.raises(Exception, match=r"401|403|token|[Ss]ignature|credential"):
+            wrong_key.list_things()
+        signed = boto3.client(
+            "iot",
+            endpoint_url=f"http://127.0.0.1:{gw.ports['api']}",
+            region_name="us-east-1",
+            aws_access_key_id="AKIDEDGESIM",
+            aws_secret_access_key="s3cret",
+        )
+        assert signed.list_things()["things"] == []
+        wrong_key.meta.events.register(
             "before-send", lambda request, **_: request.headers.__setitem__("X-Edgesim-Token", "s3cret-token")
         )
-        assert boto.list_things()["things"] == []
-        with urllib.request.urlopen(f"http://127.0.0.1:{gw.ports['api']}/?token=s3cret-token", timeout=5) as page:
-            assert "edgesim_token=s3cret-token" in page.headers["Set-Cookie"]
-            assert "HttpOnly" in page.headers["Set-Cookie"]
+        assert wrong_key.list_things()["things"] == []  # the token stands in for the signature
+        conn = http.client.HTTPConnection("127.0.0.1", gw.ports["api"], timeout=5)
+        conn.request("GET", "/?token=s3cret-token")
+        opened = conn.getresponse()
+        assert opened.status == 302 and opened.headers["Location"] == "/"  # the token leaves the address bar
+        cookie = opened.headers["Set-Cookie"]
+        assert "edgesim_token=s3cret-token" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        conn.close()
     finally:
         gw.stop()
+
+
+def test_the_gateway_stops_promptly_with_a_dashboard_stream_open(tmp_path: Any) -> None:
+    gw = GatewayProcess(tmp_path).start()
+    stream = Events(gw, "view=fleet")
+    try:
+        stream.wait_for("tick")
+        started = time.monotonic()
+        gw.stop()
+        assert time.monotonic() - started < 10
+    finally:
+        stream.close()
+
+
+def test_device_controlled_reports_and_documents_cannot_break_pages(gateway: GatewayProcess, unique: str) -> None:
+    data = client(gateway, "iot-data")
+    core, thing = f"odd-core-{unique}", f"odd-{unique}"
+    client(gateway, "iot").create_thing(thingName=thing)
+    for body in ({"edgesim": 5, "components": 7}, {"components": [1, {"componentName": "x", "status": 3}]}, [1]):
+        data.publish(topic=f"$aws/things/{core}/greengrassv2/health/json", qos=1, payload=json.dumps(body).encode())
+    deep = ("[" * 5000 + "]" * 5000).encode()
+    for raw in (json.dumps({"current": [1]}).encode(), json.dumps({"current": {"state": 5}}).encode(), deep):
+        data.publish(topic=f"$aws/things/{thing}/shadow/update/documents", qos=1, payload=raw)
+    status, edge = get(gateway, "/edgesim/dash/edge")
+    assert status == 200
+    mine = next(c for c in edge["cores"] if c["name"] == core)
+    assert mine["components"] == [{"name": "x", "state": "3", "restarts": None}]
+    assert get(gateway, f"/edgesim/dash/thing/{thing}")[0] == 200
+    with urllib.request.urlopen(f"http://127.0.0.1:{gateway.ports['api']}/metrics", timeout=5) as response:
+        assert response.status == 200
+
+
+def test_a_live_tail_cannot_join_a_shared_subscription_group(gateway: GatewayProcess, events: Any) -> None:
+    tail = events("view=tail&filter=%24share/workers/jobs/%23")
+    assert "shared subscription" in tail.wait_for("error")["message"]
 
 
 def test_a_token_is_generated_only_when_the_api_leaves_loopback() -> None:

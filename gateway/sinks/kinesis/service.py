@@ -44,6 +44,14 @@ class Stream:
     mode: str = "PROVISIONED"
     counters: dict[int, int] = field(default_factory=dict)  # next per-shard counter, rebuilt from the records
 
+    def shard_records(self, number: int) -> int:
+        """Records ever written to the shard (its next counter less one), trimmed ones included."""
+        return self.counters.get(number, 1) - 1
+
+    @property
+    def records_written(self) -> int:
+        return sum(self.counters.values()) - len(self.counters)
+
     def state_json(self) -> str:
         return json.dumps(
             {
