@@ -60,6 +60,9 @@ def up(
     publishes_per_second: Annotated[
         int, typer.Option(help="Inbound PUBLISH quota per connection (AWS: 100; 0 = unlimited).")
     ] = 100,
+    min_keep_alive: Annotated[
+        int, typer.Option(help="Raise clients' keep-alive to at least this many seconds (AWS: 30).", min=1)
+    ] = 30,
     data_dir: DataDir = Path(".edgesim"),
     certs_dir: CertsDir = Path("certs"),
     require_sigv4: Annotated[
@@ -113,6 +116,7 @@ def up(
     if sink_backend not in ("local", "aws"):
         raise typer.BadParameter("--sink-backend takes local or aws")
     cfg.mqtt.publishes_per_second = publishes_per_second
+    cfg.mqtt.min_keep_alive_s = min_keep_alive
     for pair in require_sigv4 or []:
         key, sep, secret = pair.partition(":")
         if not sep or not key or not secret:

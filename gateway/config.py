@@ -30,6 +30,9 @@ class MqttLimits(BaseModel):
         description="inbound PUBLISH packets per second per connection; 0 turns the quota off",
     )
     subscriptions_per_connection: int = limits.SUBSCRIPTIONS_PER_CONNECTION
+    min_keep_alive_s: int = Field(
+        default=30, description="AWS raises a client's keep-alive to at least this (30 s); tests lower it"
+    )
     inflight_qos1: int = limits.INFLIGHT_QOS1_PER_CLIENT
     outgoing_queue_bytes: int = Field(
         default=4 * 1024 * 1024,

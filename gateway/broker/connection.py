@@ -38,6 +38,7 @@ class Connection(asyncio.Protocol):
         "closed",
         "connected",
         "connected_ms",
+        "disconnect_reason",
         "door",
         "dropped_qos0",
         "generation",
@@ -77,6 +78,7 @@ class Connection(asyncio.Protocol):
         self.keep_alive = 0.0
         self.last_rx = 0.0
         self.connected_ms = 0
+        self.disconnect_reason: str | None = None  # for the disconnected lifecycle event
         self.last_message: Message | None = None  # the dashboard shows it
         self.subscriptions: dict[str, Subscription] = {}
         self.will: codec.ConnectRequest | None = None

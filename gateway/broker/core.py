@@ -221,6 +221,7 @@ class Broker:
             for conn in list(self.connections):
                 # [MQTT-3.1.2-24]: 1.5 x keep-alive without any packet from the client.
                 if conn.keep_alive and now - conn.last_rx > conn.keep_alive * (1.5 if conn.connected else 1.0):
+                    conn.disconnect_reason = "MQTT_KEEP_ALIVE_TIMEOUT"
                     conn.close("keep-alive timeout" if conn.connected else "no CONNECT in time")
 
     # ---- CONNECT
@@ -255,9 +256,10 @@ class Broker:
         conn.will = request if request.will_topic is not None else None
         ka = request.keep_alive
         # AWS clamps keep-alive into [30, 1200] seconds; 0 means the maximum (reference §1.4).
-        conn.keep_alive = 1200.0 if ka == 0 else float(min(max(ka, 30), 1200))
+        conn.keep_alive = 1200.0 if ka == 0 else float(min(max(ka, self.config.mqtt.min_keep_alive_s), 1200))
         previous = self.sessions.get(client_id)
         if previous is not None:
+            previous.disconnect_reason = "DUPLICATE_CLIENTID"
             previous.close(f"client id {client_id} connected again (session taken over)")
             # connection_lost runs later; drop it from the table now so it does not remove the new session.
             self.connection_closed(previous)
@@ -636,5 +638,7 @@ class Broker:
             body["versionNumber"] = 0
         if event == "disconnected":
             body["clientInitiatedDisconnect"] = conn.clean_disconnect
-            body["disconnectReason"] = "CLIENT_INITIATED_DISCONNECT" if conn.clean_disconnect else "CONNECTION_LOST"
+            body["disconnectReason"] = (
+                "CLIENT_INITIATED_DISCONNECT" if conn.clean_disconnect else conn.disconnect_reason or "CONNECTION_LOST"
+            )
         self.deliver(topic, json.dumps(body).encode(), 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import socket
 import ssl
@@ -96,6 +97,32 @@ def test_will_is_published_when_connection_drops(gateway: GatewayProcess, unique
     dev2.close()
     sub.expect_none(1.0)
     sub.close()
+
+
+def test_will_and_lifecycle_event_when_keep_alive_expires(tmp_path: Path, unique: str) -> None:
+    """A client that goes silent (no PINGREQ) is cut after 1.5 x its keep-alive: will published, and the
+    disconnected event says MQTT_KEEP_ALIVE_TIMEOUT. AWS raises keep-alive to 30 s; the test lowers that floor."""
+    gw = GatewayProcess(tmp_path, ["--min-keep-alive", "1"]).start()
+    try:
+        watcher = device(gw, gw.provision(f"w-{unique}", allow_all_policy())).connect()
+        watcher.subscribe(f"will/{unique}", 1)
+        watcher.subscribe(f"$aws/events/presence/disconnected/silent-{unique}", 1)
+        silent = device(gw, gw.provision(f"silent-{unique}", allow_all_policy()), keepalive=1)
+        silent.client.will_set(f"will/{unique}", b"went silent", qos=1)
+        silent.connect()
+        started = time.monotonic()
+        silent.client.loop_stop()  # the socket stays open, nothing is sent: no PINGREQ
+        first = watcher.expect(10)
+        second = watcher.expect(5)
+        elapsed = time.monotonic() - started
+        by_topic = {first.topic: first.payload, second.topic: second.payload}
+        assert by_topic[f"will/{unique}"] == b"went silent"
+        event = json.loads(by_topic[f"$aws/events/presence/disconnected/silent-{unique}"])
+        assert event["disconnectReason"] == "MQTT_KEEP_ALIVE_TIMEOUT" and event["clientInitiatedDisconnect"] is False
+        assert 1.4 <= elapsed < 6, elapsed
+        watcher.close()
+    finally:
+        gw.stop()
 
 
 def test_qos2_subscribe_gets_no_suback(gateway: GatewayProcess, unique: str) -> None:
