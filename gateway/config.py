@@ -30,6 +30,9 @@ class MqttLimits(BaseModel):
         description="inbound PUBLISH packets per second per connection; 0 turns the quota off",
     )
     subscriptions_per_connection: int = limits.SUBSCRIPTIONS_PER_CONNECTION
+    resume_messages_per_second: int = Field(
+        default=10, description="queued messages sent per second to a returning persistent session (AWS: 10; 0: all)"
+    )
     min_keep_alive_s: int = Field(
         default=30, description="AWS raises a client's keep-alive to at least this (30 s); tests lower it"
     )

@@ -54,6 +54,8 @@ class Connection(asyncio.Protocol):
         "quota_count",
         "quota_window",
         "read_blocks",
+        "resume_after",
+        "stored",
         "subscriptions",
         "transport",
         "waiting",
@@ -83,7 +85,12 @@ class Connection(asyncio.Protocol):
         self.subscriptions: dict[str, Subscription] = {}
         self.will: codec.ConnectRequest | None = None
         self.inflight: dict[int, bytes] = {}
-        self.pending: deque[tuple[bytes, bytes]] = deque()
+        # Waiting for room in the in-flight window: (head, tail, store seq or 0 for a live message).
+        self.pending: deque[tuple[bytes, bytes, int]] = deque()
+        # Packet id -> store seq, for in-flight messages a persistent session had queued: the store keeps each
+        # until its PUBACK, so a crash or a drop loses none of them.
+        self.stored: dict[int, int] = {}
+        self.resume_after = 0  # the last store seq handed to this connection while draining its session
         # PUBACKs waiting for durable work, in PUBLISH order [MQTT-4.6.0-2]: (packet id, hold or None when ready).
         self.acks: deque[tuple[int, AckHold | None]] = deque()
         self.next_pid = 1
@@ -247,14 +254,15 @@ class Connection(asyncio.Protocol):
             publisher.unblock_reading()
 
     # ---- QoS 1 delivery with an in-flight window
-    def deliver_qos1(self, head: bytes, tail: bytes, sender: Connection | None) -> bool:
-        """Send now if the in-flight window allows, else queue; a long queue pauses the sender instead of dropping."""
+    def deliver_qos1(self, head: bytes, tail: bytes, sender: Connection | None, seq: int = 0) -> bool:
+        """Send now if the in-flight window allows, else queue; a long queue pauses the sender instead of dropping.
+        `seq`: the message's row in the session store, deleted once the client acknowledges it."""
         if len(self.inflight) < self.broker.inflight_window:
-            self._send_qos1(head, tail)
+            self._send_qos1(head, tail, seq)
             return True
         if len(self.pending) >= self.broker.pending_limit:
             return False
-        self.pending.append((head, tail))
+        self.pending.append((head, tail, seq))
         if (
             len(self.pending) >= self.broker.pending_high
             and sender is not None
@@ -265,16 +273,22 @@ class Connection(asyncio.Protocol):
             sender.block_reading()
         return True
 
-    def _send_qos1(self, head: bytes, tail: bytes) -> None:
+    def _send_qos1(self, head: bytes, tail: bytes, seq: int = 0) -> None:
         pid = self.next_pid
         while pid in self.inflight:
             pid = pid % 65535 + 1
         self.next_pid = pid % 65535 + 1
         packet = head + bytes((pid >> 8, pid & 0xFF)) + tail
         self.inflight[pid] = packet
+        if seq:
+            self.stored[pid] = seq
         self.send(packet)
 
     def _on_puback(self, pid: int) -> None:
+        if self.stored:
+            seq = self.stored.pop(pid, 0)
+            if seq:
+                self.broker.session_message_acked(seq)
         if self.inflight.pop(pid, None) is not None and self.pending:
             self._send_qos1(*self.pending.popleft())
             if self.waiting and len(self.pending) <= self.broker.pending_high // 2:

@@ -101,6 +101,7 @@ class Broker:
         # Client id -> its last PUBLISH (payload cut short), kept when it disconnects; the oldest go past the cap.
         self.last_messages: dict[str, Message] = {}
         self._local_failures = 0
+        self._acked_session_messages: list[int] = []
         registry.subscribe(self._on_registry_change)
 
     # ---- lifecycle
@@ -151,9 +152,17 @@ class Broker:
         assert self.session_store is not None
         now = self.clock.wall_ms()
         parked = self._new_parked(conn.client_id, now)
-        unacked = [split_publish(packet) for packet in conn.inflight.values()] + list(conn.pending)
+        # Messages the store still holds (a drain under way) stay there, marked DUP if they went out; the others
+        # (live traffic) are queued behind them.
+        stored = conn.stored
+        sent = [(seq, split_publish(conn.inflight[pid])[0]) for pid, seq in stored.items() if pid in conn.inflight]
+        if sent:
+            self.session_store.mark_sent(sent)
+        unacked = [split_publish(packet) for pid, packet in conn.inflight.items() if pid not in stored]
+        unacked += [(head, tail) for head, tail, seq in conn.pending if not seq]
         conn.inflight.clear()
         conn.pending.clear()
+        stored.clear()
         self.session_store.enqueue(conn.client_id, unacked)
         parked.queued = self.session_store.queued(conn.client_id)
         for key, sub in conn.subscriptions.items():
@@ -172,11 +181,40 @@ class Broker:
                 conn.subscriptions[key] = sub
             else:
                 self.trie.remove(sub.filter, sub)
-        for head, tail in self.session_store.take(conn.client_id):
-            topic = publish_topic(head)
-            if conn.authorizer.can_receive(topic):
-                conn.deliver_qos1(head, tail, None)
         self._save_session(conn)
+        conn.resume_after = 0
+        self._drain_session(conn)
+
+    def _drain_session(self, conn: Connection) -> None:
+        """Queued messages go to a returning client oldest first, at most `resume_messages_per_second` a second
+        (AWS: 10) alongside live traffic; each stays in the store until the client acknowledges it."""
+        if conn.closed or self.sessions.get(conn.client_id) is not conn or self.session_store is None:
+            return
+        rate = self.config.mqtt.resume_messages_per_second
+        batch = self.session_store.peek(conn.client_id, conn.resume_after, rate or None)
+        assert conn.authorizer is not None
+        refused: list[int] = []
+        for seq, head, tail in batch:
+            conn.resume_after = seq
+            if conn.authorizer.can_receive(publish_topic(head)):
+                conn.deliver_qos1(head, tail, None, seq)
+            else:
+                refused.append(seq)
+        if refused:
+            self.session_store.delete_messages(refused)
+        if rate and len(batch) == rate:
+            self.loop.call_later(1.0, self._drain_session, conn)
+
+    def session_message_acked(self, seq: int) -> None:
+        """A queued message was acknowledged: its row goes in the next loop turn's one transaction."""
+        if not self._acked_session_messages:
+            self.loop.call_soon(self._delete_acked_session_messages)
+        self._acked_session_messages.append(seq)
+
+    def _delete_acked_session_messages(self) -> None:
+        seqs, self._acked_session_messages = self._acked_session_messages, []
+        if self.session_store is not None and seqs:
+            self.session_store.delete_messages(seqs)
 
     def _discard_parked(self, client_id: str) -> None:
         parked = self.parked.pop(client_id, None)

@@ -101,15 +101,22 @@ class SessionStore:
         row = self.store.one("SELECT count(*) FROM mqtt_session_messages WHERE client_id = ?", (client_id,))
         return int(row[0]) if row is not None else 0
 
-    def take(self, client_id: str) -> list[tuple[bytes, bytes]]:
-        """The session's queued messages, oldest first, removed from the store: the caller hands them to the
-        connection, whose in-flight and pending messages are queued again if it drops before the PUBACKs."""
+    def peek(self, client_id: str, after_seq: int, limit: int | None) -> list[tuple[int, bytes, bytes]]:
+        """Queued messages past `after_seq`, oldest first; they stay stored until acknowledged (`delete_messages`)."""
+        rows = self.store.query(
+            "SELECT seq, head, tail FROM mqtt_session_messages WHERE client_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (client_id, after_seq, -1 if limit is None else limit),
+        )
+        return [(int(seq), bytes(head), bytes(tail)) for seq, head, tail in rows]
+
+    def delete_messages(self, seqs: list[int]) -> None:
         with self.store.transaction() as db:
-            rows = db.execute(
-                "SELECT head, tail FROM mqtt_session_messages WHERE client_id = ? ORDER BY seq", (client_id,)
-            ).fetchall()
-            db.execute("DELETE FROM mqtt_session_messages WHERE client_id = ?", (client_id,))
-        return [(bytes(head), bytes(tail)) for head, tail in rows]
+            db.executemany("DELETE FROM mqtt_session_messages WHERE seq = ?", [(seq,) for seq in seqs])
+
+    def mark_sent(self, heads: list[tuple[int, bytes]]) -> None:
+        """Stored messages that went out unacknowledged: next time they carry DUP."""
+        with self.store.transaction() as db:
+            db.executemany("UPDATE mqtt_session_messages SET head = ? WHERE seq = ?", [(h, s) for s, h in heads])
 
 
 class _ReceiveChecked:

@@ -3,6 +3,7 @@ queued for it (QoS 0 not), unacknowledged ones redelivered with DUP, all of it s
 
 from __future__ import annotations
 
+import signal
 import socket
 import ssl
 import time
@@ -86,6 +87,15 @@ class RawSession:
             self.packets += split_packets(self.buffer)
         return self.packets.pop(0)
 
+    def next_publish_with_id(self) -> tuple[int, bytes, int]:
+        while (packet := self.next()).kind != PUBLISH:
+            pass
+        _topic, payload, _qos, _retain, mid = parse_publish(packet.flags, packet.body)
+        return packet.flags, payload, mid
+
+    def puback(self, mid: int) -> None:
+        self.sock.sendall(bytes((0x40, 2, mid >> 8, mid & 0xFF)))
+
     def next_publish(self) -> tuple[int, str, bytes]:
         while (packet := self.next()).kind != PUBLISH:
             pass
@@ -121,5 +131,55 @@ def test_unacknowledged_messages_are_redelivered_with_dup_even_after_a_restart(t
             assert (flags & 0x08, payload) == (0, b"while away")
         finally:
             raw.sock.close()
+    finally:
+        gw.stop()
+
+
+def test_queued_messages_flow_at_ten_a_second_and_stay_stored_until_acknowledged(tmp_path: Path, unique: str) -> None:
+    """AWS sends a returning session's queue at <= 10 msg/s alongside live traffic. Each queued message stays in the
+    store until its PUBACK: a drop mid-drain redelivers the unacknowledged ones with DUP, and the gateway dying
+    mid-drain loses none of them."""
+    gw = GatewayProcess(tmp_path).start()
+    try:
+        me = gw.provision(f"drain-{unique}", allow_all_policy())
+        other = gw.provision(f"pub-{unique}", allow_all_policy())
+        first = RawSession(gw, me)
+        first.sock.sendall(subscribe_packet(1, [(f"d/{unique}", 1)]))
+        first.next()  # SUBACK
+        first.sock.close()
+        time.sleep(0.3)
+        publisher = device(gw, other).connect()
+        for i in range(25):
+            assert publisher.publish(f"d/{unique}", f"m{i:02d}", qos=1)
+        publisher.close()
+        names = [f"m{i:02d}".encode() for i in range(25)]
+
+        drained = RawSession(gw, me)
+        started = time.monotonic()
+        batch = [drained.next_publish_with_id() for _ in range(10)]
+        assert time.monotonic() - started < 0.9 and [p for _, p, _ in batch] == names[:10]
+        for _, _, mid in batch[:5]:
+            drained.puback(mid)
+        _, payload, _ = drained.next_publish_with_id()
+        assert payload == names[10] and time.monotonic() - started >= 0.9  # the next second's batch
+        drained.sock.close()  # m05..m19 went out and were never acknowledged
+
+        time.sleep(0.3)
+        again = RawSession(gw, me)
+        redelivered = [again.next_publish_with_id() for _ in range(10)]
+        assert [p for _, p, _ in redelivered] == names[5:15]
+        assert all(f & 0x08 for f, _, _ in redelivered)  # DUP: each of them was sent before
+        gw.stop(signal.SIGKILL)  # mid-drain, nothing acknowledged since: only what the store holds survives
+        again.sock.close()
+
+        gw.start()
+        last = RawSession(gw, me)
+        try:
+            final = [last.next_publish_with_id() for _ in range(20)]
+            assert [p for _, p, _ in final] == names[5:]
+            # m05..m19 went out before the first drop; m20..m24 never did.
+            assert [bool(f & 0x08) for f, _, _ in final] == [True] * 15 + [False] * 5
+        finally:
+            last.sock.close()
     finally:
         gw.stop()
