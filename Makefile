@@ -23,7 +23,7 @@ apt-deps:
 	fi
 
 demo: $(STAMP)
-	$(BIN)/edgesim demo
+	$(BIN)/edgesim demo --edge
 
 test: $(STAMP) apt-deps
 	$(BIN)/python -m pytest -q

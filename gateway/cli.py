@@ -172,6 +172,14 @@ def demo(
     certs_dir: CertsDir = Path("certs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the fleet's final summary as JSON.")] = False,
     log_format: LogFormat = "text",
+    edge: Annotated[
+        bool,
+        typer.Option(
+            "--edge/--no-edge",
+            help="Also run examples/edge/edge.yaml's edge core and its local devices "
+            "(examples/fleets/edge-devices.yaml).",
+        ),
+    ] = False,
 ) -> None:
     """The gateway with the example rules and sinks, and a simulated fleet, in one live view."""
     from devices.spec import FleetFileError, load_fleet
@@ -194,7 +202,7 @@ def demo(
         certs_dir=certs_dir,
         rules_dir=rules,
     )
-    result = asyncio.run(run_demo(cfg, spec, duration, quiet_stdout=as_json))
+    result = asyncio.run(run_demo(cfg, spec, duration, quiet_stdout=as_json, edge=edge))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:

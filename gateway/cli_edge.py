@@ -39,19 +39,14 @@ def _home(name: str, home: Path | None) -> Path:
 
 
 def _config(path: Path | None, overrides: dict[str, dict[str, Any]]) -> EdgeConfig:
-    from gateway.edge.config import EdgeConfig, load_edge_config
+    from gateway.edge.config import EdgeConfig, load_edge_config, with_overrides
 
     try:
         config = load_edge_config(path) if path is not None else EdgeConfig()
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(1) from exc
-    for section, values in overrides.items():
-        kept = {k: v for k, v in values.items() if v is not None}
-        if kept:
-            part = getattr(config, section).model_copy(update=kept)
-            config = config.model_copy(update={section: part})
-    return config
+    return with_overrides(config, overrides)
 
 
 def status_table(status: dict[str, Any]) -> Table:

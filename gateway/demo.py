@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,15 @@ from devices.device import Target
 from devices.figures import Figures
 from devices.fleet import FleetOptions, install_stop, run_devices
 from devices.provision import Provisioner, iot_client
-from devices.spec import FleetSpec, expand
+from devices.spec import FleetSpec, expand, load_fleet
 from devices.view import summary, table
 from gateway.app import Gateway
 from gateway.cli_api import aws_client
+from gateway.cli_edge import status_table
 from gateway.cli_functions import zip_module
 from gateway.config import Config
+from gateway.edge.config import load_edge_config, with_overrides
+from gateway.edge.core import EdgeCore
 
 STREAM = "telemetry"
 QUEUE = "hot-readings"
@@ -36,6 +40,9 @@ FUNCTION = "low-battery"
 _CHECKOUT_SOURCE = Path(__file__).resolve().parent.parent / "examples" / "functions" / "low_battery.py"
 FUNCTION_SOURCE = _CHECKOUT_SOURCE if _CHECKOUT_SOURCE.is_file() else Path("examples/functions/low_battery.py")
 ROLE = "arn:aws:iam::123456789012:role/edgesim-demo"
+_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = _EXAMPLES if _EXAMPLES.is_dir() else Path("examples")
+EDGE_NAME = "demo-edge"
 
 
 @dataclass(frozen=True)
@@ -123,9 +130,35 @@ def _hints(gw: Gateway, spec: FleetSpec, first_thermostat: str) -> Panel:
     )
 
 
-async def run_demo(cfg: Config, spec: FleetSpec, duration: float | None, quiet_stdout: bool = False) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def _edge_core(
+    gw: Gateway, cfg: Config, figures: Figures, stop: asyncio.Event
+) -> AsyncIterator[tuple[EdgeCore, asyncio.Task[None]]]:
+    """examples/edge/edge.yaml's core against this gateway, and its local devices (examples/fleets/edge-devices.yaml)
+    on the core's own plain MQTT listener: the dashboard's edge page has something to show."""
+    edge_config = with_overrides(
+        load_edge_config(EXAMPLES / "edge" / "edge.yaml"),
+        {
+            "cloud": {
+                "endpoint": f"http://127.0.0.1:{gw.ports['api']}",
+                "target": f"mqtts://127.0.0.1:{gw.ports['mqtts']}",
+                "ca": gw.local_ca.root_cert_path,
+            },
+            "local_broker": {"port": 0},
+        },
+    )
+    async with EdgeCore(EDGE_NAME, edge_config, cfg.data_dir / "edge" / EDGE_NAME, cfg.certs_dir) as core:
+        local = expand(load_fleet(EXAMPLES / "fleets" / "edge-devices.yaml"))
+        options = FleetOptions(Target("127.0.0.1", core.ports["local_mqtt"], tls=False), None, connect_rate=50)
+        task = asyncio.get_running_loop().create_task(run_devices(local, options, figures, stop), name="edge-devices")
+        yield core, task
+
+
+async def run_demo(
+    cfg: Config, spec: FleetSpec, duration: float | None, quiet_stdout: bool = False, edge: bool = False
+) -> dict[str, Any]:
     devices = expand(spec)
-    async with Gateway(cfg) as gw:
+    async with Gateway(cfg) as gw, contextlib.AsyncExitStack() as stack:
         endpoint = f"http://127.0.0.1:{gw.ports['api']}"
         await asyncio.to_thread(_setup_sinks, endpoint)
         provisioner = Provisioner(iot_client(endpoint), spec, cfg.certs_dir / "fleet")
@@ -138,12 +171,19 @@ async def run_demo(cfg: Config, spec: FleetSpec, duration: float | None, quiet_s
         install_stop(stop, duration)
         fleet = loop.create_task(run_devices(devices, options, figures, stop), name="demo-fleet")
         started = time.monotonic()
+        core: EdgeCore | None = None
+        edge_figures = Figures()
+        if edge:
+            core, edge_devices = await stack.enter_async_context(_edge_core(gw, cfg, edge_figures, stop))
         thermostat = next((d.thing_name for d in devices if d.shadow is not None), devices[0].thing_name)
         hints = _hints(gw, spec, thermostat)
 
         def view() -> Group:
             fleet_figures = table(summary(figures, time.monotonic() - started), "fleet")
-            return Group(fleet_figures, _gateway_table(_gateway_figures(gw)), hints)
+            parts: list[Any] = [fleet_figures, _gateway_table(_gateway_figures(gw))]
+            if core is not None:
+                parts.append(status_table(core.status()))
+            return Group(*parts, hints)
 
         console = Console(stderr=True) if quiet_stdout else None  # --json keeps stdout for the summary
         with Live(view(), refresh_per_second=4, console=console) as live:
@@ -152,5 +192,10 @@ async def run_demo(cfg: Config, spec: FleetSpec, duration: float | None, quiet_s
                     await asyncio.wait_for(stop.wait(), 0.25)
                 live.update(view())
             await fleet
+            if core is not None:
+                await edge_devices
             live.update(view())
-        return {"fleet": summary(figures, time.monotonic() - started), "gateway": _gateway_figures(gw)}
+        result = {"fleet": summary(figures, time.monotonic() - started), "gateway": _gateway_figures(gw)}
+        if core is not None:
+            result["edge"] = {"core": core.status(), "devices": summary(edge_figures, time.monotonic() - started)}
+        return result

@@ -137,3 +137,13 @@ def load_edge_config(path: Path) -> EdgeConfig:
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
     return parse_edge_config(raw, str(path), path.parent)
+
+
+def with_overrides(config: EdgeConfig, overrides: dict[str, dict[str, Any]]) -> EdgeConfig:
+    """The config with some fields of some sections replaced (None values are left alone): command-line options."""
+    for section, values in overrides.items():
+        kept = {k: v for k, v in values.items() if v is not None}
+        if kept:
+            part = getattr(config, section).model_copy(update=kept)
+            config = config.model_copy(update={section: part})
+    return config

@@ -143,6 +143,21 @@ def test_demo_runs_a_fleet_through_rules_into_sinks_and_stops_by_itself(tmp_path
 EXAMPLES = ROOT / "examples"
 
 
+def test_demo_with_an_edge_core_runs_its_devices_function_and_bridge(tmp_path: Path) -> None:
+    result = run(
+        tmp_path,
+        *("demo", "--edge", "--fleet", str(EXAMPLES / "fleets" / "smoke.yaml"), "--rules", str(EXAMPLES / "rules")),
+        *("--duration", "12", "--mqtts-port", "0", "--api-port", "0", "--json"),
+    )
+    edge = json.loads(result.stdout)["edge"]
+    devices, core = edge["devices"], edge["core"]
+    assert devices["devices"] == 5 and devices["errors"] == {} and devices["acked"] == devices["sent"] > 10
+    assert core["cloud"]["online"] is True
+    assert core["spool"]["delivered"] > 10 and core["spool"]["rejected"] == 0  # bridged to the gateway
+    assert core["components"]["thermostat"]["invocations"] > 10 and core["components"]["thermostat"]["failed"] == 0
+    assert core["fleet_status"]["sequenceNumber"] >= 1  # health reports reach the gateway (its edge page)
+
+
 def test_rules_test_explains_a_rule_offline(tmp_path: Path) -> None:
     out = json.loads(
         run(
