@@ -22,7 +22,7 @@ from gateway.config import Config
 from gateway.errors import InvalidRequestException
 from gateway.identity.authorizer import Authorizer, ConnectionContext
 from gateway.identity.policy_doc import PolicyDocument
-from gateway.messages import Message
+from gateway.messages import AckHold, Message
 from gateway.registry import Registry, RegistryChange
 from gateway.topics import TopicTrie, validate_topic_filter, validate_topic_name
 
@@ -102,6 +102,7 @@ class Broker:
         self.last_messages: dict[str, Message] = {}
         self._local_failures = 0
         self._acked_session_messages: list[int] = []
+        self._routing: Message | None = None
         registry.subscribe(self._on_registry_change)
 
     # ---- lifecycle
@@ -143,7 +144,9 @@ class Broker:
     # ---- persistent sessions (clean_session=0, certificate-authenticated clients)
     def _new_parked(self, client_id: str, now_ms: int) -> ParkedSession:
         assert self.session_store is not None
-        parked = ParkedSession(client_id, self.session_store, self.registry, now_ms + SESSION_EXPIRY_MS)
+        parked = ParkedSession(
+            client_id, self.session_store, self.registry, now_ms + SESSION_EXPIRY_MS, hold_for=self.current_hold
+        )
         self.parked[client_id] = parked
         return parked
 
@@ -458,7 +461,19 @@ class Broker:
             self.retained.put(topic, message.payload, message.qos, message.received_ms)
         for hook in self.message_hooks:
             hook(message)
+        outer, self._routing = self._routing, message
         self.deliver(topic, message.payload, message.qos)
+        self._routing = outer
+
+    def current_hold(self) -> AckHold | None:
+        """Durable work for the message being routed (a copy queued for an offline session): its acknowledgement,
+        when it has one, waits for that."""
+        message = self._routing
+        if message is None or not message.acknowledged:
+            return None
+        if message.hold is None:
+            message.hold = AckHold()
+        return message.hold
 
     def deliver(self, topic: str, payload: bytes, qos: int) -> None:
         subs = self.trie.match(topic)

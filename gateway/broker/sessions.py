@@ -3,12 +3,15 @@ that are offline, kept in the store so they survive a restart, and the stand-in 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.broker.codec import ProtocolError
+from gateway.messages import AckHold
 from gateway.store import Store
 
 if TYPE_CHECKING:
@@ -57,9 +60,36 @@ class SessionStore:
                 "SELECT client_id FROM mqtt_sessions UNION SELECT client_id FROM mqtt_session_messages"
             )
         }
+        # Messages for offline sessions, committed together once per loop turn; the publishers' acknowledgements
+        # wait for that commit through their holds.
+        self._buffer: list[tuple[str, bytes, bytes]] = []
+        self._holds: list[AckHold] = []
+
+    def enqueue_soon(self, client_id: str, head: bytes, tail: bytes, hold: AckHold | None) -> None:
+        if not self._buffer:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._buffer.append((client_id, head, tail))
+        self.stored.add(client_id)
+        if hold is not None:
+            hold.take()
+            self._holds.append(hold)
+
+    def flush(self) -> None:
+        """Commit what enqueue_soon buffered (every reader and writer below calls this first, to keep order)."""
+        buffer, self._buffer = self._buffer, []
+        holds, self._holds = self._holds, []
+        if buffer:
+            try:
+                with self.store.transaction() as db:
+                    db.executemany("INSERT INTO mqtt_session_messages(client_id, head, tail) VALUES (?, ?, ?)", buffer)
+            except Exception:  # nothing better to do than say so: the publishers are not held forever
+                log.exception("queueing %d messages for offline sessions failed", len(buffer))
+        for hold in holds:
+            hold.release()
 
     def load(self, now_ms: int) -> dict[str, dict[str, int]]:
         """Every unexpired session's subscriptions (filter -> QoS); expired ones are deleted on the way."""
+        self.flush()
         with self.store.transaction() as db:
             expired = [r[0] for r in db.execute("SELECT client_id FROM mqtt_sessions WHERE expires_ms <= ?", (now_ms,))]
             for client_id in expired:
@@ -79,6 +109,7 @@ class SessionStore:
     def delete(self, client_id: str) -> None:
         if client_id not in self.stored:
             return
+        self.flush()
         with self.store.transaction():
             self._delete(client_id)
 
@@ -90,6 +121,7 @@ class SessionStore:
     def enqueue(self, client_id: str, messages: list[tuple[bytes, bytes]]) -> None:
         if not messages:
             return
+        self.flush()
         self.stored.add(client_id)
         with self.store.transaction() as db:
             db.executemany(
@@ -98,11 +130,13 @@ class SessionStore:
             )
 
     def queued(self, client_id: str) -> int:
+        self.flush()
         row = self.store.one("SELECT count(*) FROM mqtt_session_messages WHERE client_id = ?", (client_id,))
         return int(row[0]) if row is not None else 0
 
     def peek(self, client_id: str, after_seq: int, limit: int | None) -> list[tuple[int, bytes, bytes]]:
         """Queued messages past `after_seq`, oldest first; they stay stored until acknowledged (`delete_messages`)."""
+        self.flush()
         rows = self.store.query(
             "SELECT seq, head, tail FROM mqtt_session_messages WHERE client_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (client_id, after_seq, -1 if limit is None else limit),
@@ -110,11 +144,13 @@ class SessionStore:
         return [(int(seq), bytes(head), bytes(tail)) for seq, head, tail in rows]
 
     def delete_messages(self, seqs: list[int]) -> None:
+        self.flush()
         with self.store.transaction() as db:
             db.executemany("DELETE FROM mqtt_session_messages WHERE seq = ?", [(seq,) for seq in seqs])
 
     def mark_sent(self, heads: list[tuple[int, bytes]]) -> None:
         """Stored messages that went out unacknowledged: next time they carry DUP."""
+        self.flush()
         with self.store.transaction() as db:
             db.executemany("UPDATE mqtt_session_messages SET head = ? WHERE seq = ?", [(h, s) for s, h in heads])
 
@@ -136,6 +172,8 @@ class ParkedSession:
     sessions: SessionStore
     registry: Registry  # its generation: parked sessions are never re-authorized while offline
     expires_ms: int
+    # The acknowledgement hold of the message being routed (None: nobody waits), from the broker.
+    hold_for: Callable[[], AckHold | None] = lambda: None
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     queued: int = 0
     dropped: int = 0
@@ -157,6 +195,6 @@ class ParkedSession:
         if self.queued >= MAX_QUEUED_PER_SESSION:
             self.dropped += 1
             return False
-        self.sessions.enqueue(self.client_id, [(head, tail)])
+        self.sessions.enqueue_soon(self.client_id, head, tail, self.hold_for())
         self.queued += 1
         return True

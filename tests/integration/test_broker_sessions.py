@@ -183,3 +183,30 @@ def test_queued_messages_flow_at_ten_a_second_and_stay_stored_until_acknowledged
             last.sock.close()
     finally:
         gw.stop()
+
+
+def test_a_puback_for_an_offline_sessions_copy_means_it_is_stored(tmp_path: Path, unique: str) -> None:
+    """Copies for offline sessions are committed together once per loop turn; the publisher's PUBACK waits for
+    that commit, so killing the gateway right after the last PUBACK loses none."""
+    gw = GatewayProcess(tmp_path).start()
+    try:
+        publisher_creds = gw.provision(f"pub-{unique}", allow_all_policy())
+        sleepers = [gw.provision(f"sleeper{i}-{unique}", allow_all_policy()) for i in range(3)]
+        for creds in sleepers:
+            sleeper = device(gw, creds, clean=False).connect()
+            sleeper.subscribe(f"o/{unique}", qos=1)
+            sleeper.close()
+        publisher = device(gw, publisher_creds).connect()
+        for i in range(50):
+            assert publisher.publish(f"o/{unique}", f"n{i:02d}", qos=1)
+        gw.stop(signal.SIGKILL)
+        publisher.close()
+        gw.start()
+        for creds in sleepers:
+            back = device(gw, creds, clean=False).connect()
+            try:
+                assert [back.expect(10).payload for _ in range(50)] == [f"n{i:02d}".encode() for i in range(50)]
+            finally:
+                back.close()
+    finally:
+        gw.stop()
