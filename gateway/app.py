@@ -228,5 +228,5 @@ class Gateway(Lifecycle):
         return {
             "ports": self.ports,
             "connections": len(self.broker.sessions) if hasattr(self, "broker") else 0,
-            "stats": dict(self.broker.stats) if hasattr(self, "broker") else {},
+            "stats": self.broker.counters() if hasattr(self, "broker") else {},
         }

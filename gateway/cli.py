@@ -143,10 +143,10 @@ async def _run_gateway(cfg: Config, ports_file: Path | None) -> None:
         if ports_file is not None:
             ports_file.write_text(json.dumps(gw.ports))  # noqa: ASYNC240 - once, at start-up
         console.print(f"[green]edgesim is up[/green] {json.dumps(gw.ports)}  (Ctrl-C to stop)")
-        if not gw.api_token:
-            console.print(f"dashboard: http://{cfg.host}:{gw.ports['api']}/", markup=False, highlight=False)
         token = gw.api_token
-        if token:
+        if not token:
+            console.print(f"dashboard: http://{cfg.host}:{gw.ports['api']}/", markup=False, highlight=False)
+        else:
             console.print(
                 f"API/dashboard token: {token}  (send it as 'Authorization: Bearer {token}' or open "
                 f"http://{cfg.host}:{gw.ports.get('api', cfg.api_port)}/?token={token})",

@@ -60,7 +60,7 @@ class GatewayCollector(Collector):
             denials.add_metric([action], count)
         yield denials
         messages = CounterMetricFamily("edgesim_mqtt_messages", "Messages routed in and delivered out", labels=["way"])
-        messages.add_metric(["in"], stats["messages_in"])
+        messages.add_metric(["in"], broker.counters()["messages_in"])
         messages.add_metric(["out"], stats["messages_out"])
         yield messages
         by_door = CounterMetricFamily(

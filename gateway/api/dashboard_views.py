@@ -89,16 +89,23 @@ STANDARD_CHECKS = (
 )
 
 
-def _grants(gw: Gateway, thing: str) -> list[tuple[str, ConnectionGrant]]:
-    """Each ACTIVE-or-not certificate attached to the thing, resolved as if it connected with client id = thing."""
+def _certificates(gw: Gateway, thing: str) -> list[tuple[str, str, Any]]:
+    """(principal, certificate id, certificate row) of each certificate attached to the thing."""
     out = []
     for principal in gw.registry.list_thing_principals(thing)["principals"]:
         cert_id = principal.rsplit("/", 1)[-1]
         row = gw.registry.certificate_row(cert_id)
-        if row is None:
-            continue
-        out.append((cert_id, gw.registry.connection_grant(row["pem"].encode(), thing, None)))
+        if row is not None:
+            out.append((principal, cert_id, row))
     return out
+
+
+def _grants(gw: Gateway, thing: str) -> list[tuple[str, ConnectionGrant]]:
+    """Each certificate attached to the thing, resolved as if it connected with client id = thing."""
+    return [
+        (cert_id, gw.registry.connection_grant(row["pem"].encode(), thing, None))
+        for _, cert_id, row in _certificates(gw, thing)
+    ]
 
 
 def check_permission(
@@ -148,11 +155,7 @@ def thing(gw: Gateway, name: str) -> dict[str, Any]:
     groups = [g["groupName"] for g in registry.list_thing_groups_for_thing(name)["thingGroups"]]
     certificates = []
     policies = []
-    for principal in registry.list_thing_principals(name)["principals"]:
-        cert_id = principal.rsplit("/", 1)[-1]
-        row = registry.certificate_row(cert_id)
-        if row is None:
-            continue
+    for principal, cert_id, row in _certificates(gw, name):
         info = parse_certificate(row["pem"].encode())
         certificates.append(
             {

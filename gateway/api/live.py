@@ -184,8 +184,8 @@ class LiveFeed:
             broker.subscribe_local("dashboard-shadows", SHADOW_FILTERS, self._on_shadow),
             broker.subscribe_local("dashboard-edge", [EDGE_HEALTH_FILTER], self._on_edge_health),
         ]
-        stats = broker.stats
-        self._last_counts = (stats["messages_in"], stats["messages_out"])
+        counters = broker.counters()
+        self._last_counts = (counters["messages_in"], counters["messages_out"])
         self._task = asyncio.create_task(self._tick_forever(), name="dashboard-ticks")
 
     async def stop(self) -> None:
@@ -242,14 +242,17 @@ class LiveFeed:
             return
         key = (parsed.thing, parsed.shadow)
         now = self._now()
-        history = self.shadow_history.pop(key, None)
-        if history is not None:
-            self._history_bytes -= sum(len(raw) for _, raw in history)
-        if parsed.operation != "delete":
+        history = self.shadow_history.pop(key, None)  # re-inserted last: the dict is in update order
+        if parsed.operation == "delete":
+            if history is not None:
+                self._history_bytes -= sum(len(raw) for _, raw in history)
+        else:
             if history is None:
                 history = deque(maxlen=SHADOW_VERSIONS)
+            elif len(history) == SHADOW_VERSIONS:
+                self._history_bytes -= len(history[-1][1])  # the oldest version, about to fall off
             history.appendleft((now, payload))
-            self._history_bytes += sum(len(raw) for _, raw in history)
+            self._history_bytes += len(payload)
             self.shadow_history[key] = history
             # The least recently updated shadows go first.
             while len(self.shadow_history) > SHADOWS_TRACKED or self._history_bytes > HISTORY_BYTES:
@@ -304,8 +307,8 @@ class LiveFeed:
     def tick(self) -> None:
         gw = self.gw
         now = self._now()
-        stats = gw.broker.stats
-        counts = (stats["messages_in"], stats["messages_out"])
+        counters = gw.broker.counters()
+        counts = (counters["messages_in"], counters["messages_out"])
         point = {"t": now, "in": counts[0] - self._last_counts[0], "out": counts[1] - self._last_counts[1]}
         self._last_counts = counts
         self.rates.append(point)

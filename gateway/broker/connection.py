@@ -287,8 +287,9 @@ class Connection(asyncio.Protocol):
     def _on_puback(self, pid: int) -> None:
         if self.stored:
             seq = self.stored.pop(pid, 0)
-            if seq:
-                self.broker.session_message_acked(seq)
+            store = self.broker.session_store
+            if seq and store is not None:
+                store.acknowledge_soon(seq)
         if self.inflight.pop(pid, None) is not None and self.pending:
             self._send_qos1(*self.pending.popleft())
             if self.waiting and len(self.pending) <= self.broker.pending_high // 2:

@@ -88,20 +88,18 @@ class Broker:
         self._share_turn: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.stats = {
-            "messages_in": 0,
             "messages_out": 0,
             "dropped_qos0": 0,
             "dropped_qos1": 0,
             "denied": 0,
             "connects": 0,
         }
-        self.in_by_door: dict[str, list[int]] = {}  # door -> [QoS 0 count, QoS 1 count]
+        self.in_by_door: dict[str, list[int]] = {}  # door -> [QoS 0 count, QoS 1 count]: messages routed
         self.out_qos1 = 0
         self.denials: dict[str, int] = {}  # policy action -> refusals
         # Client id -> its last PUBLISH (payload cut short), kept when it disconnects; the oldest go past the cap.
         self.last_messages: dict[str, Message] = {}
         self._local_failures = 0
-        self._acked_session_messages: list[int] = []
         self._routing: Message | None = None
         registry.subscribe(self._on_registry_change)
 
@@ -207,17 +205,6 @@ class Broker:
             self.session_store.delete_messages(refused)
         if rate and len(batch) == rate:
             self.loop.call_later(1.0, self._drain_session, conn)
-
-    def session_message_acked(self, seq: int) -> None:
-        """A queued message was acknowledged: its row goes in the next loop turn's one transaction."""
-        if not self._acked_session_messages:
-            self.loop.call_soon(self._delete_acked_session_messages)
-        self._acked_session_messages.append(seq)
-
-    def _delete_acked_session_messages(self) -> None:
-        seqs, self._acked_session_messages = self._acked_session_messages, []
-        if self.session_store is not None and seqs:
-            self.session_store.delete_messages(seqs)
 
     def _discard_parked(self, client_id: str) -> None:
         parked = self.parked.pop(client_id, None)
@@ -440,7 +427,6 @@ class Broker:
 
     def route(self, message: Message) -> None:
         """The one way in for messages from every door."""
-        self.stats["messages_in"] += 1
         counts = self.in_by_door.get(message.door)
         if counts is None:
             counts = self.in_by_door[message.door] = [0, 0]
@@ -648,6 +634,10 @@ class Broker:
         if len(kept) >= LAST_MESSAGES_KEPT:
             del kept[next(iter(kept))]
         kept[client_id] = dataclasses.replace(message, payload=message.payload[:LAST_MESSAGE_BYTES], hold=None)
+
+    def counters(self) -> dict[str, int]:
+        """`stats` plus messages_in, summed from the per-door counts (one count per routed message, not two)."""
+        return {**self.stats, "messages_in": sum(q0 + q1 for q0, q1 in self.in_by_door.values())}
 
     def _denied(self, action: str) -> None:
         self.stats["denied"] += 1

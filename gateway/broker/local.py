@@ -4,7 +4,7 @@ would get, through the same trie and the same delivery rules, without a socket o
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from gateway.broker.core import Subscription
@@ -24,6 +24,3 @@ class LocalSubscriber:
 
     def __repr__(self) -> str:
         return f"LocalSubscriber({self.client_id!r}, {sorted(self.subscriptions)})"
-
-    def info(self) -> dict[str, Any]:
-        return {"name": self.client_id, "filters": sorted(self.subscriptions)}

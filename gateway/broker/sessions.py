@@ -60,30 +60,41 @@ class SessionStore:
                 "SELECT client_id FROM mqtt_sessions UNION SELECT client_id FROM mqtt_session_messages"
             )
         }
-        # Messages for offline sessions, committed together once per loop turn; the publishers' acknowledgements
-        # wait for that commit through their holds.
+        # Messages for offline sessions and acknowledged ones, written together once per loop turn; the
+        # publishers' acknowledgements wait for that commit through their holds.
         self._buffer: list[tuple[str, bytes, bytes]] = []
+        self._acked: list[tuple[int]] = []
         self._holds: list[AckHold] = []
 
-    def enqueue_soon(self, client_id: str, head: bytes, tail: bytes, hold: AckHold | None) -> None:
-        if not self._buffer:
+    def _soon(self) -> None:
+        if not self._buffer and not self._acked:
             asyncio.get_running_loop().call_soon(self.flush)
+
+    def enqueue_soon(self, client_id: str, head: bytes, tail: bytes, hold: AckHold | None) -> None:
+        self._soon()
         self._buffer.append((client_id, head, tail))
         self.stored.add(client_id)
         if hold is not None:
             hold.take()
             self._holds.append(hold)
 
+    def acknowledge_soon(self, seq: int) -> None:
+        """The client acknowledged a queued message: its row goes."""
+        self._soon()
+        self._acked.append((seq,))
+
     def flush(self) -> None:
-        """Commit what enqueue_soon buffered (every reader and writer below calls this first, to keep order)."""
+        """Write what was buffered (every reader and writer below calls this first, to keep order)."""
         buffer, self._buffer = self._buffer, []
+        acked, self._acked = self._acked, []
         holds, self._holds = self._holds, []
-        if buffer:
+        if buffer or acked:
             try:
                 with self.store.transaction() as db:
                     db.executemany("INSERT INTO mqtt_session_messages(client_id, head, tail) VALUES (?, ?, ?)", buffer)
+                    db.executemany("DELETE FROM mqtt_session_messages WHERE seq = ?", acked)
             except Exception:  # nothing better to do than say so: the publishers are not held forever
-                log.exception("queueing %d messages for offline sessions failed", len(buffer))
+                log.exception("writing %d queued and %d acknowledged session messages failed", len(buffer), len(acked))
         for hold in holds:
             hold.release()
 
@@ -119,15 +130,11 @@ class SessionStore:
         self.store.db.execute("DELETE FROM mqtt_session_messages WHERE client_id = ?", (client_id,))
 
     def enqueue(self, client_id: str, messages: list[tuple[bytes, bytes]]) -> None:
-        if not messages:
-            return
-        self.flush()
-        self.stored.add(client_id)
-        with self.store.transaction() as db:
-            db.executemany(
-                "INSERT INTO mqtt_session_messages(client_id, head, tail) VALUES (?, ?, ?)",
-                [(client_id, head, tail) for head, tail in messages],
-            )
+        """Queue now (a client that just went away: what it had not acknowledged)."""
+        if messages:
+            self.stored.add(client_id)
+            self._buffer.extend((client_id, head, tail) for head, tail in messages)
+            self.flush()
 
     def queued(self, client_id: str) -> int:
         self.flush()

@@ -295,7 +295,7 @@ class EdgeCore(Lifecycle):
                 "evicted": stats.evicted,
                 "delivered": self.forwarder.delivered,
             },
-            "local": {"connections": len(self.broker.sessions), "messages_in": self.broker.stats["messages_in"]},
+            "local": {"connections": len(self.broker.sessions), "messages_in": self.broker.counters()["messages_in"]},
             "shadow_sync": {
                 **self.syncer.status(),
                 "pending": figures.shadow_sync.pending,

@@ -15,13 +15,13 @@ from mqtt_helpers import Device
 POLICY = json.dumps(allow_all_policy())
 
 
-def client(gw: GatewayProcess, service: str) -> Any:
+def client(gw: GatewayProcess, service: str, key: str = "test", secret: str = "test") -> Any:
     return boto3.client(
         service,
         endpoint_url=f"http://127.0.0.1:{gw.ports['api']}",
         region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
         config=BotoConfig(retries={"max_attempts": 1}),
     )
 

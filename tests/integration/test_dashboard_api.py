@@ -13,7 +13,6 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from conftest import GatewayProcess, allow_all_policy
 from mqtt_helpers import Device
@@ -332,13 +331,7 @@ def test_api_token_is_required_when_set_and_health_stays_open(tmp_path: Any, uni
         wrong_key = client(gw, "iot")  # signed, but with a secret the gateway does not know
         with pytest.raises(Exception, match=r"401|403|token|[Ss]ignature|credential"):
             wrong_key.list_things()
-        signed = boto3.client(
-            "iot",
-            endpoint_url=f"http://127.0.0.1:{gw.ports['api']}",
-            region_name="us-east-1",
-            aws_access_key_id="AKIDEDGESIM",
-            aws_secret_access_key="s3cret",
-        )
+        signed = client(gw, "iot", "AKIDEDGESIM", "s3cret")
         assert signed.list_things()["things"] == []
         wrong_key.meta.events.register(
             "before-send", lambda request, **_: request.headers.__setitem__("X-Edgesim-Token", "s3cret-token")

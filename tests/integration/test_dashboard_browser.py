@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, GatewayProcess
+from conftest import ROOT, GatewayProcess, allow_all_policy
+from mqtt_helpers import Device
 from prometheus_client.parser import text_string_to_metric_families
 from test_api_iot import client
 from test_rules import rule
@@ -156,6 +157,23 @@ def test_fleet_page_shows_every_device_connected_and_filters(stack: Stack, page:
     page.fill("#fleet-filter", stack.thing(1))
     expect(page.locator("#fleet-table tbody tr:visible")).to_have_count(1)
     expect(page.locator("#rate-chart")).to_be_visible()
+
+
+def test_fleet_rows_follow_connects_and_disconnects_live(stack: Stack, page: Page) -> None:
+    """The page is not reloaded: the gateway's presence events flip the row and the counts."""
+    thing = f"{stack.fleet}-late"
+    creds = stack.gw.provision(thing, allow_all_policy())
+    page.goto(stack.url + "#/fleet")
+    row = page.locator(f'#fleet-table tbody tr[data-thing="{thing}"]')
+    expect(row).to_have_attribute("data-state", "disconnected", timeout=10_000)
+    connected_before = number(page, "#count-connected")
+    device = Device(stack.gw.ports["mqtts"], thing, creds.cert, creds.key, creds.ca).connect()
+    try:
+        expect(row).to_have_attribute("data-state", "connected", timeout=10_000)
+        expect(page.locator("#count-connected")).to_have_text(str(connected_before + 1))
+    finally:
+        device.close()
+    expect(row).to_have_attribute("data-state", "disconnected", timeout=10_000)
 
 
 def test_desired_state_set_on_the_thing_page_is_applied_by_the_device(stack: Stack, page: Page) -> None:
