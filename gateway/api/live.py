@@ -271,7 +271,9 @@ class LiveFeed:
                 for watcher in watchers:
                     watcher.push("shadow", event)
 
-    def _on_edge_health(self, topic: str, payload: bytes, qos: int, client_id: str | None, _props: object = None) -> None:
+    def _on_edge_health(
+        self, topic: str, payload: bytes, qos: int, client_id: str | None, _props: object = None
+    ) -> None:
         """Any client may publish here: the report is checked and reduced to what the page shows, at intake."""
         core = topic.split("/")[2]
         entry = edge_core(core, self._now(), _current(payload))
@@ -349,9 +351,7 @@ class LiveFeed:
             data = ticks.get(watcher.view)
             if data is None:
                 extra = extras.get(watcher.view)
-                data = ticks[watcher.view] = orjson.dumps(
-                    base if extra is None else {**base, watcher.view: extra}
-                )
+                data = ticks[watcher.view] = orjson.dumps(base if extra is None else {**base, watcher.view: extra})
             watcher.push("tick", data)
 
     def _cached_objects(self, bucket: str, prefix: str) -> list[Any]:

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 from conftest import Creds, GatewayProcess, allow_all_policy
-from mqtt5_helpers import V5Client
+from mqtt5_helpers import V5Client, props
 from mqtt_helpers import Device
 from paho.mqtt.packettypes import PacketTypes
-
-from mqtt5_helpers import props
 
 
 @pytest.fixture(scope="module")
