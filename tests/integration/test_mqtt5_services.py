@@ -94,7 +94,8 @@ def test_rules_read_properties_and_republish_with_headers(gw: GatewayProcess, un
             "awsIotSqlVersion": "2016-03-23",
             "actions": [{"republish": {
                 "roleArn": "arn:aws:iam::123456789012:role/r", "topic": f"out5/{unique}", "qos": 1,
-                "headers": {"contentType": "application/json", "correlationData": "${get_mqtt_property('correlation_data')}",
+                "headers": {"contentType": "application/json",
+                            "correlationData": "${get_mqtt_property('correlation_data')}",
                             "messageExpiry": "60", "payloadFormatIndicator": "UTF8_DATA",
                             "userProperties": [{"key": "from", "value": "${topic()}"}]},
             }}],
@@ -111,9 +112,10 @@ def test_rules_read_properties_and_republish_with_headers(gw: GatewayProcess, un
     assert p.UserProperty == [("from", f"in5/{unique}")] and p.PayloadFormatIndicator == 1
     assert 58 <= p.MessageExpiryInterval <= 60
     with pytest.raises(iot.exceptions.InvalidRequestException):
-        iot.create_topic_rule(ruleName=f"badh_{unique}", topicRulePayload={
-            "sql": "SELECT * FROM 'x'", "actions": [{"republish": {"roleArn": "r", "topic": "y",
-                                                                     "headers": {"payloadFormatIndicator": "NOPE"}}}]})  # fmt: skip
+        bad = {"roleArn": "r", "topic": "y", "headers": {"payloadFormatIndicator": "NOPE"}}
+        iot.create_topic_rule(
+            ruleName=f"badh_{unique}", topicRulePayload={"sql": "SELECT * FROM 'x'", "actions": [{"republish": bad}]}
+        )
     dev.close()
 
 
