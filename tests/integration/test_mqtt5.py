@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -257,3 +259,29 @@ def test_anonymous_client_cannot_take_over_a_device(gw: GatewayProcess, unique: 
     thief.client.loop_stop()
     assert not owner.disconnected.is_set()
     owner.close()
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_pub") is None, reason="make test installs mosquitto-clients")
+def test_mosquitto_clients_speak_v5_with_properties(gw: GatewayProcess, unique: str) -> None:
+    def tls(creds: Creds) -> list[str]:
+        return ["-h", "127.0.0.1", "-p", str(gw.ports["mqtts"]), "--cafile", str(creds.ca), "--cert", str(creds.cert),
+                "--key", str(creds.key), "-V", "mqttv5", "-i", creds.thing]  # fmt: skip
+
+    pub_creds = gw.provision(f"mp5-{unique}", allow_all_policy())
+    sub_creds = gw.provision(f"ms5-{unique}", allow_all_policy())
+    sub = subprocess.Popen(
+        ["mosquitto_sub", *tls(sub_creds), "-t", f"mq5/{unique}/#", "-C", "1", "-q", "1", "-F", "%t|%p|%C|%P"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)
+        subprocess.run(
+            ["mosquitto_pub", *tls(pub_creds), "-t", f"mq5/{unique}/t", "-m", "hello v5", "-q", "1",
+             "-D", "publish", "content-type", "text/plain", "-D", "publish", "user-property", "site", "lab"],
+            check=True, timeout=10,
+        )  # fmt: skip
+        out, _ = sub.communicate(timeout=10)
+    finally:
+        sub.kill()
+    assert out.strip() == f"mq5/{unique}/t|hello v5|text/plain|site:lab"
