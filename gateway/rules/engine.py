@@ -11,14 +11,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gateway.actions import cloudwatch as _cloudwatch  # noqa: F401 - registers the action types
+from gateway.actions import dynamodb as _dynamodb  # noqa: F401 - registers the action type
 from gateway.actions import firehose as _firehose  # noqa: F401 - registers the action type
+from gateway.actions import http as _http  # noqa: F401 - registers the action type
 from gateway.actions import kinesis as _kinesis  # noqa: F401 - registers the action type
 from gateway.actions import lambda_ as _lambda  # noqa: F401 - registers the action type
 from gateway.actions import republish as _republish  # noqa: F401 - registers the action type
 from gateway.actions import s3 as _s3  # noqa: F401 - registers the action type
 from gateway.actions import sqs as _sqs  # noqa: F401 - registers the action type
-from gateway.actions.base import KNOWN_KINDS, Action, make_action
-from gateway.errors import InvalidRequestException
+from gateway.actions.base import Action, make_action
 from gateway.messages import AckHold, Message
 from gateway.rules import CompiledRule, EvalContext, compile_rule
 from gateway.rules.index import RuleIndex
@@ -93,9 +95,6 @@ class _Job:
 def build_runtime(rule: TopicRule, gateway: Gateway) -> RuleRuntime:
     """Compile a rule's SQL and actions; SqlParseException and invalid actions surface here, before storing."""
     compiled = compile_rule(rule.sql, rule.sql_version)
-    for spec in (*rule.actions, *([rule.error_action] if rule.error_action else [])):
-        if spec.kind not in KNOWN_KINDS:
-            raise InvalidRequestException(f"Unknown action type {spec.kind!r}")
     actions = [make_action(a.kind, a.fields, gateway) for a in rule.actions]
     error = make_action(rule.error_action.kind, rule.error_action.fields, gateway) if rule.error_action else None
     holds_ack = any(a.kind not in ACK_WITHOUT_WAITING for a in actions)

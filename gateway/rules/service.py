@@ -14,6 +14,7 @@ from gateway.topics import matches
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.rules.destinations import TopicRuleDestinations
 
 log = logging.getLogger("edgesim.rules")
 
@@ -23,6 +24,7 @@ class RulesService:
         self.gateway = gateway
         self.engine = engine
         self.store = gateway.store
+        self.destinations: TopicRuleDestinations = gateway.destinations
 
     def load(self) -> None:
         """Install every stored rule; one that no longer compiles is reported, not fatal."""
