@@ -146,6 +146,7 @@ class Gateway(Lifecycle):
             rest.handle,
             views={
                 "rules/metrics": self.rules.metrics,
+                "rules/outcomes": self.rules.outcomes,
                 "status": self.status,
                 "lambda/logs": self.lambdas.recent_logs,
                 "actions/metrics": self.rules_engine.executor.action_metrics,

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from gateway.cli_api import err_console
+from gateway.cli_cloudwatch import cloudwatch_app
 from gateway.cli_edge import edge_app
 from gateway.cli_fleet import fleet_app
 from gateway.cli_functions import functions_app
@@ -29,6 +30,7 @@ app.add_typer(things_app, name="things")
 app.add_typer(policies_app, name="policies")
 app.add_typer(shadow_app, name="shadow")
 app.add_typer(rules_app, name="rules")
+app.add_typer(cloudwatch_app, name="cloudwatch")
 app.add_typer(s3_app, name="s3")
 app.add_typer(streams_app, name="streams")
 app.add_typer(functions_app, name="functions")

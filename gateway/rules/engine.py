@@ -37,6 +37,7 @@ log = logging.getLogger("edgesim.rules")
 # does not wait for them. Every other action (sinks) must commit, or fail into errorAction, before the acknowledgement.
 ACK_WITHOUT_WAITING = frozenset({"republish"})
 RECENT_ERRORS = 10
+RECENT_INVOCATIONS = 20
 
 
 @dataclass
@@ -51,6 +52,9 @@ class RuleMetrics:
     last_error_ms: int | None = None
     # The dashboard's "last errors": newest last, each {timeMs, action, message, traceId}.
     recent_errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))
+    # Each finished invocation's per-action outcome, newest last (`edgesim rules test --run` reads them).
+    invocations: int = 0
+    recent_invocations: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_INVOCATIONS))
 
     def record_error(self, now_ms: int, action: str, message: str, trace_id: str | None) -> None:
         self.last_error = f"{action}: {message}"
@@ -59,7 +63,7 @@ class RuleMetrics:
 
     def to_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
-        del out["recent_errors"]
+        del out["recent_errors"], out["recent_invocations"]
         return out
 
 
@@ -82,6 +86,7 @@ class _Invocation:
     ctx: EvalContext
     pending: int
     failures: list[dict[str, str]] = field(default_factory=list)
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
     hold: AckHold | None = None  # the publisher's acknowledgement waits for this invocation's durable actions
 
 
@@ -190,9 +195,22 @@ class RuleExecutor:
                     "errorMessage": error,
                 }
             )
+        inv.outcomes.append(
+            {"action": job.action.kind, "resource": _safe_resource(job.action, inv.ctx), "ok": error is None}
+            | ({} if error is None else {"error": error})
+        )
         inv.pending -= 1
         if inv.pending:
             return
+        metrics.invocations += 1
+        metrics.recent_invocations.append(
+            {
+                "traceId": inv.ctx.trace_id,
+                "topic": inv.message.topic,
+                "timeMs": self.gateway.clock.wall_ms(),
+                "actions": inv.outcomes,
+            }
+        )
         try:
             if inv.failures and inv.runtime.error_action is not None:
                 await self._run_error_action(inv)

@@ -135,3 +135,13 @@ class RulesService:
 
     def metrics(self) -> dict[str, Any]:
         return {runtime.rule.name: runtime.metrics.to_json() for runtime in self.engine.index}
+
+    def outcomes(self) -> dict[str, Any]:
+        """Per rule: how many invocations finished, and the latest ones with each action's outcome."""
+        return {
+            runtime.rule.name: {
+                "invocations": runtime.metrics.invocations,
+                "recent": list(runtime.metrics.recent_invocations),
+            }
+            for runtime in self.engine.index
+        }

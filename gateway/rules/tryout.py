@@ -6,7 +6,8 @@ import uuid
 from typing import Any
 
 from gateway.actions.base import TemplatedFields
-from gateway.rules import EvalContext, compile_rule
+from gateway.rules import EvalContext, SqlEvaluationError, compile_rule
+from gateway.rules.explain import explain_where
 from gateway.rules.model import DEFAULT_SQL_VERSION, TopicRule
 from gateway.topics import matches, split_basic_ingest
 
@@ -27,6 +28,19 @@ def evaluate_rule(
         reaches = ingest_rule == rule.name
     else:
         reaches = compiled.topic_filter is not None and matches(compiled.topic_filter, topic)
+    base: dict[str, Any] = {
+        "rule": rule.name,
+        "sqlVersion": rule.sql_version,
+        "topicFilter": compiled.topic_filter,
+        "topicMatches": reaches,
+        "disabled": rule.disabled,
+    }
+    if not reaches:
+        seen_by = f"FROM {compiled.topic_filter!r}" if compiled.topic_filter else "no FROM (Basic Ingest only)"
+        if ingest_rule:
+            seen_by = f"Basic Ingest for rule {ingest_rule!r}"
+        why = f"the topic {topic!r} does not reach this rule ({seen_by}): the rule would not see this message"
+        return {**base, "whereMatched": None, "output": None, "actions": [], "explanation": [why]}
     ctx = EvalContext(
         payload=payload,
         topic=rest if ingest_rule else topic,
@@ -35,20 +49,21 @@ def evaluate_rule(
         timestamp_ms=timestamp_ms,
         trace_id=str(uuid.uuid4()),
     )
-    evaluation = compiled.evaluate(ctx)
+    try:
+        evaluation = compiled.evaluate(ctx)
+    except SqlEvaluationError as exc:
+        # What the gateway would log as the rule's evaluation error: no action runs.
+        return {**base, "whereMatched": None, "output": None, "actions": [], "error": str(exc), "explanation": []}
     actions = []
-    if evaluation.matched and reaches:
+    if evaluation.matched:
         for spec in rule.actions:
             actions.append({spec.kind: TemplatedFields.compile(spec.fields).render(ctx)})
     return {
-        "rule": rule.name,
-        "sqlVersion": rule.sql_version,
-        "topicFilter": compiled.topic_filter,
-        "topicMatches": reaches,
+        **base,
         "whereMatched": evaluation.matched,
         "output": _jsonable(evaluation.output) if evaluation.matched else None,
         "actions": actions,
-        "disabled": rule.disabled,
+        "explanation": [] if evaluation.matched else explain_where(compiled, ctx),
     }
 
 

@@ -132,8 +132,13 @@ def test_http_action_behind_a_confirmed_destination(gateway: GatewayProcess, end
     with pytest.raises(iot.exceptions.InvalidRequestException):
         iot.update_topic_rule_destination(arn=arn, status="ENABLED")  # must be confirmed with the token first
 
-    iot.confirm_topic_rule_destination(confirmationToken=body["confirmationToken"])
+    # Opening the enableUrl confirms it, as ConfirmTopicRuleDestination with the token does.
+    with urllib.request.urlopen(body["enableUrl"]) as response:
+        assert response.status == 200
     assert iot.get_topic_rule_destination(arn=arn)["topicRuleDestination"]["status"] == "ENABLED"
+    iot.confirm_topic_rule_destination(confirmationToken=body["confirmationToken"])  # again: harmless
+    with pytest.raises(iot.exceptions.InvalidRequestException):
+        iot.confirm_topic_rule_destination(confirmationToken="not-a-token")
     listed = iot.list_topic_rule_destinations()["destinationSummaries"]
     assert {"arn": arn, "status": "ENABLED"}.items() <= next(d for d in listed if d["arn"] == arn).items()
 
@@ -218,6 +223,8 @@ def test_cloudwatch_actions_are_kept_and_shown(gateway: GatewayProcess, unique: 
     assert f'edgesim_cloudwatch_metric{{metric="oven_temp",namespace="ns{unique}",unit="None"}} 180.5' in text
     summary = view(gateway, "/edgesim/cloudwatch/summary")
     assert any(g["logGroupName"] == group and g["events"] == 1 for g in summary["logGroups"])
+    dashboard = view(gateway, "/edgesim/dash/sinks")["cloudwatch"]  # the dashboard's sinks page
+    assert any(m["metricName"] == "oven_temp" and m["lastValue"] == 180.5 for m in dashboard["metrics"])
     # A metricValue that is not a number fails the action (and is counted), as CloudWatch would refuse it.
     pub.publish(f"cw/{unique}/oven", b'{"temp": "hot"}')
     wait_for(lambda: view(gateway, "/edgesim/rules/metrics")[f"cw_{unique}"]["action_failure"] == 1)
