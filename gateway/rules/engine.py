@@ -40,6 +40,29 @@ RECENT_ERRORS = 10
 RECENT_INVOCATIONS = 20
 
 
+@dataclass(frozen=True)
+class RecentInvocation:
+    """One finished message through a rule; action resources are rendered only when someone asks."""
+
+    ctx: EvalContext
+    topic: str
+    time_ms: int
+    outcomes: list[tuple[Action, str | None]]
+
+    def to_json(self) -> dict[str, Any]:
+        actions = []
+        for action, error in self.outcomes:
+            entry: dict[str, Any] = {
+                "action": action.kind,
+                "resource": _safe_resource(action, self.ctx),
+                "ok": error is None,
+            }
+            if error is not None:
+                entry["error"] = error
+            actions.append(entry)
+        return {"traceId": self.ctx.trace_id, "topic": self.topic, "timeMs": self.time_ms, "actions": actions}
+
+
 @dataclass
 class RuleMetrics:
     matched: int = 0
@@ -54,7 +77,7 @@ class RuleMetrics:
     recent_errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))
     # Each finished invocation's per-action outcome, newest last (`edgesim rules test --run` reads them).
     invocations: int = 0
-    recent_invocations: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_INVOCATIONS))
+    recent_invocations: deque[RecentInvocation] = field(default_factory=lambda: deque(maxlen=RECENT_INVOCATIONS))
 
     def record_error(self, now_ms: int, action: str, message: str, trace_id: str | None) -> None:
         self.last_error = f"{action}: {message}"
@@ -86,7 +109,7 @@ class _Invocation:
     ctx: EvalContext
     pending: int
     failures: list[dict[str, str]] = field(default_factory=list)
-    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: list[tuple[Action, str | None]] = field(default_factory=list)  # (action, error or None), in finish order
     hold: AckHold | None = None  # the publisher's acknowledgement waits for this invocation's durable actions
 
 
@@ -195,21 +218,13 @@ class RuleExecutor:
                     "errorMessage": error,
                 }
             )
-        inv.outcomes.append(
-            {"action": job.action.kind, "resource": _safe_resource(job.action, inv.ctx), "ok": error is None}
-            | ({} if error is None else {"error": error})
-        )
+        inv.outcomes.append((job.action, error))
         inv.pending -= 1
         if inv.pending:
             return
         metrics.invocations += 1
         metrics.recent_invocations.append(
-            {
-                "traceId": inv.ctx.trace_id,
-                "topic": inv.message.topic,
-                "timeMs": self.gateway.clock.wall_ms(),
-                "actions": inv.outcomes,
-            }
+            RecentInvocation(inv.ctx, inv.message.topic, self.gateway.clock.wall_ms(), inv.outcomes)
         )
         try:
             if inv.failures and inv.runtime.error_action is not None:

@@ -141,7 +141,7 @@ class RulesService:
         return {
             runtime.rule.name: {
                 "invocations": runtime.metrics.invocations,
-                "recent": list(runtime.metrics.recent_invocations),
+                "recent": [invocation.to_json() for invocation in runtime.metrics.recent_invocations],
             }
             for runtime in self.engine.index
         }
