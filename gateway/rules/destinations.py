@@ -61,6 +61,11 @@ class TopicRuleDestinations:
         self.api_endpoint = api_endpoint
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Every http action run looks its destination up: kept in memory, written through to SQLite.
+        self._docs: dict[str, dict[str, Any]] = {
+            row["arn"]: json.loads(row["document"])
+            for row in store.query("SELECT arn, document FROM topic_rule_destinations")
+        }
 
     def session(self) -> aiohttp.ClientSession:
         """The one HTTP client for confirmation requests and the http rule action."""
@@ -70,14 +75,12 @@ class TopicRuleDestinations:
 
     # ---- storage
     def _all(self) -> list[dict[str, Any]]:
-        rows = self.store.query("SELECT document FROM topic_rule_destinations ORDER BY arn")
-        return [json.loads(r["document"]) for r in rows]
+        return [self._docs[arn] for arn in sorted(self._docs)]
 
     def _get(self, arn: str) -> dict[str, Any]:
-        row = self.store.one("SELECT document FROM topic_rule_destinations WHERE arn=?", (arn,))
-        if row is None:
+        doc = self._docs.get(arn)
+        if doc is None:
             raise ResourceNotFoundException(f"Topic rule destination {arn} does not exist")
-        doc: dict[str, Any] = json.loads(row["document"])
         return doc
 
     def _put(self, doc: dict[str, Any]) -> None:
@@ -86,9 +89,10 @@ class TopicRuleDestinations:
                 "INSERT OR REPLACE INTO topic_rule_destinations(arn, document) VALUES (?,?)",
                 (doc["arn"], json.dumps(doc)),
             )
+        self._docs[doc["arn"]] = doc
 
     def find(self, confirmation_url: str) -> dict[str, Any] | None:
-        for doc in self._all():
+        for doc in self._docs.values():
             if doc["confirmationUrl"] == confirmation_url:
                 return doc
         return None
@@ -129,8 +133,7 @@ class TopicRuleDestinations:
             "statusReason": "Awaiting confirmation",
             "confirmationUrl": confirmation_url,
         }
-        self._challenge(doc)
-        return doc
+        return self._challenge(doc)
 
     def get_topic_rule_destination(self, arn: str) -> dict[str, Any]:
         return {"topicRuleDestination": self._public(self._get(arn))}
@@ -159,6 +162,7 @@ class TopicRuleDestinations:
         self._get(arn)
         with self.store.transaction() as db:
             db.execute("DELETE FROM topic_rule_destinations WHERE arn=?", (arn,))
+        del self._docs[arn]
         return {}
 
     def confirm_topic_rule_destination(self, token: str) -> dict[str, Any]:
@@ -170,18 +174,18 @@ class TopicRuleDestinations:
         raise InvalidRequestException("The confirmation token is not valid")
 
     # ---- the confirmation challenge
-    def _set(self, doc: dict[str, Any], status: str, reason: str) -> None:
-        doc["status"] = status
-        doc["statusReason"] = reason
-        doc["lastUpdatedAt"] = self.clock.wall_ms() / 1000
-        self._put(doc)
+    def _set(self, doc: dict[str, Any], status: str, reason: str, **changes: Any) -> dict[str, Any]:
+        """Store a changed copy (the cached one stays as it was if the commit fails)."""
+        new = {**doc, **changes, "status": status, "statusReason": reason, "lastUpdatedAt": self.clock.wall_ms() / 1000}
+        self._put(new)
+        return new
 
-    def _challenge(self, doc: dict[str, Any]) -> None:
-        doc["token"] = secrets.token_urlsafe(48)
-        self._set(doc, "IN_PROGRESS", "Awaiting confirmation")
-        task = asyncio.get_running_loop().create_task(self._send_confirmation(dict(doc)), name="rule-destination")
+    def _challenge(self, doc: dict[str, Any]) -> dict[str, Any]:
+        new = self._set(doc, "IN_PROGRESS", "Awaiting confirmation", token=secrets.token_urlsafe(48))
+        task = asyncio.get_running_loop().create_task(self._send_confirmation(new), name="rule-destination")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return new
 
     async def _send_confirmation(self, doc: dict[str, Any]) -> None:
         token, arn = doc["token"], doc["arn"]

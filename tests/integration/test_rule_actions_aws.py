@@ -179,6 +179,18 @@ def test_http_rule_creates_its_destination_and_validates(
     mine = [d for d in listed if d["httpUrlSummary"]["confirmationUrl"] == url]
     assert len(mine) == 1 and mine[0]["status"] == "IN_PROGRESS"
     wait_for(lambda: [r for r in endpoint.requests if r["path"] == f"/auto/{unique}/"])
+    # An endpoint that does not answer leaves the destination in ERROR, with the reason.
+    closed = iot.create_topic_rule_destination(
+        destinationConfiguration={"httpUrlConfiguration": {"confirmationUrl": f"http://127.0.0.1:1/{unique}"}}
+    )["topicRuleDestination"]["arn"]
+    failed = wait_for(
+        lambda: (d := iot.get_topic_rule_destination(arn=closed)["topicRuleDestination"])["status"] == "ERROR" and d
+    )
+    assert "confirmation request" in failed["statusReason"]
+    with pytest.raises(iot.exceptions.InvalidRequestException):  # one destination per confirmation URL
+        iot.create_topic_rule_destination(
+            destinationConfiguration={"httpUrlConfiguration": {"confirmationUrl": f"http://127.0.0.1:1/{unique}"}}
+        )
     bad = [
         ({"url": "ftp://example.com/x"}, "https://"),
         ({"url": "http://example.com/x"}, "https://"),
