@@ -16,6 +16,8 @@ from gateway.store import Store
 log = logging.getLogger("edgesim.cloudwatch")
 
 KEEP_ROWS = 10_000
+SUMMARY_ROWS = 500  # log groups, and metrics, listed by summary()
+EXPORTED_METRICS = 1000  # distinct metrics on /metrics (templated names could otherwise grow it without bound)
 # CloudWatch's StandardUnit values (PutMetricData), which the cloudwatchMetric action's metricUnit must name.
 UNITS = frozenset(
     {
@@ -85,7 +87,9 @@ class CloudWatchSink:
     def put_datapoint(self, point: Datapoint) -> None:
         self._points.append(point)
         self.totals["datapoints"] += 1
-        self.latest[(point.namespace, point.name, point.unit)] = point.value
+        key = (point.namespace, point.name, point.unit)
+        if key in self.latest or len(self.latest) < EXPORTED_METRICS:
+            self.latest[key] = point.value
         self._schedule()
 
     async def durable(self) -> None:
@@ -165,25 +169,27 @@ class CloudWatchSink:
     def summary(self) -> dict[str, Any]:
         """Per log group and per metric: how many entries and the latest one (dashboard, `edgesim cloudwatch`)."""
         groups = self.store.query(
-            "SELECT log_group, COUNT(*) AS n, MAX(timestamp_ms) AS last FROM cloudwatch_log_events GROUP BY log_group"
+            "SELECT log_group, COUNT(*) AS n, MAX(timestamp_ms) AS last FROM cloudwatch_log_events GROUP BY log_group "
+            "ORDER BY log_group LIMIT ?",
+            (SUMMARY_ROWS,),
         )
         metrics = self.store.query(
-            "SELECT namespace, name, unit, COUNT(*) AS n, MAX(seq) AS last_seq FROM cloudwatch_datapoints "
-            "GROUP BY namespace, name, unit"
+            "SELECT d.namespace, d.name, d.unit, d.value, d.timestamp_ms, c.n FROM cloudwatch_datapoints d JOIN "
+            "(SELECT COUNT(*) AS n, MAX(seq) AS last FROM cloudwatch_datapoints GROUP BY namespace, name, unit) c "
+            "ON d.seq = c.last ORDER BY d.namespace, d.name LIMIT ?",
+            (SUMMARY_ROWS,),
         )
-        out_metrics = []
-        for m in metrics:
-            last = self.store.one("SELECT value, timestamp_ms FROM cloudwatch_datapoints WHERE seq=?", (m["last_seq"],))
-            out_metrics.append(
-                {
-                    "namespace": m["namespace"],
-                    "metricName": m["name"],
-                    "unit": m["unit"],
-                    "datapoints": m["n"],
-                    "lastValue": last["value"] if last else None,
-                    "lastTimestamp": last["timestamp_ms"] if last else None,
-                }
-            )
+        out_metrics = [
+            {
+                "namespace": m["namespace"],
+                "metricName": m["name"],
+                "unit": m["unit"],
+                "datapoints": m["n"],
+                "lastValue": m["value"],
+                "lastTimestamp": m["timestamp_ms"],
+            }
+            for m in metrics
+        ]
         return {
             "logGroups": [
                 {"logGroupName": g["log_group"], "events": g["n"], "lastTimestamp": g["last"]} for g in groups
