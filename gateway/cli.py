@@ -67,8 +67,11 @@ def up(
     ] = 30,
     max_session_expiry: Annotated[
         int,
-        typer.Option(help="Seconds a persistent session outlives its connection at most (AWS: 3600, up to 604800).",
-                     min=1, max=604_800),
+        typer.Option(
+            help="Seconds a persistent session outlives its connection at most (AWS: 3600, up to 604800).",
+            min=1,
+            max=604_800,
+        ),
     ] = 3600,
     data_dir: DataDir = Path(".edgesim"),
     certs_dir: CertsDir = Path("certs"),

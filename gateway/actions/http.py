@@ -79,9 +79,9 @@ class HttpAction:
         if not url.startswith(confirmation):
             raise ActionError(f"{url} is not under the destination's confirmation URL {confirmation}")
         data = output_bytes(output)
-        headers = {"Content-Type": "application/octet-stream" if isinstance(output, bytes) else "application/json"}
-        for key, template in self.headers:
-            headers[key] = template.render(ctx)
+        headers = {key: template.render(ctx) for key, template in self.headers}
+        if not any(key.lower() == "content-type" for key in headers):
+            headers["Content-Type"] = "application/octet-stream" if isinstance(output, bytes) else "application/json"
         try:
             async with self.gateway.destinations.session().post(
                 url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)

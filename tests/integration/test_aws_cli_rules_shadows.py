@@ -59,7 +59,15 @@ def test_topic_rule_destination_lifecycle_with_the_cli(
     payload = json.dumps(
         {
             "sql": f"SELECT * FROM 'cli/{unique}'",
-            "actions": [{"http": {"url": base + "/in", "confirmationUrl": base}}],
+            "actions": [
+                {
+                    "http": {
+                        "url": base + "/in",
+                        "confirmationUrl": base,
+                        "headers": [{"key": "content-type", "value": "text/plain"}],
+                    }
+                }
+            ],
             "ruleDisabled": False,
         }
     )
@@ -67,6 +75,7 @@ def test_topic_rule_destination_lifecycle_with_the_cli(
     _aws(gateway, "iot-data", "publish", "--topic", f"cli/{unique}", "--qos", "1", "--payload", '{"n": 1}')
     sent = wait_for(lambda: [r for r in server.requests if r["path"] == f"/cli/{unique}/in"])[0]
     assert json.loads(sent["body"]) == {"n": 1}
+    assert sent["content_types"] == ["text/plain"]  # the rule's own header replaces the default
     _aws(gateway, "iot", "update-topic-rule-destination", "--arn", arn, "--status", "DISABLED")
     listed = _aws(gateway, "iot", "list-topic-rule-destinations")["destinationSummaries"]
     assert next(d for d in listed if d["arn"] == arn)["status"] == "DISABLED"

@@ -43,6 +43,7 @@ class Endpoint:
                 "path": request.path,
                 "query": dict(request.query),
                 "headers": dict(request.headers),
+                "content_types": request.headers.getall("Content-Type", []),
                 "body": await request.read(),
             }
         )
@@ -146,7 +147,7 @@ def test_http_action_behind_a_confirmed_destination(gateway: GatewayProcess, end
     sent = wait_for(lambda: [r for r in endpoint.requests if r["path"] == f"/hooks/{unique}/kitchen"])[0]
     assert sent["method"] == "POST" and json.loads(sent["body"]) == {"temp": 22}
     assert sent["headers"]["x-device"] == f"hpub-{unique}" and sent["headers"]["x-static"] == "yes"
-    assert sent["headers"]["Content-Type"] == "application/json"
+    assert sent["headers"]["Content-Type"] == "application/json"  # the default when no header names one
 
     # DISABLED stops traffic again; an endpoint's non-2xx answer is an action failure.
     iot.update_topic_rule_destination(arn=arn, status="DISABLED")
