@@ -69,6 +69,9 @@ def _run_on_gateway(rule_file: Path, topic: str, body: bytes, result: dict[str, 
     with api("iot-data", endpoint) as data:
         data.publish(topic=topic, qos=1, payload=body)
     run: dict[str, Any] = {"published": True, "actions": [], "ok": True}
+    if result.get("disabled"):
+        run["note"] = "the rule is disabled (ruleDisabled), so no action ran"
+        return run
     if not (result["topicMatches"] and result["whereMatched"] and result["actions"]):
         run["note"] = "the rule does not fire for this message, so no action ran"
         return run
