@@ -48,7 +48,10 @@ def fetch_view(endpoint: str, path: str) -> Any:
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] no gateway answers at {escape(endpoint)} ({escape(str(exc))})")
+        err_console.print(
+            f"[red]error:[/red] no gateway answers at {escape(endpoint)} ({escape(str(exc))}); start one with "
+            "`edgesim up` or point --endpoint / EDGESIM_ENDPOINT at it"
+        )
         raise typer.Exit(1) from exc
 
 
