@@ -22,7 +22,13 @@ def _payload_bytes(payload: str) -> bytes:
 
 
 def evaluate_rule_file(
-    rule_file: Path, topic: str, payload: bytes, client_id: str | None, principal: str | None, timestamp_ms: int
+    rule_file: Path,
+    topic: str,
+    payload: bytes,
+    client_id: str | None,
+    principal: str | None,
+    timestamp_ms: int,
+    properties: dict[int, Any] | None = None,
 ) -> dict[str, Any]:
     """What the rule would do with this message: WHERE result, SQL output, each action rendered (nothing runs)."""
     from gateway.rules.files import read_rule_file
@@ -30,7 +36,46 @@ def evaluate_rule_file(
     from gateway.rules.tryout import evaluate_rule
 
     name, document = read_rule_file(rule_file)
-    return evaluate_rule(parse_rule_payload(name, document), topic, payload, client_id, principal, timestamp_ms)
+    rule = parse_rule_payload(name, document)
+    return evaluate_rule(rule, topic, payload, client_id, principal, timestamp_ms, properties=properties)
+
+
+def _mqtt5_options(
+    user_property: list[str] | None,
+    content_type: str | None,
+    response_topic: str | None,
+    correlation_data: str | None,
+    payload_format: str | None,
+) -> dict[int, Any] | None:
+    """The MQTT 5 properties given on the command line, as the message would carry them."""
+    import base64
+    import binascii
+
+    from mqttwire import properties as mp
+
+    props: dict[int, Any] = {}
+    pairs = []
+    for item in user_property or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--user-property wants KEY=VALUE, got {item!r}")
+        pairs.append((key, value))
+    if pairs:
+        props[mp.USER_PROPERTY] = pairs
+    if content_type is not None:
+        props[mp.CONTENT_TYPE] = content_type
+    if response_topic is not None:
+        props[mp.RESPONSE_TOPIC] = response_topic
+    if correlation_data is not None:
+        try:
+            props[mp.CORRELATION_DATA] = base64.b64decode(correlation_data, validate=True)
+        except binascii.Error:
+            raise typer.BadParameter("--correlation-data wants base64") from None
+    if payload_format is not None:
+        if payload_format not in ("UNSPECIFIED_BYTES", "UTF8_DATA"):
+            raise typer.BadParameter("--payload-format takes UNSPECIFIED_BYTES or UTF8_DATA")
+        props[mp.PAYLOAD_FORMAT_INDICATOR] = 1 if payload_format == "UTF8_DATA" else 0
+    return props or None
 
 
 def fetch_view(endpoint: str, path: str) -> Any:
@@ -58,7 +103,9 @@ def fetch_view(endpoint: str, path: str) -> Any:
 RUN_TIMEOUT_S = 15.0
 
 
-def _run_on_gateway(rule_file: Path, topic: str, body: bytes, result: dict[str, Any], endpoint: str) -> dict[str, Any]:
+def _run_on_gateway(
+    rule_file: Path, topic: str, body: bytes, result: dict[str, Any], endpoint: str, props: dict[int, Any] | None
+) -> dict[str, Any]:
     """Install the rule, publish the message, and wait for the gateway's outcome of each action."""
     from gateway.rules.files import read_rule_file
 
@@ -70,7 +117,7 @@ def _run_on_gateway(rule_file: Path, topic: str, body: bytes, result: dict[str, 
             iot.create_topic_rule(ruleName=name, topicRulePayload=document)
     before = fetch_view(endpoint, "rules/outcomes").get(name, {}).get("invocations", 0)
     with api("iot-data", endpoint) as data:
-        data.publish(topic=topic, qos=1, payload=body)
+        data.publish(topic=topic, qos=1, payload=body, **_publish_headers(props))
     run: dict[str, Any] = {"published": True, "actions": [], "ok": True}
     if result.get("disabled"):
         run["note"] = "the rule is disabled (ruleDisabled), so no action ran"
@@ -136,6 +183,17 @@ def rules_test(
     clientid: Annotated[str | None, typer.Option(help="clientid() of the publisher.")] = None,
     principal: Annotated[str | None, typer.Option(help="principal() of the publisher.")] = None,
     timestamp: Annotated[int | None, typer.Option(help="timestamp() in epoch ms (default: now).")] = None,
+    user_property: Annotated[
+        list[str] | None, typer.Option(help="MQTT 5 user property KEY=VALUE (repeatable): get_user_properties().")
+    ] = None,
+    content_type: Annotated[
+        str | None, typer.Option(help="MQTT 5 content type: get_mqtt_property('content_type').")
+    ] = None,
+    response_topic: Annotated[str | None, typer.Option(help="MQTT 5 response topic.")] = None,
+    correlation_data: Annotated[str | None, typer.Option(help="MQTT 5 correlation data, base64.")] = None,
+    payload_format: Annotated[
+        str | None, typer.Option(help="MQTT 5 payload format indicator: UNSPECIFIED_BYTES or UTF8_DATA.")
+    ] = None,
     run: Annotated[
         bool,
         typer.Option(
@@ -147,10 +205,17 @@ def rules_test(
     as_json: JsonOut = False,
 ) -> None:
     """Evaluate a rule against one message, offline: does it see the topic, WHERE (and why not), output, actions."""
+    props = _mqtt5_options(user_property, content_type, response_topic, correlation_data, payload_format)
     try:
         body = _payload_bytes(payload)
         result = evaluate_rule_file(
-            rule_file, topic, body, clientid, principal, timestamp if timestamp is not None else int(time.time() * 1000)
+            rule_file,
+            topic,
+            body,
+            clientid,
+            principal,
+            timestamp if timestamp is not None else int(time.time() * 1000),
+            props,
         )
     except OSError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}")
@@ -159,10 +224,32 @@ def rules_test(
         err_console.print(f"[red]{escape(str(rule_file))}[/red]:\n{escape(str(exc))}")
         raise typer.Exit(1) from exc
     if run:
-        result["run"] = _run_on_gateway(rule_file, topic, body, result, endpoint)
+        result["run"] = _run_on_gateway(rule_file, topic, body, result, endpoint, props)
     emit(result, True) if as_json else _print_test(result)
     if result.get("error") or (run and not result["run"]["ok"]):
         raise typer.Exit(1)
+
+
+def _publish_headers(props: dict[int, Any] | None) -> dict[str, Any]:
+    """The same MQTT 5 fields as boto3 iot-data publish() arguments."""
+    import base64
+
+    from mqttwire import properties as mp
+
+    if not props:
+        return {}
+    out: dict[str, Any] = {}
+    if mp.USER_PROPERTY in props:
+        out["userProperties"] = json.dumps([{k: v} for k, v in props[mp.USER_PROPERTY]])
+    if mp.CONTENT_TYPE in props:
+        out["contentType"] = props[mp.CONTENT_TYPE]
+    if mp.RESPONSE_TOPIC in props:
+        out["responseTopic"] = props[mp.RESPONSE_TOPIC]
+    if mp.CORRELATION_DATA in props:
+        out["correlationData"] = base64.b64encode(props[mp.CORRELATION_DATA]).decode()
+    if mp.PAYLOAD_FORMAT_INDICATOR in props:
+        out["payloadFormatIndicator"] = "UTF8_DATA" if props[mp.PAYLOAD_FORMAT_INDICATOR] else "UNSPECIFIED_BYTES"
+    return out
 
 
 @rules_app.command("check")

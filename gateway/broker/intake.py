@@ -16,12 +16,11 @@ from gateway.clock import Clock
 from gateway.config import MqttLimits
 from gateway.errors import InvalidRequestException
 from gateway.identity.authorizer import Authorizer
+from gateway.limits import MAX_MESSAGE_EXPIRY_S
 from gateway.messages import Message
 from gateway.topics import validate_topic_name
 from mqttwire import properties as mp
 
-# AWS clamps a Message Expiry Interval into [1 s, 7 days] (reference §1.4).
-MAX_MESSAGE_EXPIRY_S = 604_800
 _VALID_TOPICS_KEPT = 65_536
 # Properties that describe the message itself and travel with it; the rest belong to one hop.
 _FORWARDED = (

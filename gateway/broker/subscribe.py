@@ -33,8 +33,8 @@ def on_subscribe(broker: Broker, conn: Connection, packet: Subscribe) -> None:
         return
     if v5 and packet.properties and mp.SUBSCRIPTION_IDENTIFIER in packet.properties:
         # AWS IoT does not support subscription identifiers (CONNACK says so): every filter is refused.
-        codes = [reasons.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED] * len(packet.filters)
-        _suback(conn, packet.packet_id, codes, "subscription identifiers are not supported")
+        refused = [reasons.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED] * len(packet.filters)
+        _suback(conn, packet.packet_id, refused, "subscription identifiers are not supported")
         return
     codes: list[int] = []
     problems: list[str] = []
