@@ -143,6 +143,10 @@ def _print_test(result: dict[str, Any]) -> None:
     console.print(
         f"rule [bold]{escape(result['rule'])}[/bold] (SQL {result['sqlVersion']}), FROM {result['topicFilter']!r}"
     )
+    for problem in result.get("actionProblems", []):
+        console.print(
+            f"[yellow]warning:[/yellow] {escape(problem)} (CreateTopicRule refuses this rule)", soft_wrap=True
+        )
     if not result["topicMatches"]:
         console.print("topic matches: [yellow]no[/yellow]")
         for line in result["explanation"]:
@@ -255,11 +259,11 @@ def _publish_headers(props: dict[int, Any] | None) -> dict[str, Any]:
 @rules_app.command("check")
 def rules_check(folder: Path, as_json: JsonOut = False) -> None:
     """Validate every rule file in a folder: SQL (positioned errors) and action types edgesim can run."""
-    from gateway.actions.base import BACKEND_ONLY, unsupported_reason
+    from gateway.actions.base import BACKEND_ONLY
     from gateway.rules import compile_rule
-    from gateway.rules import engine as _engine  # noqa: F401 - registers every action type edgesim runs
     from gateway.rules.files import read_rule_file, rule_files
     from gateway.rules.model import parse_rule_payload
+    from gateway.rules.tryout import action_problems
 
     report = []
     for path in rule_files(folder):
@@ -268,7 +272,7 @@ def rules_check(folder: Path, as_json: JsonOut = False) -> None:
             rule = parse_rule_payload(name, document)
             compile_rule(rule.sql, rule.sql_version)
             specs = [*rule.actions, *([rule.error_action] if rule.error_action else [])]
-            problems = [reason for a in specs if (reason := unsupported_reason(a.kind, None)) is not None]
+            problems = action_problems(rule)
             if problems:
                 raise EdgesimError("\n".join(problems))
             item: dict[str, Any] = {"file": str(path), "rule": name, "ok": True}

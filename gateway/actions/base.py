@@ -87,7 +87,7 @@ def unsupported_reason(kind: str, remote: bool | None) -> str | None:
             )
         return None
     if kind not in FACTORIES:
-        supported = ", ".join(sorted([*FACTORIES, *BACKEND_ONLY]))
+        supported = ", ".join(sorted({*FACTORIES, *BACKEND_ONLY}))
         return f"The {kind} action is not supported by edgesim (supported: {supported})"
     return None
 

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.actions.base import TemplatedFields
+from gateway.actions.base import TemplatedFields, unsupported_reason
 from gateway.rules import EvalContext, SqlEvaluationError, compile_rule
 from gateway.rules.explain import explain_where
 from gateway.rules.model import DEFAULT_SQL_VERSION, TopicRule
@@ -18,6 +18,14 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return {"binary": bytes(value).hex()}
     return value
+
+
+def action_problems(rule: TopicRule) -> list[str]:
+    """Why CreateTopicRule would refuse this rule's action types (the backend unknown: dynamoDBv2 passes)."""
+    from gateway.rules import engine as _engine  # noqa: F401 - registers every action type edgesim runs
+
+    specs = [*rule.actions, *([rule.error_action] if rule.error_action else [])]
+    return [reason for spec in specs if (reason := unsupported_reason(spec.kind, None)) is not None]
 
 
 def evaluate_rule(
@@ -45,6 +53,9 @@ def evaluate_rule(
         "topicMatches": reaches,
         "disabled": rule.disabled,
     }
+    problems = action_problems(rule)
+    if problems:
+        base["actionProblems"] = problems
     if not reaches:
         seen_by = f"FROM {compiled.topic_filter!r}" if compiled.topic_filter else "no FROM (Basic Ingest only)"
         if ingest_rule:

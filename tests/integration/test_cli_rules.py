@@ -102,6 +102,8 @@ def test_rules_check_reports_unsupported_actions(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "The timestream action is not supported by edgesim" in result.stdout
     assert "dynamoDBv2 runs only with --sink-backend aws" in result.stdout
+    _, text = _test(tmp_path, folder / "ts.json", "a", "{}")
+    assert "warning: The timestream action is not supported by edgesim" in text  # rules test says so too
     report = {
         Path(r["file"]).stem: r["ok"]
         for r in json.loads(run(tmp_path, "rules", "check", str(folder), "--json", check=False).stdout)["rules"]
