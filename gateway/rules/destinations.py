@@ -100,7 +100,7 @@ class TopicRuleDestinations:
     @staticmethod
     def _public(doc: dict[str, Any], summary: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
-            k: doc[k] for k in ("arn", "status", "createdAt", "lastUpdatedAt", "statusReason") if k in doc
+            k: doc[k] for k in ("arn", "status", "createdAt", "lastUpdatedAt", "statusReason") if doc.get(k) != ""
         }
         out["httpUrlSummary" if summary else "httpUrlProperties"] = {"confirmationUrl": doc["confirmationUrl"]}
         return out
