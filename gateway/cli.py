@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from gateway.cli_api import err_console
+from gateway.cli_cloudwatch import cloudwatch_app
 from gateway.cli_edge import edge_app
 from gateway.cli_fleet import fleet_app
 from gateway.cli_functions import functions_app
@@ -29,6 +30,7 @@ app.add_typer(things_app, name="things")
 app.add_typer(policies_app, name="policies")
 app.add_typer(shadow_app, name="shadow")
 app.add_typer(rules_app, name="rules")
+app.add_typer(cloudwatch_app, name="cloudwatch")
 app.add_typer(s3_app, name="s3")
 app.add_typer(streams_app, name="streams")
 app.add_typer(functions_app, name="functions")
@@ -65,8 +67,11 @@ def up(
     ] = 30,
     max_session_expiry: Annotated[
         int,
-        typer.Option(help="Seconds a persistent session outlives its connection at most (AWS: 3600, up to 604800).",
-                     min=1, max=604_800),
+        typer.Option(
+            help="Seconds a persistent session outlives its connection at most (AWS: 3600, up to 604800).",
+            min=1,
+            max=604_800,
+        ),
     ] = 3600,
     data_dir: DataDir = Path(".edgesim"),
     certs_dir: CertsDir = Path("certs"),

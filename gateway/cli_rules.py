@@ -78,6 +78,107 @@ def _mqtt5_options(
     return props or None
 
 
+def fetch_view(endpoint: str, path: str) -> Any:
+    """GET one of the gateway's /edgesim/ views; an unreachable gateway is one clear line and exit code 1."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    from devices.provision import TOKEN_HEADER
+
+    request = urllib.request.Request(f"{endpoint.rstrip('/')}/edgesim/{path}")
+    if os.environ.get("EDGESIM_API_TOKEN"):
+        request.add_header(TOKEN_HEADER, os.environ["EDGESIM_API_TOKEN"])
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        err_console.print(
+            f"[red]error:[/red] no gateway answers at {escape(endpoint)} ({escape(str(exc))}); start one with "
+            "`edgesim up` or point --endpoint / EDGESIM_ENDPOINT at it"
+        )
+        raise typer.Exit(1) from exc
+
+
+RUN_TIMEOUT_S = 15.0
+
+
+def _run_on_gateway(
+    rule_file: Path, topic: str, body: bytes, result: dict[str, Any], endpoint: str, props: dict[int, Any] | None
+) -> dict[str, Any]:
+    """Install the rule, publish the message, and wait for the gateway's outcome of each action."""
+    from gateway.rules.files import read_rule_file
+
+    name, document = read_rule_file(rule_file)
+    with api("iot", endpoint) as iot:
+        try:
+            iot.replace_topic_rule(ruleName=name, topicRulePayload=document)
+        except iot.exceptions.ResourceNotFoundException:
+            iot.create_topic_rule(ruleName=name, topicRulePayload=document)
+    before = fetch_view(endpoint, "rules/outcomes").get(name, {}).get("invocations", 0)
+    with api("iot-data", endpoint) as data:
+        data.publish(topic=topic, qos=1, payload=body, **_publish_headers(props))
+    run: dict[str, Any] = {"published": True, "actions": [], "ok": True}
+    if result.get("disabled"):
+        run["note"] = "the rule is disabled (ruleDisabled), so no action ran"
+        return run
+    if not (result["topicMatches"] and result["whereMatched"] and result["actions"]):
+        run["note"] = "the rule does not fire for this message, so no action ran"
+        return run
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        outcome = fetch_view(endpoint, "rules/outcomes").get(name, {})
+        if outcome.get("invocations", 0) > before:
+            latest = outcome["recent"][-1]
+            run["traceId"] = latest["traceId"]
+            run["actions"] = latest["actions"]
+            run["ok"] = all(a["ok"] for a in latest["actions"])
+            return run
+        time.sleep(0.1)
+    run.update(ok=False, note=f"the gateway reported no outcome within {RUN_TIMEOUT_S:.0f} s")
+    return run
+
+
+def _print_test(result: dict[str, Any]) -> None:
+    console.print(
+        f"rule [bold]{escape(result['rule'])}[/bold] (SQL {result['sqlVersion']}), FROM {result['topicFilter']!r}"
+    )
+    for problem in result.get("actionProblems", []):
+        console.print(
+            f"[yellow]warning:[/yellow] {escape(problem)} (CreateTopicRule refuses this rule)", soft_wrap=True
+        )
+    if not result["topicMatches"]:
+        console.print("topic matches: [yellow]no[/yellow]")
+        for line in result["explanation"]:
+            console.print(f"  {escape(line)}", soft_wrap=True)
+        return
+    console.print("topic matches: yes")
+    if result.get("error"):
+        console.print("[red]evaluation error[/red] (no action would run):", soft_wrap=True)
+        console.print(result["error"], markup=False, soft_wrap=True)
+        return
+    console.print(f"WHERE matched: {'yes' if result['whereMatched'] else '[yellow]no[/yellow]'}")
+    for line in result["explanation"]:
+        console.print(f"  {escape(line)}", soft_wrap=True)
+    if result["whereMatched"]:
+        console.print("output:", json.dumps(result["output"], indent=2), markup=False)
+        for action in result["actions"]:
+            ((kind, fields),) = action.items()
+            console.print(f"action {kind}: {json.dumps(fields)}", markup=False)
+    run = result.get("run")
+    if run is None:
+        return
+    console.print("on the gateway:")
+    for outcome in run["actions"]:
+        where = f"{outcome['action']} ({outcome['resource']})"
+        if outcome["ok"]:
+            console.print(f"  [green]ok[/green]     {escape(where)}", soft_wrap=True)
+        else:
+            console.print(f"  [red]failed[/red] {escape(where)}: {escape(outcome['error'])}", soft_wrap=True)
+    if run.get("note"):
+        console.print(f"  {escape(run['note'])}", soft_wrap=True)
+
+
 @rules_app.command("test")
 def rules_test(
     rule_file: Annotated[Path, typer.Argument(help="A rule file: *.json (topicRulePayload) or *.sql.")],
@@ -98,15 +199,19 @@ def rules_test(
         str | None, typer.Option(help="MQTT 5 payload format indicator: UNSPECIFIED_BYTES or UTF8_DATA.")
     ] = None,
     run: Annotated[
-        bool, typer.Option(help="Also install the rule on a gateway and publish the message there.")
+        bool,
+        typer.Option(
+            help="Also install the rule on a gateway, publish the message there and report each action's outcome "
+            "(exit code 1 when one failed)."
+        ),
     ] = False,
     endpoint: Endpoint = DEFAULT_ENDPOINT,
     as_json: JsonOut = False,
 ) -> None:
-    """Evaluate a rule against one message, offline: WHERE, output, rendered actions."""
-    body = _payload_bytes(payload)
+    """Evaluate a rule against one message, offline: does it see the topic, WHERE (and why not), output, actions."""
     props = _mqtt5_options(user_property, content_type, response_topic, correlation_data, payload_format)
     try:
+        body = _payload_bytes(payload)
         result = evaluate_rule_file(
             rule_file,
             topic,
@@ -116,32 +221,17 @@ def rules_test(
             timestamp if timestamp is not None else int(time.time() * 1000),
             props,
         )
+    except OSError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
     except EdgesimError as exc:
         err_console.print(f"[red]{escape(str(rule_file))}[/red]:\n{escape(str(exc))}")
         raise typer.Exit(1) from exc
     if run:
-        from gateway.rules.files import read_rule_file
-
-        name, document = read_rule_file(rule_file)
-        with api("iot", endpoint) as iot:
-            try:
-                iot.replace_topic_rule(ruleName=name, topicRulePayload=document)
-            except iot.exceptions.ResourceNotFoundException:
-                iot.create_topic_rule(ruleName=name, topicRulePayload=document)
-        with api("iot-data", endpoint) as data:
-            data.publish(topic=topic, qos=1, payload=body, **_publish_headers(props))
-        result["ran"] = True
-    if as_json:
-        emit(result, True)
-        return
-    console.print(f"rule [bold]{result['rule']}[/bold] (SQL {result['sqlVersion']}), FROM {result['topicFilter']!r}")
-    console.print(f"topic matches: {'yes' if result['topicMatches'] else '[yellow]no[/yellow]'}")
-    console.print(f"WHERE matched: {'yes' if result['whereMatched'] else '[yellow]no[/yellow]'}")
-    if result["whereMatched"]:
-        console.print("output:", json.dumps(result["output"], indent=2), markup=False)
-        for action in result["actions"]:
-            ((kind, fields),) = action.items()
-            console.print(f"action {kind}: {json.dumps(fields)}", markup=False)
+        result["run"] = _run_on_gateway(rule_file, topic, body, result, endpoint, props)
+    emit(result, True) if as_json else _print_test(result)
+    if result.get("error") or (run and not result["run"]["ok"]):
+        raise typer.Exit(1)
 
 
 def _publish_headers(props: dict[int, Any] | None) -> dict[str, Any]:
@@ -168,11 +258,12 @@ def _publish_headers(props: dict[int, Any] | None) -> dict[str, Any]:
 
 @rules_app.command("check")
 def rules_check(folder: Path, as_json: JsonOut = False) -> None:
-    """Validate every rule file in a folder; exits non-zero with positioned errors if any is wrong."""
-    from gateway.actions.base import KNOWN_KINDS
+    """Validate every rule file in a folder: SQL (positioned errors) and action types edgesim can run."""
+    from gateway.actions.base import BACKEND_ONLY
     from gateway.rules import compile_rule
     from gateway.rules.files import read_rule_file, rule_files
     from gateway.rules.model import parse_rule_payload
+    from gateway.rules.tryout import action_problems
 
     report = []
     for path in rule_files(folder):
@@ -180,10 +271,15 @@ def rules_check(folder: Path, as_json: JsonOut = False) -> None:
             name, document = read_rule_file(path)
             rule = parse_rule_payload(name, document)
             compile_rule(rule.sql, rule.sql_version)
-            unknown = [a.kind for a in rule.actions if a.kind not in KNOWN_KINDS]
-            if unknown:
-                raise EdgesimError(f"unknown action type(s): {', '.join(unknown)}")
-            report.append({"file": str(path), "rule": name, "ok": True})
+            specs = [*rule.actions, *([rule.error_action] if rule.error_action else [])]
+            problems = action_problems(rule)
+            if problems:
+                raise EdgesimError("\n".join(problems))
+            item: dict[str, Any] = {"file": str(path), "rule": name, "ok": True}
+            backend = sorted({a.kind for a in specs if a.kind in BACKEND_ONLY})
+            if backend:
+                item["note"] = f"{', '.join(backend)} runs only with --sink-backend aws"
+            report.append(item)
         except EdgesimError as exc:
             report.append({"file": str(path), "ok": False, "error": str(exc)})
     if as_json:
@@ -191,7 +287,10 @@ def rules_check(folder: Path, as_json: JsonOut = False) -> None:
     else:
         for item in report:
             if item["ok"]:
-                console.print(f"[green]ok[/green]    {escape(str(item['file']))} ({item['rule']})", soft_wrap=True)
+                note = f" [yellow]note:[/yellow] {escape(item['note'])}" if item.get("note") else ""
+                console.print(
+                    f"[green]ok[/green]    {escape(str(item['file']))} ({item['rule']}){note}", soft_wrap=True
+                )
             else:
                 console.print(
                     f"[red]error[/red] {escape(str(item['file']))}:\n{escape(str(item['error']))}", soft_wrap=True

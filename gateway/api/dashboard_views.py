@@ -347,7 +347,8 @@ def sinks(gw: Gateway, rates: dict[str, float], objects: ObjectLister | None = N
                 "objects": [{"key": o.key, "size": o.size, "lastModifiedMs": o.modified_ms} for o in listed],
             }
         )
-    return {"kinesis": kinesis, "sqs": sqs, "lambda": lambdas, "firehose": firehose}
+    cloudwatch = gw.cloudwatch.summary()
+    return {"kinesis": kinesis, "sqs": sqs, "lambda": lambdas, "firehose": firehose, "cloudwatch": cloudwatch}
 
 
 def _log_entry(entry: dict[str, Any]) -> dict[str, Any]:

@@ -266,5 +266,3 @@ def test_no_endpoint_returns_a_private_key(stack: Stack) -> None:
     for path in ("/edgesim/dash/fleet", f"/edgesim/dash/thing/{stack.thing(0)}", "/edgesim/dash/sinks", "/metrics"):
         with urllib.request.urlopen(api + path, timeout=5) as response:
             assert b"PRIVATE KEY" not in response.read()
-
-
