@@ -52,7 +52,10 @@ def api(service: str, endpoint: str) -> Iterator[Any]:
         yield aws_client(service, endpoint)
     except ClientError as exc:
         error = exc.response.get("Error", {})
-        err_console.print(f"[red]error:[/red] {escape(str(error.get('Code')))}: {escape(str(error.get('Message')))}")
+        line = f"{error.get('Code')}: {error.get('Message')}"
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 401:
+            line = f"the gateway at {endpoint} wants its API token: set EDGESIM_API_TOKEN to the token it printed"
+        err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False)
         raise typer.Exit(1) from exc
     except EndpointConnectionError as exc:
         err_console.print(

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from gateway.cli_api import DEFAULT_ENDPOINT, Endpoint, JsonOut, api, console, emit, parse_pairs, strip_metadata
+from gateway.cli_errors import read_json, read_text
 
 certs_app = typer.Typer(help="The local CA and device certificates.", no_args_is_help=True)
 things_app = typer.Typer(help="Things, thing types and thing groups.", no_args_is_help=True)
@@ -95,15 +96,15 @@ def certs_register(
 ) -> None:
     """Register a device certificate made elsewhere."""
     status = "ACTIVE" if active else "INACTIVE"
+    pem = read_text(cert_file, "certificate")
+    ca_pem = read_text(ca_file, "CA certificate") if ca_file is not None and not without_ca else None
     with api("iot", endpoint) as iot:
         if without_ca:
-            out = iot.register_certificate_without_ca(certificatePem=cert_file.read_text(), status=status)
-        elif ca_file is not None:
-            out = iot.register_certificate(
-                certificatePem=cert_file.read_text(), caCertificatePem=ca_file.read_text(), status=status
-            )
+            out = iot.register_certificate_without_ca(certificatePem=pem, status=status)
+        elif ca_pem is not None:
+            out = iot.register_certificate(certificatePem=pem, caCertificatePem=ca_pem, status=status)
         else:
-            out = iot.register_certificate(certificatePem=cert_file.read_text(), status=status)
+            out = iot.register_certificate(certificatePem=pem, status=status)
     emit(strip_metadata(out), True) if as_json else console.print(f"registered {out['certificateId']}")
 
 
@@ -115,8 +116,9 @@ def certs_register_ca(
     as_json: JsonOut = False,
 ) -> None:
     """RegisterCACertificate: trust device certificates signed by this CA."""
+    pem = read_text(ca_file, "CA certificate")
     with api("iot", endpoint) as iot:
-        out = iot.register_ca_certificate(caCertificate=ca_file.read_text(), setAsActive=active)
+        out = iot.register_ca_certificate(caCertificate=pem, setAsActive=active)
     emit(strip_metadata(out), True) if as_json else console.print(f"registered CA {out['certificateId']}")
 
 
@@ -261,6 +263,12 @@ def things_add_to_group(group: str, thing: str, endpoint: Endpoint = DEFAULT_END
 
 
 # ---------------------------------------------------------------- policies
+def _policy_text(document: Path) -> str:
+    """The file's text once it is known to be JSON (the gateway judges the policy itself)."""
+    read_json(document, "policy document")
+    return read_text(document, "policy document")
+
+
 @policies_app.command("create")
 def policies_create(
     name: str,
@@ -269,16 +277,22 @@ def policies_create(
     as_json: JsonOut = False,
 ) -> None:
     """CreatePolicy from a JSON file."""
+    text = _policy_text(document)
     with api("iot", endpoint) as iot:
-        out = strip_metadata(iot.create_policy(policyName=name, policyDocument=document.read_text()))
+        out = strip_metadata(iot.create_policy(policyName=name, policyDocument=text))
     emit(out, True) if as_json else console.print(f"policy {name} version {out['policyVersionId']}")
 
 
 @policies_app.command("update")
-def policies_update(name: str, document: Path, endpoint: Endpoint = DEFAULT_ENDPOINT) -> None:
+def policies_update(
+    name: str,
+    document: Annotated[Path, typer.Argument(help="Policy JSON file.")],
+    endpoint: Endpoint = DEFAULT_ENDPOINT,
+) -> None:
     """CreatePolicyVersion and make it the default (takes effect on live connections)."""
+    text = _policy_text(document)
     with api("iot", endpoint) as iot:
-        out = iot.create_policy_version(policyName=name, policyDocument=document.read_text(), setAsDefault=True)
+        out = iot.create_policy_version(policyName=name, policyDocument=text, setAsDefault=True)
     console.print(f"policy {name} version {out['policyVersionId']} is the default")
 
 

@@ -12,13 +12,25 @@ from rich.markup import escape
 from rich.table import Table
 
 from gateway.cli_api import DEFAULT_ENDPOINT, Endpoint, JsonOut, api, console, emit, err_console, strip_metadata
+from gateway.cli_errors import fail, os_error_line, read_bytes
 from gateway.errors import EdgesimError
 
 rules_app = typer.Typer(help="Topic rules: test offline, check, and manage on a gateway.", no_args_is_help=True)
 
 
 def _payload_bytes(payload: str) -> bytes:
-    return Path(payload[1:]).read_bytes() if payload.startswith("@") else payload.encode()
+    return read_bytes(Path(payload[1:]), "payload file") if payload.startswith("@") else payload.encode()
+
+
+def _read_rule(rule_file: Path) -> tuple[str, dict[str, Any]]:
+    from gateway.rules.files import read_rule_file
+
+    try:
+        return read_rule_file(rule_file)
+    except OSError as exc:
+        fail(os_error_line(exc, rule_file, "rule file"))
+    except EdgesimError as exc:
+        fail(str(exc))
 
 
 def evaluate_rule_file(
@@ -49,6 +61,7 @@ def rules_test(
 ) -> None:
     """Evaluate a rule against one message, offline: WHERE, output, rendered actions."""
     body = _payload_bytes(payload)
+    _read_rule(rule_file)
     try:
         result = evaluate_rule_file(
             rule_file, topic, body, clientid, principal, timestamp if timestamp is not None else int(time.time() * 1000)
@@ -57,9 +70,7 @@ def rules_test(
         err_console.print(f"[red]{escape(str(rule_file))}[/red]:\n{escape(str(exc))}")
         raise typer.Exit(1) from exc
     if run:
-        from gateway.rules.files import read_rule_file
-
-        name, document = read_rule_file(rule_file)
+        name, document = _read_rule(rule_file)
         with api("iot", endpoint) as iot:
             try:
                 iot.replace_topic_rule(ruleName=name, topicRulePayload=document)
@@ -90,7 +101,11 @@ def rules_check(folder: Path, as_json: JsonOut = False) -> None:
     from gateway.rules.model import parse_rule_payload
 
     report = []
-    for path in rule_files(folder):
+    try:
+        paths = rule_files(folder)
+    except OSError as exc:
+        fail(os_error_line(exc, folder, "rules folder"))
+    for path in paths:
         try:
             name, document = read_rule_file(path)
             rule = parse_rule_payload(name, document)
@@ -101,6 +116,8 @@ def rules_check(folder: Path, as_json: JsonOut = False) -> None:
             report.append({"file": str(path), "rule": name, "ok": True})
         except EdgesimError as exc:
             report.append({"file": str(path), "ok": False, "error": str(exc)})
+        except OSError as exc:
+            report.append({"file": str(path), "ok": False, "error": os_error_line(exc, path, "rule file")})
     if as_json:
         emit({"rules": report}, True)
     else:
@@ -129,13 +146,7 @@ def rules_list(endpoint: Endpoint = DEFAULT_ENDPOINT, as_json: JsonOut = False) 
 @rules_app.command("create")
 def rules_create(rule_file: Path, endpoint: Endpoint = DEFAULT_ENDPOINT) -> None:
     """CreateTopicRule (or ReplaceTopicRule if it exists) from a rule file."""
-    from gateway.rules.files import read_rule_file
-
-    try:
-        name, document = read_rule_file(rule_file)
-    except EdgesimError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
+    name, document = _read_rule(rule_file)
     with api("iot", endpoint) as iot:
         try:
             iot.replace_topic_rule(ruleName=name, topicRulePayload=document)

@@ -11,7 +11,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -28,6 +27,7 @@ from devices.view import summary, table
 from gateway.app import Gateway
 from gateway.cli_api import aws_client
 from gateway.cli_edge import status_table
+from gateway.cli_examples import packaged_examples
 from gateway.cli_functions import zip_module
 from gateway.config import Config
 from gateway.edge.config import load_edge_config, with_overrides
@@ -36,12 +36,10 @@ from gateway.edge.core import EdgeCore
 STREAM = "telemetry"
 QUEUE = "hot-readings"
 FUNCTION = "low-battery"
-# The example function ships in the repository's examples/ (next to the package in a checkout), else under the cwd.
-_CHECKOUT_SOURCE = Path(__file__).resolve().parent.parent / "examples" / "functions" / "low_battery.py"
-FUNCTION_SOURCE = _CHECKOUT_SOURCE if _CHECKOUT_SOURCE.is_file() else Path("examples/functions/low_battery.py")
 ROLE = "arn:aws:iam::123456789012:role/edgesim-demo"
-_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-EXAMPLES = _EXAMPLES if _EXAMPLES.is_dir() else Path("examples")
+# Installed with the package (a wheel has no repository; in a checkout gateway/examples links to ./examples).
+EXAMPLES = packaged_examples()
+FUNCTION_SOURCE = EXAMPLES / "functions" / "low_battery.py"
 EDGE_NAME = "demo-edge"
 
 
