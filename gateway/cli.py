@@ -19,6 +19,7 @@ from gateway.cli_errors import fail, one_line, port_in_use_line
 from gateway.cli_examples import examples_command, packaged_examples
 from gateway.cli_fleet import fleet_app
 from gateway.cli_functions import functions_app
+from gateway.cli_queues import queues_app
 from gateway.cli_registry import certs_app, policies_app, things_app
 from gateway.cli_rules import rules_app
 from gateway.cli_s3 import s3_app
@@ -35,6 +36,7 @@ app.add_typer(shadow_app, name="shadow")
 app.add_typer(rules_app, name="rules")
 app.add_typer(s3_app, name="s3")
 app.add_typer(streams_app, name="streams")
+app.add_typer(queues_app, name="queues")
 app.add_typer(functions_app, name="functions")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(edge_app, name="edge")

@@ -30,7 +30,12 @@ edge_app = typer.Typer(help="Edge cores: local broker, components, spool and sha
 
 Name = Annotated[str, typer.Argument(help="The edge core's name (its thing name unless the config says otherwise).")]
 Home = Annotated[
-    Path | None, typer.Option(help="The core's data folder [default: $EDGESIM_HOME/edge/NAME, i.e. .edgesim/edge/NAME]")
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        "--home",
+        help="The core's data folder [default: $EDGESIM_HOME/edge/NAME, i.e. .edgesim/edge/NAME]",
+    ),
 ]
 
 

@@ -92,7 +92,9 @@ def functions_invoke(
     name: str,
     payload: Annotated[str, typer.Option(help="The event, as JSON.")] = "{}",
     event: Annotated[bool, typer.Option("--async", help="InvocationType Event: queue it and return.")] = False,
-    tail: Annotated[bool, typer.Option("--log", help="Print the invocation's log (LogType Tail) to stderr.")] = False,
+    tail: Annotated[
+        bool, typer.Option("--tail", "--log", help="Print the invocation's log (LogType Tail) to stderr.")
+    ] = False,
     endpoint: Endpoint = DEFAULT_ENDPOINT,
 ) -> None:
     """Invoke NAME and print what the handler returned; a function error exits with status 1."""

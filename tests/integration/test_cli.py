@@ -296,4 +296,4 @@ def test_malformed_name_value_options_name_the_option(tmp_path: Path) -> None:
         tmp_path, "things", "create", "t1", "--attr", "novalue", "--endpoint", "http://127.0.0.1:9", check=False
     )
     assert result.returncode == 2
-    assert "--attr takes NAME=VALUE" in result.stderr and "novalue" in result.stderr
+    assert "--attribute takes NAME=VALUE" in result.stderr and "novalue" in result.stderr
