@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from gateway.cli_api import JsonOut, err_console
+from gateway.cli_errors import fail
 from gateway.config import default_certs_dir, default_data_dir
 from gateway.errors import ConfigError
 from gateway.logs import FORMAT_HELP, configure_logging
@@ -139,6 +141,7 @@ def run(
             "local_broker": {"host": local_host, "port": local_port, "tls_port": local_tls_port},
         },
     )
+    _fail_on_handler_problems(cfg)
     ui = Console(stderr=True)
     if log_format == "text":
         # Log lines print above the live view instead of tearing it.
@@ -179,6 +182,36 @@ def run(
         typer.echo(json.dumps(final, indent=2))
     else:
         ui.print(status_table(final))
+
+
+def _fail_on_handler_problems(cfg: EdgeConfig) -> None:
+    from gateway.edge.handler_check import handler_problems
+
+    problems = handler_problems(cfg)
+    for problem in problems[1:]:
+        err_console.print(f"[red]error:[/red] {escape(problem)}", highlight=False)
+    if problems:
+        fail(problems[0])
+
+
+@edge_app.command("validate")
+def validate(
+    config: Annotated[Path, typer.Argument(help="The core's configuration (YAML), e.g. examples/edge/edge.yaml.")],
+    as_json: JsonOut = False,
+) -> None:
+    """Check an edge config: its fields, and that every component's handler imports (in a child process)."""
+    from gateway.edge.handler_check import handler_problems
+
+    cfg = _config(config, {})
+    problems = handler_problems(cfg)
+    if as_json:
+        typer.echo(json.dumps({"file": str(config), "ok": not problems, "problems": problems}))
+        if problems:
+            raise typer.Exit(1)
+        return
+    if problems:
+        _fail_on_handler_problems(cfg)
+    typer.echo(f"{config}: ok ({len(cfg.components)} component(s), {len(cfg.mqtt_topic_mapping)} bridge mapping(s))")
 
 
 def _control(name: str, home: Path | None, method: str, path: str) -> dict[str, Any]:
