@@ -114,7 +114,7 @@ def one_line(exc: BaseException) -> str | None:
     if isinstance(exc, UnicodeDecodeError):
         return "a file is not UTF-8 text"
     if isinstance(exc, OSError) and exc.filename is not None:
-        return os_error_line(exc)
+        return f"{exc.filename}: {_REASONS.get(exc.errno or 0, exc.strerror or str(exc))}"
     if isinstance(exc, OSError):
         return port_in_use_line(exc, {})
     return None
