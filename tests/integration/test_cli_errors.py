@@ -242,11 +242,27 @@ def test_a_port_in_use_is_one_line_naming_its_flag(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         for command in (["up"], ["demo", "--duration", "1"]):
             done = subprocess.run(
-                [sys.executable, "-m", "gateway", *command, "--api-port", str(port), "--mqtts-port", "0",
-                 "--wss-port", "0", "--https-port", "0"],
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway",
+                    *command,
+                    "--api-port",
+                    str(port),
+                    "--mqtts-port",
+                    "0",
+                    "--wss-port",
+                    "0",
+                    "--https-port",
+                    "0",
+                ],
                 cwd=tmp_path,
-                env={**os.environ, "EDGESIM_HOME": str(tmp_path / "data"), "EDGESIM_CERTS": str(tmp_path / "certs"),
-                     "PYTHONPATH": str(ROOT)},
+                env={
+                    **os.environ,
+                    "EDGESIM_HOME": str(tmp_path / "data"),
+                    "EDGESIM_CERTS": str(tmp_path / "certs"),
+                    "PYTHONPATH": str(ROOT),
+                },
                 capture_output=True,
                 text=True,
                 timeout=60,
