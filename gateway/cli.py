@@ -247,7 +247,7 @@ async def _run_gateway(cfg: Config, ports_file: Path | None, create_targets: boo
 
             clients = _api_clients(f"http://127.0.0.1:{gw.ports['api']}", gw.api_token)
             for line in await asyncio.to_thread(create, clients, cfg.rules_dir):
-                console.print(f"targets: {line}", markup=False, highlight=False)
+                console.print(f"targets: {line}", markup=False, highlight=False, soft_wrap=True)
         if ports_file is not None:
             ports_file.write_text(json.dumps(gw.ports))  # noqa: ASYNC240 - once, at start-up
         console.print(f"[green]edgesim is up[/green] {json.dumps(gw.ports)}  (Ctrl-C to stop)")

@@ -137,11 +137,9 @@ def functions_list(endpoint: Endpoint = DEFAULT_ENDPOINT, as_json: JsonOut = Fal
                         "lastModified": fn.get("LastModified"),
                     }
                 )
-    table = Table("function", "runtime", "handler", "timeout (s)", "memory (MB)", "last modified")
+    table = Table("function", "runtime", "handler", "timeout", "MB", caption="more (last modified): --json")
     for row in rows:
-        table.add_row(
-            row["name"], row["runtime"], row["handler"], str(row["timeout"]), str(row["memory"]), row["lastModified"]
-        )
+        table.add_row(row["name"], row["runtime"], row["handler"], f"{row['timeout']} s", str(row["memory"]))
     emit({"functions": rows}, as_json, table)
 
 

@@ -198,7 +198,7 @@ def rules_stats(endpoint: Endpoint = DEFAULT_ENDPOINT, as_json: JsonOut = False)
     except (urllib.error.URLError, OSError) as exc:
         err_console.print(f"[red]error:[/red] no gateway answers at {escape(endpoint)} ({escape(str(exc))})")
         raise typer.Exit(1) from exc
-    table = Table("rule", "matched", "fired", "ok", "failed", "errorAction", "last error")
+    table = Table("rule", "matched", "fired", "ok", "failed", "errorAction")
     for name, m in sorted(metrics.items()):
         table.add_row(
             name,
@@ -207,6 +207,9 @@ def rules_stats(endpoint: Endpoint = DEFAULT_ENDPOINT, as_json: JsonOut = False)
             str(m["action_success"]),
             str(m["action_failure"]),
             str(m["error_actions"]),
-            escape(m["last_error"] or ""),
         )
     emit(metrics, as_json, table)
+    if not as_json:  # under the table, whole: a long error squeezed into a column is unreadable at 80 columns
+        for name, m in sorted(metrics.items()):
+            if m["last_error"]:
+                console.print(f"[bold]{escape(name)}[/bold] last error: {escape(m['last_error'])}", soft_wrap=True)
