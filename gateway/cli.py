@@ -19,6 +19,7 @@ from gateway.cli_errors import fail, one_line, port_in_use_line
 from gateway.cli_examples import examples_command, packaged_examples
 from gateway.cli_fleet import fleet_app
 from gateway.cli_functions import functions_app
+from gateway.cli_help import install as install_help_conventions
 from gateway.cli_queues import queues_app
 from gateway.cli_registry import certs_app, policies_app, things_app
 from gateway.cli_rules import rules_app
@@ -28,6 +29,7 @@ from gateway.cli_streams import streams_app
 from gateway.config import Config
 from gateway.logs import FORMAT_HELP, configure_logging
 
+install_help_conventions()
 app = typer.Typer(help="edgesim: a local, offline AWS IoT Core and its sinks.", no_args_is_help=True)
 app.add_typer(certs_app, name="certs")
 app.add_typer(things_app, name="things")

@@ -280,3 +280,18 @@ def test_version() -> None:
 
     code, out, _ = _invoke(["--version"])
     assert code == 0 and out.strip() == f"edgesim {__version__}"
+
+
+def test_every_command_has_help_in_click_conventions() -> None:
+    for command in sorted(_leaf_commands()):
+        code, out, err = _invoke([*command.split(), "--help"])
+        assert code == 0, (command, err)
+        usage = next(line for line in out.splitlines() if "Usage:" in line)
+        assert "{" not in usage, (command, usage)
+        assert "<bool>" not in out and "<str>" not in out, (command, out)
+
+
+def test_edge_validate_accepts_the_example() -> None:
+    code, out, err = _invoke(["edge", "validate", str(ROOT / "examples/edge/edge.yaml")])
+    assert code == 0, err
+    assert "ok (1 component(s)" in out
