@@ -11,7 +11,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from gateway.cli_api import DEFAULT_ENDPOINT, Endpoint, JsonOut, api, console, emit, err_console, strip_metadata
+from gateway.cli_api import (
+    DEFAULT_ENDPOINT,
+    Endpoint,
+    JsonOut,
+    api,
+    console,
+    emit,
+    err_console,
+    get_json,
+    strip_metadata,
+)
 from gateway.cli_errors import fail, os_error_line, read_bytes
 from gateway.errors import EdgesimError
 
@@ -189,15 +199,7 @@ def rules_disable(name: str, endpoint: Endpoint = DEFAULT_ENDPOINT) -> None:
 @rules_app.command("stats")
 def rules_stats(endpoint: Endpoint = DEFAULT_ENDPOINT, as_json: JsonOut = False) -> None:
     """Per-rule figures from a running gateway: matched, fired, action successes and failures, last error."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{endpoint.rstrip('/')}/edgesim/rules/metrics", timeout=5) as response:
-            metrics = json.loads(response.read())
-    except (urllib.error.URLError, OSError) as exc:
-        err_console.print(f"[red]error:[/red] no gateway answers at {escape(endpoint)} ({escape(str(exc))})")
-        raise typer.Exit(1) from exc
+    metrics = get_json(endpoint, "/edgesim/rules/metrics")
     table = Table("rule", "matched", "fired", "ok", "failed", "errorAction")
     for name, m in sorted(metrics.items()):
         table.add_row(

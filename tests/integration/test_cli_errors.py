@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import socket
 import subprocess
@@ -295,3 +296,22 @@ def test_edge_validate_accepts_the_example() -> None:
     code, out, err = _invoke(["edge", "validate", str(ROOT / "examples/edge/edge.yaml")])
     assert code == 0, err
     assert "ok (1 component(s)" in out
+
+
+def test_a_401_names_edgesim_api_token(tmp_path: Path) -> None:
+    from conftest import GatewayProcess
+
+    gw = GatewayProcess(tmp_path, extra_args=["--api-token", "sesame"]).start()
+    try:
+        endpoint = f"http://127.0.0.1:{gw.ports['api']}"
+        with _environment(tmp_path, endpoint):
+            for argv in (["things", "list"], ["rules", "stats"], ["functions", "logs", "f1"]):
+                code, _, err = _invoke(argv)
+                assert code == 1 and "set EDGESIM_API_TOKEN" in err and len(err.strip().splitlines()) == 1, err
+            os.environ["EDGESIM_API_TOKEN"] = "sesame"
+            for argv in (["things", "list", "--json"], ["rules", "stats", "--json"]):
+                code, out, err = _invoke(argv)
+                assert code == 0, err
+                json.loads(out)
+    finally:
+        gw.stop()
