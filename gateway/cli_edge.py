@@ -179,7 +179,7 @@ def run(
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
     if as_json:
-        typer.echo(json.dumps(final, indent=2))
+        typer.echo(json.dumps(camel_keys(final), indent=2))
     else:
         ui.print(status_table(final))
 
@@ -283,8 +283,30 @@ def status(name: Name, home: Home = None, as_json: JsonOut = False) -> None:
     _show(_control(name, home, "GET", "/edgesim/status"), as_json)
 
 
+_NAMED_BY_USER = ("components", "forwarded")  # their keys are component and mapping names: left as written
+
+
+def _camel(key: str) -> str:
+    if key.endswith("_s"):
+        key = key[:-2] + "_seconds"
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def camel_keys(data: Any, parent: str = "") -> Any:
+    """The status as the JSON of `--json` shows it: camelCase, as the gateway's API and AWS's JSON are."""
+    if isinstance(data, dict):
+        return {
+            (k if parent in _NAMED_BY_USER else _camel(k)): camel_keys(v, k if parent not in _NAMED_BY_USER else "")
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [camel_keys(v) for v in data]
+    return data
+
+
 def _show(status: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(status, indent=2))
+        typer.echo(json.dumps(camel_keys(status), indent=2))
     else:
         Console().print(status_table(status))
