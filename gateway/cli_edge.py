@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gateway.cli_api import JsonOut, err_console
-from gateway.cli_errors import fail
+from gateway.cli_errors import fail, port_in_use_line
 from gateway.config import default_certs_dir, default_data_dir
 from gateway.errors import ConfigError
 from gateway.logs import FORMAT_HELP, configure_logging
@@ -119,10 +119,14 @@ def run(
         Path | None, typer.Option(help="Where the core's certificate is cached [default: certs]")
     ] = None,
     local_host: Annotated[str | None, typer.Option(help="The local broker's address [default 127.0.0.1].")] = None,
-    local_port: Annotated[int | None, typer.Option(help="The local broker's plain MQTT port (0: pick one).")] = None,
+    local_port: Annotated[
+        int | None, typer.Option(help="The local broker's plain MQTT port (0: any free port).")
+    ] = None,
     local_tls_port: Annotated[
         int | None,
-        typer.Option(help="Also a mutual-TLS listener here for devices with `edge device-cert` certificates."),
+        typer.Option(
+            help="Also a mutual-TLS listener here for devices with `edge device-cert` certificates (0: any free port)."
+        ),
     ] = None,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final status as JSON on stdout.")] = False,
@@ -178,6 +182,12 @@ def run(
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
+    except OSError as exc:
+        flags = {"--local-port": cfg.local_broker.port, "--local-tls-port": cfg.local_broker.tls_port}
+        line = port_in_use_line(exc, flags)
+        if line is None:
+            raise
+        fail(line)
     if as_json:
         typer.echo(json.dumps(camel_keys(final), indent=2))
     else:

@@ -315,3 +315,29 @@ def test_a_401_names_edgesim_api_token(tmp_path: Path) -> None:
                 json.loads(out)
     finally:
         gw.stop()
+
+
+def test_edge_run_port_in_use_names_its_flag(tmp_path: Path) -> None:
+    from conftest import GatewayProcess
+
+    (tmp_path / "gw").mkdir()
+    gw = GatewayProcess(tmp_path / "gw").start()
+    try:
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            done = subprocess.run(
+                [sys.executable, "-m", "gateway", "edge", "run", "e1",
+                 "--config", str(ROOT / "examples/edge/edge.yaml"), "--local-port", str(port), "--endpoint", f"http://127.0.0.1:{gw.ports['api']}",
+                 "--target", f"mqtts://127.0.0.1:{gw.ports['mqtts']}", "--ca", str(gw.ca_file),
+                 "--certs-dir", str(gw.certs_dir), "--data-dir", str(tmp_path / "edge"), "--duration", "1"],
+                cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        expected = f"error: port {port} (--local-port) is in use; choose another or 0 for any free port"
+        assert done.stderr.strip().splitlines()[-1] == expected, done.stderr
+        assert "Traceback" not in done.stderr
+    finally:
+        gw.stop()
