@@ -6,6 +6,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY devices ./devices
+COPY mqttwire ./mqttwire
 # gateway/examples links to ./examples: the examples ship inside the package.
 COPY examples ./examples
 RUN pip install --no-cache-dir . && rm -rf build ./*.egg-info

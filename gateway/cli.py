@@ -128,6 +128,11 @@ def up(
     min_keep_alive: Annotated[
         int, typer.Option(help="Raise clients' keep-alive to at least this many seconds (AWS: 30).", min=1)
     ] = 30,
+    max_session_expiry: Annotated[
+        int,
+        typer.Option(help="Seconds a persistent session outlives its connection at most (AWS: 3600, up to 604800).",
+                     min=1, max=604_800),
+    ] = 3600,
     data_dir: DataDir = Path(".edgesim"),
     certs_dir: CertsDir = Path("certs"),
     require_sigv4: Annotated[
@@ -197,6 +202,7 @@ def up(
         raise typer.BadParameter("--sink-backend takes local or aws")
     cfg.mqtt.publishes_per_second = publishes_per_second
     cfg.mqtt.min_keep_alive_s = min_keep_alive
+    cfg.mqtt.max_session_expiry_s = max_session_expiry
     for pair in require_sigv4 or []:
         key, sep, secret = pair.partition(":")
         if not sep or not key or not secret:

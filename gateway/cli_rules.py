@@ -44,7 +44,13 @@ def _read_rule(rule_file: Path) -> tuple[str, dict[str, Any]]:
 
 
 def evaluate_rule_file(
-    rule_file: Path, topic: str, payload: bytes, client_id: str | None, principal: str | None, timestamp_ms: int
+    rule_file: Path,
+    topic: str,
+    payload: bytes,
+    client_id: str | None,
+    principal: str | None,
+    timestamp_ms: int,
+    properties: dict[int, Any] | None = None,
 ) -> dict[str, Any]:
     """What the rule would do with this message: WHERE result, SQL output, each action rendered (nothing runs)."""
     from gateway.rules.files import read_rule_file
@@ -52,7 +58,46 @@ def evaluate_rule_file(
     from gateway.rules.tryout import evaluate_rule
 
     name, document = read_rule_file(rule_file)
-    return evaluate_rule(parse_rule_payload(name, document), topic, payload, client_id, principal, timestamp_ms)
+    rule = parse_rule_payload(name, document)
+    return evaluate_rule(rule, topic, payload, client_id, principal, timestamp_ms, properties=properties)
+
+
+def _mqtt5_options(
+    user_property: list[str] | None,
+    content_type: str | None,
+    response_topic: str | None,
+    correlation_data: str | None,
+    payload_format: str | None,
+) -> dict[int, Any] | None:
+    """The MQTT 5 properties given on the command line, as the message would carry them."""
+    import base64
+    import binascii
+
+    from mqttwire import properties as mp
+
+    props: dict[int, Any] = {}
+    pairs = []
+    for item in user_property or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--user-property wants KEY=VALUE, got {item!r}")
+        pairs.append((key, value))
+    if pairs:
+        props[mp.USER_PROPERTY] = pairs
+    if content_type is not None:
+        props[mp.CONTENT_TYPE] = content_type
+    if response_topic is not None:
+        props[mp.RESPONSE_TOPIC] = response_topic
+    if correlation_data is not None:
+        try:
+            props[mp.CORRELATION_DATA] = base64.b64decode(correlation_data, validate=True)
+        except binascii.Error:
+            raise typer.BadParameter("--correlation-data wants base64") from None
+    if payload_format is not None:
+        if payload_format not in ("UNSPECIFIED_BYTES", "UTF8_DATA"):
+            raise typer.BadParameter("--payload-format takes UNSPECIFIED_BYTES or UTF8_DATA")
+        props[mp.PAYLOAD_FORMAT_INDICATOR] = 1 if payload_format == "UTF8_DATA" else 0
+    return props or None
 
 
 @rules_app.command("test")
@@ -63,6 +108,17 @@ def rules_test(
     clientid: Annotated[str | None, typer.Option(help="clientid() of the publisher.")] = None,
     principal: Annotated[str | None, typer.Option(help="principal() of the publisher.")] = None,
     timestamp: Annotated[int | None, typer.Option(help="timestamp() in epoch ms (default: now).")] = None,
+    user_property: Annotated[
+        list[str] | None, typer.Option(help="MQTT 5 user property KEY=VALUE (repeatable): get_user_properties().")
+    ] = None,
+    content_type: Annotated[
+        str | None, typer.Option(help="MQTT 5 content type: get_mqtt_property('content_type').")
+    ] = None,
+    response_topic: Annotated[str | None, typer.Option(help="MQTT 5 response topic.")] = None,
+    correlation_data: Annotated[str | None, typer.Option(help="MQTT 5 correlation data, base64.")] = None,
+    payload_format: Annotated[
+        str | None, typer.Option(help="MQTT 5 payload format indicator: UNSPECIFIED_BYTES or UTF8_DATA.")
+    ] = None,
     run: Annotated[
         bool, typer.Option(help="Also install the rule on a gateway and publish the message there.")
     ] = False,
@@ -72,9 +128,16 @@ def rules_test(
     """Evaluate a rule against one message, offline: WHERE, output, rendered actions."""
     body = _payload_bytes(payload)
     _read_rule(rule_file)
+    props = _mqtt5_options(user_property, content_type, response_topic, correlation_data, payload_format)
     try:
         result = evaluate_rule_file(
-            rule_file, topic, body, clientid, principal, timestamp if timestamp is not None else int(time.time() * 1000)
+            rule_file,
+            topic,
+            body,
+            clientid,
+            principal,
+            timestamp if timestamp is not None else int(time.time() * 1000),
+            props,
         )
     except EdgesimError as exc:
         err_console.print(f"[red]{escape(str(rule_file))}[/red]:\n{escape(str(exc))}")
@@ -87,7 +150,7 @@ def rules_test(
             except iot.exceptions.ResourceNotFoundException:
                 iot.create_topic_rule(ruleName=name, topicRulePayload=document)
         with api("iot-data", endpoint) as data:
-            data.publish(topic=topic, qos=1, payload=body)
+            data.publish(topic=topic, qos=1, payload=body, **_publish_headers(props))
         result["ran"] = True
     if as_json:
         emit(result, True)
@@ -100,6 +163,28 @@ def rules_test(
         for action in result["actions"]:
             ((kind, fields),) = action.items()
             console.print(f"action {kind}: {json.dumps(fields)}", markup=False)
+
+
+def _publish_headers(props: dict[int, Any] | None) -> dict[str, Any]:
+    """The same MQTT 5 fields as boto3 iot-data publish() arguments."""
+    import base64
+
+    from mqttwire import properties as mp
+
+    if not props:
+        return {}
+    out: dict[str, Any] = {}
+    if mp.USER_PROPERTY in props:
+        out["userProperties"] = json.dumps([{k: v} for k, v in props[mp.USER_PROPERTY]])
+    if mp.CONTENT_TYPE in props:
+        out["contentType"] = props[mp.CONTENT_TYPE]
+    if mp.RESPONSE_TOPIC in props:
+        out["responseTopic"] = props[mp.RESPONSE_TOPIC]
+    if mp.CORRELATION_DATA in props:
+        out["correlationData"] = base64.b64encode(props[mp.CORRELATION_DATA]).decode()
+    if mp.PAYLOAD_FORMAT_INDICATOR in props:
+        out["payloadFormatIndicator"] = "UTF8_DATA" if props[mp.PAYLOAD_FORMAT_INDICATOR] else "UNSPECIFIED_BYTES"
+    return out
 
 
 @rules_app.command("check")

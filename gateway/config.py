@@ -36,6 +36,11 @@ class MqttLimits(BaseModel):
     min_keep_alive_s: int = Field(
         default=30, description="AWS raises a client's keep-alive to at least this (30 s); tests lower it"
     )
+    max_session_expiry_s: int = Field(
+        default=3600,
+        description="how long a persistent session outlives its connection at most (AWS's default quota: 1 hour;"
+        " AWS allows up to 7 days): MQTT 3.1.1 sessions get this, MQTT 5 ones their own interval clamped to it",
+    )
     inflight_qos1: int = limits.INFLIGHT_QOS1_PER_CLIENT
     outgoing_queue_bytes: int = Field(
         default=4 * 1024 * 1024,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -23,6 +24,13 @@ class Message:
     # (only then: most messages match no sink rule) and the acknowledgement waits until that work has finished.
     acknowledged: bool = False
     hold: AckHold | None = None
+    # MQTT 5 properties that travel with the message to MQTT 5 subscribers (payload format, content type, response
+    # topic, correlation data, user properties; mqttwire.properties identifiers), None for most messages.
+    properties: dict[int, Any] | None = None
+    # When the message expires (wall ms; 0 = never): from an MQTT 5 Message Expiry Interval.
+    expires_ms: int = 0
+    # Encodings for subscribers, made once per message by the broker: (version, retain, qos) -> PUBLISH parts.
+    encoded: dict[tuple[int, bool, int], tuple[bytes, bytes]] | None = None
 
 
 class AckHold:

@@ -200,6 +200,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX mqtt_session_messages_by_client ON mqtt_session_messages(client_id, seq);
     """,
+    # MQTT 5: a session's protocol version, expiry interval and owner; message expiry; retained message properties.
+    """
+    ALTER TABLE mqtt_sessions ADD COLUMN version INTEGER NOT NULL DEFAULT 4;
+    ALTER TABLE mqtt_sessions ADD COLUMN expiry_s INTEGER NOT NULL DEFAULT 3600;
+    ALTER TABLE mqtt_sessions ADD COLUMN principal TEXT;
+    ALTER TABLE mqtt_session_messages ADD COLUMN expires_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE retained_messages ADD COLUMN properties BLOB;
+    ALTER TABLE retained_messages ADD COLUMN expires_ms INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 

@@ -8,6 +8,14 @@ from typing import Generic, TypeVar
 
 from gateway.errors import InvalidRequestException
 from gateway.limits import MAX_TOPIC_BYTES, MAX_TOPIC_SLASHES
+from mqttwire.topics import (
+    MAX_SHARE_NAME_CHARS,
+    SHARE_PREFIX,
+    shorten,
+    split_shared_filter,
+    topic_filter_error,
+    topic_name_error,
+)
 
 __all__ = [
     "BASIC_INGEST_PREFIX",
@@ -22,14 +30,7 @@ __all__ = [
 ]
 
 V = TypeVar("V")
-
 BASIC_INGEST_PREFIX = "$aws/rules/"
-SHARE_PREFIX = "$share/"
-MAX_SHARE_NAME_CHARS = 128
-
-
-def _show(text: str, limit: int = 80) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def split_basic_ingest(topic: str) -> tuple[str | None, str]:
@@ -43,34 +44,14 @@ def split_basic_ingest(topic: str) -> tuple[str | None, str]:
     return rest[:slash], rest[slash + 1 :]
 
 
-def split_shared_filter(topic_filter: str) -> tuple[str | None, str]:
-    """Split `$share/<name>/<filter>` into `(name, filter)`; other filters give `(None, filter)`.
-
-    A malformed shared filter (no name or no inner filter) is returned unchanged with `None`;
-    `validate_topic_filter` is what rejects it.
-    """
-    if not topic_filter.startswith(SHARE_PREFIX):
-        return None, topic_filter
-    rest = topic_filter[len(SHARE_PREFIX) :]
-    slash = rest.find("/")
-    if slash <= 0 or slash == len(rest) - 1:
-        return None, topic_filter
-    return rest[:slash], rest[slash + 1 :]
-
-
 def _check_limits(kind: str, whole: str, counted: str, max_bytes: int, max_slashes: int) -> None:
-    if "\x00" in whole:
-        raise InvalidRequestException(f"{kind} must not contain the NUL character: {_show(whole)}")
-    try:
-        size = len(counted.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise InvalidRequestException(f"{kind} is not valid UTF-8: {_show(whole)}") from exc
+    size = len(counted.encode("utf-8"))
     if size > max_bytes:
-        raise InvalidRequestException(f"{kind} is {size} bytes of UTF-8; the maximum is {max_bytes}: {_show(whole)}")
+        raise InvalidRequestException(f"{kind} is {size} bytes of UTF-8; the maximum is {max_bytes}: {shorten(whole)}")
     slashes = counted.count("/")
     if slashes > max_slashes:
         raise InvalidRequestException(
-            f"{kind} has {slashes} forward slashes; the maximum is {max_slashes}: {_show(whole)}"
+            f"{kind} has {slashes} forward slashes; the maximum is {max_slashes}: {shorten(whole)}"
         )
 
 
@@ -79,10 +60,9 @@ def validate_topic_name(topic: str, *, max_bytes: int = MAX_TOPIC_BYTES, max_sla
 
     The Basic Ingest prefix `$aws/rules/<rule>/` counts toward neither the byte nor the slash limit.
     """
-    if not topic:
-        raise InvalidRequestException("Topic name must not be empty")
-    if "+" in topic or "#" in topic:
-        raise InvalidRequestException(f"Topic name must not contain the wildcards '+' or '#': {_show(topic)}")
+    error = topic_name_error(topic)
+    if error is not None:
+        raise InvalidRequestException(error)
     _, counted = split_basic_ingest(topic)
     _check_limits("Topic name", topic, counted, max_bytes, max_slashes)
 
@@ -95,33 +75,10 @@ def validate_topic_filter(
     `$share/<name>/<filter>` is accepted; the limits then apply to the inner filter only, so the two
     structural slashes are not counted.
     """
-    if not topic_filter:
-        raise InvalidRequestException("Topic filter must not be empty")
-    inner = topic_filter
-    if topic_filter.startswith(SHARE_PREFIX):
-        rest = topic_filter[len(SHARE_PREFIX) :]
-        slash = rest.find("/")
-        name = rest if slash < 0 else rest[:slash]
-        if not name:
-            raise InvalidRequestException(f"Shared subscription needs a share name: {_show(topic_filter)}")
-        if "+" in name or "#" in name:
-            raise InvalidRequestException(f"Share name must not contain '/', '+' or '#': {_show(topic_filter)}")
-        if len(name) > MAX_SHARE_NAME_CHARS:
-            raise InvalidRequestException(
-                f"Share name is {len(name)} characters; the maximum is {MAX_SHARE_NAME_CHARS}"
-            )
-        inner = rest[slash + 1 :] if slash >= 0 else ""
-        if not inner:
-            raise InvalidRequestException(
-                f"Shared subscription needs a topic filter after the share name: {_show(topic_filter)}"
-            )
-    levels = inner.split("/")
-    last = len(levels) - 1
-    for i, level in enumerate(levels):
-        if "+" in level and level != "+":
-            raise InvalidRequestException(f"'+' must occupy a whole topic level: {_show(topic_filter)}")
-        if "#" in level and (level != "#" or i != last):
-            raise InvalidRequestException(f"'#' is only allowed as the whole last topic level: {_show(topic_filter)}")
+    error = topic_filter_error(topic_filter)
+    if error is not None:
+        raise InvalidRequestException(error)
+    _, inner = split_shared_filter(topic_filter)
     _check_limits("Topic filter", topic_filter, inner, max_bytes, max_slashes)
 
 

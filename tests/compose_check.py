@@ -107,3 +107,21 @@ def compose_problems(compose: dict[str, Any], root: Path) -> list[str]:
     for name, service in services.items():
         problems += _service_problems(name, service, compose, root)
     return problems
+
+
+def dockerfile_problems(root: Path) -> list[str]:
+    """The image installs the package from what was COPYed before `pip install`: every top-level package (and the
+    examples the package links to) must be there by then."""
+    import tomllib
+
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {p.rstrip("*") for p in patterns}
+    copied: set[str] = set()
+    for line in (root / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"]:
+            copied.update(w.rstrip("/") for w in words[1:-1])
+        if words[:1] == ["RUN"] and "pip install" in line:
+            break
+    needed = {p for p in packages if (root / p / "__init__.py").is_file()} | {"examples", "pyproject.toml"}
+    return [f"Dockerfile: {name} is not copied before `pip install`" for name in sorted(needed - copied)]

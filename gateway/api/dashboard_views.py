@@ -11,6 +11,7 @@ from gateway.errors import AwsError, ResourceNotFoundException
 from gateway.identity.authorizer import Authorizer
 from gateway.identity.certs import parse_certificate
 from gateway.sinks.s3 import ObjectInfo
+from mqttwire import properties as mqtt5_properties
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -28,9 +29,11 @@ def payload_json(payload: bytes) -> tuple[str, str]:
         return base64.b64encode(payload).decode(), "base64"
 
 
-def message_json(topic: str, payload: bytes, qos: int, client_id: str | None, ts_ms: int) -> dict[str, Any]:
+def message_json(
+    topic: str, payload: bytes, qos: int, client_id: str | None, ts_ms: int, props: dict[int, Any] | None = None
+) -> dict[str, Any]:
     text, encoding = payload_json(payload)
-    return {
+    out = {
         "topic": topic,
         "payload": text,
         "encoding": encoding,
@@ -39,6 +42,9 @@ def message_json(topic: str, payload: bytes, qos: int, client_id: str | None, ts
         "clientId": client_id,
         "timestampMs": ts_ms,
     }
+    if props:
+        out["properties"] = mqtt5_properties.to_json(props)
+    return out
 
 
 # ---------------------------------------------------------------- fleet

@@ -143,12 +143,14 @@ class Watcher:
         self.closed = True
         self.wake.set()
 
-    def offer_message(self, topic: str, payload: bytes, qos: int, client_id: str | None, now_ms: int) -> None:
+    def offer_message(
+        self, topic: str, payload: bytes, qos: int, client_id: str | None, props: dict[int, Any] | None, now_ms: int
+    ) -> None:
         if self.sent_this_second >= MESSAGES_PER_S or len(self.pending) >= MAX_PENDING:
             self.skipped += 1
             return
         self.sent_this_second += 1
-        self.push("message", views.message_json(topic, payload, qos, client_id, now_ms))
+        self.push("message", views.message_json(topic, payload, qos, client_id, now_ms, props))
 
     def take(self) -> bytes:
         out = b"".join(self.pending)
@@ -208,16 +210,20 @@ class LiveFeed:
         if view == "tail" and topic_filter:
             try:
                 watcher.subscriber = broker.subscribe_local(
-                    "dashboard-tail", [topic_filter], lambda t, p, q, c: watcher.offer_message(t, p, q, c, self._now())
+                    "dashboard-tail",
+                    [topic_filter],
+                    lambda t, p, q, c, props: watcher.offer_message(t, p, q, c, props, self._now()),
                 )
             except Exception as exc:  # an invalid filter: the page shows why
                 watcher.push("error", {"message": str(exc)})
         elif view == "thing" and thing:
             name = thing
 
-            def on_message(topic: str, payload: bytes, qos: int, client_id: str | None) -> None:
+            def on_message(
+                topic: str, payload: bytes, qos: int, client_id: str | None, props: dict[int, Any] | None
+            ) -> None:
                 if client_id == name or name in topic.split("/"):
-                    watcher.offer_message(topic, payload, qos, client_id, self._now())
+                    watcher.offer_message(topic, payload, qos, client_id, props, self._now())
 
             watcher.subscriber = broker.subscribe_local("dashboard-thing", ["#", f"$aws/things/{name}/#"], on_message)
         self.watchers.add(watcher)
@@ -239,7 +245,7 @@ class LiveFeed:
         return self.gw.clock.wall_ms()
 
     # ---- always-on subscriptions
-    def _on_shadow(self, topic: str, payload: bytes, qos: int, client_id: str | None) -> None:
+    def _on_shadow(self, topic: str, payload: bytes, qos: int, client_id: str | None, _props: object = None) -> None:
         """Every accepted update's documents message is kept raw (parsed only when a page asks for it)."""
         parsed = parse_shadow_topic(topic)
         if parsed is None:
@@ -269,7 +275,9 @@ class LiveFeed:
                 for watcher in watchers:
                     watcher.push("shadow", event)
 
-    def _on_edge_health(self, topic: str, payload: bytes, qos: int, client_id: str | None) -> None:
+    def _on_edge_health(
+        self, topic: str, payload: bytes, qos: int, client_id: str | None, _props: object = None
+    ) -> None:
         """Any client may publish here: the report is checked and reduced to what the page shows, at intake."""
         core = topic.split("/")[2]
         entry = edge_core(core, self._now(), _current(payload))
@@ -285,7 +293,7 @@ class LiveFeed:
         if self._edge_store is not None:
             self._edge_store.save(core, entry, dropped)
 
-    def _on_presence(self, topic: str, payload: bytes, qos: int, client_id: str | None) -> None:
+    def _on_presence(self, topic: str, payload: bytes, qos: int, client_id: str | None, _props: object = None) -> None:
         for watcher in self.watchers:
             if watcher.view in ("fleet", "thing", "edge"):
                 watcher.push("presence", payload)
@@ -351,9 +359,7 @@ class LiveFeed:
             data = ticks.get(watcher.view)
             if data is None:
                 extra = extras.get(watcher.view)
-                data = ticks[watcher.view] = orjson.dumps(
-                    base if extra is None else {**base, watcher.view: extra}
-                )
+                data = ticks[watcher.view] = orjson.dumps(base if extra is None else {**base, watcher.view: extra})
             watcher.push("tick", data)
 
     def _cached_objects(self, bucket: str, prefix: str) -> list[Any]:

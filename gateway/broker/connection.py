@@ -1,4 +1,4 @@
-"""One MQTT 3.1.1 client connection: framing, the per-packet state machine, quotas and flow control."""
+"""One MQTT 3.1.1 or 5 client connection: framing, the per-packet state machine, quotas and flow control."""
 
 from __future__ import annotations
 
@@ -8,9 +8,27 @@ import socket
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from gateway.broker import codec
-from gateway.broker.codec import ProtocolError
 from gateway.messages import AckHold, Message
+from mqttwire import codec, reasons
+from mqttwire.errors import MalformedPacket, ProtocolViolation
+from mqttwire.frame import split_frame
+from mqttwire.packets import (
+    AUTH,
+    CONNECT,
+    DISCONNECT,
+    PINGREQ,
+    PUBACK,
+    PUBLISH,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    V5,
+    V311,
+    Disconnect,
+    Subscribe,
+    Unsubscribe,
+    Will,
+)
+from mqttwire.properties import REASON_STRING
 
 if TYPE_CHECKING:
     from gateway.broker.core import Broker, Subscription
@@ -29,6 +47,7 @@ class Connection(asyncio.Protocol):
         "_out",
         "_out_bytes",
         "acks",
+        "aliases",
         "authorizer",
         "broker",
         "buf",
@@ -46,20 +65,27 @@ class Connection(asyncio.Protocol):
         "keep_alive",
         "last_message",
         "last_rx",
+        "max_out",
         "next_pid",
+        "opened",
         "peer_ip",
         "pending",
         "persistent",
         "principal",
+        "problem_info",
         "quota_count",
         "quota_window",
         "read_blocks",
         "resume_after",
+        "session_expiry",
+        "session_id",
         "stored",
         "subscriptions",
         "transport",
+        "version",
         "waiting",
         "will",
+        "window",
     )
 
     def __init__(self, broker: Broker, door: str) -> None:
@@ -70,7 +96,10 @@ class Connection(asyncio.Protocol):
         self.connected = False
         self.closed = False
         self.clean_disconnect = False
-        self.persistent = False  # clean_session=0: the broker parks its session when it goes
+        self.version = V311
+        self.persistent = False  # the session outlives the connection: the broker parks it when it goes
+        self.session_expiry = 0  # seconds the session outlives the connection
+        self.session_id = ""  # the lifecycle events' sessionIdentifier
         self.client_id = ""
         self.principal: str | None = None
         self.cert_der: bytes | None = None
@@ -79,11 +108,16 @@ class Connection(asyncio.Protocol):
         self.generation = -1
         self.keep_alive = 0.0
         self.last_rx = 0.0
+        self.opened = 0.0
         self.connected_ms = 0
         self.disconnect_reason: str | None = None  # for the disconnected lifecycle event
         self.last_message: Message | None = None  # the dashboard shows it
         self.subscriptions: dict[str, Subscription] = {}
-        self.will: codec.ConnectRequest | None = None
+        self.will: Will | None = None
+        self.aliases: dict[int, str] = {}  # MQTT 5 topic aliases the client set up
+        self.problem_info = True  # MQTT 5 Request Problem Information
+        self.window = broker.inflight_window  # QoS 1 deliveries in flight at most (the client's Receive Maximum)
+        self.max_out = 0  # the client's Maximum Packet Size (0: no limit of its own)
         self.inflight: dict[int, bytes] = {}
         # Waiting for room in the in-flight window: (head, tail, store seq or 0 for a live message).
         self.pending: deque[tuple[bytes, bytes, int]] = deque()
@@ -91,8 +125,9 @@ class Connection(asyncio.Protocol):
         # until its PUBACK, so a crash or a drop loses none of them.
         self.stored: dict[int, int] = {}
         self.resume_after = 0  # the last store seq handed to this connection while draining its session
-        # PUBACKs waiting for durable work, in PUBLISH order [MQTT-4.6.0-2]: (packet id, hold or None when ready).
-        self.acks: deque[tuple[int, AckHold | None]] = deque()
+        # PUBACKs waiting for durable work, in PUBLISH order [MQTT-4.6.0-2]: (packet id, hold or None when ready,
+        # the PUBACK with a reason code of a refused MQTT 5 PUBLISH or None).
+        self.acks: deque[tuple[int, AckHold | None, bytes | None]] = deque()
         self.next_pid = 1
         self.quota_window = 0.0
         self.quota_count = 0
@@ -116,7 +151,7 @@ class Connection(asyncio.Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.cert_der = ssl_object.getpeercert(binary_form=True)
-        self.last_rx = self.broker.loop.time()
+        self.last_rx = self.opened = self.broker.loop.time()
         self.keep_alive = self.broker.connect_timeout
         self.broker.connection_opened(self)
 
@@ -149,13 +184,21 @@ class Connection(asyncio.Protocol):
         """Bytes waiting to go out: asked per QoS 0 delivery, so O(1) (a flood puts thousands in one turn's batch)."""
         return int(self.transport.get_write_buffer_size()) + self._out_bytes
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, code: int | None = None) -> None:
+        """Close the connection; an MQTT 5 client that got its CONNACK first hears `code` in a DISCONNECT."""
         if self.closed:
             return
         log.info("closing %s (%s): %s", self.client_id or "?", self.peer_ip, reason)
+        if code is not None and self.version == V5 and self.connected:
+            props = {REASON_STRING: reason[:200]} if self.problem_info else None
+            self.send(codec.encode(Disconnect(code, props), V5))
         self.flush()
         self.closed = True
         self.transport.close()
+
+    def reason_props(self, text: str) -> dict[int, Any] | None:
+        """A Reason String for an MQTT 5 acknowledgement, unless the client asked for no problem information."""
+        return {REASON_STRING: text[:200]} if self.problem_info else None
 
     # ---- input
     def process(self) -> None:
@@ -167,13 +210,15 @@ class Connection(asyncio.Protocol):
             while not self.closed:
                 if pos < len(buf) and not self.connected and buf[pos] != 0x10:
                     # Judge the first byte before waiting for a body that may never come.
-                    raise ProtocolError("first packet must be CONNECT [MQTT-3.1.0-1]")
-                frame = codec.split_frame(buf, pos, limit)
+                    raise ProtocolViolation("first packet must be CONNECT", "MQTT-3.1.0-1")
+                frame = split_frame(buf, pos, limit)
                 if frame is None:
                     break
                 first, start, end = frame
                 kind = first >> 4
-                if kind == codec.PUBLISH:
+                if kind == PUBLISH:
+                    if not self.connected:
+                        raise ProtocolViolation("PUBLISH before CONNECT", "MQTT-3.1.0-1")
                     if self.read_blocks or not self._quota_ok():
                         break
                     if not budget:
@@ -185,38 +230,46 @@ class Connection(asyncio.Protocol):
                     budget -= 1
                     self.broker.on_publish(self, first, buf, start, end)
                 elif not self.connected:
-                    if kind != codec.CONNECT:
-                        raise ProtocolError("first packet must be CONNECT [MQTT-3.1.0-1]")
+                    if kind != CONNECT:
+                        raise ProtocolViolation("first packet must be CONNECT", "MQTT-3.1.0-1")
+                    if first != 0x10:
+                        raise MalformedPacket("CONNECT with reserved flags", "MQTT-2.1.3-1")
                     if not self.broker.on_connect(self, bytes(buf[start:end])):
                         pos = end
                         break
-                elif kind == codec.PUBACK:
-                    self._on_puback(codec.decode_packet_id(buf[start:end]))
-                elif kind == codec.PINGREQ:
+                elif kind == PUBACK:
+                    self._on_puback(first, buf, start, end)
+                elif kind == PINGREQ:
+                    if first != 0xC0 or end != start:
+                        raise MalformedPacket("malformed PINGREQ")
                     self.send(codec.PINGRESP_BYTES)
-                elif kind == codec.SUBSCRIBE:
-                    if first & 0x0F != 0x02:
-                        raise ProtocolError("SUBSCRIBE flags must be 0010 [MQTT-3.8.1-1]")
-                    self.broker.on_subscribe(self, *codec.decode_subscribe(bytes(buf[start:end])))
-                elif kind == codec.UNSUBSCRIBE:
-                    if first & 0x0F != 0x02:
-                        raise ProtocolError("UNSUBSCRIBE flags must be 0010 [MQTT-3.10.1-1]")
-                    self.broker.on_unsubscribe(self, *codec.decode_unsubscribe(bytes(buf[start:end])))
-                elif kind == codec.DISCONNECT:
-                    self.clean_disconnect = True
-                    self.will = None
-                    self.close("client disconnected")
-                elif kind == codec.CONNECT:
-                    raise ProtocolError("second CONNECT on one connection [MQTT-3.1.0-2]")
+                elif kind == SUBSCRIBE:
+                    packet = codec.decode(first, bytes(buf[start:end]), self.version)
+                    assert isinstance(packet, Subscribe)
+                    self.broker.on_subscribe(self, packet)
+                elif kind == UNSUBSCRIBE:
+                    packet = codec.decode(first, bytes(buf[start:end]), self.version)
+                    assert isinstance(packet, Unsubscribe)
+                    self.broker.on_unsubscribe(self, packet)
+                elif kind == DISCONNECT:
+                    packet = codec.decode(first, bytes(buf[start:end]), self.version)
+                    assert isinstance(packet, Disconnect)
+                    self.broker.on_disconnect(self, packet)
+                elif kind == CONNECT:
+                    raise ProtocolViolation("second CONNECT on one connection", "MQTT-3.1.0-2")
+                elif kind == AUTH and self.version == V5:
+                    codec.decode(first, bytes(buf[start:end]), self.version)  # malformed first, then refused
+                    raise ProtocolViolation("AUTH without an Authentication Method in CONNECT", "MQTT-4.12.0-1")
                 else:
+                    codec.check_flags(first)
                     # PUBREC/PUBREL/PUBCOMP: AWS IoT has no QoS 2; anything else is not a client packet.
-                    raise ProtocolError(f"unsupported packet type {kind}")
+                    raise ProtocolViolation(f"unsupported packet type {kind}")
                 pos = end
-        except ProtocolError as exc:
-            self.close(f"protocol error: {exc}")
+        except MalformedPacket as exc:
+            self.close(f"protocol error: {exc}", exc.reason)
         except Exception:  # a bug must cost one connection, never the gateway
             log.exception("internal error handling a packet from %s", self.client_id or self.peer_ip)
-            self.close("internal error")
+            self.close("internal error", reasons.IMPLEMENTATION_SPECIFIC_ERROR)
         if pos:
             del buf[:pos]
 
@@ -257,7 +310,7 @@ class Connection(asyncio.Protocol):
     def deliver_qos1(self, head: bytes, tail: bytes, sender: Connection | None, seq: int = 0) -> bool:
         """Send now if the in-flight window allows, else queue; a long queue pauses the sender instead of dropping.
         `seq`: the message's row in the session store, deleted once the client acknowledges it."""
-        if len(self.inflight) < self.broker.inflight_window:
+        if len(self.inflight) < self.window:
             self._send_qos1(head, tail, seq)
             return True
         if len(self.pending) >= self.broker.pending_limit:
@@ -284,7 +337,14 @@ class Connection(asyncio.Protocol):
             self.stored[pid] = seq
         self.send(packet)
 
-    def _on_puback(self, pid: int) -> None:
+    def _on_puback(self, first: int, buf: bytearray, start: int, end: int) -> None:
+        if first != 0x40:
+            raise MalformedPacket("PUBACK with reserved flags", "MQTT-2.1.3-1")
+        size = end - start
+        if size != 2:
+            # MQTT 5 adds a reason code and properties; they change nothing here, but must be well formed.
+            codec.decode(first, bytes(buf[start:end]), self.version)
+        pid = (buf[start] << 8) | buf[start + 1]
         if self.stored:
             seq = self.stored.pop(pid, 0)
             store = self.broker.session_store

@@ -4,13 +4,13 @@ would get, through the same trie and the same delivery rules, without a socket o
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.broker.core import Subscription
 
-#: (topic, payload, qos, publishing client id or None)
-LocalCallback = Callable[[str, bytes, int, "str | None"], None]
+#: (topic, payload, qos, publishing client id or None, MQTT 5 properties or None)
+LocalCallback = Callable[[str, bytes, int, "str | None", "dict[int, Any] | None"], None]
 
 
 class LocalSubscriber:

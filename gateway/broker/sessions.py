@@ -1,5 +1,6 @@
-"""Persistent MQTT sessions (clean_session=0, reference §1.2): subscriptions and queued QoS 1 messages of clients
-that are offline, kept in the store so they survive a restart, and the stand-in that receives for them."""
+"""Persistent MQTT sessions (MQTT 3.1.1 clean_session=0, MQTT 5 Session Expiry Interval > 0; reference §1.2):
+subscriptions and queued QoS 1 messages of clients that are offline, kept in the store so they survive a restart,
+and the stand-in that receives for them."""
 
 from __future__ import annotations
 
@@ -10,9 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gateway.broker.codec import ProtocolError
+from gateway.broker.intake import expiry_seconds_left
 from gateway.messages import AckHold
 from gateway.store import Store
+from mqttwire import codec
+from mqttwire import properties as mp
+from mqttwire.errors import MalformedPacket
+from mqttwire.frame import split_frame
+from mqttwire.packets import V5, Publish
 
 if TYPE_CHECKING:
     from gateway.broker.core import Subscription
@@ -20,7 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgesim.broker")
 
-SESSION_EXPIRY_MS = 3_600_000  # AWS IoT's default persistent session expiry: one hour after the disconnect
 MAX_QUEUED_PER_SESSION = 20_000  # QoS 1 messages kept for one offline client; the oldest are kept, newer dropped
 
 
@@ -31,7 +36,7 @@ def _topic_span(packet: bytes) -> tuple[int, int]:
         pos += 1
         multiplier <<= 7
         if multiplier > 0x80**3:
-            raise ProtocolError("remaining length longer than four bytes")
+            raise MalformedPacket("remaining length longer than four bytes")
     pos += 1
     return pos + 2, pos + 2 + ((packet[pos] << 8) | packet[pos + 1])
 
@@ -48,6 +53,40 @@ def split_publish(packet: bytes) -> tuple[bytes, bytes]:
     return bytes((packet[0] | 0x08,)) + packet[1:end], packet[end + 2 :]
 
 
+def with_expiry_left(head: bytes, tail: bytes, seconds: int) -> tuple[bytes, bytes]:
+    """An MQTT 5 QoS 1 PUBLISH (head, tail) again with its Message Expiry Interval set to the seconds it has left."""
+    packet = head + b"\x00\x01" + tail
+    frame = split_frame(packet, 0, len(packet))
+    assert frame is not None
+    first, start, end = frame
+    decoded = codec.decode(first, packet[start:end], V5)
+    assert isinstance(decoded, Publish)
+    props = dict(decoded.properties or {})
+    props[mp.MESSAGE_EXPIRY_INTERVAL] = seconds
+    new_head, new_tail = codec.publish_parts(
+        decoded.topic, decoded.payload, 1, decoded.retain, mp.encode_properties(props)
+    )
+    if decoded.dup:
+        new_head = bytes((new_head[0] | 0x08,)) + new_head[1:]
+    return new_head, new_tail
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    subscriptions: dict[str, int]  # filter -> options byte (QoS, No Local, Retain As Published)
+    version: int
+    expiry_s: int
+    principal: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    seq: int
+    head: bytes
+    tail: bytes
+    expired: bool
+
+
 class SessionStore:
     """The store's side: one row per persistent session, one per queued message, in arrival order."""
 
@@ -62,7 +101,7 @@ class SessionStore:
         }
         # Messages for offline sessions and acknowledged ones, written together once per loop turn; the
         # publishers' acknowledgements wait for that commit through their holds.
-        self._buffer: list[tuple[str, bytes, bytes]] = []
+        self._buffer: list[tuple[str, bytes, bytes, int]] = []
         self._acked: list[tuple[int]] = []
         self._holds: list[AckHold] = []
 
@@ -70,9 +109,9 @@ class SessionStore:
         if not self._buffer and not self._acked:
             asyncio.get_running_loop().call_soon(self.flush)
 
-    def enqueue_soon(self, client_id: str, head: bytes, tail: bytes, hold: AckHold | None) -> None:
+    def enqueue_soon(self, client_id: str, head: bytes, tail: bytes, hold: AckHold | None, expires_ms: int = 0) -> None:
         self._soon()
-        self._buffer.append((client_id, head, tail))
+        self._buffer.append((client_id, head, tail, expires_ms))
         self.stored.add(client_id)
         if hold is not None:
             hold.take()
@@ -91,29 +130,46 @@ class SessionStore:
         if buffer or acked:
             try:
                 with self.store.transaction() as db:
-                    db.executemany("INSERT INTO mqtt_session_messages(client_id, head, tail) VALUES (?, ?, ?)", buffer)
+                    db.executemany(
+                        "INSERT INTO mqtt_session_messages(client_id, head, tail, expires_ms) VALUES (?, ?, ?, ?)",
+                        buffer,
+                    )
                     db.executemany("DELETE FROM mqtt_session_messages WHERE seq = ?", acked)
             except Exception:  # nothing better to do than say so: the publishers are not held forever
                 log.exception("writing %d queued and %d acknowledged session messages failed", len(buffer), len(acked))
         for hold in holds:
             hold.release()
 
-    def load(self, now_ms: int) -> dict[str, dict[str, int]]:
-        """Every unexpired session's subscriptions (filter -> QoS); expired ones are deleted on the way."""
+    def load(self, now_ms: int) -> dict[str, StoredSession]:
+        """Every unexpired session; expired ones are deleted on the way."""
         self.flush()
         with self.store.transaction() as db:
             expired = [r[0] for r in db.execute("SELECT client_id FROM mqtt_sessions WHERE expires_ms <= ?", (now_ms,))]
             for client_id in expired:
                 self._delete(client_id)
-        rows = self.store.query("SELECT client_id, subscriptions FROM mqtt_sessions")
-        return {row["client_id"]: json.loads(row["subscriptions"]) for row in rows}
+        rows = self.store.query("SELECT client_id, subscriptions, version, expiry_s, principal FROM mqtt_sessions")
+        return {
+            row["client_id"]: StoredSession(
+                json.loads(row["subscriptions"]), row["version"], row["expiry_s"], row["principal"]
+            )
+            for row in rows
+        }
 
-    def save(self, client_id: str, subscriptions: dict[str, int], expires_ms: int | None) -> None:
+    def save(
+        self,
+        client_id: str,
+        subscriptions: dict[str, int],
+        expires_ms: int | None,
+        version: int = 4,
+        expiry_s: int = 3600,
+        principal: str | None = None,
+    ) -> None:
         """Create or update a session; `expires_ms` None while its client is connected."""
         with self.store.transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO mqtt_sessions(client_id, subscriptions, expires_ms) VALUES (?, ?, ?)",
-                (client_id, json.dumps(subscriptions, sort_keys=True), expires_ms),
+                "INSERT OR REPLACE INTO mqtt_sessions"
+                "(client_id, subscriptions, expires_ms, version, expiry_s, principal) VALUES (?, ?, ?, ?, ?, ?)",
+                (client_id, json.dumps(subscriptions, sort_keys=True), expires_ms, version, expiry_s, principal),
             )
         self.stored.add(client_id)
 
@@ -133,7 +189,7 @@ class SessionStore:
         """Queue now (a client that just went away: what it had not acknowledged)."""
         if messages:
             self.stored.add(client_id)
-            self._buffer.extend((client_id, head, tail) for head, tail in messages)
+            self._buffer.extend((client_id, head, tail, 0) for head, tail in messages)
             self.flush()
 
     def queued(self, client_id: str) -> int:
@@ -141,14 +197,23 @@ class SessionStore:
         row = self.store.one("SELECT count(*) FROM mqtt_session_messages WHERE client_id = ?", (client_id,))
         return int(row[0]) if row is not None else 0
 
-    def peek(self, client_id: str, after_seq: int, limit: int | None) -> list[tuple[int, bytes, bytes]]:
-        """Queued messages past `after_seq`, oldest first; they stay stored until acknowledged (`delete_messages`)."""
+    def peek(self, client_id: str, after_seq: int, limit: int | None, now_ms: int) -> list[QueuedMessage]:
+        """Queued messages past `after_seq`, oldest first; they stay stored until acknowledged (`delete_messages`).
+        A message with an MQTT 5 expiry goes out with the seconds it has left, or is marked expired."""
         self.flush()
         rows = self.store.query(
-            "SELECT seq, head, tail FROM mqtt_session_messages WHERE client_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, head, tail, expires_ms FROM mqtt_session_messages WHERE client_id = ? AND seq > ?"
+            " ORDER BY seq LIMIT ?",
             (client_id, after_seq, -1 if limit is None else limit),
         )
-        return [(int(seq), bytes(head), bytes(tail)) for seq, head, tail in rows]
+        out: list[QueuedMessage] = []
+        for seq, stored_head, stored_tail, expires_ms in rows:
+            head, tail = bytes(stored_head), bytes(stored_tail)
+            expired = bool(expires_ms) and expires_ms <= now_ms
+            if expires_ms and not expired:
+                head, tail = with_expiry_left(head, tail, expiry_seconds_left(expires_ms, now_ms))
+            out.append(QueuedMessage(int(seq), head, tail, expired))
+        return out
 
     def delete_messages(self, seqs: list[int]) -> None:
         self.flush()
@@ -181,12 +246,19 @@ class ParkedSession:
     expires_ms: int
     # The acknowledgement hold of the message being routed (None: nobody waits), from the broker.
     hold_for: Callable[[], AckHold | None] = lambda: None
+    # When the message being routed expires (MQTT 5; 0: never), from the broker.
+    expiry_for: Callable[[], int] = lambda: 0
+    version: int = 4
+    expiry_s: int = 3600
+    principal: str | None = None  # the certificate the session belongs to (None: an anonymous client's)
+    session_id: str = ""
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     queued: int = 0
     dropped: int = 0
     closed: bool = False
     authorizer: _ReceiveChecked = field(default_factory=_ReceiveChecked)
     dropped_qos0: int = 0
+    max_out: int = 0
 
     @property
     def generation(self) -> int:
@@ -202,6 +274,6 @@ class ParkedSession:
         if self.queued >= MAX_QUEUED_PER_SESSION:
             self.dropped += 1
             return False
-        self.sessions.enqueue_soon(self.client_id, head, tail, self.hold_for())
+        self.sessions.enqueue_soon(self.client_id, head, tail, self.hold_for(), self.expiry_for())
         self.queued += 1
         return True

@@ -19,6 +19,7 @@ from aiohttp import web
 from devices.mqtt_client import Message as CloudMessage
 from gateway.api.server import ApiServer
 from gateway.broker.core import Broker
+from gateway.broker.exceptions import PublishRefused
 from gateway.broker.listeners import Listeners, server_ssl_context
 from gateway.broker.retained import RetainedStore
 from gateway.broker.sessions import SessionStore
@@ -387,7 +388,11 @@ class EdgeCore(Lifecycle):
             self.forwarder.link_down()
 
     def _to_local_mqtt(self, topic: str, payload: bytes, qos: int) -> None:
-        self.broker.route(Message(topic, payload, min(qos, 1), received_ms=self.clock.wall_ms(), door=EDGE_DOOR))
+        """The bridge's and components' messages enter the local broker by its one intake, like any door's."""
+        try:
+            self.broker.intake.admit(topic, payload, min(qos, 1), False, None, door=EDGE_DOOR)
+        except PublishRefused as refusal:
+            log.warning("edge core %s: not delivered locally on %s: %s", self.name, topic, refusal.message)
 
     def to_cloud(self, topic: str, payload: bytes, qos: int) -> asyncio.Future[None]:
         """Spool a cloud-bound message: LimitExceededException if refused, else a future done once it is committed.

@@ -23,6 +23,7 @@ from gateway.messages import AckHold, Message
 from gateway.rules import CompiledRule, EvalContext, compile_rule
 from gateway.rules.index import RuleIndex
 from gateway.rules.model import TopicRule
+from gateway.rules.mqtt5 import sql_properties
 from gateway.tasks import cancel_and_wait
 from gateway.topics import split_basic_ingest
 
@@ -282,6 +283,7 @@ class RulesEngine:
             self._run(runtime, message, ctx)
 
     def _context(self, message: Message, topic: str) -> EvalContext:
+        named, pairs = sql_properties(message.properties)
         return EvalContext(
             payload=message.payload,
             topic=topic,
@@ -290,6 +292,8 @@ class RulesEngine:
             timestamp_ms=message.received_ms,
             trace_id=str(uuid.uuid4()),
             get_thing_shadow=self._get_thing_shadow,
+            mqtt_properties=named,
+            user_properties=pairs,
         )
 
     def _run(self, runtime: RuleRuntime, message: Message, ctx: EvalContext) -> None:

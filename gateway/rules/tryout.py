@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.actions.base import TemplatedFields
 from gateway.rules import EvalContext, compile_rule
 from gateway.rules.model import DEFAULT_SQL_VERSION, TopicRule
+from gateway.rules.mqtt5 import sql_properties
 from gateway.topics import matches, split_basic_ingest
 
 
@@ -18,10 +20,18 @@ def _jsonable(value: Any) -> Any:
 
 
 def evaluate_rule(
-    rule: TopicRule, topic: str, payload: bytes, client_id: str | None, principal: str | None, timestamp_ms: int
+    rule: TopicRule,
+    topic: str,
+    payload: bytes,
+    client_id: str | None,
+    principal: str | None,
+    timestamp_ms: int,
+    *,
+    properties: Mapping[int, Any] | None = None,
 ) -> dict[str, Any]:
     """WHERE result, SQL output and each action rendered (nothing runs); SqlParseError for bad SQL."""
     compiled = compile_rule(rule.sql, rule.sql_version)
+    named, pairs = sql_properties(properties)
     ingest_rule, rest = split_basic_ingest(topic)
     if ingest_rule:
         reaches = ingest_rule == rule.name
@@ -34,6 +44,8 @@ def evaluate_rule(
         principal=principal,
         timestamp_ms=timestamp_ms,
         trace_id=str(uuid.uuid4()),
+        mqtt_properties=named,
+        user_properties=pairs,
     )
     evaluation = compiled.evaluate(ctx)
     actions = []

@@ -345,7 +345,7 @@ def test_topic_deeper_than_aws_allows_closes_connection(gateway: GatewayProcess,
 
 
 def _raw_subscriber(gw: GatewayProcess, creds: Creds, topic: str) -> ssl.SSLSocket:
-    from gateway.broker import codec
+    import wire_compat as codec
 
     s = _tls_socket(gw, creds)
     cid = creds.thing.encode()
@@ -358,7 +358,7 @@ def _raw_subscriber(gw: GatewayProcess, creds: Creds, topic: str) -> ssl.SSLSock
 
 
 def test_slow_qos1_subscriber_slows_publisher_instead_of_losing(tmp_path: Path, unique: str) -> None:
-    from gateway.broker import codec
+    import wire_compat as codec
 
     gw = GatewayProcess(tmp_path, extra_args=["--publishes-per-second", "0"]).start()
     try:
@@ -397,7 +397,7 @@ def test_a_qos0_flood_to_a_stalled_subscriber_is_dropped_and_counted_and_others_
     import threading
     import urllib.request
 
-    from gateway.broker import codec
+    import wire_compat as codec
 
     gw = GatewayProcess(tmp_path, extra_args=["--publishes-per-second", "0"]).start()
     sockets: list[ssl.SSLSocket] = []

@@ -247,10 +247,11 @@ def test_certs_create_rsa_keeps_the_key_local_and_connects(
 def test_compose_file_is_valid(tmp_path: Path) -> None:
     """compose.yaml checked without an engine (make test installs no Docker): the fields it uses, their shapes, and
     every `edgesim` command line parsed by the CLI itself, so a renamed flag fails here."""
-    from compose_check import compose_problems, load_compose
+    from compose_check import compose_problems, dockerfile_problems, load_compose
 
     compose = load_compose(ROOT / "compose.yaml")
     assert compose_problems(compose, ROOT) == []
+    assert dockerfile_problems(ROOT) == []
     services = compose["services"]
     default = {name for name, service in services.items() if not service.get("profiles")}
     assert {"gateway", "fleet", "edge", "edge-devices"} <= default

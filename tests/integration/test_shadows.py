@@ -262,7 +262,7 @@ def test_more_than_ten_requests_in_flight_get_429(gateway: GatewayProcess, uniqu
     import socket
     import ssl
 
-    from gateway.broker import codec
+    import wire_compat as codec
 
     thing = f"burst-{unique}"
     creds = gateway.provision(thing, shadow_policy())

@@ -17,7 +17,7 @@ def test_a_watcher_passes_its_budget_per_second_and_counts_the_rest() -> None:
     async def scenario() -> Watcher:
         watcher = Watcher("tail", None, "a/#")
         for i in range(MESSAGES_PER_S + 30):
-            watcher.offer_message(f"a/{i}", b'{"v": 1}', 1, "dev", 1000 + i)
+            watcher.offer_message(f"a/{i}", b'{"v": 1}', 1, "dev", None, 1000 + i)
         return watcher
 
     watcher = asyncio.run(scenario())
@@ -41,10 +41,10 @@ def test_a_watcher_passes_its_budget_per_second_and_counts_the_rest() -> None:
 def test_binary_payloads_travel_as_base64_and_a_slow_browser_is_capped() -> None:
     async def scenario() -> Watcher:
         watcher = Watcher("tail", None, "#")
-        watcher.offer_message("b", b"\xff\x00", 0, None, 1)
+        watcher.offer_message("b", b"\xff\x00", 0, None, None, 1)
         watcher.pending.extend([b""] * MAX_PENDING)
         watcher.sent_this_second = 0
-        watcher.offer_message("b", b"x", 0, None, 2)
+        watcher.offer_message("b", b"x", 0, None, None, 2)
         return watcher
 
     watcher = asyncio.run(scenario())
