@@ -11,14 +11,36 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from gateway.cli_api import DEFAULT_ENDPOINT, Endpoint, JsonOut, api, console, emit, err_console, strip_metadata
+from gateway.cli_api import (
+    DEFAULT_ENDPOINT,
+    Endpoint,
+    JsonOut,
+    api,
+    console,
+    emit,
+    err_console,
+    get_json,
+    strip_metadata,
+)
+from gateway.cli_errors import fail, os_error_line, read_bytes
 from gateway.errors import EdgesimError
 
 rules_app = typer.Typer(help="Topic rules: test offline, check, and manage on a gateway.", no_args_is_help=True)
 
 
 def _payload_bytes(payload: str) -> bytes:
-    return Path(payload[1:]).read_bytes() if payload.startswith("@") else payload.encode()
+    return read_bytes(Path(payload[1:]), "payload file") if payload.startswith("@") else payload.encode()
+
+
+def _read_rule(rule_file: Path) -> tuple[str, dict[str, Any]]:
+    from gateway.rules.files import read_rule_file
+
+    try:
+        return read_rule_file(rule_file)
+    except OSError as exc:
+        fail(os_error_line(exc, rule_file, "rule file"))
+    except EdgesimError as exc:
+        fail(str(exc))
 
 
 def evaluate_rule_file(
@@ -209,6 +231,7 @@ def rules_test(
     as_json: JsonOut = False,
 ) -> None:
     """Evaluate a rule against one message, offline: does it see the topic, WHERE (and why not), output, actions."""
+    _read_rule(rule_file)  # a missing or bad rule file is one clear line
     props = _mqtt5_options(user_property, content_type, response_topic, correlation_data, payload_format)
     try:
         body = _payload_bytes(payload)
@@ -266,7 +289,11 @@ def rules_check(folder: Path, as_json: JsonOut = False) -> None:
     from gateway.rules.tryout import action_problems
 
     report = []
-    for path in rule_files(folder):
+    try:
+        paths = rule_files(folder)
+    except OSError as exc:
+        fail(os_error_line(exc, folder, "rules folder"))
+    for path in paths:
         try:
             name, document = read_rule_file(path)
             rule = parse_rule_payload(name, document)
@@ -282,6 +309,8 @@ def rules_check(folder: Path, as_json: JsonOut = False) -> None:
             report.append(item)
         except EdgesimError as exc:
             report.append({"file": str(path), "ok": False, "error": str(exc)})
+        except OSError as exc:
+            report.append({"file": str(path), "ok": False, "error": os_error_line(exc, path, "rule file")})
     if as_json:
         emit({"rules": report}, True)
     else:
@@ -313,13 +342,7 @@ def rules_list(endpoint: Endpoint = DEFAULT_ENDPOINT, as_json: JsonOut = False) 
 @rules_app.command("create")
 def rules_create(rule_file: Path, endpoint: Endpoint = DEFAULT_ENDPOINT) -> None:
     """CreateTopicRule (or ReplaceTopicRule if it exists) from a rule file."""
-    from gateway.rules.files import read_rule_file
-
-    try:
-        name, document = read_rule_file(rule_file)
-    except EdgesimError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
+    name, document = _read_rule(rule_file)
     with api("iot", endpoint) as iot:
         try:
             iot.replace_topic_rule(ruleName=name, topicRulePayload=document)
@@ -362,16 +385,8 @@ def rules_disable(name: str, endpoint: Endpoint = DEFAULT_ENDPOINT) -> None:
 @rules_app.command("stats")
 def rules_stats(endpoint: Endpoint = DEFAULT_ENDPOINT, as_json: JsonOut = False) -> None:
     """Per-rule figures from a running gateway: matched, fired, action successes and failures, last error."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{endpoint.rstrip('/')}/edgesim/rules/metrics", timeout=5) as response:
-            metrics = json.loads(response.read())
-    except (urllib.error.URLError, OSError) as exc:
-        err_console.print(f"[red]error:[/red] no gateway answers at {escape(endpoint)} ({escape(str(exc))})")
-        raise typer.Exit(1) from exc
-    table = Table("rule", "matched", "fired", "ok", "failed", "errorAction", "last error")
+    metrics = get_json(endpoint, "/edgesim/rules/metrics")
+    table = Table("rule", "matched", "fired", "ok", "failed", "errorAction")
     for name, m in sorted(metrics.items()):
         table.add_row(
             name,
@@ -380,6 +395,9 @@ def rules_stats(endpoint: Endpoint = DEFAULT_ENDPOINT, as_json: JsonOut = False)
             str(m["action_success"]),
             str(m["action_failure"]),
             str(m["error_actions"]),
-            escape(m["last_error"] or ""),
         )
     emit(metrics, as_json, table)
+    if not as_json:  # under the table, whole: a long error squeezed into a column is unreadable at 80 columns
+        for name, m in sorted(metrics.items()):
+            if m["last_error"]:
+                console.print(f"[bold]{escape(name)}[/bold] last error: {escape(m['last_error'])}", soft_wrap=True)
