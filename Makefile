@@ -41,8 +41,8 @@ test: $(STAMP) apt-deps
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway devices tests bench
-	$(BIN)/mypy gateway devices
+	$(BIN)/ruff check gateway devices mqttwire tests bench
+	$(BIN)/mypy gateway devices mqttwire
 
 bench: $(BENCH_STAMP) apt-deps
 	$(BIN)/python bench/broker.py
