@@ -173,6 +173,8 @@ def _cases(f: dict[str, str]) -> dict[str, list[list[str]]]:
         "queues list": [],
         "functions list": [],
         "functions logs": ["f1"],
+        "cloudwatch logs": [],
+        "cloudwatch metrics": [],
     }
     for command, args in simple.items():
         c[command] = [[*command.split(), *args]]
