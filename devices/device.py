@@ -17,9 +17,9 @@ import orjson
 
 from devices.behaviour import FaultPlan, reported_for_delta, shadow_prefix, spoil
 from devices.figures import Figures
-from devices.mqtt_client import MAX_INFLIGHT, AsyncMqttClient, ConnectError, Message, MqttError
 from devices.payload import PayloadBuilder
 from devices.spec import DeviceSpec
+from mqttwire.client import MAX_INFLIGHT, AsyncMqttClient, ConnectError, Message, MqttError
 
 log = logging.getLogger("edgesim.devices")
 

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from devices.mqtt_client import AsyncMqttClient, Done, Message, MqttError
+from mqttwire.client import AsyncMqttClient, Done, Message, MqttError
 
 log = logging.getLogger("edgesim.edge.cloud")
 

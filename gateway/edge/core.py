@@ -16,7 +16,6 @@ from typing import Any
 
 from aiohttp import web
 
-from devices.mqtt_client import Message as CloudMessage
 from gateway.api.server import ApiServer
 from gateway.broker.core import Broker
 from gateway.broker.listeners import Listeners, server_ssl_context
@@ -57,6 +56,7 @@ from gateway.shadow.topics import is_valid_thing_name
 from gateway.store import Store
 from gateway.tasks import Lifecycle, cancel_and_wait
 from gateway.topics import TopicTrie
+from mqttwire.client import Message as CloudMessage
 
 log = logging.getLogger("edgesim.edge")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from devices.mqtt_client import MqttError
 from gateway.edge.cloud import CloudLink
 from gateway.edge.spool import Spool, SpooledMessage
+from mqttwire.client import MqttError
 
 log = logging.getLogger("edgesim.edge.forwarder")
 

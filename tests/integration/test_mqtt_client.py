@@ -1,4 +1,4 @@
-"""devices.mqtt_client.AsyncMqttClient against real brokers: the edgesim gateway over mTLS, and mosquitto over TCP."""
+"""mqttwire.client.AsyncMqttClient against real brokers: the edgesim gateway over mTLS, and mosquitto over TCP."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import Creds, GatewayProcess, allow_all_policy
 
-from devices.mqtt_client import MAX_INFLIGHT, AsyncMqttClient, ConnectError, Message, MqttError
+from mqttwire.client import MAX_INFLIGHT, AsyncMqttClient, ConnectError, Message, MqttError
 
 HOST = "127.0.0.1"
 ARN = "arn:aws:iot:us-east-1:123456789012:"
