@@ -208,7 +208,7 @@ def test_expansion_of_a_model_built_in_code() -> None:
     assert isinstance(expand(spec)[0], DeviceSpec)
 
 
-@pytest.mark.parametrize("name", ["demo", "smoke", "faults"])
+@pytest.mark.parametrize("name", ["demo", "smoke", "faults", "mqtt5"])
 def test_example_fleets_load_and_expand(name: str) -> None:
     spec = load_fleet(EXAMPLES / f"{name}.yaml")
     devices = expand(spec)
