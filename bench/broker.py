@@ -1015,10 +1015,17 @@ def v5_summary(result: dict[str, Any]) -> dict[str, Any] | None:
         v3, v5, up = (_get(result, (key, "delivered_per_s")) for key in (v3_key, v5_key, up_key))
         ratios = [None if x is None or not v3 else x / v3 for x in (v5, up)]
         out[label] = {"v3": v3, "v5": v5, "v5_user_props": up, "v5_ratio": ratios[0], "v5_user_props_ratio": ratios[1]}
+        # Broker CPU per delivered message: steadier than msg/s on a machine the broker shares with others.
+        out[label]["broker_us_per_msg"] = [_cost(result, key) for key in (v3_key, v5_key, up_key)]
         out["met"] = out["met"] and all(r is not None and r >= GOAL_V5_RATIO for r in ratios)
         losses += [float(result[k]["loss_pct"]) for k in (v5_key, up_key) if k in result]
     out["max_loss_pct"] = max(losses) if losses else None
     return out
+
+
+def _cost(result: dict[str, Any], key: str) -> float | None:
+    cpu, rate = _get(result, (key, "broker_cpu_pct")), _get(result, (key, "delivered_per_s"))
+    return None if cpu is None or not rate else cpu / 100 / rate * 1e6
 
 
 def v5_table(results: dict[str, dict[str, Any]]) -> Table | None:
@@ -1026,7 +1033,9 @@ def v5_table(results: dict[str, dict[str, Any]]) -> Table | None:
     if not names:
         return None
     table = Table(title=f"MQTT 5 vs MQTT 3.1.1, same broker, same run (goal: v5 ≥ {GOAL_V5_RATIO:g}x v3)")
-    for column in ("broker", "fan-in", "v3 msg/s", "v5 msg/s", "v5/v3", "v5 + user props msg/s", "v5+props/v3"):
+    columns = ("broker", "fan-in", "v3 msg/s", "v5 msg/s", "v5/v3", "v5 + user props msg/s", "v5+props/v3",
+               "broker µs/msg v3 / v5 / v5+props")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="left" if column in ("broker", "fan-in") else "right")
 
     def ratio(value: float | None) -> str:
@@ -1041,6 +1050,7 @@ def v5_table(results: dict[str, dict[str, Any]]) -> Table | None:
             table.add_row(
                 name, label, _fmt(row["v3"], "msg/s"), _fmt(row["v5"], "msg/s"), ratio(row["v5_ratio"]),
                 _fmt(row["v5_user_props"], "msg/s"), ratio(row["v5_user_props_ratio"]),
+                " / ".join("—" if c is None else f"{c:.1f}" for c in row["broker_us_per_msg"]),
             )  # fmt: skip
     return table
 
