@@ -484,12 +484,12 @@ async def _publish_qos0(
     idx: int,
     topic: str,
     pad: bytes,
-    props: bytes,
     window: int,
     stop: asyncio.Event,
     sent: list[int],
     sub: Subscriber,
     stalls: list[int],
+    props: bytes = b"",
 ) -> None:
     """Closed loop without acks: at most `window` messages sent but not yet seen by the subscriber.
 
@@ -524,13 +524,13 @@ async def _publish_qos1_window(
     idx: int,
     topic: str,
     pad: bytes,
-    props: bytes,
     window: int,
     stop: asyncio.Event,
     acked: list[int],
     unacked: list[int],
     sub: Subscriber | None = None,
     stalls: list[int] | None = None,
+    props: bytes = b"",
 ) -> None:
     """Closed loop: at most `window` QoS 1 messages without PUBACK; count the ones the broker acknowledged.
 
@@ -640,10 +640,10 @@ async def fan_in(
             topic = f"bench/{i}/data"
             props = bench_properties(target.protocol, user_properties, i)
             if qos == 0:
-                job = _publish_qos0(c, i, topic, pad, props, window, stop, sent, sub, stalls)
+                job = _publish_qos0(c, i, topic, pad, window, stop, sent, sub, stalls, props)
             else:
                 e2e = sub if end_to_end else None
-                job = _publish_qos1_window(c, i, topic, pad, props, window, stop, sent, unacked, e2e, stalls)
+                job = _publish_qos1_window(c, i, topic, pad, window, stop, sent, unacked, e2e, stalls, props)
             tasks.append(asyncio.create_task(job))
         await asyncio.sleep(warmup)
         t0, r0, s0 = time.perf_counter(), sub.received, sum(sent)
