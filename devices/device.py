@@ -189,7 +189,7 @@ class SimDevice:
             filters.append((self.spec.command_topic, 1))
         if filters:
             granted = await self.client.subscribe(filters)
-            if any(code == 0x80 for code in granted):
+            if any(code >= 0x80 for code in granted):
                 raise MqttError(f"{self.spec.client_id}: subscription refused: {filters}")
         if self.initial is not None and not self.reported_initial:
             reported = self.initial.build(self._t(), self._message_vars())

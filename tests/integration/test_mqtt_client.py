@@ -710,3 +710,23 @@ def test_v5_refused_puback_fails_only_its_publish() -> None:
             client.abort()
 
     asyncio.run(scenario())
+
+
+def test_v5_receive_maximum_bounds_the_window_and_queued_publishes_carry_their_topic() -> None:
+    async def scenario() -> None:
+        acks = [codec.puback(1), codec.puback(2), codec.puback(3)]
+        server, port, received = await v5_broker({mp.TOPIC_ALIAS_MAXIMUM: 1, mp.RECEIVE_MAXIMUM: 1}, acks)
+        async with server:
+            client = AsyncMqttClient("windowed", HOST, port, protocol=5)
+            await client.connect(timeout=5)
+            sent = [client.publish("q/1", b"%d" % n, qos=1) for n in range(3)]
+            sent.append(client.publish("q/1", b"zero", qos=0))  # goes now, by alias, past the queued two
+            await asyncio.wait_for(asyncio.gather(*sent), 5)
+            client.abort()
+        packets = [codec.decode(first, body, V5) for first, body in split_packets(bytearray(received))][1:]
+        seen = [
+            (p.topic, p.payload, (p.properties or {}).get(mp.TOPIC_ALIAS)) for p in packets if isinstance(p, Publish)
+        ]
+        assert seen == [("q/1", b"0", 1), ("", b"zero", 1), ("q/1", b"1", None), ("q/1", b"2", None)]
+
+    asyncio.run(scenario())
