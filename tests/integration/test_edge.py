@@ -435,6 +435,11 @@ def test_mqtt5_devices_on_the_local_listener_and_an_mqtt5_cloud_link_carry_prope
             assert got.topic == TELEMETRY  # nothing on the denied topic ever reached the cloud
         status = edge.wait("an empty spool", lambda s: s["spool"]["depth"] == 0)
         assert status["cloud"]["connects"] == 1 and status["cloud"]["online"]
+        shown = subprocess.run(
+            [sys.executable, "-m", "gateway", "edge", "status", edge.name, "--home", str(edge.home)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert "MQTT 5" in shown.stdout and "refused" in shown.stdout
     finally:
         for c in clients:
             c.close()
