@@ -28,7 +28,7 @@ from mqttwire.client import (
     publish_properties,
 )
 from mqttwire.frame import split_packets
-from mqttwire.packets import V5, Connack, Disconnect, Publish
+from mqttwire.packets import V5, Connack, Connect, Disconnect, Publish
 
 HOST = "127.0.0.1"
 ARN = "arn:aws:iot:us-east-1:123456789012:"
@@ -663,13 +663,19 @@ def test_v5_aliases_on_the_wire_and_only_up_to_the_maximum() -> None:
     async def scenario() -> None:
         server, port, received = await v5_broker({mp.TOPIC_ALIAS_MAXIMUM: 2}, [])
         async with server:
-            client = AsyncMqttClient("aliaser", HOST, port, protocol=5)
+            client = AsyncMqttClient("aliaser", HOST, port, protocol=5, session_expiry=600, receive_maximum=50,
+                                     user_properties=[("model", "x1")], clean_start=False, keepalive=30)  # fmt: skip
             await client.connect(timeout=5)
             for topic in ("a/1", "a/1", "b/2", "c/3", "b/2", "c/3"):
                 client.publish(topic, b"x")
             await asyncio.sleep(0.2)
             client.abort()
-        packets = [codec.decode(first, body, V5) for first, body in split_packets(bytearray(received))][1:]
+        connect, *packets = [codec.decode(first, body, V5) for first, body in split_packets(bytearray(received))]
+        assert isinstance(connect, Connect)
+        assert (connect.protocol_level, connect.clean_start, connect.keep_alive) == (5, False, 30)
+        assert connect.properties == {
+            mp.SESSION_EXPIRY_INTERVAL: 600, mp.RECEIVE_MAXIMUM: 50, mp.USER_PROPERTY: [("model", "x1")],
+        }  # fmt: skip
         seen = [(p.topic, (p.properties or {}).get(mp.TOPIC_ALIAS)) for p in packets if isinstance(p, Publish)]
         assert seen == [("a/1", 1), ("", 1), ("b/2", 2), ("c/3", None), ("", 2), ("c/3", None)]
 
