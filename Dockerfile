@@ -6,8 +6,10 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY devices ./devices
-RUN pip install --no-cache-dir . && rm -rf build ./*.egg-info
+COPY mqttwire ./mqttwire
+# gateway/examples links to ./examples: the examples ship inside the package.
 COPY examples ./examples
+RUN pip install --no-cache-dir . && rm -rf build ./*.egg-info
 # A non-root user owns the data and certificate directories; new named volumes take that ownership from the image.
 RUN useradd --system --uid 10001 --user-group --home-dir /data --no-create-home edgesim \
     && mkdir -p /data /certs && chown edgesim:edgesim /data /certs

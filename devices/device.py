@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from devices.behaviour import FaultPlan, reported_for_delta, shadow_prefix, spoil
+from devices.connect_errors import CAUSE_PREFIX, connect_cause
 from devices.figures import Figures
 from devices.payload import PayloadBuilder
 from devices.properties import TelemetryProperties
@@ -161,11 +162,13 @@ class SimDevice:
                 await self.client.connect()
         except ConnectError as exc:
             self.figures.error("connect_refused")
+            self.figures.inc(CAUSE_PREFIX + connect_cause(exc))
             log.debug("%s: %s", self.spec.client_id, exc)
             self._gauge("failed")
             return False
         except MqttError as exc:
             self.figures.error("connect")
+            self.figures.inc(CAUSE_PREFIX + connect_cause(exc))
             log.debug("%s: %s", self.spec.client_id, exc)
             self._gauge("failed")
             return False

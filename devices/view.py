@@ -7,11 +7,27 @@ from typing import Any
 
 from rich.table import Table
 
+from devices.connect_errors import causes
 from devices.figures import Figures
 
 
 def summary(figures: Figures, elapsed: float) -> dict[str, Any]:
-    return figures.summary(time.monotonic(), elapsed)
+    data = figures.summary(time.monotonic(), elapsed)
+    data["connect_errors"] = causes(figures.counters.as_dict())
+    return data
+
+
+def connect_trouble(data: dict[str, Any]) -> str | None:
+    """One line when devices could not connect (fewer connects than devices, and failures with a cause), else None."""
+    failures = data.get("connect_errors") or {}
+    if not failures or data["connects"] >= data["devices"]:
+        return None
+    from devices.connect_errors import HINTS
+
+    top = max(failures, key=lambda k: failures[k])
+    listed = ", ".join(f"{cause} {n:,}" for cause, n in sorted(failures.items(), key=lambda kv: -kv[1]))
+    hint = HINTS.get(top)
+    return f"devices could not connect ({listed})" + (f": {hint}" if hint else "")
 
 
 def table(data: dict[str, Any], title: str) -> Table:
@@ -34,5 +50,8 @@ def table(data: dict[str, Any], title: str) -> Table:
     out.add_row("faults injected", faults)
     errors = ", ".join(f"{k} {v:,}" for k, v in sorted(data["errors"].items())) or "none"
     out.add_row("errors", errors, style="red" if data["errors"] else None)
+    if data.get("connect_errors"):
+        why = ", ".join(f"{k} {v:,}" for k, v in sorted(data["connect_errors"].items()))
+        out.add_row("connect failures", why, style="red")
     out.add_row("elapsed", f"{data['elapsed_s']:.1f} s")
     return out

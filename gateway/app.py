@@ -24,11 +24,13 @@ from gateway.identity.keystore import ensure_local_ca
 from gateway.identity.policy_doc import PolicyDocument
 from gateway.metrics import Metrics
 from gateway.registry import Registry, RegistryChange
+from gateway.rules.destinations import TopicRuleDestinations
 from gateway.rules.engine import RulesEngine
 from gateway.rules.files import RulesFolder
 from gateway.rules.service import RulesService
 from gateway.shadow.document import ShadowLimits
 from gateway.shadow.service import ShadowService
+from gateway.sinks.cloudwatch import CloudWatchSink
 from gateway.sinks.firehose.service import FirehoseService
 from gateway.sinks.kinesis.service import KinesisService
 from gateway.sinks.lambda_.mappings import EventSourceMappings
@@ -55,6 +57,8 @@ class Gateway(Lifecycle):
     lambdas: LambdaService
     event_sources: EventSourceMappings
     remote_sinks: RemoteSinks | None = None
+    cloudwatch: CloudWatchSink
+    destinations: TopicRuleDestinations
     rules_engine: RulesEngine
     rules: RulesService
     listeners: Listeners
@@ -112,6 +116,14 @@ class Gateway(Lifecycle):
         self.event_sources = EventSourceMappings(self)
         await self.event_sources.start()
         self.remote_sinks = RemoteSinks(cfg.sink_endpoint_url, cfg.region) if cfg.sink_backend == "aws" else None
+        self.cloudwatch = CloudWatchSink(self.store)
+        self.destinations = TopicRuleDestinations(
+            self.store,
+            self.clock,
+            cfg.region,
+            cfg.account,
+            lambda: f"http://{cfg.host}:{self.ports.get('api', cfg.api_port)}",
+        )
         self.rules_engine = RulesEngine(self)
         self.rules = RulesService(self, self.rules_engine)
         self.rules.load()
@@ -134,9 +146,13 @@ class Gateway(Lifecycle):
             rest.handle,
             views={
                 "rules/metrics": self.rules.metrics,
+                "rules/outcomes": self.rules.outcomes,
                 "status": self.status,
                 "lambda/logs": self.lambdas.recent_logs,
                 "actions/metrics": self.rules_engine.executor.action_metrics,
+                "cloudwatch/summary": self.cloudwatch.summary,
+                "cloudwatch/logs": lambda: self.cloudwatch.log_events(limit=1000),
+                "cloudwatch/metrics": lambda: self.cloudwatch.datapoints(limit=1000),
             },
             metrics=self.metrics.render,
             routes=Dashboard(self, self.live).routes,
@@ -165,6 +181,8 @@ class Gateway(Lifecycle):
             await self.live.stop()
         if hasattr(self, "rules_engine"):
             await self.rules_engine.stop()
+        if hasattr(self, "destinations"):
+            await self.destinations.stop()
         if hasattr(self, "event_sources"):
             await self.event_sources.stop()
         if hasattr(self, "lambdas"):

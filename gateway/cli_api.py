@@ -52,12 +52,47 @@ def api(service: str, endpoint: str) -> Iterator[Any]:
         yield aws_client(service, endpoint)
     except ClientError as exc:
         error = exc.response.get("Error", {})
-        err_console.print(f"[red]error:[/red] {escape(str(error.get('Code')))}: {escape(str(error.get('Message')))}")
+        line = f"{error.get('Code')}: {error.get('Message')}"
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 401:
+            line = f"the gateway at {endpoint} wants its API token: set EDGESIM_API_TOKEN to the token it printed"
+        err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False)
         raise typer.Exit(1) from exc
     except EndpointConnectionError as exc:
         err_console.print(
             f"[red]error:[/red] no gateway answers at {endpoint}; start one with `edgesim up` "
             "or point --endpoint / EDGESIM_ENDPOINT at it"
+        )
+        raise typer.Exit(1) from exc
+
+
+def get_json(endpoint: str, path: str, timeout: float = 10) -> Any:
+    """GET one of the gateway's own JSON pages (not an AWS API), with the API token; failures are one line, exit 1."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    from devices.provision import TOKEN_HEADER
+
+    request = urllib.request.Request(endpoint.rstrip("/") + path)
+    token = os.environ.get("EDGESIM_API_TOKEN")
+    if token:
+        request.add_header(TOKEN_HEADER, token)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        line = (
+            f"the gateway at {endpoint} wants its API token: set EDGESIM_API_TOKEN to the token it printed"
+            if exc.code == 401
+            else f"the gateway at {endpoint} answered {exc.code} {exc.reason} for {path}"
+        )
+        err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False)
+        raise typer.Exit(1) from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        err_console.print(
+            f"[red]error:[/red] no gateway answers at {escape(endpoint)}; start one with `edgesim up` "
+            "or point --endpoint / EDGESIM_ENDPOINT at it",
+            highlight=False,
         )
         raise typer.Exit(1) from exc
 

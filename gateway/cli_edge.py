@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from gateway.cli_api import JsonOut, err_console
+from gateway.cli_errors import fail, port_in_use_line
 from gateway.config import default_certs_dir, default_data_dir
 from gateway.errors import ConfigError
 from gateway.logs import FORMAT_HELP, configure_logging
@@ -30,7 +32,12 @@ edge_app = typer.Typer(help="Edge cores: local broker, components, spool and sha
 
 Name = Annotated[str, typer.Argument(help="The edge core's name (its thing name unless the config says otherwise).")]
 Home = Annotated[
-    Path | None, typer.Option(help="The core's data folder [default: $EDGESIM_HOME/edge/NAME, i.e. .edgesim/edge/NAME]")
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        "--home",
+        help="The core's data folder [default: $EDGESIM_HOME/edge/NAME, i.e. .edgesim/edge/NAME]",
+    ),
 ]
 
 
@@ -114,10 +121,14 @@ def run(
         Path | None, typer.Option(help="Where the core's certificate is cached [default: certs]")
     ] = None,
     local_host: Annotated[str | None, typer.Option(help="The local broker's address [default 127.0.0.1].")] = None,
-    local_port: Annotated[int | None, typer.Option(help="The local broker's plain MQTT port (0: pick one).")] = None,
+    local_port: Annotated[
+        int | None, typer.Option(help="The local broker's plain MQTT port (0: any free port).")
+    ] = None,
     local_tls_port: Annotated[
         int | None,
-        typer.Option(help="Also a mutual-TLS listener here for devices with `edge device-cert` certificates."),
+        typer.Option(
+            help="Also a mutual-TLS listener here for devices with `edge device-cert` certificates (0: any free port)."
+        ),
     ] = None,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final status as JSON on stdout.")] = False,
@@ -136,6 +147,7 @@ def run(
             "local_broker": {"host": local_host, "port": local_port, "tls_port": local_tls_port},
         },
     )
+    _fail_on_handler_problems(cfg)
     ui = Console(stderr=True)
     if log_format == "text":
         # Log lines print above the live view instead of tearing it.
@@ -172,10 +184,46 @@ def run(
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
+    except OSError as exc:
+        flags = {"--local-port": cfg.local_broker.port, "--local-tls-port": cfg.local_broker.tls_port}
+        line = port_in_use_line(exc, flags)
+        if line is None:
+            raise
+        fail(line)
     if as_json:
-        typer.echo(json.dumps(final, indent=2))
+        typer.echo(json.dumps(camel_keys(final), indent=2))
     else:
         ui.print(status_table(final))
+
+
+def _fail_on_handler_problems(cfg: EdgeConfig) -> None:
+    from gateway.edge.handler_check import handler_problems
+
+    problems = handler_problems(cfg)
+    for problem in problems[1:]:
+        err_console.print(f"[red]error:[/red] {escape(problem)}", highlight=False)
+    if problems:
+        fail(problems[0])
+
+
+@edge_app.command("validate")
+def validate(
+    config: Annotated[Path, typer.Argument(help="The core's configuration (YAML), e.g. examples/edge/edge.yaml.")],
+    as_json: JsonOut = False,
+) -> None:
+    """Check an edge config: its fields, and that every component's handler imports (in a child process)."""
+    from gateway.edge.handler_check import handler_problems
+
+    cfg = _config(config, {})
+    problems = handler_problems(cfg)
+    if as_json:
+        typer.echo(json.dumps({"file": str(config), "ok": not problems, "problems": problems}))
+        if problems:
+            raise typer.Exit(1)
+        return
+    if problems:
+        _fail_on_handler_problems(cfg)
+    typer.echo(f"{config}: ok ({len(cfg.components)} component(s), {len(cfg.mqtt_topic_mapping)} bridge mapping(s))")
 
 
 def _control(name: str, home: Path | None, method: str, path: str) -> dict[str, Any]:
@@ -247,8 +295,30 @@ def status(name: Name, home: Home = None, as_json: JsonOut = False) -> None:
     _show(_control(name, home, "GET", "/edgesim/status"), as_json)
 
 
+_NAMED_BY_USER = ("components", "forwarded")  # their keys are component and mapping names: left as written
+
+
+def _camel(key: str) -> str:
+    if key.endswith("_s"):
+        key = key[:-2] + "_seconds"
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def camel_keys(data: Any, parent: str = "") -> Any:
+    """The status as the JSON of `--json` shows it: camelCase, as the gateway's API and AWS's JSON are."""
+    if isinstance(data, dict):
+        return {
+            (k if parent in _NAMED_BY_USER else _camel(k)): camel_keys(v, k if parent not in _NAMED_BY_USER else "")
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [camel_keys(v) for v in data]
+    return data
+
+
 def _show(status: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(status, indent=2))
+        typer.echo(json.dumps(camel_keys(status), indent=2))
     else:
         Console().print(status_table(status))

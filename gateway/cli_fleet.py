@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import Progress
 
 from gateway.cli_api import DEFAULT_ENDPOINT, Endpoint, JsonOut, err_console
@@ -25,15 +26,22 @@ fleet_app = typer.Typer(help="Fleets of simulated devices: validate a fleet file
 FleetFile = Annotated[Path, typer.Argument(help="A fleet file (YAML or TOML), e.g. examples/fleets/demo.yaml.")]
 
 
-def _load(path: Path) -> FleetSpec:
+def _load(path: Path, as_json: bool = False) -> FleetSpec:
+    from dataclasses import asdict
+
     from devices.spec import FleetFileError, load_fleet
 
     try:
         return load_fleet(path)
     except FleetFileError as exc:
-        err_console.print(f"[red]error:[/red] {len(exc.problems)} problem(s) in {path}")
-        for problem in exc.problems:
-            err_console.print(f"  {problem}", markup=False, highlight=False)
+        if as_json:
+            typer.echo(json.dumps({"file": str(path), "ok": False, "problems": [asdict(p) for p in exc.problems]}))
+        elif len(exc.problems) == 1:
+            err_console.print(f"[red]error:[/red] {escape(str(exc.problems[0]))}", highlight=False)
+        else:
+            err_console.print(f"[red]error:[/red] {len(exc.problems)} problems in {escape(str(path))}")
+            for problem in exc.problems:
+                err_console.print(f"  {problem}", markup=False, highlight=False)
         raise typer.Exit(1) from exc
     except OSError as exc:
         err_console.print(f"[red]error:[/red] cannot read {path}: {exc.strerror}")
@@ -54,7 +62,7 @@ def validate(path: FleetFile, as_json: JsonOut = False) -> None:
     """Check a fleet file and show what it expands to (errors name file, line and field)."""
     from devices.spec import expand
 
-    spec = _load(path)
+    spec = _load(path, as_json)
     devices = expand(spec)
     by_type: dict[str, int] = {}
     for device in devices:
@@ -109,7 +117,7 @@ def run(
     from devices.fleet import FleetOptions, run_in_process, run_processes
     from devices.provision import DeviceFiles, Provisioner, iot_client
     from devices.spec import expand
-    from devices.view import summary, table
+    from devices.view import connect_trouble, summary, table
 
     spec = _load(path)
     try:
@@ -178,8 +186,13 @@ def run(
             live.stop()
     if metrics_file is not None:
         _write_atomically(metrics_file, summary(final, elapsed))
+    data = summary(final, elapsed)
     if as_json:
-        typer.echo(json.dumps(summary(final, elapsed), indent=2))
+        typer.echo(json.dumps(data, indent=2))
+    trouble = connect_trouble(data)
+    if trouble is not None:
+        err_console.print(f"[red]error:[/red] {trouble}", highlight=False)
+        raise typer.Exit(1)
 
 
 def _write_atomically(path: Path, data: object) -> None:

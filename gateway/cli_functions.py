@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gateway.cli_api import DEFAULT_ENDPOINT, Endpoint, JsonOut, api, emit, err_console, parse_pairs
+from gateway.cli_api import DEFAULT_ENDPOINT, Endpoint, JsonOut, api, emit, err_console, get_json, parse_pairs
 
 functions_app = typer.Typer(help="Lambda functions: deploy Python handlers, invoke, list, logs.", no_args_is_help=True)
 
@@ -92,7 +91,9 @@ def functions_invoke(
     name: str,
     payload: Annotated[str, typer.Option(help="The event, as JSON.")] = "{}",
     event: Annotated[bool, typer.Option("--async", help="InvocationType Event: queue it and return.")] = False,
-    tail: Annotated[bool, typer.Option("--log", help="Print the invocation's log (LogType Tail) to stderr.")] = False,
+    tail: Annotated[
+        bool, typer.Option("--tail", "--log", help="Print the invocation's log (LogType Tail) to stderr.")
+    ] = False,
     endpoint: Endpoint = DEFAULT_ENDPOINT,
 ) -> None:
     """Invoke NAME and print what the handler returned; a function error exits with status 1."""
@@ -135,11 +136,9 @@ def functions_list(endpoint: Endpoint = DEFAULT_ENDPOINT, as_json: JsonOut = Fal
                         "lastModified": fn.get("LastModified"),
                     }
                 )
-    table = Table("function", "runtime", "handler", "timeout (s)", "memory (MB)", "last modified")
+    table = Table("function", "runtime", "handler", "timeout", "MB", caption="more (last modified): --json")
     for row in rows:
-        table.add_row(
-            row["name"], row["runtime"], row["handler"], str(row["timeout"]), str(row["memory"]), row["lastModified"]
-        )
+        table.add_row(row["name"], row["runtime"], row["handler"], f"{row['timeout']} s", str(row["memory"]))
     emit({"functions": rows}, as_json, table)
 
 
@@ -151,13 +150,7 @@ def functions_logs(
     as_json: JsonOut = False,
 ) -> None:
     """Recent invocation logs of NAME (kept in the gateway's memory; read from /edgesim/lambda/logs)."""
-    url = endpoint.rstrip("/") + "/edgesim/lambda/logs"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            everything: dict[str, list[dict[str, Any]]] = json.loads(response.read())
-    except OSError as exc:
-        err_console.print(f"[red]error:[/red] no gateway answers at {endpoint}: {exc}")
-        raise typer.Exit(1) from exc
+    everything: dict[str, list[dict[str, Any]]] = get_json(endpoint, "/edgesim/lambda/logs")
     entries = everything.get(name, [])[-limit:] if limit > 0 else []
     if as_json:
         emit({"functionName": name, "invocations": entries}, True)

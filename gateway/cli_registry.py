@@ -9,14 +9,25 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gateway.cli_api import DEFAULT_ENDPOINT, Endpoint, JsonOut, api, console, emit, parse_pairs, strip_metadata
+from gateway.cli_api import (
+    DEFAULT_ENDPOINT,
+    Endpoint,
+    JsonOut,
+    api,
+    console,
+    emit,
+    err_console,
+    parse_pairs,
+    strip_metadata,
+)
+from gateway.cli_errors import fail, read_json, read_text
 
 certs_app = typer.Typer(help="The local CA and device certificates.", no_args_is_help=True)
 things_app = typer.Typer(help="Things, thing types and thing groups.", no_args_is_help=True)
 policies_app = typer.Typer(help="AWS IoT policies and their attachments.", no_args_is_help=True)
 
 CertsDir = Annotated[Path, typer.Option("--certs-dir", envvar="EDGESIM_CERTS", help="Where the CA and certs live.")]
-Attr = Annotated[list[str] | None, typer.Option("--attr", help="name=value (repeatable).")]
+Attr = Annotated[list[str] | None, typer.Option("--attribute", "--attr", help="name=value (repeatable).")]
 
 
 # ---------------------------------------------------------------- certs
@@ -38,6 +49,9 @@ def certs_create(
     ),
     inactive: Annotated[bool, typer.Option(help="Leave the certificate INACTIVE.")] = False,
     key_type: Annotated[str, typer.Option(help="ec (P-256, fast handshakes) or rsa (2048).")] = "ec",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace NAME's certificate files in --out if they exist.")
+    ] = False,
     endpoint: Endpoint = DEFAULT_ENDPOINT,
     as_json: JsonOut = False,
 ) -> None:
@@ -50,7 +64,15 @@ def certs_create(
 
     if key_type not in ("ec", "rsa"):
         raise typer.BadParameter("--key-type must be ec or rsa")
+    replaced = _existing_certificate(out, thing)
+    if replaced is not None and not force:
+        fail(
+            f"{out / (thing + '.cert.pem')} already holds certificate {replaced} for {thing}; pass --force to "
+            "replace the files (its key is lost), or --out DIR to write elsewhere"
+        )
     with api("iot", endpoint) as iot:
+        if policy:  # checked before anything is made, so a bad name leaves nothing half-created
+            iot.get_policy(policyName=policy)
         try:
             iot.describe_thing(thingName=thing)
         except iot.exceptions.ResourceNotFoundException:
@@ -78,10 +100,34 @@ def certs_create(
         "certificateFile": str(path),
         "policy": policy,
     }
+    if replaced is not None:
+        result["replaced"] = replaced
+        err_console.print(
+            f"replaced the files of certificate {replaced} (still registered: `edgesim certs revoke {replaced[:12]}` "
+            "retires it)",
+            highlight=False,
+        )
     if as_json:
         emit(result, True)
     else:
         console.print(f"certificate [bold]{created['certificateId']}[/bold] for thing {thing} -> {path}")
+
+
+def _existing_certificate(out: Path, thing: str) -> str | None:
+    """The id (SHA-256 of the DER) of the certificate already written for this thing, if any."""
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    path = out / f"{thing}.cert.pem"
+    if not path.exists():
+        return None
+    try:
+        der = x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(Encoding.DER)
+    except (OSError, ValueError):
+        return "(unreadable)"
+    return hashlib.sha256(der).hexdigest()
 
 
 @certs_app.command("register")
@@ -95,15 +141,15 @@ def certs_register(
 ) -> None:
     """Register a device certificate made elsewhere."""
     status = "ACTIVE" if active else "INACTIVE"
+    pem = read_text(cert_file, "certificate")
+    ca_pem = read_text(ca_file, "CA certificate") if ca_file is not None and not without_ca else None
     with api("iot", endpoint) as iot:
         if without_ca:
-            out = iot.register_certificate_without_ca(certificatePem=cert_file.read_text(), status=status)
-        elif ca_file is not None:
-            out = iot.register_certificate(
-                certificatePem=cert_file.read_text(), caCertificatePem=ca_file.read_text(), status=status
-            )
+            out = iot.register_certificate_without_ca(certificatePem=pem, status=status)
+        elif ca_pem is not None:
+            out = iot.register_certificate(certificatePem=pem, caCertificatePem=ca_pem, status=status)
         else:
-            out = iot.register_certificate(certificatePem=cert_file.read_text(), status=status)
+            out = iot.register_certificate(certificatePem=pem, status=status)
     emit(strip_metadata(out), True) if as_json else console.print(f"registered {out['certificateId']}")
 
 
@@ -115,13 +161,30 @@ def certs_register_ca(
     as_json: JsonOut = False,
 ) -> None:
     """RegisterCACertificate: trust device certificates signed by this CA."""
+    pem = read_text(ca_file, "CA certificate")
     with api("iot", endpoint) as iot:
-        out = iot.register_ca_certificate(caCertificate=ca_file.read_text(), setAsActive=active)
+        out = iot.register_ca_certificate(caCertificate=pem, setAsActive=active)
     emit(strip_metadata(out), True) if as_json else console.print(f"registered CA {out['certificateId']}")
+
+
+def _full_id(iot: Any, certificate_id: str) -> str:
+    """A certificate id, or a unique prefix of one (as `certs list` shows them)."""
+    if len(certificate_id) == 64:
+        return certificate_id
+    matches = [
+        c["certificateId"]
+        for page in iot.get_paginator("list_certificates").paginate()
+        for c in page["certificates"]
+        if c["certificateId"].startswith(certificate_id)
+    ]
+    if len(matches) != 1:
+        fail(f"{len(matches)} certificates start with {certificate_id!r}; give more of the id")
+    return str(matches[0])
 
 
 def _set_status(certificate_id: str, status: str, endpoint: str) -> None:
     with api("iot", endpoint) as iot:
+        certificate_id = _full_id(iot, certificate_id)
         iot.update_certificate(certificateId=certificate_id, newStatus=status)
     console.print(f"{certificate_id} is now {status}")
 
@@ -146,12 +209,18 @@ def certs_revoke(certificate_id: str, endpoint: Endpoint = DEFAULT_ENDPOINT) -> 
 
 @certs_app.command("list")
 def certs_list(endpoint: Endpoint = DEFAULT_ENDPOINT, as_json: JsonOut = False) -> None:
-    """List certificates (every page)."""
+    """List certificates (every page) with their things; ids are shortened in the table (full ids: --json)."""
     with api("iot", endpoint) as iot:
         certs = [c for page in iot.get_paginator("list_certificates").paginate() for c in page["certificates"]]
-    table = Table("certificateId", "status", "created")
+        for c in certs:
+            c["things"] = iot.list_principal_things(principal=c["certificateArn"])["things"]
+    table = Table(
+        "id (prefix)", "status", "things", "created", caption="full ids: --json; commands take any unique prefix"
+    )
     for c in certs:
-        table.add_row(c["certificateId"], c["status"], str(c["creationDate"]))
+        created = c["creationDate"]
+        when = created.strftime("%Y-%m-%d %H:%M") if hasattr(created, "strftime") else str(created)
+        table.add_row(c["certificateId"][:12], c["status"], ", ".join(c["things"]) or "-", when)
     emit({"certificates": certs}, as_json, table)
 
 
@@ -159,12 +228,12 @@ def certs_list(endpoint: Endpoint = DEFAULT_ENDPOINT, as_json: JsonOut = False) 
 def certs_describe(certificate_id: str, endpoint: Endpoint = DEFAULT_ENDPOINT) -> None:
     """DescribeCertificate (JSON)."""
     with api("iot", endpoint) as iot:
-        emit(iot.describe_certificate(certificateId=certificate_id)["certificateDescription"], True)
+        emit(iot.describe_certificate(certificateId=_full_id(iot, certificate_id))["certificateDescription"], True)
 
 
 # ---------------------------------------------------------------- things
 def _attributes(values: list[str] | None) -> dict[str, str]:
-    return parse_pairs(values, "--attr")
+    return parse_pairs(values, "--attribute")
 
 
 @things_app.command("create")
@@ -195,7 +264,7 @@ def things_describe(name: str, endpoint: Endpoint = DEFAULT_ENDPOINT) -> None:
 def things_list(
     endpoint: Endpoint = DEFAULT_ENDPOINT,
     as_json: JsonOut = False,
-    attribute: Annotated[str | None, typer.Option(help="Filter: name=value.")] = None,
+    attribute: Annotated[str | None, typer.Option("--attribute", "--attr", help="Filter: name=value.")] = None,
     thing_type: Annotated[str | None, typer.Option("--type")] = None,
 ) -> None:
     """ListThings (every page)."""
@@ -261,6 +330,12 @@ def things_add_to_group(group: str, thing: str, endpoint: Endpoint = DEFAULT_END
 
 
 # ---------------------------------------------------------------- policies
+def _policy_text(document: Path) -> str:
+    """The file's text once it is known to be JSON (the gateway judges the policy itself)."""
+    read_json(document, "policy document")
+    return read_text(document, "policy document")
+
+
 @policies_app.command("create")
 def policies_create(
     name: str,
@@ -269,16 +344,22 @@ def policies_create(
     as_json: JsonOut = False,
 ) -> None:
     """CreatePolicy from a JSON file."""
+    text = _policy_text(document)
     with api("iot", endpoint) as iot:
-        out = strip_metadata(iot.create_policy(policyName=name, policyDocument=document.read_text()))
+        out = strip_metadata(iot.create_policy(policyName=name, policyDocument=text))
     emit(out, True) if as_json else console.print(f"policy {name} version {out['policyVersionId']}")
 
 
 @policies_app.command("update")
-def policies_update(name: str, document: Path, endpoint: Endpoint = DEFAULT_ENDPOINT) -> None:
+def policies_update(
+    name: str,
+    document: Annotated[Path, typer.Argument(help="Policy JSON file.")],
+    endpoint: Endpoint = DEFAULT_ENDPOINT,
+) -> None:
     """CreatePolicyVersion and make it the default (takes effect on live connections)."""
+    text = _policy_text(document)
     with api("iot", endpoint) as iot:
-        out = iot.create_policy_version(policyName=name, policyDocument=document.read_text(), setAsDefault=True)
+        out = iot.create_policy_version(policyName=name, policyDocument=text, setAsDefault=True)
     console.print(f"policy {name} version {out['policyVersionId']} is the default")
 
 

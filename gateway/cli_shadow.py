@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from gateway.cli_api import DEFAULT_ENDPOINT, Endpoint, api, console, emit
+from gateway.cli_errors import json_argument
 
 shadow_app = typer.Typer(help="Device shadows (classic and named).", no_args_is_help=True)
 ShadowName = Annotated[str | None, typer.Option("--name", help="A named shadow (default: the classic shadow).")]
@@ -33,7 +33,7 @@ def shadow_update(
     endpoint: Endpoint = DEFAULT_ENDPOINT,
 ) -> None:
     """UpdateThingShadow; prints the accepted document."""
-    body = Path(document[1:]).read_bytes() if document.startswith("@") else document.encode()
+    body = json_argument(document, "shadow document")
     with api("iot-data", endpoint) as data:
         emit(json.loads(data.update_thing_shadow(**_named(thing, name), payload=body)["payload"].read()), True)
 

@@ -130,9 +130,14 @@ def streams_read(
 def streams_create(
     name: str, shards: Annotated[int, typer.Option(help="Shard count.")] = 1, endpoint: Endpoint = DEFAULT_ENDPOINT
 ) -> None:
-    """CreateStream."""
+    """CreateStream; a stream that already exists is left as it is (exit 0), so setup scripts can run twice."""
     with api("kinesis", endpoint) as kinesis:
-        kinesis.create_stream(StreamName=name, ShardCount=shards)
+        try:
+            kinesis.create_stream(StreamName=name, ShardCount=shards)
+        except kinesis.exceptions.ResourceInUseException:
+            summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+            console.print(f"stream {name} exists ({summary['OpenShardCount']} open shard(s)); left as it is")
+            return
     console.print(f"stream {name} with {shards} shard(s)")
 
 

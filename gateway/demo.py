@@ -11,37 +11,33 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console, RenderableType
 from rich.live import Live
-from rich.panel import Panel
-from rich.table import Table
 
 from devices.device import Target
 from devices.figures import Figures
 from devices.fleet import FleetOptions, install_stop, run_devices
 from devices.provision import Provisioner, iot_client
 from devices.spec import FleetSpec, expand, load_fleet
-from devices.view import summary, table
+from devices.view import summary
 from gateway.app import Gateway
 from gateway.cli_api import aws_client
-from gateway.cli_edge import status_table
+from gateway.cli_examples import packaged_examples
 from gateway.cli_functions import zip_module
 from gateway.config import Config
+from gateway.demo_view import DemoNames, demo_view
 from gateway.edge.config import load_edge_config, with_overrides
 from gateway.edge.core import EdgeCore
 
 STREAM = "telemetry"
 QUEUE = "hot-readings"
 FUNCTION = "low-battery"
-# The example function ships in the repository's examples/ (next to the package in a checkout), else under the cwd.
-_CHECKOUT_SOURCE = Path(__file__).resolve().parent.parent / "examples" / "functions" / "low_battery.py"
-FUNCTION_SOURCE = _CHECKOUT_SOURCE if _CHECKOUT_SOURCE.is_file() else Path("examples/functions/low_battery.py")
 ROLE = "arn:aws:iam::123456789012:role/edgesim-demo"
-_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-EXAMPLES = _EXAMPLES if _EXAMPLES.is_dir() else Path("examples")
+# Installed with the package (a wheel has no repository; in a checkout gateway/examples links to ./examples).
+EXAMPLES = packaged_examples()
+FUNCTION_SOURCE = EXAMPLES / "functions" / "low_battery.py"
 EDGE_NAME = "demo-edge"
 
 
@@ -95,41 +91,6 @@ def _gateway_figures(gw: Gateway) -> dict[str, Any]:
     }
 
 
-def _gateway_table(figures: dict[str, Any]) -> Table:
-    out = Table(title="gateway: rules and sinks", show_header=True, min_width=60)
-    out.add_column("rule")
-    out.add_column("matched", justify="right")
-    out.add_column("actions ok", justify="right")
-    out.add_column("failed", justify="right")
-    for name, m in figures["rules"].items():
-        out.add_row(name, f"{m['matched']:,}", f"{m['action_success']:,}", f"{m['action_failure']:,}")
-    calls = figures["lambda"]
-    out.add_section()
-    out.add_row(f"Kinesis '{STREAM}' records", f"{figures['stream_records']:,}", "", "")
-    out.add_row(f"SQS '{QUEUE}' messages waiting", f"{figures['queue_messages']:,}", "", "")
-    out.add_row(f"Lambda '{FUNCTION}' invocations", f"{calls['invocations']:,}", "", f"{calls['errors']:,}")
-    out.add_row("shadow updates", f"{figures['shadow_updates']:,}", "", "")
-    out.add_row("MQTT connections", f"{figures['connections']:,}", "", "")
-    out.add_row("policy denials", f"{figures['policy_denials']:,}", "", "")
-    return out
-
-
-def _hints(gw: Gateway, spec: FleetSpec, first_thermostat: str) -> Panel:
-    api = f"http://127.0.0.1:{gw.ports['api']}"
-    return Panel(
-        f"Dashboard: {api}/  (fleet, shadows, live messages, rules, sinks)\n"
-        "Try, in another terminal (. .venv/bin/activate; export EDGESIM_ENDPOINT=" + api + "):\n"
-        f"  edgesim streams read {STREAM} --follow                 # the telemetry stream, checkpointed\n"
-        f"  aws --endpoint-url {api} sqs receive-message --queue-url {api}/123456789012/{QUEUE}\n"
-        f"  edgesim shadow get {first_thermostat}                  # desired.mode = power_save after a low battery\n"
-        f"  edgesim functions logs {FUNCTION}\n"
-        "  edgesim rules stats\n"
-        f"  edgesim fleet run examples/fleets/smoke.yaml --target mqtts://127.0.0.1:{gw.ports['mqtts']}\n"
-        "Ctrl-C here stops the demo.",
-        title=f"fleet '{spec.fleet}' is running",
-    )
-
-
 @contextlib.asynccontextmanager
 async def _edge_core(
     gw: Gateway, cfg: Config, figures: Figures, stop: asyncio.Event
@@ -176,17 +137,23 @@ async def run_demo(
         if edge:
             core, edge_devices = await stack.enter_async_context(_edge_core(gw, cfg, edge_figures, stop))
         thermostat = next((d.thing_name for d in devices if d.shadow is not None), devices[0].thing_name)
-        hints = _hints(gw, spec, thermostat)
+        names = DemoNames(
+            api=f"http://127.0.0.1:{gw.ports['api']}",
+            mqtts_port=gw.ports["mqtts"],
+            fleet=spec.fleet,
+            thermostat=thermostat,
+            stream=STREAM,
+            queue=QUEUE,
+            function=FUNCTION,
+        )
+        ui = Console(stderr=True) if quiet_stdout else Console()  # --json keeps stdout for the summary
 
-        def view() -> Group:
-            fleet_figures = table(summary(figures, time.monotonic() - started), "fleet")
-            parts: list[Any] = [fleet_figures, _gateway_table(_gateway_figures(gw))]
-            if core is not None:
-                parts.append(status_table(core.status()))
-            return Group(*parts, hints)
+        def view() -> RenderableType:
+            fleet_figures = summary(figures, time.monotonic() - started)
+            status = core.status() if core is not None else None
+            return demo_view(ui, fleet_figures, _gateway_figures(gw), status, names)
 
-        console = Console(stderr=True) if quiet_stdout else None  # --json keeps stdout for the summary
-        with Live(view(), refresh_per_second=4, console=console) as live:
+        with Live(view(), refresh_per_second=4, console=ui) as live:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.25)

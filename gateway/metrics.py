@@ -43,6 +43,7 @@ class GatewayCollector(Collector):
         yield from self._shadows()
         yield from self._rules()
         yield from self._sinks()
+        yield from self._cloudwatch()
         yield from self._edge()
         yield GaugeMetricFamily("edgesim_event_loop_lag_seconds", "How late the last timer fired", self.lag.last_s)
         yield GaugeMetricFamily("edgesim_event_loop_lag_max_seconds", "The largest lag seen", self.lag.max_s)
@@ -154,6 +155,24 @@ class GatewayCollector(Collector):
             records.add_metric([name], stream.records_written)
             throttles.add_metric([name], kinesis.throttles.get(name, 0))
         yield from (shards, records, throttles)
+
+    def _cloudwatch(self) -> Iterator[Metric]:
+        """What the cloudwatchMetric and cloudwatchLogs rule actions recorded: the latest value of each metric."""
+        cloudwatch = self.gw.cloudwatch
+        latest = GaugeMetricFamily(
+            "edgesim_cloudwatch_metric",
+            "Latest value each cloudwatchMetric rule action recorded",
+            labels=["namespace", "metric", "unit"],
+        )
+        for (namespace, name, unit), value in cloudwatch.latest.items():
+            latest.add_metric([namespace, name, unit], value)
+        yield latest
+        yield CounterMetricFamily(
+            "edgesim_cloudwatch_datapoints", "Datapoints recorded by cloudwatchMetric", cloudwatch.totals["datapoints"]
+        )
+        yield CounterMetricFamily(
+            "edgesim_cloudwatch_log_events", "Log events recorded by cloudwatchLogs", cloudwatch.totals["log_events"]
+        )
 
     def _edge(self) -> Iterator[Metric]:
         online = GaugeMetricFamily("edgesim_edge_core_online", "Edge cores connected to the gateway", labels=["core"])

@@ -209,6 +209,29 @@ MIGRATIONS: list[str] = [
     ALTER TABLE retained_messages ADD COLUMN properties BLOB;
     ALTER TABLE retained_messages ADD COLUMN expires_ms INTEGER NOT NULL DEFAULT 0;
     """,
+    # Rules: HTTP topic rule destinations; what cloudwatchLogs / cloudwatchMetric actions recorded.
+    """
+    CREATE TABLE topic_rule_destinations (
+        arn TEXT PRIMARY KEY,
+        document TEXT NOT NULL
+    );
+    CREATE TABLE cloudwatch_log_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        log_group TEXT NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX cloudwatch_log_events_by_group ON cloudwatch_log_events(log_group, seq);
+    CREATE TABLE cloudwatch_datapoints (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value REAL NOT NULL,
+        unit TEXT NOT NULL,
+        timestamp_ms INTEGER NOT NULL
+    );
+    CREATE INDEX cloudwatch_datapoints_by_metric ON cloudwatch_datapoints(namespace, name, seq);
+    """,
 ]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 
-from mqttwire import properties as P
+from mqttwire import properties as mp
 from mqttwire.errors import MalformedPacket, ProtocolViolation
 from mqttwire.frame import encode_varint
 from mqttwire.packets import (
@@ -186,7 +186,7 @@ def decode_connect(body: Buffer) -> Connect:
     if will_flag:
         will_props = None
         if level == V5:
-            will_props, pos = decode_properties(body, pos, end, P.WILL)
+            will_props, pos = decode_properties(body, pos, end, mp.WILL)
         topic, pos = _string(body, pos, end, "will topic")
         payload, pos = _binary(body, pos, end, "will payload")
         request.will = Will(topic, payload, will_qos, will_retain, will_props)
@@ -426,5 +426,5 @@ def puback(packet_id: int, reason_code: int = 0, reason_string: str | None = Non
     """A PUBACK: the 4-byte form for success (valid in both versions), with a reason (MQTT 5 only) otherwise."""
     if not reason_code and reason_string is None:
         return bytes((0x40, 2, packet_id >> 8, packet_id & 0xFF))
-    props = {P.REASON_STRING: reason_string} if reason_string else None
+    props = {mp.REASON_STRING: reason_string} if reason_string else None
     return encode(Ack(PUBACK, packet_id, reason_code, props), V5)

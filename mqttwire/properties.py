@@ -123,7 +123,9 @@ def read_string(data: bytes | bytearray | memoryview, pos: int, end: int, what: 
     return text, pos + size
 
 
-def read_binary(data: bytes | bytearray | memoryview, pos: int, end: int, what: str = "binary data") -> tuple[bytes, int]:
+def read_binary(
+    data: bytes | bytearray | memoryview, pos: int, end: int, what: str = "binary data"
+) -> tuple[bytes, int]:
     if pos + 2 > end:
         raise MalformedPacket(f"truncated {what}")
     size = (data[pos] << 8) | data[pos + 1]
@@ -197,7 +199,7 @@ def decode_properties(
             value = (key, text)
         if ident in _NONZERO and value == 0:
             raise ProtocolViolation(f"{name} must not be 0")
-        if ident == USER_PROPERTY or ident == SUBSCRIPTION_IDENTIFIER:
+        if ident in (USER_PROPERTY, SUBSCRIPTION_IDENTIFIER):
             props.setdefault(ident, []).append(value)
             if ident == SUBSCRIPTION_IDENTIFIER and context != _PUBLISH and len(props[ident]) > 1:
                 raise ProtocolViolation("Subscription Identifier more than once", "MQTT-3.8.2")

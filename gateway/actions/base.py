@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway import jsonutil
-from gateway.errors import EdgesimError
+from gateway.errors import EdgesimError, InvalidRequestException
 from gateway.messages import Message
 from gateway.rules import EvalContext, Template, compile_template
 
@@ -42,7 +42,7 @@ def register(kind: str) -> Callable[[ActionFactory], ActionFactory]:
     return add
 
 
-# Action types AWS has and that later sinks provide; until then a rule naming one is accepted and its runs fail.
+# Every action type AWS has. The ones edgesim runs register a factory; the others are refused at create time.
 KNOWN_KINDS = {
     "republish",
     "kinesis",
@@ -68,6 +68,28 @@ KNOWN_KINDS = {
     "kafka",
     "location",
 }
+# Action types only the aws sink backend runs: the local backend has no such service.
+BACKEND_ONLY = {"dynamoDBv2": "DynamoDB"}
+
+
+def unsupported_reason(kind: str, remote: bool | None) -> str | None:
+    """Why a rule naming this action type cannot be created here, or None when it can run.
+
+    `remote` None means the sink backend is not known (offline checks): backend-only actions then pass.
+    """
+    if kind not in KNOWN_KINDS:
+        return f"Unknown action type {kind!r}"
+    if kind in BACKEND_ONLY:
+        if remote is False:
+            return (
+                f"The {kind} action needs {BACKEND_ONLY[kind]}, which the local sink backend does not provide; "
+                "start the gateway with --sink-backend aws [--sink-endpoint-url URL] to forward it"
+            )
+        return None
+    if kind not in FACTORIES:
+        supported = ", ".join(sorted({*FACTORIES, *BACKEND_ONLY}))
+        return f"The {kind} action is not supported by edgesim (supported: {supported})"
+    return None
 
 
 def failed_action_name(kind: str) -> str:
@@ -99,32 +121,11 @@ class TemplatedFields:
         return out
 
 
-class UnavailableAction:
-    """An AWS action type whose sink edgesim does not provide (yet): every run fails into errorAction."""
-
-    def __init__(self, kind: str, fields: dict[str, Any]) -> None:
-        self.kind = kind
-        self.fields = fields
-
-    @property
-    def failed_action_name(self) -> str:
-        return failed_action_name(self.kind)
-
-    def resource(self, ctx: EvalContext) -> str:
-        for key in ("streamName", "queueUrl", "functionArn", "deliveryStreamName", "bucketName", "topic"):
-            if key in self.fields:
-                return str(self.fields[key])
-        return self.kind
-
-    async def run(self, ctx: EvalContext, output: Any, message: Message) -> None:
-        raise ActionError(f"the {self.kind} action is not available in this edgesim build yet")
-
-
 def make_action(kind: str, fields: dict[str, Any], gateway: Gateway) -> Action:
-    factory = FACTORIES.get(kind)
-    if factory is None:
-        return UnavailableAction(kind, fields)
-    return factory(fields, gateway)
+    reason = unsupported_reason(kind, gateway.remote_sinks is not None)
+    if reason is not None:
+        raise InvalidRequestException(reason)
+    return FACTORIES[kind](fields, gateway)
 
 
 def output_bytes(output: Any) -> bytes:

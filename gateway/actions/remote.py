@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+from decimal import Decimal
 from typing import Any
 
 from gateway.actions.base import ActionError
@@ -57,3 +59,15 @@ class RemoteSinks:
 
     async def s3_put(self, bucket: str, key: str, body: bytes) -> None:
         await self._call("s3", "put_object", Bucket=bucket, Key=key, Body=body)
+
+    async def dynamodb_put_item(self, table: str, item: dict[str, Any]) -> None:
+        from boto3.dynamodb.types import TypeSerializer
+
+        # DynamoDB numbers are decimals: parse floats that way so 21.5 stays 21.5, not a binary approximation.
+        plain = json.loads(json.dumps(item), parse_float=Decimal)
+        try:
+            serializer = TypeSerializer()
+            attributes = {key: serializer.serialize(value) for key, value in plain.items()}
+        except (TypeError, ValueError) as exc:
+            raise ActionError(f"the output cannot be a DynamoDB item: {exc}") from exc
+        await self._call("dynamodb", "put_item", TableName=table, Item=attributes)

@@ -211,12 +211,26 @@ def shadows(gw: Gateway, thing: str) -> list[dict[str, Any]]:
     return out
 
 
+def _last_updated(metadata: object) -> int | None:
+    if isinstance(metadata, dict):
+        stamps = [_last_updated(v) for k, v in metadata.items() if k != "timestamp"]
+        own = metadata.get("timestamp")
+        stamps.append(own if isinstance(own, int) and not isinstance(own, bool) else None)
+    elif isinstance(metadata, list):
+        stamps = [_last_updated(v) for v in metadata]
+    else:
+        return None
+    return max((s for s in stamps if s is not None), default=None)
+
+
 def shadow_json(shadow: str | None, document: dict[str, Any]) -> dict[str, Any]:
     state = document.get("state", {})
     return {
         "shadowName": shadow,
         "version": document.get("version"),
-        "timestampS": document.get("timestamp"),
+        # When it last changed (the newest per-leaf metadata timestamp); the document's own `timestamp` is when it
+        # was read.
+        "timestampS": _last_updated(document.get("metadata")) or document.get("timestamp"),
         "state": {key: state.get(key) for key in ("desired", "reported", "delta")},
         "metadata": document.get("metadata"),
     }
@@ -347,7 +361,8 @@ def sinks(gw: Gateway, rates: dict[str, float], objects: ObjectLister | None = N
                 "objects": [{"key": o.key, "size": o.size, "lastModifiedMs": o.modified_ms} for o in listed],
             }
         )
-    return {"kinesis": kinesis, "sqs": sqs, "lambda": lambdas, "firehose": firehose}
+    cloudwatch = gw.cloudwatch.summary()
+    return {"kinesis": kinesis, "sqs": sqs, "lambda": lambdas, "firehose": firehose, "cloudwatch": cloudwatch}
 
 
 def _log_entry(entry: dict[str, Any]) -> dict[str, Any]:

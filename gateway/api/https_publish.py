@@ -10,11 +10,10 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from gateway.api import mqtt5_http
 from gateway.api.wire import rest_json_error
 from gateway.errors import AwsError, ForbiddenException, InvalidRequestException
 from gateway.identity.authorizer import Authorizer
-from gateway.messages import Message
-from gateway.topics import validate_topic_name
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -70,21 +69,18 @@ class HttpsPublish:
         try:
             gw = self.gateway
             topic = unquote(request.rel_url.raw_path.split("/topics/", 1)[1])
-            validate_topic_name(
-                topic, max_bytes=gw.config.mqtt.max_topic_bytes, max_slashes=gw.config.mqtt.max_topic_slashes
-            )
-            qos_text = request.rel_url.query.get("qos", "0")
+            query = request.rel_url.query
+            qos_text = query.get("qos", "0")
             if qos_text not in ("0", "1"):
                 raise InvalidRequestException("qos must be 0 or 1")
-            retain = request.rel_url.query.get("retain", "false").lower() == "true"
+            retain = query.get("retain", "false").lower() == "true"
+            props = mqtt5_http.from_request(query, request.headers)
             authorizer = self._authorizer(request)
-            if not authorizer.can_publish(topic) or (retain and not authorizer.can_retain_publish(topic)):
-                raise ForbiddenException(f"Not authorized to publish to topic/{topic}")
             payload = await request.read()
-            principal = authorizer.context.cert_id
-            message = Message(topic, payload, int(qos_text), retain, None, principal, gw.clock.wall_ms(), "https")
-            message.acknowledged = True
-            gw.broker.route(message)
+            message = gw.broker.intake.admit(
+                topic, payload, int(qos_text), retain, props, door="https", principal=authorizer.context.cert_id,
+                authorizer=authorizer, acknowledged=True,
+            )  # fmt: skip
             if message.hold is not None:
                 await message.hold.settled()  # the 200 means the rule actions it started have committed
             return web.json_response({"message": "OK", "traceId": str(uuid.uuid4())})

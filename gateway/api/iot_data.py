@@ -7,9 +7,8 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from gateway.api import mqtt5_http
 from gateway.errors import InvalidRequestException, ResourceNotFoundException
-from gateway.messages import Message
-from gateway.topics import validate_topic_name
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -19,17 +18,21 @@ Handler = Callable[["Gateway", Params], Any]
 
 
 async def publish(gw: Gateway, p: Params) -> dict[str, Any]:
-    topic = p["topic"]
-    validate_topic_name(topic, max_bytes=gw.config.mqtt.max_topic_bytes, max_slashes=gw.config.mqtt.max_topic_slashes)
     qos = int(p.get("qos") or 0)
     if qos not in (0, 1):
         raise InvalidRequestException("qos must be 0 or 1")
-    payload = p.get("payload") or b""
-    if len(payload) > gw.config.mqtt.max_payload_bytes:
-        raise InvalidRequestException(f"The payload exceeds the maximum size of {gw.config.mqtt.max_payload_bytes}")
-    message = Message(topic, payload, qos, bool(p.get("retain")), None, None, gw.clock.wall_ms(), "http")
-    message.acknowledged = True
-    gw.broker.route(message)
+    props = mqtt5_http.properties(
+        p.get("contentType"),
+        p.get("responseTopic"),
+        p.get("messageExpiry"),
+        p.get("userProperties"),
+        p.get("payloadFormatIndicator"),
+        p.get("correlationData"),
+    )
+    # The caller passed the API's own check (token or SigV4), as IAM would on AWS: no IoT policy applies here.
+    message = gw.broker.intake.admit(
+        p["topic"], p.get("payload") or b"", qos, bool(p.get("retain")), props, door="http", acknowledged=True
+    )
     if message.hold is not None:
         await message.hold.settled()  # the 200 means the rule actions it started have committed
     return {}

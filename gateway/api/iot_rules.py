@@ -21,4 +21,15 @@ HANDLERS: dict[str, Handler] = {
     "DeleteTopicRule": lambda s, p: s.delete_topic_rule(p["ruleName"]),
     "EnableTopicRule": lambda s, p: s.enable_topic_rule(p["ruleName"]),
     "DisableTopicRule": lambda s, p: s.disable_topic_rule(p["ruleName"]),
+    # HTTP topic rule destinations
+    "CreateTopicRuleDestination": lambda s, p: s.destinations.create_topic_rule_destination(
+        p["destinationConfiguration"]
+    ),
+    "GetTopicRuleDestination": lambda s, p: s.destinations.get_topic_rule_destination(p["arn"]),
+    "ListTopicRuleDestinations": lambda s, p: s.destinations.list_topic_rule_destinations(
+        p.get("maxResults"), p.get("nextToken")
+    ),
+    "UpdateTopicRuleDestination": lambda s, p: s.destinations.update_topic_rule_destination(p["arn"], p["status"]),
+    "DeleteTopicRuleDestination": lambda s, p: s.destinations.delete_topic_rule_destination(p["arn"]),
+    "ConfirmTopicRuleDestination": lambda s, p: s.destinations.confirm_topic_rule_destination(p["confirmationToken"]),
 }

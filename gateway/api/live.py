@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.api import dashboard_views as views
+from gateway.api.edge_reports import EdgeReports
 from gateway.broker.local import LocalSubscriber
 from gateway.shadow.document import compute_delta
 from gateway.shadow.topics import parse_shadow_topic
@@ -178,9 +179,12 @@ class LiveFeed:
         self.stream_rates: dict[str, float] = {}
         self._last_publish: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._edge_store: EdgeReports | None = None
 
     # ---- lifecycle
     def start(self) -> None:
+        self._edge_store = EdgeReports(self.gw.store, EDGE_CORES)
+        self.edge_reports.update(self._edge_store.load())
         broker = self.gw.broker
         self._subscribers = [
             broker.subscribe_local("dashboard-shadows", SHADOW_FILTERS, self._on_shadow),
@@ -271,7 +275,9 @@ class LiveFeed:
                 for watcher in watchers:
                     watcher.push("shadow", event)
 
-    def _on_edge_health(self, topic: str, payload: bytes, qos: int, client_id: str | None, _props: object = None) -> None:
+    def _on_edge_health(
+        self, topic: str, payload: bytes, qos: int, client_id: str | None, _props: object = None
+    ) -> None:
         """Any client may publish here: the report is checked and reduced to what the page shows, at intake."""
         core = topic.split("/")[2]
         entry = edge_core(core, self._now(), _current(payload))
@@ -279,9 +285,13 @@ class LiveFeed:
             return
         reports = self.edge_reports
         reports.pop(core, None)
+        dropped = None
         if len(reports) >= EDGE_CORES:
-            del reports[next(iter(reports))]
+            dropped = next(iter(reports))
+            del reports[dropped]
         reports[core] = entry
+        if self._edge_store is not None:
+            self._edge_store.save(core, entry, dropped)
 
     def _on_presence(self, topic: str, payload: bytes, qos: int, client_id: str | None, _props: object = None) -> None:
         for watcher in self.watchers:
@@ -349,9 +359,7 @@ class LiveFeed:
             data = ticks.get(watcher.view)
             if data is None:
                 extra = extras.get(watcher.view)
-                data = ticks[watcher.view] = orjson.dumps(
-                    base if extra is None else {**base, watcher.view: extra}
-                )
+                data = ticks[watcher.view] = orjson.dumps(base if extra is None else {**base, watcher.view: extra})
             watcher.push("tick", data)
 
     def _cached_objects(self, bucket: str, prefix: str) -> list[Any]:

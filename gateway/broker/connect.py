@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from gateway.broker.exceptions import PublishRefused
 from gateway.identity.authorizer import Authorizer, ConnectionContext
 from mqttwire import codec, reasons
-from mqttwire import properties as P
+from mqttwire import properties as mp
 from mqttwire.packets import V5, V311, Connack, Connect
 
 if TYPE_CHECKING:
@@ -67,25 +67,25 @@ def handle_connect(broker: Broker, conn: Connection, body: bytes) -> bool:
     return True
 
 
-def _accept(broker: Broker, conn: Connection, request: Connect) -> P.Properties | None:
+def _accept(broker: Broker, conn: Connection, request: Connect) -> mp.Properties | None:
     """Check everything about the CONNECT; the CONNACK properties (MQTT 5) when it is accepted."""
     limits = broker.config.mqtt
     v5 = conn.version == V5
     props = request.properties or {}
-    connack: P.Properties = {}
+    connack: mp.Properties = {}
     if v5:
-        if P.AUTHENTICATION_METHOD in props:
+        if mp.AUTHENTICATION_METHOD in props:
             raise Refused("enhanced authentication (AUTH) is not supported", reasons.BAD_AUTHENTICATION_METHOD)
-        conn.problem_info = props.get(P.REQUEST_PROBLEM_INFORMATION, 1) == 1
-        conn.window = min(broker.inflight_window, props.get(P.RECEIVE_MAXIMUM, 65535))
-        conn.max_out = props.get(P.MAXIMUM_PACKET_SIZE, 0)
+        conn.problem_info = props.get(mp.REQUEST_PROBLEM_INFORMATION, 1) == 1
+        conn.window = min(broker.inflight_window, props.get(mp.RECEIVE_MAXIMUM, 65535))
+        conn.max_out = props.get(mp.MAXIMUM_PACKET_SIZE, 0)
     client_id = request.client_id
     if not client_id:
         if not v5 and not request.clean_start:
             raise Refused("empty client id with clean session off [MQTT-3.1.3-8]", 0, reasons.V3_IDENTIFIER_REJECTED)
         client_id = f"edgesim-{uuid.uuid4().hex[:16]}"
         if v5:
-            connack[P.ASSIGNED_CLIENT_IDENTIFIER] = client_id
+            connack[mp.ASSIGNED_CLIENT_IDENTIFIER] = client_id
     if len(client_id.encode()) > limits.max_client_id_bytes or client_id.startswith("$"):
         raise Refused(f"client id {client_id!r} rejected", reasons.CLIENT_IDENTIFIER_NOT_VALID,
                       reasons.V3_IDENTIFIER_REJECTED)  # fmt: skip
@@ -103,36 +103,36 @@ def _accept(broker: Broker, conn: Connection, request: Connect) -> P.Properties 
     granted = 1200 if asked == 0 else min(max(asked, limits.min_keep_alive_s), 1200)
     conn.keep_alive = float(granted)
     if v5 and granted != asked:
-        connack[P.SERVER_KEEP_ALIVE] = granted
+        connack[mp.SERVER_KEEP_ALIVE] = granted
     if v5:
-        wanted = props.get(P.SESSION_EXPIRY_INTERVAL, 0)
+        wanted = props.get(mp.SESSION_EXPIRY_INTERVAL, 0)
         conn.session_expiry = min(wanted, limits.max_session_expiry_s)
         if conn.session_expiry != wanted:
-            connack[P.SESSION_EXPIRY_INTERVAL] = conn.session_expiry
+            connack[mp.SESSION_EXPIRY_INTERVAL] = conn.session_expiry
         connack.update(_server_properties(broker))
         return connack
     conn.session_expiry = 0 if request.clean_start else limits.max_session_expiry_s
     return None
 
 
-def _server_properties(broker: Broker) -> P.Properties:
+def _server_properties(broker: Broker) -> mp.Properties:
     """What AWS IoT's MQTT 5 CONNACK says about the server (reference §1.1)."""
     return {
-        P.MAXIMUM_QOS: 1,
-        P.RETAIN_AVAILABLE: 1,
-        P.WILDCARD_SUBSCRIPTION_AVAILABLE: 1,
-        P.SUBSCRIPTION_IDENTIFIER_AVAILABLE: 0,
-        P.SHARED_SUBSCRIPTION_AVAILABLE: 1,
-        P.TOPIC_ALIAS_MAXIMUM: TOPIC_ALIAS_MAXIMUM,
-        P.MAXIMUM_PACKET_SIZE: broker.max_packet_bytes,
-        P.RECEIVE_MAXIMUM: broker.inflight_window,
+        mp.MAXIMUM_QOS: 1,
+        mp.RETAIN_AVAILABLE: 1,
+        mp.WILDCARD_SUBSCRIPTION_AVAILABLE: 1,
+        mp.SUBSCRIPTION_IDENTIFIER_AVAILABLE: 0,
+        mp.SHARED_SUBSCRIPTION_AVAILABLE: 1,
+        mp.TOPIC_ALIAS_MAXIMUM: TOPIC_ALIAS_MAXIMUM,
+        mp.MAXIMUM_PACKET_SIZE: broker.max_packet_bytes,
+        mp.RECEIVE_MAXIMUM: broker.inflight_window,
     }
 
 
 def _refuse(broker: Broker, conn: Connection, refusal: Refused) -> None:
     log.warning("refused CONNECT from %s (%s): %s", conn.client_id or "?", conn.peer_ip, refusal.why)
     if conn.version == V5:
-        props = {P.REASON_STRING: refusal.why[:200]} if conn.problem_info else None
+        props = {mp.REASON_STRING: refusal.why[:200]} if conn.problem_info else None
         conn.send(codec.encode(Connack(False, refusal.v5_code, props), V5))
     elif refusal.v3_code is not None:
         conn.send(codec.encode(Connack(False, refusal.v3_code), V311))
@@ -187,7 +187,9 @@ def _check_will(broker: Broker, conn: Connection, request: Connect) -> None:
         broker.intake.check_topic(will.topic)
     except PublishRefused as exc:
         raise Refused(f"invalid will topic: {exc.message}", reasons.TOPIC_NAME_INVALID) from None
-    if not conn.authorizer.can_publish(will.topic) or (will.retain and not conn.authorizer.can_retain_publish(will.topic)):
+    if not conn.authorizer.can_publish(will.topic) or (
+        will.retain and not conn.authorizer.can_retain_publish(will.topic)
+    ):
         broker.denied("iot:Publish")
         raise Refused(f"iot:Publish denied for the will topic {will.topic}", reasons.NOT_AUTHORIZED)
 

@@ -26,7 +26,7 @@ from gateway.messages import AckHold, Message
 from gateway.registry import Registry, RegistryChange
 from gateway.topics import TopicTrie, validate_topic_filter
 from mqttwire import codec, reasons
-from mqttwire import properties as P
+from mqttwire import properties as mp
 from mqttwire.errors import ProtocolViolation
 from mqttwire.packets import V5, Disconnect, Subscribe, Unsubscribe
 
@@ -311,8 +311,8 @@ class Broker:
 
     def on_disconnect(self, conn: Connection, packet: Disconnect) -> None:
         props = packet.properties
-        if props is not None and P.SESSION_EXPIRY_INTERVAL in props:
-            requested = props[P.SESSION_EXPIRY_INTERVAL]
+        if props is not None and mp.SESSION_EXPIRY_INTERVAL in props:
+            requested = props[mp.SESSION_EXPIRY_INTERVAL]
             if conn.session_expiry == 0 and requested:
                 raise ProtocolViolation("Session Expiry Interval changed from 0 at DISCONNECT", "MQTT-3.14.2-2")
             conn.session_expiry = min(requested, self.config.mqtt.max_session_expiry_s)
@@ -380,10 +380,10 @@ class Broker:
                 conn.send(codec.puback(pid))
 
     @staticmethod
-    def _resolve_alias(conn: Connection, topic: str, props: P.Properties) -> str:
-        if P.SUBSCRIPTION_IDENTIFIER in props:
+    def _resolve_alias(conn: Connection, topic: str, props: mp.Properties) -> str:
+        if mp.SUBSCRIPTION_IDENTIFIER in props:
             raise ProtocolViolation("a client PUBLISH must not carry a Subscription Identifier", "MQTT-3.3.4-6")
-        alias = props.pop(P.TOPIC_ALIAS, None)
+        alias = props.pop(mp.TOPIC_ALIAS, None)
         if alias is None:
             if not topic:
                 raise ProtocolViolation("PUBLISH with an empty topic and no topic alias", "MQTT-3.3.2-1", 0x90)

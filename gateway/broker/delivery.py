@@ -10,7 +10,7 @@ from gateway.broker.connection import Connection
 from gateway.broker.intake import expiry_seconds_left
 from gateway.broker.local import LocalSubscriber
 from gateway.messages import Message
-from mqttwire import properties as P
+from mqttwire import properties as mp
 from mqttwire.codec import publish_parts
 from mqttwire.packets import V5
 
@@ -43,8 +43,8 @@ def parts(message: Message, version: int, retain: bool, qos: int, now_ms: int) -
         props = message.properties
         if message.expires_ms:
             props = dict(props or {})
-            props[P.MESSAGE_EXPIRY_INTERVAL] = expiry_seconds_left(message.expires_ms, now_ms)
-        block = P.encode_properties(props)
+            props[mp.MESSAGE_EXPIRY_INTERVAL] = expiry_seconds_left(message.expires_ms, now_ms)
+        block = mp.encode_properties(props)
     head, tail = publish_parts(message.topic, message.payload, qos, retain, block)
     result = encoded[key] = (head, tail) if qos else (head + tail, b"")
     return result

@@ -16,20 +16,19 @@ from gateway.clock import Clock
 from gateway.config import MqttLimits
 from gateway.errors import InvalidRequestException
 from gateway.identity.authorizer import Authorizer
+from gateway.limits import MAX_MESSAGE_EXPIRY_S
 from gateway.messages import Message
 from gateway.topics import validate_topic_name
-from mqttwire import properties as P
+from mqttwire import properties as mp
 
-# AWS clamps a Message Expiry Interval into [1 s, 7 days] (reference §1.4).
-MAX_MESSAGE_EXPIRY_S = 604_800
 _VALID_TOPICS_KEPT = 65_536
 # Properties that describe the message itself and travel with it; the rest belong to one hop.
 _FORWARDED = (
-    P.PAYLOAD_FORMAT_INDICATOR,
-    P.CONTENT_TYPE,
-    P.RESPONSE_TOPIC,
-    P.CORRELATION_DATA,
-    P.USER_PROPERTY,
+    mp.PAYLOAD_FORMAT_INDICATOR,
+    mp.CONTENT_TYPE,
+    mp.RESPONSE_TOPIC,
+    mp.CORRELATION_DATA,
+    mp.USER_PROPERTY,
 )
 
 
@@ -54,7 +53,7 @@ class Intake:
         payload: bytes,
         qos: int,
         retain: bool,
-        properties: P.Properties | None,
+        properties: mp.Properties | None,
         *,
         door: str,
         client_id: str | None = None,
@@ -95,13 +94,13 @@ class Intake:
         self._valid_topics.add(topic)
 
     @staticmethod
-    def _apply_properties(message: Message, properties: P.Properties, now: int) -> None:
-        if properties.get(P.PAYLOAD_FORMAT_INDICATOR) == 1:
+    def _apply_properties(message: Message, properties: mp.Properties, now: int) -> None:
+        if properties.get(mp.PAYLOAD_FORMAT_INDICATOR) == 1:
             try:
                 message.payload.decode("utf-8")
             except UnicodeDecodeError:
                 raise PayloadFormatInvalid("The payload format indicator says UTF-8; the payload is not") from None
-        expiry = properties.get(P.MESSAGE_EXPIRY_INTERVAL)
+        expiry = properties.get(mp.MESSAGE_EXPIRY_INTERVAL)
         if expiry is not None:
             message.expires_ms = now + 1000 * min(max(int(expiry), 1), MAX_MESSAGE_EXPIRY_S)
         kept = {key: properties[key] for key in _FORWARDED if key in properties}

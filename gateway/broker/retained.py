@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from gateway.messages import Message
 from gateway.store import Store
-from mqttwire import properties as P
+from mqttwire import properties as mp
 
 
 class RetainedStore:
@@ -16,7 +16,7 @@ class RetainedStore:
         for row in rows:
             message = Message(row["topic"], bytes(row["payload"]), row["qos"], True, received_ms=row["modified_ms"])
             if row["properties"]:
-                message.properties, _ = P.decode_properties(row["properties"], 0, len(row["properties"]), P.WILL)
+                message.properties, _ = mp.decode_properties(row["properties"], 0, len(row["properties"]), mp.WILL)
             message.expires_ms = row["expires_ms"]
             self._by_topic[message.topic] = message
 
@@ -25,7 +25,7 @@ class RetainedStore:
         payload = message.payload
         with self.store.transaction() as db:
             if payload:
-                props = P.encode_properties(message.properties) if message.properties else None
+                props = mp.encode_properties(message.properties) if message.properties else None
                 db.execute(
                     "INSERT OR REPLACE INTO retained_messages(topic, payload, qos, modified_ms, properties, expires_ms)"
                     " VALUES (?,?,?,?,?,?)",

@@ -15,7 +15,7 @@ from gateway.broker.intake import expiry_seconds_left
 from gateway.messages import AckHold
 from gateway.store import Store
 from mqttwire import codec
-from mqttwire import properties as P
+from mqttwire import properties as mp
 from mqttwire.errors import MalformedPacket
 from mqttwire.frame import split_frame
 from mqttwire.packets import V5, Publish
@@ -62,8 +62,10 @@ def with_expiry_left(head: bytes, tail: bytes, seconds: int) -> tuple[bytes, byt
     decoded = codec.decode(first, packet[start:end], V5)
     assert isinstance(decoded, Publish)
     props = dict(decoded.properties or {})
-    props[P.MESSAGE_EXPIRY_INTERVAL] = seconds
-    new_head, new_tail = codec.publish_parts(decoded.topic, decoded.payload, 1, decoded.retain, P.encode_properties(props))
+    props[mp.MESSAGE_EXPIRY_INTERVAL] = seconds
+    new_head, new_tail = codec.publish_parts(
+        decoded.topic, decoded.payload, 1, decoded.retain, mp.encode_properties(props)
+    )
     if decoded.dup:
         new_head = bytes((new_head[0] | 0x08,)) + new_head[1:]
     return new_head, new_tail
@@ -165,8 +167,8 @@ class SessionStore:
         """Create or update a session; `expires_ms` None while its client is connected."""
         with self.store.transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO mqtt_sessions(client_id, subscriptions, expires_ms, version, expiry_s, principal)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO mqtt_sessions"
+                "(client_id, subscriptions, expires_ms, version, expiry_s, principal) VALUES (?, ?, ?, ?, ?, ?)",
                 (client_id, json.dumps(subscriptions, sort_keys=True), expires_ms, version, expiry_s, principal),
             )
         self.stored.add(client_id)
@@ -205,8 +207,8 @@ class SessionStore:
             (client_id, after_seq, -1 if limit is None else limit),
         )
         out: list[QueuedMessage] = []
-        for seq, head, tail, expires_ms in rows:
-            head, tail = bytes(head), bytes(tail)
+        for seq, stored_head, stored_tail, expires_ms in rows:
+            head, tail = bytes(stored_head), bytes(stored_tail)
             expired = bool(expires_ms) and expires_ms <= now_ms
             if expires_ms and not expired:
                 head, tail = with_expiry_left(head, tail, expiry_seconds_left(expires_ms, now_ms))

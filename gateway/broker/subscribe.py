@@ -9,7 +9,7 @@ from gateway.broker import delivery
 from gateway.errors import InvalidRequestException
 from gateway.topics import validate_topic_filter
 from mqttwire import codec, reasons
-from mqttwire import properties as P
+from mqttwire import properties as mp
 from mqttwire.errors import ProtocolViolation
 from mqttwire.packets import V5, Suback, Subscribe, Unsuback, Unsubscribe
 
@@ -31,10 +31,10 @@ def on_subscribe(broker: Broker, conn: Connection, packet: Subscribe) -> None:
         # AWS IoT answers a v3.1.1 SUBSCRIBE asking QoS 2 with no SUBACK at all (reference §1.1, W5).
         log.info("%s asked for QoS 2; no SUBACK, as AWS IoT does", conn.client_id)
         return
-    if v5 and packet.properties and P.SUBSCRIPTION_IDENTIFIER in packet.properties:
+    if v5 and packet.properties and mp.SUBSCRIPTION_IDENTIFIER in packet.properties:
         # AWS IoT does not support subscription identifiers (CONNACK says so): every filter is refused.
-        codes = [reasons.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED] * len(packet.filters)
-        _suback(conn, packet.packet_id, codes, "subscription identifiers are not supported")
+        refused = [reasons.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED] * len(packet.filters)
+        _suback(conn, packet.packet_id, refused, "subscription identifiers are not supported")
         return
     codes: list[int] = []
     problems: list[str] = []

@@ -8,7 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from gateway.broker.exceptions import PublishRefused
-from mqttwire import properties as P
+from mqttwire import properties as mp
 from mqttwire.packets import Will
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ class Wills:
         if will is None:
             return
         conn.will = None
-        delay = (will.properties or {}).get(P.WILL_DELAY_INTERVAL, 0)
+        delay = (will.properties or {}).get(mp.WILL_DELAY_INTERVAL, 0)
         if delay and conn.persistent:
             # Until the delay passes or the session ends, whichever is first; a returning client cancels it.
             delay = min(delay, conn.session_expiry)
@@ -66,7 +66,7 @@ class Wills:
         """Its permission was checked at CONNECT; it goes through the intake like any message."""
         props = dict(will.properties) if will.properties else None
         if props is not None:
-            props.pop(P.WILL_DELAY_INTERVAL, None)
+            props.pop(mp.WILL_DELAY_INTERVAL, None)
         try:
             self.broker.intake.admit(
                 will.topic, will.payload, will.qos, will.retain, props, door="will", client_id=client_id,

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway.api.server import ApiServer
 from gateway.broker.core import Broker
+from gateway.broker.exceptions import PublishRefused
 from gateway.broker.listeners import Listeners, server_ssl_context
 from gateway.broker.retained import RetainedStore
 from gateway.broker.sessions import SessionStore
@@ -392,8 +393,13 @@ class EdgeCore(Lifecycle):
             self.forwarder.link_down()
 
     def _to_local_mqtt(self, topic: str, payload: bytes, qos: int, properties: mp.Properties | None = None) -> None:
-        now = self.clock.wall_ms()
-        self.broker.route(Message(topic, payload, min(qos, 1), received_ms=now, door=EDGE_DOOR, properties=properties))
+        """The bridge's and components' messages enter the local broker by its one intake, like any door's; a bridged
+        MQTT 5 message keeps its properties (a copy: the bridge may hand the same ones to several mappings)."""
+        props = dict(properties) if properties else None
+        try:
+            self.broker.intake.admit(topic, payload, min(qos, 1), False, props, door=EDGE_DOOR)
+        except PublishRefused as refusal:
+            log.warning("edge core %s: not delivered locally on %s: %s", self.name, topic, refusal.message)
 
     def to_cloud(
         self, topic: str, payload: bytes, qos: int, properties: mp.Properties | None = None

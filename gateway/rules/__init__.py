@@ -130,7 +130,7 @@ class CompiledRule:
         self.sql_version = version
         self.topic_filter = rule.topic
         self.select_value = rule.select.value
-        self._statement = compile_statement(rule, version)
+        self._statement = compile_statement(rule, version, sql)
 
     def __repr__(self) -> str:
         return f"CompiledRule({self.sql!r}, sql_version={self.sql_version!r})"

@@ -37,6 +37,7 @@ from gateway.rules.ast import (
     sql_eq,
 )
 from gateway.rules.functions import SIGNATURES, Signature, caster
+from gateway.rules.tokens import SqlOutputError
 
 if TYPE_CHECKING:
     from gateway.rules import EvalContext
@@ -157,6 +158,7 @@ class _Compiler:
         self.fix = fix_v2 if self.v2 else fix_v1
         self.ops = OPERATORS[self.v2]
         self.nested = 0  # inside a nested SELECT, '*' is the current element rather than the raw payload
+        self.source = ""  # the statement's text, for positioned evaluation errors
 
     def expr(self, node: Expr | PathStar) -> Fn:
         match node:
@@ -331,10 +333,19 @@ class _Compiler:
             if self.v2 or self.nested:
                 return value
 
+            source, offset = self.source, node.items[0].expr.pos
+
             def single(doc: Any, env: Env) -> Any:
-                # 2015-10-08 cannot output a top-level array (reference §5.2): the output is then Undefined.
+                # Only 2016-03-23 added "arrays as top-level output" (AWS's SQL versions page): no silent empty here.
                 result = value(doc, env)
-                return U if type(result) is list else result
+                if type(result) is list:
+                    raise SqlOutputError(
+                        "SELECT VALUE gave an array, which SQL version 2015-10-08 cannot output as the message; "
+                        "use awsIotSqlVersion 2016-03-23",
+                        sql=source,
+                        offset=offset,
+                    )
+                return result
 
             return single
         items = node.items
@@ -443,9 +454,10 @@ class CompiledStatement:
     project: Fn
 
 
-def compile_statement(rule: Rule, version: str) -> CompiledStatement:
+def compile_statement(rule: Rule, version: str, source: str = "") -> CompiledStatement:
     """Closures for a parsed rule (the parser has already checked names, arity and version features)."""
     compiler = _Compiler(version)
+    compiler.source = source
     return CompiledStatement(
         compiler.v2,
         tuple((a.name, compiler.expr(a.expr)) for a in rule.assignments),

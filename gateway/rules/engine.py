@@ -11,18 +11,21 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gateway.actions import cloudwatch as _cloudwatch  # noqa: F401 - registers the action types
+from gateway.actions import dynamodb as _dynamodb  # noqa: F401 - registers the action type
 from gateway.actions import firehose as _firehose  # noqa: F401 - registers the action type
+from gateway.actions import http as _http  # noqa: F401 - registers the action type
 from gateway.actions import kinesis as _kinesis  # noqa: F401 - registers the action type
 from gateway.actions import lambda_ as _lambda  # noqa: F401 - registers the action type
 from gateway.actions import republish as _republish  # noqa: F401 - registers the action type
 from gateway.actions import s3 as _s3  # noqa: F401 - registers the action type
 from gateway.actions import sqs as _sqs  # noqa: F401 - registers the action type
-from gateway.actions.base import KNOWN_KINDS, Action, make_action
-from gateway.errors import InvalidRequestException
+from gateway.actions.base import Action, make_action
 from gateway.messages import AckHold, Message
 from gateway.rules import CompiledRule, EvalContext, compile_rule
 from gateway.rules.index import RuleIndex
 from gateway.rules.model import TopicRule
+from gateway.rules.mqtt5 import sql_properties
 from gateway.tasks import cancel_and_wait
 from gateway.topics import split_basic_ingest
 
@@ -35,6 +38,30 @@ log = logging.getLogger("edgesim.rules")
 # does not wait for them. Every other action (sinks) must commit, or fail into errorAction, before the acknowledgement.
 ACK_WITHOUT_WAITING = frozenset({"republish"})
 RECENT_ERRORS = 10
+RECENT_INVOCATIONS = 20
+
+
+@dataclass(frozen=True)
+class RecentInvocation:
+    """One finished message through a rule; action resources are rendered only when someone asks."""
+
+    ctx: EvalContext
+    topic: str
+    time_ms: int
+    outcomes: list[tuple[Action, str | None]]
+
+    def to_json(self) -> dict[str, Any]:
+        actions = []
+        for action, error in self.outcomes:
+            entry: dict[str, Any] = {
+                "action": action.kind,
+                "resource": _safe_resource(action, self.ctx),
+                "ok": error is None,
+            }
+            if error is not None:
+                entry["error"] = error
+            actions.append(entry)
+        return {"traceId": self.ctx.trace_id, "topic": self.topic, "timeMs": self.time_ms, "actions": actions}
 
 
 @dataclass
@@ -49,6 +76,9 @@ class RuleMetrics:
     last_error_ms: int | None = None
     # The dashboard's "last errors": newest last, each {timeMs, action, message, traceId}.
     recent_errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))
+    # Each finished invocation's per-action outcome, newest last (`edgesim rules test --run` reads them).
+    invocations: int = 0
+    recent_invocations: deque[RecentInvocation] = field(default_factory=lambda: deque(maxlen=RECENT_INVOCATIONS))
 
     def record_error(self, now_ms: int, action: str, message: str, trace_id: str | None) -> None:
         self.last_error = f"{action}: {message}"
@@ -57,7 +87,7 @@ class RuleMetrics:
 
     def to_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
-        del out["recent_errors"]
+        del out["recent_errors"], out["recent_invocations"]
         return out
 
 
@@ -80,6 +110,7 @@ class _Invocation:
     ctx: EvalContext
     pending: int
     failures: list[dict[str, str]] = field(default_factory=list)
+    outcomes: list[tuple[Action, str | None]] = field(default_factory=list)  # (action, error or None), in finish order
     hold: AckHold | None = None  # the publisher's acknowledgement waits for this invocation's durable actions
 
 
@@ -93,9 +124,6 @@ class _Job:
 def build_runtime(rule: TopicRule, gateway: Gateway) -> RuleRuntime:
     """Compile a rule's SQL and actions; SqlParseException and invalid actions surface here, before storing."""
     compiled = compile_rule(rule.sql, rule.sql_version)
-    for spec in (*rule.actions, *([rule.error_action] if rule.error_action else [])):
-        if spec.kind not in KNOWN_KINDS:
-            raise InvalidRequestException(f"Unknown action type {spec.kind!r}")
     actions = [make_action(a.kind, a.fields, gateway) for a in rule.actions]
     error = make_action(rule.error_action.kind, rule.error_action.fields, gateway) if rule.error_action else None
     holds_ack = any(a.kind not in ACK_WITHOUT_WAITING for a in actions)
@@ -191,9 +219,14 @@ class RuleExecutor:
                     "errorMessage": error,
                 }
             )
+        inv.outcomes.append((job.action, error))
         inv.pending -= 1
         if inv.pending:
             return
+        metrics.invocations += 1
+        metrics.recent_invocations.append(
+            RecentInvocation(inv.ctx, inv.message.topic, self.gateway.clock.wall_ms(), inv.outcomes)
+        )
         try:
             if inv.failures and inv.runtime.error_action is not None:
                 await self._run_error_action(inv)
@@ -282,6 +315,7 @@ class RulesEngine:
             self._run(runtime, message, ctx)
 
     def _context(self, message: Message, topic: str) -> EvalContext:
+        named, pairs = sql_properties(message.properties)
         return EvalContext(
             payload=message.payload,
             topic=topic,
@@ -290,6 +324,8 @@ class RulesEngine:
             timestamp_ms=message.received_ms,
             trace_id=str(uuid.uuid4()),
             get_thing_shadow=self._get_thing_shadow,
+            mqtt_properties=named,
+            user_properties=pairs,
         )
 
     def _run(self, runtime: RuleRuntime, message: Message, ctx: EvalContext) -> None:

@@ -169,8 +169,8 @@ _def("nanvl", lambda a, b: b if a is U or a is None else a, None, None)
 def _concat(*args: Any) -> Any:
     if not args or any(a is U for a in args):
         return U
-    if len(args) == 1:
-        return args[0]
+    if len(args) == 1:  # concat(1) = "1": a lone argument is converted, an array kept (SQL reference examples)
+        return args[0] if type(args[0]) is list else to_str(args[0])
     if any(type(a) is list for a in args):
         out: list[Any] = []
         for a in args:

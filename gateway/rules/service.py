@@ -14,6 +14,7 @@ from gateway.topics import matches
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.rules.destinations import TopicRuleDestinations
 
 log = logging.getLogger("edgesim.rules")
 
@@ -23,6 +24,7 @@ class RulesService:
         self.gateway = gateway
         self.engine = engine
         self.store = gateway.store
+        self.destinations: TopicRuleDestinations = gateway.destinations
 
     def load(self) -> None:
         """Install every stored rule; one that no longer compiles is reported, not fatal."""
@@ -133,3 +135,13 @@ class RulesService:
 
     def metrics(self) -> dict[str, Any]:
         return {runtime.rule.name: runtime.metrics.to_json() for runtime in self.engine.index}
+
+    def outcomes(self) -> dict[str, Any]:
+        """Per rule: how many invocations finished, and the latest ones with each action's outcome."""
+        return {
+            runtime.rule.name: {
+                "invocations": runtime.metrics.invocations,
+                "recent": [invocation.to_json() for invocation in runtime.metrics.recent_invocations],
+            }
+            for runtime in self.engine.index
+        }

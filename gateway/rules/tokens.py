@@ -89,6 +89,14 @@ def line_col(source: str, offset: int) -> tuple[int, int]:
     return line, offset - (source.rfind("\n", 0, offset) + 1) + 1
 
 
+def _pointer(sql: str, line: int, column: int) -> str:
+    """` (line L, column C)` and the source line with a caret under the column."""
+    lines = sql.split("\n")
+    source_line = lines[line - 1] if line <= len(lines) else ""
+    caret = "".join("\t" if ch == "\t" else " " for ch in source_line[: column - 1]) + "^"
+    return f" (line {line}, column {column})\n  {source_line}\n  {caret}"
+
+
 class SqlParseError(AwsError):
     """Invalid rule SQL or substitution template, pointing at the offending token with a caret."""
 
@@ -116,12 +124,7 @@ class SqlParseError(AwsError):
         text = self.reason
         if self.expected:
             text += f"; expected {self.expected}"
-        text += f" (line {self.line}, column {self.column})"
-        lines = self.sql.split("\n")
-        source_line = lines[self.line - 1] if self.line <= len(lines) else ""
-        prefix = source_line[: self.column - 1]
-        caret = "".join("\t" if ch == "\t" else " " for ch in prefix) + "^"
-        text += f"\n  {source_line}\n  {caret}"
+        text += _pointer(self.sql, self.line, self.column)
         if self.hint:
             text += f"\nHint: {self.hint}"
         return text
@@ -133,3 +136,12 @@ class SqlEvaluationError(EdgesimError):
     def __init__(self, function: str, message: str) -> None:
         super().__init__(f"{function}(): {message}")
         self.function = function
+
+
+class SqlOutputError(SqlEvaluationError):
+    """A result the rule's SQL version cannot output (2015-10-08: a top-level array), pointing at its expression."""
+
+    def __init__(self, reason: str, *, sql: str, offset: int) -> None:
+        self.line, self.column = line_col(sql, max(0, min(offset, len(sql))))
+        EdgesimError.__init__(self, reason + _pointer(sql, self.line, self.column))
+        self.function = "SELECT VALUE"

@@ -199,9 +199,12 @@ class ShadowState:
 
 @dataclass(frozen=True, slots=True)
 class UpdateRequest:
-    """A validated `/update` request; `state` is kept as sent because `/update/accepted` echoes it."""
+    """A validated `/update` request; `state` is kept as sent because `/update/accepted` echoes it.
 
-    state: JsonObject
+    `state` None is `{"state": null}`: the whole state is cleared (the shadow and its version stay).
+    """
+
+    state: JsonObject | None
     version: int | None = None
     client_token: str | None = None
 
@@ -282,6 +285,8 @@ def update_request_from_json(doc: object, limits: ShadowLimits = DEFAULT_LIMITS)
     if "state" not in doc:
         raise ShadowRejected(400, MISSING_STATE, client_token=token, path="state")
     state = doc["state"]
+    if state is None:
+        return UpdateRequest(state=None, version=version, client_token=token)
     if not isinstance(state, dict):
         raise ShadowRejected(400, STATE_NOT_OBJECT, client_token=token, path="state")
     for key, value in state.items():
@@ -327,24 +332,30 @@ def _merge(
     state = dict(old) if old else {}
     meta = dict(old_meta) if old_meta else {}
     for key, value in patch.items():
-        if isinstance(value, dict) and value:
-            prev = state.get(key)
-            if isinstance(prev, dict):
-                sub, sub_meta = _merge(prev, meta.get(key), value, now_s)
-            else:
-                sub, sub_meta = _merge(None, None, value, now_s)
-            if sub:
-                state[key], meta[key] = sub, sub_meta
-            else:  # an object emptied by its nulls collapses away (reference §4.3 step 3)
-                state.pop(key, None)
-                meta.pop(key, None)
-        elif value is None or isinstance(value, dict):
-            # `{}` deletes like null, as the Greengrass shadow manager does (reference §4.3 step 3).
+        if value is None:
             state.pop(key, None)
             meta.pop(key, None)
-        else:
+            continue
+        if not isinstance(value, dict):
             state[key] = value
             meta[key] = _metadata_of(value, now_s)
+            continue
+        prev = state.get(key)
+        if not value:
+            # An empty object is a value (AWS keeps it): it replaces a scalar or creates the key, and merging it
+            # into an existing object changes nothing.
+            if not isinstance(prev, dict):
+                state[key], meta[key] = {}, {}
+            continue
+        if isinstance(prev, dict):
+            sub, sub_meta = _merge(prev, meta.get(key), value, now_s)
+        else:
+            sub, sub_meta = _merge(None, None, value, now_s)
+        if sub:
+            state[key], meta[key] = sub, sub_meta
+        else:  # an object emptied by its nulls collapses away (reference §4.3 step 3)
+            state.pop(key, None)
+            meta.pop(key, None)
     return state, meta
 
 
@@ -448,12 +459,14 @@ def apply_update(
     section_meta: dict[str, JsonObject | None] = {}
     for name in _SECTIONS:
         old, old_meta = state.get(name), metadata.get(name)
-        if name in request.state:
+        if request.state is None:
+            old = old_meta = None  # `{"state": null}` clears everything
+        elif name in request.state:
             patch = request.state[name]
-            if patch:
+            if patch is None:
+                old = old_meta = None  # `desired: null` clears the section
+            elif patch:
                 old, old_meta = _merge(old, old_meta, patch, now_s)
-            else:
-                old = old_meta = None  # `desired: null` (or `{}`) clears the section
         sections[name], section_meta[name] = old, old_meta
     desired, reported = sections["desired"], sections["reported"]
     if _json_bytes(desired) + _json_bytes(reported) > limits.max_state_bytes:

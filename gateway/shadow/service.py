@@ -29,6 +29,7 @@ from gateway.shadow.document import (
 )
 from gateway.shadow.topics import ShadowTopic, is_valid_shadow_name, is_valid_thing_name, parse_shadow_topic
 from gateway.store import Store
+from mqttwire import properties as mqtt5
 
 if TYPE_CHECKING:
     from gateway.broker.core import Broker
@@ -36,12 +37,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgesim.shadow")
 
 Key = tuple[str, str]  # (thing, shadow name or "" for the classic shadow)
-Outgoing = list[tuple[str, Any]]
+# (topic, document, the request's MQTT 5 correlation properties for its own reply or None)
+Outgoing = list[tuple[str, Any, "dict[int, Any] | None"]]
 
 
 _dumps = jsonutil.dumps
 MAX_INFLIGHT_PER_CONNECTION = 10
 TOO_MANY_REQUESTS = (429, "Too Many Requests")
+
+
+def _reply_properties(props: dict[int, Any] | None) -> dict[int, Any] | None:
+    """What of an MQTT 5 request's properties its answer needs: correlation data and response topic."""
+    if not props:
+        return None
+    kept = {k: props[k] for k in (mqtt5.CORRELATION_DATA, mqtt5.RESPONSE_TOPIC) if k in props}
+    return kept or None
 
 
 def _token_of(payload: bytes) -> str | None:
@@ -69,7 +79,7 @@ class ShadowService:
         self.limits = limits
         self.cache_size = cache_size
         self._cache: OrderedDict[Key, ShadowState | None] = OrderedDict()
-        self._pending: list[tuple[ShadowTopic, bytes, tuple[int, str] | None]] = []
+        self._pending: list[tuple[ShadowTopic, bytes, tuple[int, str] | None, dict[int, Any] | None]] = []
         self._inflight: dict[str, int] = {}
         self.max_inflight = max_inflight
         self.stats = {"updates": 0, "gets": 0, "deletes": 0, "rejected": 0}
@@ -100,8 +110,9 @@ class ShadowService:
         self._remember(key, shadow)
 
     # ---- the one operation step, shared by MQTT and REST
-    def _execute(self, topic: ShadowTopic, payload: bytes, out: Outgoing) -> Any:
-        """Apply one request inside the caller's transaction; returns the accepted document or raises."""
+    def _execute(self, topic: ShadowTopic, payload: bytes, out: Outgoing, reply: dict[int, Any] | None = None) -> Any:
+        """Apply one request inside the caller's transaction; returns the accepted document or raises. `reply`: the
+        MQTT 5 properties its /accepted answer carries (the request's correlation data)."""
         key = (topic.thing, topic.shadow or "")
         now_s = self.clock.wall_ms() // 1000
         current = self._load(key)
@@ -109,10 +120,10 @@ class ShadowService:
             self.stats["updates"] += 1
             result = apply_update(current, parse_update(payload, self.limits), now_s, limits=self.limits)
             self._save(key, result.shadow)
-            out.append((topic.reply("accepted"), result.accepted))
+            out.append((topic.reply("accepted"), result.accepted, reply))
             if result.delta is not None:
-                out.append((topic.reply("delta"), result.delta))
-            out.append((topic.reply("documents"), result.documents))
+                out.append((topic.reply("delta"), result.delta, None))
+            out.append((topic.reply("documents"), result.documents, None))
             return result.accepted
         if topic.operation == "get":
             self.stats["gets"] += 1
@@ -123,14 +134,14 @@ class ShadowService:
                 thing_name=topic.thing,
                 shadow_name=topic.shadow,
             )
-            out.append((topic.reply("accepted"), doc))
+            out.append((topic.reply("accepted"), doc, reply))
             return doc
         self.stats["deletes"] += 1
         gone, doc = delete(
             current, parse_get_or_delete(payload, self.limits), now_s, thing_name=topic.thing, shadow_name=topic.shadow
         )
         self._save(key, gone)
-        out.append((topic.reply("accepted"), doc))
+        out.append((topic.reply("accepted"), doc, reply))
         return doc
 
     def _rejected(self, code: int) -> None:
@@ -139,8 +150,17 @@ class ShadowService:
 
     def _publish(self, out: Outgoing) -> None:
         now_ms = self.clock.wall_ms()
-        for topic, doc in out:
-            self.broker.route(Message(topic, _dumps(doc), 1, False, None, None, now_ms, "shadow"))
+        for topic, doc, reply in out:
+            payload = _dumps(doc)
+            message = Message(topic, payload, 1, False, None, None, now_ms, "shadow")
+            if reply is not None:
+                # An MQTT 5 request: its answer carries its correlation data, and also goes to its response topic.
+                message.properties = {k: v for k, v in reply.items() if k == mqtt5.CORRELATION_DATA} or None
+                response_topic = reply.get(mqtt5.RESPONSE_TOPIC)
+                if response_topic is not None and response_topic != topic:
+                    self.broker.route(Message(response_topic, payload, 1, False, None, None, now_ms, "shadow",
+                                              properties=message.properties))  # fmt: skip
+            self.broker.route(message)
 
     # ---- MQTT
     def on_message(self, message: Message) -> None:
@@ -150,14 +170,15 @@ class ShadowService:
         if not self._pending:
             self._inflight.clear()
             self.broker.loop.call_soon(self.flush)
+        reply = _reply_properties(message.properties)
         if message.client_id is not None:
             # AWS answers 429 past 10 requests in flight on one connection; a batch's requests all are.
             count = self._inflight.get(message.client_id, 0) + 1
             self._inflight[message.client_id] = count
             if count > self.max_inflight:
-                self._pending.append((topic, message.payload, TOO_MANY_REQUESTS))
+                self._pending.append((topic, message.payload, TOO_MANY_REQUESTS, reply))
                 return
-        self._pending.append((topic, message.payload, None))
+        self._pending.append((topic, message.payload, None, reply))
 
     def flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -166,21 +187,22 @@ class ShadowService:
         out: Outgoing = []
         try:
             with self.store.transaction():
-                for topic, payload, refusal in batch:
+                for topic, payload, refusal, reply in batch:
                     try:
                         if refusal is not None:
                             raise ShadowRejected(refusal[0], refusal[1], client_token=_token_of(payload))
-                        self._execute(topic, payload, out)
+                        self._execute(topic, payload, out, reply)
                     except ShadowRejected as err:
                         self._rejected(err.code)
-                        out.append((topic.reply("rejected"), error_document(err, None, self.clock.wall_ms() // 1000)))
+                        document = error_document(err, None, self.clock.wall_ms() // 1000)
+                        out.append((topic.reply("rejected"), document, reply))
         except Exception:
             log.exception("shadow batch of %d failed to commit", len(batch))
             self._cache.clear()  # the cache may hold changes that were rolled back
             now_s = self.clock.wall_ms() // 1000
             out = [
-                (t.reply("rejected"), error_document(ShadowRejected(500, "Internal service failure"), None, now_s))
-                for t, _, _ in batch
+                (t.reply("rejected"), error_document(ShadowRejected(500, "Internal service failure"), None, now_s), r)
+                for t, _, _, r in batch
             ]
         self._publish(out)
 
@@ -200,7 +222,7 @@ class ShadowService:
             self._rejected(err.code)
             raise err.to_aws_error() from err
         # REST requests are answered in the HTTP body; subscribers still see delta and documents.
-        self._publish([(t, d) for t, d in out if not t.endswith("/accepted")])
+        self._publish([(t, d, None) for t, d, _ in out if not t.endswith("/accepted")])
         return _dumps(doc)
 
     def get_thing_shadow(self, thing: str, shadow: str | None) -> bytes:

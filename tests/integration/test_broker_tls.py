@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import wire_compat as codec
 from conftest import Creds, GatewayProcess, allow_all_policy
 from mqtt_helpers import Device
 
-import wire_compat as codec
 from gateway.broker.tls import HANDSHAKE_TIMEOUT_S
 from gateway.identity import ca as ca_mod
 from gateway.identity.keystore import write_device_files, write_private

@@ -215,6 +215,23 @@ def test_live_tail_shows_messages_for_a_typed_filter(stack: Stack, page: Page) -
     expect(items.first.locator("pre.payload")).to_contain_text("temperature")
 
 
+def test_live_tail_shows_mqtt5_properties(stack: Stack, page: Page) -> None:
+    from test_api_iot import client
+
+    page.goto(stack.url + "#/tail")
+    page.fill("#tail-filter", f"v5tail/{stack.fleet}/#")
+    page.press("#tail-filter", "Enter")
+    page.wait_for_timeout(500)  # the filter's subscription is in place
+    client(stack.gw, "iot-data").publish(
+        topic=f"v5tail/{stack.fleet}/a", qos=1, payload=b'{"v": 1}', userProperties='[{"site": "lab"}]',
+        contentType="application/json",
+    )  # fmt: skip
+    item = page.locator("#tail-list li").first
+    expect(item).to_be_visible(timeout=10_000)
+    expect(item.locator(".msg-props")).to_contain_text("site = lab")
+    expect(item.locator(".msg-props")).to_contain_text("application/json")
+
+
 def test_queue_page_shows_messages_arriving(stack: Stack, page: Page) -> None:
     page.goto(stack.url + "#/sinks")
     wait_until_it_rises(page, f'[data-queue="{stack.queue}"] [data-count="visible"]')
@@ -249,5 +266,3 @@ def test_no_endpoint_returns_a_private_key(stack: Stack) -> None:
     for path in ("/edgesim/dash/fleet", f"/edgesim/dash/thing/{stack.thing(0)}", "/edgesim/dash/sinks", "/metrics"):
         with urllib.request.urlopen(api + path, timeout=5) as response:
             assert b"PRIVATE KEY" not in response.read()
-
-

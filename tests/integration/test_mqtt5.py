@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import Creds, GatewayProcess, allow_all_policy
-from mqtt5_helpers import V5Client
+from mqtt5_helpers import V5Client, props
 from mqtt_helpers import Device
 from paho.mqtt.packettypes import PacketTypes
 
-from mqtt5_helpers import props
+from mqttwire import codec
+from mqttwire import properties as mp
+from mqttwire.frame import split_frame
+from mqttwire.packets import V5, Ack, Connack, Connect, Packet, Publish, Suback, Subscribe, SubscribeFilter
 
 
 @pytest.fixture(scope="module")
@@ -259,3 +265,77 @@ def test_anonymous_client_cannot_take_over_a_device(gw: GatewayProcess, unique: 
     thief.client.loop_stop()
     assert not owner.disconnected.is_set()
     owner.close()
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_pub") is None, reason="make test installs mosquitto-clients")
+def test_mosquitto_clients_speak_v5_with_properties(gw: GatewayProcess, unique: str) -> None:
+    def tls(creds: Creds) -> list[str]:
+        return ["-h", "127.0.0.1", "-p", str(gw.ports["mqtts"]), "--cafile", str(creds.ca), "--cert", str(creds.cert),
+                "--key", str(creds.key), "-V", "mqttv5", "-i", creds.thing]  # fmt: skip
+
+    pub_creds = gw.provision(f"mp5-{unique}", allow_all_policy())
+    sub_creds = gw.provision(f"ms5-{unique}", allow_all_policy())
+    sub = subprocess.Popen(
+        ["mosquitto_sub", *tls(sub_creds), "-t", f"mq5/{unique}/#", "-C", "1", "-q", "1", "-F", "%t|%p|%C|%P"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)
+        subprocess.run(
+            ["mosquitto_pub", *tls(pub_creds), "-t", f"mq5/{unique}/t", "-m", "hello v5", "-q", "1",
+             "-D", "publish", "content-type", "text/plain", "-D", "publish", "user-property", "site", "lab"],
+            check=True, timeout=10,
+        )  # fmt: skip
+        out, _ = sub.communicate(timeout=10)
+    finally:
+        sub.kill()
+    assert out.strip() == f"mq5/{unique}/t|hello v5|text/plain|site:lab"
+
+
+class RawV5:
+    """A raw MQTT 5 connection on the plain port, to see exactly what the broker sends."""
+
+    def __init__(self, port: int, client_id: str, **connect_props: object) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.buf = bytearray()
+        props = {getattr(mp, name): value for name, value in connect_props.items()} or None
+        self.sock.sendall(codec.encode(Connect(client_id, V5, True, 60, properties=props), V5))
+        connack = self.read()
+        assert isinstance(connack, Connack) and connack.reason_code == 0
+
+    def read(self, timeout: float = 5.0) -> Packet:
+        self.sock.settimeout(timeout)
+        while True:
+            frame = split_frame(self.buf, 0, 1 << 20)
+            if frame is not None:
+                first, start, end = frame
+                packet = codec.decode(first, bytes(self.buf[start:end]), V5)
+                del self.buf[:end]
+                return packet
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+
+    def send(self, packet: Packet) -> None:
+        self.sock.sendall(codec.encode(packet, V5))
+
+
+def test_receive_maximum_limits_unacknowledged_deliveries(gw: GatewayProcess, unique: str) -> None:
+    slow = RawV5(gw.ports["mqtt"], f"rm-{unique}", RECEIVE_MAXIMUM=2, REQUEST_PROBLEM_INFORMATION=0)
+    slow.send(Subscribe(1, [SubscribeFilter(f"rm/{unique}", 1)]))
+    suback = slow.read()
+    assert isinstance(suback, Suback) and suback.reason_codes == [1] and not suback.properties
+    pub = Device(gw.ports["mqtt"], f"rmp-{unique}").connect()
+    for i in range(5):
+        assert pub.publish(f"rm/{unique}", str(i).encode(), 1)
+    first, second = slow.read(), slow.read()
+    assert isinstance(first, Publish) and isinstance(second, Publish)
+    with pytest.raises(TimeoutError):
+        slow.read(timeout=0.7)  # a third only after an acknowledgement
+    slow.send(Ack(4, first.packet_id))
+    third = slow.read()
+    assert isinstance(third, Publish) and third.payload == b"2"
+    pub.close()
+    slow.sock.close()

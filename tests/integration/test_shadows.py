@@ -98,6 +98,30 @@ def test_named_shadow_and_rest_update_emits_mqtt_delta(gateway: GatewayProcess, 
     dev.close()
 
 
+def test_empty_objects_are_values_and_null_state_clears(gateway: GatewayProcess, unique: str) -> None:
+    thing = f"empty-{unique}"
+    dev = shadow_device(gateway, thing)
+    base = f"$aws/things/{thing}/shadow"
+    dev.publish(f"{base}/update", json.dumps({"state": {"desired": {"a": 1, "b": {"c": 3}, "d": {}}}}))
+    assert next_on(dev, "/update/accepted")["state"] == {"desired": {"a": 1, "b": {"c": 3}, "d": {}}}
+    assert next_on(dev, "/update/delta")["state"] == {"a": 1, "b": {"c": 3}, "d": {}}
+    data = client(gateway, "iot-data")
+    data.update_thing_shadow(thingName=thing, payload=json.dumps({"state": {"desired": {"b": {"c": {}}}}}))
+    assert next_on(dev, "/update/delta")["state"] == {"a": 1, "b": {"c": {}}, "d": {}}
+    got = json.loads(data.get_thing_shadow(thingName=thing)["payload"].read())
+    assert got["state"]["desired"] == {"a": 1, "b": {"c": {}}, "d": {}} == got["state"]["delta"]
+    # {"state": null} clears everything, over MQTT as over REST; the shadow stays, at the next version.
+    dev.publish(f"{base}/update", json.dumps({"state": None, "clientToken": "clear"}))
+    accepted = next_on(dev, "/update/accepted")
+    assert (accepted["state"], accepted["version"], accepted["clientToken"]) == (None, 3, "clear")
+    got = json.loads(data.get_thing_shadow(thingName=thing)["payload"].read())
+    assert (got["state"], got["version"]) == ({}, 3)
+    data.update_thing_shadow(thingName=thing, payload=b'{"state":{"reported":{"x":1}}}')
+    body = json.loads(data.update_thing_shadow(thingName=thing, payload=b'{"state":null}')["payload"].read())
+    assert (body["state"], body["version"]) == (None, 5)
+    dev.close()
+
+
 def test_rest_errors_map_to_boto3_exceptions(gateway: GatewayProcess, unique: str) -> None:
     data = client(gateway, "iot-data")
     with pytest.raises(data.exceptions.ResourceNotFoundException):

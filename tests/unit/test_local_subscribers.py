@@ -7,10 +7,10 @@ from pathlib import Path
 
 from gateway.broker.core import Broker
 from gateway.broker.delivery import deliver
-from gateway.messages import Message
 from gateway.broker.retained import RetainedStore
 from gateway.clock import SystemClock
 from gateway.config import Config
+from gateway.messages import Message
 from gateway.registry import Registry
 from gateway.store import Store
 

@@ -189,7 +189,6 @@ def test_version_is_ignored_for_a_new_shadow() -> None:
         ('{"state":{}}'.encode("utf-16"), 415, "Unsupported documented encoding; supported encoding is UTF-8"),
         (b"{}", 400, "Missing required node: state"),
         (b'{"desired":{"a":1}}', 400, "Missing required node: state"),
-        (b'{"state":null}', 400, "State node must be an object"),
         (b'{"state":[1]}', 400, "State node must be an object"),
         (b'{"state":{"desired":[1]}}', 400, "Desired node must be an object"),
         (b'{"state":{"reported":"on"}}', 400, "Reported node must be an object"),
@@ -331,12 +330,50 @@ def test_new_object_is_pruned_of_nulls() -> None:
     assert result.accepted["metadata"]["desired"]["a"] == {"b": {"timestamp": T0}, "c": {"d": {"timestamp": T0}}}
 
 
-def test_empty_object_deletes_like_null() -> None:
-    s1 = _update(None, {"state": {"desired": {"a": {"b": 1}, "c": 1}, "reported": {"c": 1}}}, T0).shadow
-    s2 = _update(s1, {"state": {"desired": {"a": {}}}}, T0 + 1).shadow
-    assert s2.state == {"desired": {"c": 1}, "reported": {"c": 1}}
-    s3 = _update(s2, {"state": {"desired": {}}}, T0 + 2).shadow
-    assert s3.state == {"reported": {"c": 1}}
+def test_empty_objects_are_values_kept_in_desired_and_delta() -> None:
+    first = _update(None, {"state": {"desired": {"a": 1, "b": {"c": 3}, "d": {}}}}, T0)
+    assert first.shadow.state == {"desired": {"a": 1, "b": {"c": 3}, "d": {}}}
+    assert first.accepted["state"] == {"desired": {"a": 1, "b": {"c": 3}, "d": {}}}
+    assert first.delta is not None and first.delta["state"] == {"a": 1, "b": {"c": 3}, "d": {}}
+    assert first.delta["metadata"]["d"] == {}
+    # Replacing a scalar with {} keeps the empty object too.
+    second = _update(first.shadow, {"state": {"desired": {"b": {"c": {}}}}}, T0 + 1)
+    assert second.shadow.state == {"desired": {"a": 1, "b": {"c": {}}, "d": {}}}
+    assert second.delta is not None and second.delta["state"] == {"a": 1, "b": {"c": {}}, "d": {}}
+    doc = get_document(second.shadow, None, T0 + 2, thing_name=THING)
+    assert doc["state"]["delta"] == {"a": 1, "b": {"c": {}}, "d": {}}
+    # Reported {} matches desired {}; merging {} into an existing object changes nothing.
+    third = _update(second.shadow, {"state": {"reported": {"a": 1, "b": {"c": {}}, "d": {"x": 1}}}}, T0 + 3)
+    assert third.delta is None
+    fourth = _update(third.shadow, {"state": {"reported": {"d": {}}, "desired": {}}}, T0 + 4).shadow
+    assert fourth.state == third.shadow.state and fourth.version == third.shadow.version + 1
+
+
+def test_objects_emptied_by_nulls_still_collapse_and_null_deletes() -> None:
+    s1 = _update(None, {"state": {"desired": {"a": {"b": 1}, "c": {}}}}, T0).shadow
+    s2 = _update(s1, {"state": {"desired": {"a": {"b": None}, "c": None}}}, T0 + 1).shadow
+    assert s2.state == {}
+
+
+def test_state_null_clears_the_whole_state() -> None:
+    s1 = _update(None, {"state": {"desired": {"a": 1}, "reported": {"a": 2}}}, T0).shadow
+    result = _update(s1, {"state": None, "clientToken": "t"}, T0 + 1)
+    assert result.shadow.state == {} and result.shadow.metadata == {} and result.shadow.version == 2
+    assert result.accepted == {
+        "state": None,
+        "metadata": {"timestamp": T0 + 1},
+        "version": 2,
+        "timestamp": T0 + 1,
+        "clientToken": "t",
+    }
+    assert result.delta is None
+    assert result.documents["current"]["state"] == {} and result.documents["previous"]["version"] == 1
+    # The shadow still exists (AWS: a null state does not delete the shadow).
+    assert get_document(result.shadow, None, T0 + 2, thing_name=THING)["version"] == 2
+    # The optimistic lock still applies.
+    with pytest.raises(ShadowRejected) as info:
+        _update(result.shadow, {"state": None, "version": 1}, T0 + 3)
+    assert info.value.code == 409
 
 
 def test_arrays_are_replaced_whole() -> None:

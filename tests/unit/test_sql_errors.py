@@ -218,6 +218,18 @@ def test_aws_only_functions_raise_not_supported_locally(sql: str) -> None:
     assert not isinstance(caught.value, AwsError)
 
 
+def test_select_value_array_in_2015_is_a_positioned_error_not_an_empty_payload() -> None:
+    rule = compile_rule("SELECT VALUE\n  arr FROM 't'", "2015-10-08")
+    with pytest.raises(SqlEvaluationError) as caught:
+        rule.evaluate(EvalContext(payload=b'{"arr": [1, 2]}', topic="t"))
+    text = str(caught.value)
+    assert "2015-10-08 cannot output" in text and "(line 2, column 3)" in text and text.endswith("\n    ^")
+    # A non-array value is fine in 2015-10-08, and the same array is the output in 2016-03-23.
+    assert rule.evaluate(EvalContext(payload=b'{"arr": 5}', topic="t")).output == 5
+    v2 = compile_rule("SELECT VALUE arr FROM 't'")
+    assert v2.evaluate(EvalContext(payload=b'{"arr": [1]}', topic="t")).output == [1]
+
+
 def test_missing_hooks_raise_not_supported_locally() -> None:
     shadow = compile_rule("SELECT get_thing_shadow(id, 'arn:aws:iam::1:role/r').state AS s FROM 'a/b'")
     with pytest.raises(SqlEvaluationError, match=r"get_thing_shadow\(\): not supported locally"):

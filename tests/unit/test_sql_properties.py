@@ -41,7 +41,7 @@ from gateway.rules.ast import (
 )
 from gateway.rules.functions import CAST_TYPE_NAMES, SIGNATURES
 from gateway.rules.lexer import tokenize
-from gateway.rules.tokens import TokenKind, line_col
+from gateway.rules.tokens import SqlOutputError, TokenKind, line_col
 
 DATA = FilePath(__file__).parent / "data"
 V1, V2 = "2015-10-08", "2016-03-23"
@@ -308,7 +308,11 @@ def _json_compatible(output: Any) -> None:
 def test_evaluation_never_raises_and_outputs_json(payload: bytes, topic: str) -> None:
     ctx = EvalContext(payload=payload, topic=topic, timestamp_ms=1_700_000_000_000, trace_id="t-1")
     for rule in RULES:
-        evaluation = rule.evaluate(ctx)
+        try:
+            evaluation = rule.evaluate(ctx)
+        except SqlOutputError:  # the one evaluation error a payload can cause: 2015-10-08's SELECT VALUE of an array
+            assert rule.sql_version == "2015-10-08" and rule.select_value
+            continue
         _json_compatible(evaluation.output)
         for value in evaluation.variables.values():
             _json_compatible(value)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.rules import UNDEFINED, EvalContext, SqlParseError, compile_rule, compile_template
+from gateway.rules import UNDEFINED, EvalContext, SqlEvaluationError, SqlParseError, compile_rule, compile_template
 from gateway.rules.functions import SIGNATURES
 from gateway.topics import split_basic_ingest
 
@@ -72,6 +72,10 @@ def _check_statement(vector: dict[str, Any], version: str) -> None:
     if expected == "parse_error":
         with pytest.raises(SqlParseError):
             compile_rule(vector["sql"], version)
+        return
+    if expected == "evaluation_error":
+        with pytest.raises(SqlEvaluationError):
+            compile_rule(vector["sql"], version).evaluate(ctx)
         return
     evaluation = compile_rule(vector["sql"], version).evaluate(ctx)
     if expected == "no_match":

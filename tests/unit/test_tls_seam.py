@@ -49,6 +49,7 @@ async def _connect_to_mqtt_listener(tmp_path: Path, version: ssl.TLSVersion) -> 
     broker = SimpleNamespace(
         loop=asyncio.get_running_loop(),
         connect_timeout=10.0,
+        inflight_window=100,
         connection_opened=opened.put_nowait,
         connection_closed=closed.put_nowait,
     )

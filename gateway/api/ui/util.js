@@ -215,7 +215,26 @@ export function showResult(el, tone, ...children) {
   el.dataset.tone = tone;
 }
 
-/** One MQTT message as a list item: time, topic, QoS, client id, payload. */
+/** An MQTT 5 message's properties (content type, response topic, correlation data, user properties) as a list. */
+function propertiesList(properties) {
+  if (!properties) return null;
+  const rows = [];
+  for (const [key, label] of [
+    ["contentType", "content type"],
+    ["payloadFormatIndicator", "payload format"],
+    ["responseTopic", "response topic"],
+    ["correlationData", "correlation data (base64)"],
+    ["messageExpiry", "expires in (s)"],
+  ]) {
+    if (properties[key] !== undefined) rows.push(h("div", {}, h("span", { class: "muted", text: `${label}: ` }), h("code", { text: String(properties[key]) })));
+  }
+  for (const pair of properties.userProperties || []) {
+    rows.push(h("div", {}, h("span", { class: "muted", text: "user property: " }), h("code", { text: `${pair.key} = ${pair.value}` })));
+  }
+  return rows.length ? h("div", { class: "msg-props", role: "group", "aria-label": "MQTT 5 properties" }, ...rows) : null;
+}
+
+/** One MQTT message as a list item: time, topic, QoS, client id, MQTT 5 properties, payload. */
 export function messageItem(message) {
   return h(
     "li",
@@ -229,7 +248,9 @@ export function messageItem(message) {
       message.retain ? badge("retained", "info") : null,
       h("span", { class: "muted", text: message.clientId ? `from ${message.clientId}` : "from (unknown)" }),
       message.encoding === "base64" ? badge("base64", "info") : null,
+      message.properties ? badge("MQTT 5", "info") : null,
     ),
+    propertiesList(message.properties),
     payloadPre(message.payload, message.encoding),
   );
 }

@@ -64,7 +64,11 @@ function testBox() {
         "ul",
         { class: "plain" },
         h("li", {}, "Topic filter ", h("code", { text: answer.topicFilter }), " ", yes(answer.topicMatches, answer.topicMatches ? "matches the topic" : "does not match the topic")),
-        h("li", {}, "WHERE clause ", yes(answer.whereMatched, answer.whereMatched ? "matched" : "did not match")),
+        answer.whereMatched === null || answer.whereMatched === undefined
+          ? h("li", {}, "WHERE clause ", badge("not evaluated", "off"))
+          : h("li", {}, "WHERE clause ", yes(answer.whereMatched, answer.whereMatched ? "matched" : "did not match")),
+        answer.error ? h("li", { class: "error-message", text: `Evaluation error: ${answer.error}` }) : null,
+        (answer.explanation || []).map((line) => h("li", { class: "explanation", text: line })),
       ),
       answer.output === null || answer.output === undefined
         ? empty("No output: the rule would not fire for this message.")

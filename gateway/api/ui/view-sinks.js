@@ -255,6 +255,40 @@ function firehoseItem(stream) {
   };
 }
 
+// ---- CloudWatch (what cloudwatchLogs / cloudwatchMetric rule actions wrote) --
+
+function logGroupRow(group) {
+  const events = count("events");
+  const last = h("td", {});
+  return {
+    el: h("tr", { "data-log-group": group.logGroupName }, h("td", { text: `log group ${group.logGroupName}` }), h("td", {}, events), last),
+    update(g) {
+      setText(events, g.events);
+      last.replaceChildren(whenEl(g.lastTimestamp));
+    },
+  };
+}
+
+function metricRow(metric) {
+  const value = h("span", { class: "num" });
+  const points = count("datapoints");
+  const last = h("td", {});
+  return {
+    el: h(
+      "tr",
+      { "data-metric": `${metric.namespace}/${metric.metricName}` },
+      h("td", {}, `metric ${metric.namespace} / ${metric.metricName} = `, value, ` ${metric.unit}`),
+      h("td", {}, points),
+      last,
+    ),
+    update(m) {
+      setText(value, m.lastValue);
+      setText(points, m.datapoints);
+      last.replaceChildren(whenEl(m.lastTimestamp));
+    },
+  };
+}
+
 // ---- the view ---------------------------------------------------------------
 
 export function create(main) {
@@ -263,17 +297,20 @@ export function create(main) {
   const queues = table(["Queue", "Visible", "In flight", "Delayed", "Dead-letter queue", "DLQ depth"], { id: "sqs-table" });
   const functionsBox = h("div", { class: "stack" });
   const firehoseBox = h("div", { class: "stack" });
+  const cloudwatch = table(["CloudWatch (kept locally)", "Entries", "Latest"], { id: "cloudwatch-table" });
   const sync = {
     kinesis: keyedList(streamsBox, empty("No Kinesis streams yet — create one with `edgesim streams create NAME` or boto3 (kinesis.create_stream).")),
     sqs: keyedList(queues.tbody, h("tr", {}, h("td", { colspan: 6, class: "empty", text: "No SQS queues yet — create one with boto3 (sqs.create_queue)." }))),
     lambda: keyedList(functionsBox, empty("No Lambda functions yet — deploy one with `edgesim functions deploy path/to/module.py:handler`.")),
     firehose: keyedList(firehoseBox, empty("No Firehose delivery streams yet — create one with boto3 (firehose.create_delivery_stream).")),
+    cloudwatch: keyedList(cloudwatch.tbody, h("tr", {}, h("td", { colspan: 3, class: "empty", text: "Nothing yet — rules with cloudwatchLogs or cloudwatchMetric actions write here (`edgesim cloudwatch logs`)." }))),
   };
 
   main.append(
     card("Kinesis streams", streamsBox, browser.el),
     card("SQS queues", queues.wrap),
     h("div", { class: "grid-2" }, card("Lambda functions", functionsBox), card("Firehose delivery streams", firehoseBox)),
+    card("CloudWatch logs and metrics", cloudwatch.wrap),
   );
 
   function render(sinks) {
@@ -282,6 +319,9 @@ export function create(main) {
     sync.sqs(sinks.sqs, (q) => q.queueName, queueRow);
     sync.lambda(sinks.lambda, (f) => f.functionName, functionItem);
     sync.firehose(sinks.firehose, (f) => f.deliveryStreamName, firehoseItem);
+    const cw = sinks.cloudwatch || { logGroups: [], metrics: [] };
+    const entries = [...cw.logGroups.map((g) => ({ ...g, kind: "log" })), ...cw.metrics.map((m) => ({ ...m, kind: "metric" }))];
+    sync.cloudwatch(entries, (e) => (e.kind === "log" ? `log:${e.logGroupName}` : `metric:${e.namespace}/${e.metricName}/${e.unit}`), (e) => (e.kind === "log" ? logGroupRow(e) : metricRow(e)));
   }
 
   return {
