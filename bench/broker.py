@@ -8,7 +8,8 @@ Each broker runs alone in its own process on 127.0.0.1 (start, measure, stop); t
 Every client presents the same allow-all device certificate issued by edgesim's local CA, with its own client id.
 
 Phases, each on a freshly started broker process:
-  main         connect rate, memory per idle connection (1,000 held), latency, fan-in, QoS 0 flood
+  main         connect rate, memory per idle connection (1,000 held), latency, fan-in (MQTT 3.1.1, and MQTT 5
+               with and without user properties on edgesim and mosquitto, with v5/v3 ratios), QoS 0 flood
   connections  N idle mTLS connections held at once (10,000; 500 with --quick): broker RSS with N connected and
                KB per connection, against the goals <= 40 KB per connection and < 500 MB RSS at 10,000
 """
@@ -52,6 +53,8 @@ from mqttload import (
 )
 from rich.console import Console
 from rich.table import Table
+
+from mqttwire.packets import V5
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -455,13 +458,11 @@ async def measure(broker: BrokerProcess, mat: Material, s: Settings) -> dict[str
         for err in lat.errors[:5]:
             console.log(f"[red]{broker.name}: {err}[/red]")
 
-        # 1: fan-in. The PUBACK-window QoS 1 run overloads the subscriber's queue on purpose, so it goes last.
-        variants = [
-            ("fanin_qos0", 0, False, "QoS 0, end-to-end window"),
-            ("fanin_qos1_e2e", 1, True, "QoS 1, end-to-end window"),
-            ("fanin_qos1", 1, False, "QoS 1, PUBACK window only"),
-        ]
-        for key, qos, e2e, title in variants:
+        # 1: fan-in, MQTT 3.1.1 and (where the broker speaks it) MQTT 5 side by side, each v5 run right after its v3
+        # twin. The PUBACK-window QoS 1 run overloads the subscriber's queue on purpose, so it goes last.
+        v5 = broker.name in V5_BROKERS
+        variants = [(key, qos, e2e, v, up, title) for key, qos, e2e, v, up, title in FANIN_VARIANTS if v != V5 or v5]
+        for key, qos, e2e, protocol, user_props, title in variants:
             out["settle_s"][key] = await settle(broker)
             status.update(
                 f"[bold]{broker.name}[/bold]: fan-in {title}, {s.publishers} publishers → 1 subscriber, "
@@ -469,9 +470,9 @@ async def measure(broker: BrokerProcess, mat: Material, s: Settings) -> dict[str
             )
             before = broker.broker_stats()
             res = await fan_in(
-                target, qos=qos, publishers=s.publishers, seconds=s.window_s, warmup=s.warmup_s,
-                window=s.inflight if qos and not e2e else s.e2e_window, end_to_end=e2e,
-                broker_cpu=lambda: cpu_seconds(broker.pid),
+                replace(target, protocol=protocol), qos=qos, publishers=s.publishers, seconds=s.window_s,
+                warmup=s.warmup_s, window=s.inflight if qos and not e2e else s.e2e_window, end_to_end=e2e,
+                broker_cpu=lambda: cpu_seconds(broker.pid), user_properties=user_props,
             )  # fmt: skip
             broker.check_alive()
             out[key] = asdict(res) | {"broker_stats": _stats_delta(before, broker.broker_stats())}
@@ -503,6 +504,19 @@ async def measure(broker: BrokerProcess, mat: Material, s: Settings) -> dict[str
 
 
 FLOOD_WINDOW = 2_000
+V5_BROKERS = ("edgesim", "mosquitto")  # amqtt 0.12 speaks MQTT 3.1.1 only
+V311 = 4
+# (result key, QoS, end-to-end window, protocol, two user properties per message, title)
+FANIN_VARIANTS = [
+    ("fanin_qos0", 0, False, V311, False, "QoS 0, end-to-end window"),
+    ("fanin5_qos0", 0, False, V5, False, "MQTT 5 QoS 0, end-to-end window"),
+    ("fanin5up_qos0", 0, False, V5, True, "MQTT 5 QoS 0 + user properties, end-to-end window"),
+    ("fanin_qos1_e2e", 1, True, V311, False, "QoS 1, end-to-end window"),
+    ("fanin5_qos1_e2e", 1, True, V5, False, "MQTT 5 QoS 1, end-to-end window"),
+    ("fanin5up_qos1_e2e", 1, True, V5, True, "MQTT 5 QoS 1 + user properties, end-to-end window"),
+    ("fanin_qos1", 1, False, V311, False, "QoS 1, PUBACK window only"),
+]
+GOAL_V5_RATIO = 0.9  # MQTT 5 fan-in at least 0.9x the same broker's MQTT 3.1.1 figure
 
 
 async def _flood(broker: BrokerProcess, target: Target, s: Settings) -> dict[str, Any]:
@@ -858,6 +872,11 @@ ROWS: list[tuple[str, tuple[str, str], str, bool | None]] = [
     ("Fan-in QoS 0 loss", ("fanin_qos0", "loss_pct"), "%", None),
     ("Fan-in QoS 1 delivered (e2e window)", ("fanin_qos1_e2e", "delivered_per_s"), "msg/s", True),
     ("Fan-in QoS 1 loss (e2e window)", ("fanin_qos1_e2e", "loss_pct"), "%", None),
+    ("Fan-in MQTT 5 QoS 0 delivered (e2e window)", ("fanin5_qos0", "delivered_per_s"), "msg/s", True),
+    ("Fan-in MQTT 5 QoS 0 + user props delivered", ("fanin5up_qos0", "delivered_per_s"), "msg/s", True),
+    ("Fan-in MQTT 5 QoS 1 delivered (e2e window)", ("fanin5_qos1_e2e", "delivered_per_s"), "msg/s", True),
+    ("Fan-in MQTT 5 QoS 1 + user props delivered", ("fanin5up_qos1_e2e", "delivered_per_s"), "msg/s", True),
+    ("Fan-in MQTT 5 loss (all four runs, max)", ("v5", "max_loss_pct"), "%", None),
     ("Fan-in QoS 1 accepted (PUBACK window)", ("fanin_qos1", "offered_per_s"), "msg/s", None),
     ("Fan-in QoS 1 delivered (PUBACK window)", ("fanin_qos1", "delivered_per_s"), "msg/s", True),
     ("Fan-in QoS 1 loss (PUBACK window)", ("fanin_qos1", "loss_pct"), "%", None),
@@ -980,6 +999,62 @@ def report(results: dict[str, dict[str, Any]], s: Settings, quick: bool) -> Tabl
     return table
 
 
+V5_PAIRS = [
+    ("QoS 0 e2e", "fanin_qos0", "fanin5_qos0", "fanin5up_qos0"),
+    ("QoS 1 e2e", "fanin_qos1_e2e", "fanin5_qos1_e2e", "fanin5up_qos1_e2e"),
+]
+
+
+def v5_summary(result: dict[str, Any]) -> dict[str, Any] | None:
+    """MQTT 5 against the same broker's MQTT 3.1.1 in the same run: delivered msg/s and their ratios."""
+    if "fanin5_qos0" not in result:
+        return None
+    out: dict[str, Any] = {"goal_ratio": GOAL_V5_RATIO, "met": True}
+    losses = []
+    for label, v3_key, v5_key, up_key in V5_PAIRS:
+        v3, v5, up = (_get(result, (key, "delivered_per_s")) for key in (v3_key, v5_key, up_key))
+        ratios = [None if x is None or not v3 else x / v3 for x in (v5, up)]
+        out[label] = {"v3": v3, "v5": v5, "v5_user_props": up, "v5_ratio": ratios[0], "v5_user_props_ratio": ratios[1]}
+        # Broker CPU per delivered message: steadier than msg/s on a machine the broker shares with others.
+        out[label]["broker_us_per_msg"] = [_cost(result, key) for key in (v3_key, v5_key, up_key)]
+        out["met"] = out["met"] and all(r is not None and r >= GOAL_V5_RATIO for r in ratios)
+        losses += [float(result[k]["loss_pct"]) for k in (v5_key, up_key) if k in result]
+    out["max_loss_pct"] = max(losses) if losses else None
+    return out
+
+
+def _cost(result: dict[str, Any], key: str) -> float | None:
+    cpu, rate = _get(result, (key, "broker_cpu_pct")), _get(result, (key, "delivered_per_s"))
+    return None if cpu is None or not rate else cpu / 100 / rate * 1e6
+
+
+def v5_table(results: dict[str, dict[str, Any]]) -> Table | None:
+    names = [n for n in BROKERS if results.get(n, {}).get("v5")]
+    if not names:
+        return None
+    table = Table(title=f"MQTT 5 vs MQTT 3.1.1, same broker, same run (goal: v5 ≥ {GOAL_V5_RATIO:g}x v3)")
+    columns = ("broker", "fan-in", "v3 msg/s", "v5 msg/s", "v5/v3", "v5 + user props msg/s", "v5+props/v3",
+               "broker µs/msg v3 / v5 / v5+props")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("broker", "fan-in") else "right")
+
+    def ratio(value: float | None) -> str:
+        if value is None:
+            return "—"
+        return f"[{'green' if value >= GOAL_V5_RATIO else 'red'}]{value:.2f}x[/]"
+
+    for name in names:
+        summary = results[name]["v5"]
+        for label, *_ in V5_PAIRS:
+            row = summary[label]
+            table.add_row(
+                name, label, _fmt(row["v3"], "msg/s"), _fmt(row["v5"], "msg/s"), ratio(row["v5_ratio"]),
+                _fmt(row["v5_user_props"], "msg/s"), ratio(row["v5_user_props_ratio"]),
+                " / ".join("—" if c is None else f"{c:.1f}" for c in row["broker_us_per_msg"]),
+            )  # fmt: skip
+    return table
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -1066,6 +1141,9 @@ def main(argv: list[str] | None = None) -> int:
                     console.log(f"{name} listening on {HOST}:{broker.port} (pid {broker.pid}) for the {phase} phase")
                     if phase == "main":
                         results[name].update(asyncio.run(measure(broker, mat, settings)))
+                        summary = v5_summary(results[name])
+                        if summary is not None:
+                            results[name]["v5"] = summary
                     else:
                         results[name]["connections"] = asyncio.run(hold_connections(broker, mat, settings))
                 except KeyboardInterrupt:
@@ -1101,6 +1179,9 @@ def main(argv: list[str] | None = None) -> int:
         wide.print(report(results, settings, args.quick))
         if target is not None:
             wide.print(goals_line(target))
+        versions = v5_table(results)
+        if versions is not None:
+            wide.print(versions)
         for name, res in results.items():
             if "error" in res:
                 console.print(f"[red]{name}: {res['error']}[/red]")

@@ -36,7 +36,7 @@ from mqttload import cpu_seconds
 from rich.console import Console
 from rich.table import Table
 
-from devices.mqtt_client import AsyncMqttClient, Message
+from mqttwire.client import AsyncMqttClient, Message
 
 console = Console()
 ROOT = Path(__file__).resolve().parents[1]

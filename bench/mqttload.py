@@ -30,68 +30,71 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from devices.mqtt_codec import encode_length
+from mqttwire import codec
+from mqttwire import properties as mp
+from mqttwire.frame import decode_varint, encode_varint, split_frame
+from mqttwire.packets import (
+    CONNACK,
+    PINGRESP,
+    PUBACK,
+    PUBLISH,
+    SUBACK,
+    V5,
+    V311,
+    Connect,
+    Subscribe,
+    SubscribeFilter,
+)
 
-# ---------------------------------------------------------------- packets
+# ---------------------------------------------------------------- packets (mqttwire's codec)
 
-CONNACK = 2
-PUBLISH = 3
-PUBACK = 4
-SUBACK = 9
-PINGRESP = 13
+__all__ = ["CONNACK", "PINGRESP", "PUBACK", "PUBLISH", "SUBACK", "V5", "V311"]
 
-DISCONNECT_BYTES = b"\xe0\x00"
+DISCONNECT_BYTES = codec.DISCONNECT_V3_BYTES
 HEADER = struct.Struct(">HIQ")  # publisher index, sequence number, send time (time.monotonic_ns)
 PUBACK_HEAD = b"\x40\x02"
+MAX_REMAINING = 268_435_455
 
 
-def _utf8(value: str | bytes) -> bytes:
-    raw = value.encode() if isinstance(value, str) else value
-    return struct.pack(">H", len(raw)) + raw
+def connect_packet(client_id: str, keep_alive: int = 300, clean_session: bool = True, protocol: int = V311) -> bytes:
+    return codec.encode(Connect(client_id, protocol, clean_session, keep_alive), protocol)
 
 
-def connect_packet(client_id: str, keep_alive: int = 300, clean_session: bool = True) -> bytes:
-    body = _utf8("MQTT") + bytes((4, 0x02 if clean_session else 0x00)) + struct.pack(">H", keep_alive)
-    body += _utf8(client_id)
-    return b"\x10" + encode_length(len(body)) + body
-
-
-def publish_prefix(topic: str, qos: int, body_len: int) -> bytes:
-    """Fixed header and topic of a PUBLISH whose payload (plus packet id for QoS 1) is `body_len` bytes."""
-    topic_field = _utf8(topic)
-    remaining = len(topic_field) + (2 if qos else 0) + body_len
-    return bytes((0x30 | (qos << 1),)) + encode_length(remaining) + topic_field
+def publish_prefix(topic: str, qos: int, body_len: int, properties: bytes = b"") -> bytes:
+    """Fixed header and topic of a PUBLISH whose payload (plus packet id for QoS 1) is `body_len` bytes. For MQTT 5,
+    `properties` is the encoded property block the caller puts after the packet id (b"\x00": none); its length
+    counts here."""
+    topic_field = mp.encode_string(topic)
+    remaining = len(topic_field) + (2 if qos else 0) + len(properties) + body_len
+    return bytes((0x30 | (qos << 1),)) + encode_varint(remaining) + topic_field
 
 
 def puback_packet(packet_id: int) -> bytes:
-    return PUBACK_HEAD + packet_id.to_bytes(2, "big")
+    return codec.puback(packet_id)
 
 
-def subscribe_packet(packet_id: int, filters: Iterable[tuple[str, int]]) -> bytes:
-    body = packet_id.to_bytes(2, "big") + b"".join(_utf8(f) + bytes((q,)) for f, q in filters)
-    return b"\x82" + encode_length(len(body)) + body
+def subscribe_packet(packet_id: int, filters: Iterable[tuple[str, int]], protocol: int = V311) -> bytes:
+    return codec.encode(Subscribe(packet_id, [SubscribeFilter(f, q) for f, q in filters]), protocol)
 
 
 def split_frames(buf: bytearray) -> tuple[list[tuple[int, bytes]], int]:
     """Complete packets at the start of `buf` as (first byte, body), and how many bytes they used."""
     out: list[tuple[int, bytes]] = []
-    pos, size = 0, len(buf)
-    while pos + 2 <= size:
-        length, mult, i = 0, 1, pos + 1
-        while True:
-            if i >= size:
-                return out, pos
-            byte = buf[i]
-            length += (byte & 0x7F) * mult
-            mult <<= 7
-            i += 1
-            if not byte & 0x80:
-                break
-        if i + length > size:
-            break
-        out.append((buf[pos], bytes(buf[i : i + length])))
-        pos = i + length
+    pos = 0
+    while (frame := split_frame(buf, pos, MAX_REMAINING)) is not None:
+        first, start, pos = frame
+        out.append((first, bytes(buf[start:pos])))
     return out, pos
+
+
+def bench_properties(protocol: int, user_properties: bool, idx: int) -> bytes:
+    """The property block each PUBLISH of publisher `idx` carries: none for 3.1.1, an empty block for MQTT 5, or two
+    user properties (a device's tags, as a fleet sends them)."""
+    if protocol != V5:
+        return b""
+    if not user_properties:
+        return b"\x00"
+    return mp.encode_properties({mp.USER_PROPERTY: [("device", f"bench-{idx}"), ("unit", "C")]})
 
 
 # ---------------------------------------------------------------- the client
@@ -116,39 +119,50 @@ class Target:
     ca: Path
     cert: Path
     key: Path
+    protocol: int = V311  # 4: MQTT 3.1.1, 5: MQTT 5, for every client of a scenario
 
     def context(self) -> ssl.SSLContext:
         return client_context(self.ca, self.cert, self.key)
 
     def argv(self) -> list[str]:
-        return [self.host, str(self.port), str(self.ca), str(self.cert), str(self.key)]
+        return [self.host, str(self.port), str(self.ca), str(self.cert), str(self.key), str(self.protocol)]
 
 
 class Client:
     """One MQTT connection. Reading is explicit (`read_frames`) so each scenario owns its receive loop."""
 
-    def __init__(self, client_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, client_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: int = V311
+    ) -> None:
         self.client_id = client_id
+        self.protocol = protocol
         self.reader = reader
         self.writer = writer
         self.buf = bytearray()
 
     @classmethod
     async def connect(
-        cls, host: str, port: int, ctx: ssl.SSLContext, client_id: str, keep_alive: int = 300, within_s: float = 15.0
+        cls,
+        host: str,
+        port: int,
+        ctx: ssl.SSLContext,
+        client_id: str,
+        keep_alive: int = 300,
+        within_s: float = 15.0,
+        protocol: int = V311,
     ) -> Client:
         async with asyncio.timeout(within_s):
             reader, writer = await asyncio.open_connection(host, port, ssl=ctx, limit=1 << 20)
             sock = writer.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client = cls(client_id, reader, writer)
+            client = cls(client_id, reader, writer, protocol)
             try:
-                writer.write(connect_packet(client_id, keep_alive))
+                writer.write(connect_packet(client_id, keep_alive, protocol=protocol))
                 while True:
                     for first, body in await client.read_frames():
                         if first >> 4 == CONNACK:
-                            if len(body) != 2 or body[1] != 0:
+                            if len(body) < 2 or body[1] != 0:
                                 raise MqttError(f"CONNACK refused {client_id}: {body.hex()}")
                             return client
             except BaseException:
@@ -167,13 +181,13 @@ class Client:
         return frames
 
     async def subscribe(self, topic_filter: str, qos: int) -> int:
-        self.writer.write(subscribe_packet(1, [(topic_filter, qos)]))
+        self.writer.write(subscribe_packet(1, [(topic_filter, qos)], self.protocol))
         async with asyncio.timeout(10):
             while True:
                 for first, body in await self.read_frames():
                     if first >> 4 == SUBACK:
-                        granted = body[2]
-                        if granted == 0x80:
+                        granted = body[-1]  # one filter: its code is the last byte (after MQTT 5's properties)
+                        if granted >= 0x80:
                             raise MqttError(f"SUBSCRIBE {topic_filter} refused")
                         return int(granted)
 
@@ -192,7 +206,7 @@ class Client:
 
 
 async def connect_many(
-    host: str, port: int, ctx: ssl.SSLContext, ids: list[str], concurrency: int
+    host: str, port: int, ctx: ssl.SSLContext, ids: list[str], concurrency: int, protocol: int = V311
 ) -> tuple[list[Client], list[str], float]:
     """Connect `ids` with at most `concurrency` handshakes in flight: (clients, errors, seconds)."""
     gate = asyncio.Semaphore(concurrency)
@@ -201,7 +215,7 @@ async def connect_many(
     async def one(client_id: str) -> Client | None:
         async with gate:
             try:
-                return await Client.connect(host, port, ctx, client_id)
+                return await Client.connect(host, port, ctx, client_id, protocol=protocol)
             except (OSError, MqttError, TimeoutError, ssl.SSLError) as exc:
                 errors.append(f"{client_id}: {exc!r}")
                 return None
@@ -264,6 +278,7 @@ async def _receive(client: Client, slots: memoryview, publishers: int, latencies
     last_seq = [0] * publishers
     unpack = HEADER.unpack_from
     header_size = HEADER.size
+    v5 = client.protocol == V5
     while True:
         data = await reader.read(1 << 18)
         if not data:
@@ -271,44 +286,33 @@ async def _receive(client: Client, slots: memoryview, publishers: int, latencies
         now = time.monotonic_ns()
         latency_from = slots[LATENCY_FROM]
         buf += data
-        pos, size = 0, len(buf)
+        pos = 0
         acks: list[bytes] = []
-        while pos + 2 <= size:
-            length, mult, i = 0, 1, pos + 1
-            complete = True
-            while True:
-                if i >= size:
-                    complete = False
-                    break
-                byte = buf[i]
-                length += (byte & 0x7F) * mult
-                mult <<= 7
-                i += 1
-                if not byte & 0x80:
-                    break
-            if not complete or i + length > size:
-                break
-            first = buf[pos]
-            end = i + length
-            if first >> 4 == PUBLISH:
-                start = i + 2 + ((buf[i] << 8) | buf[i + 1])
-                if first & 0x06:
-                    acks.append(PUBACK_HEAD + buf[start : start + 2])
-                    start += 2
-                if end - start >= header_size:
-                    idx, seq, sent_ns = unpack(buf, start)
-                    if idx < publishers:
-                        slots[PUB0 + idx] += 1
-                        if seq <= last_seq[idx]:
-                            slots[OUT_OF_ORDER] += 1
-                        else:
-                            last_seq[idx] = seq
-                    if latency_from and sent_ns >= latency_from:
-                        latencies.append(now - sent_ns)
-                else:
-                    slots[BAD] += 1
-                slots[RECEIVED] += 1
+        while (frame := split_frame(buf, pos, MAX_REMAINING)) is not None:
+            first, i, end = frame
             pos = end
+            if first >> 4 != PUBLISH:
+                continue
+            start = i + 2 + ((buf[i] << 8) | buf[i + 1])
+            if first & 0x06:
+                acks.append(PUBACK_HEAD + buf[start : start + 2])
+                start += 2
+            if v5:
+                length, start = decode_varint(buf, start, end)
+                start += length
+            if end - start >= header_size:
+                idx, seq, sent_ns = unpack(buf, start)
+                if idx < publishers:
+                    slots[PUB0 + idx] += 1
+                    if seq <= last_seq[idx]:
+                        slots[OUT_OF_ORDER] += 1
+                    else:
+                        last_seq[idx] = seq
+                if latency_from and sent_ns >= latency_from:
+                    latencies.append(now - sent_ns)
+            else:
+                slots[BAD] += 1
+            slots[RECEIVED] += 1
         if pos:
             del buf[:pos]
         if acks:
@@ -324,7 +328,7 @@ async def _subscriber_process(
     latencies: list[int] = []
     error: str | None = None
     try:
-        client = await Client.connect(target.host, target.port, target.context(), client_id)
+        client = await Client.connect(target.host, target.port, target.context(), client_id, protocol=target.protocol)
         await client.subscribe(topic_filter, qos)
         slots[READY] = 1
         task = asyncio.create_task(_receive(client, slots, publishers, latencies))
@@ -485,6 +489,7 @@ async def _publish_qos0(
     sent: list[int],
     sub: Subscriber,
     stalls: list[int],
+    props: bytes = b"",
 ) -> None:
     """Closed loop without acks: at most `window` messages sent but not yet seen by the subscriber.
 
@@ -492,7 +497,7 @@ async def _publish_qos0(
     outstanding end to end measures what the broker sustains. If nothing of ours arrives for a second, the
     outstanding messages are written off (the loss figure counts them in the end) and publishing resumes.
     """
-    prefix = publish_prefix(topic, 0, HEADER.size + len(pad))
+    prefix = publish_prefix(topic, 0, HEADER.size + len(pad), props) + props
     pack = HEADER.pack
     writer = client.writer
     seq = 0
@@ -525,13 +530,14 @@ async def _publish_qos1_window(
     unacked: list[int],
     sub: Subscriber | None = None,
     stalls: list[int] | None = None,
+    props: bytes = b"",
 ) -> None:
     """Closed loop: at most `window` QoS 1 messages without PUBACK; count the ones the broker acknowledged.
 
     With `sub`, also at most `window` messages not yet delivered to the subscriber (end to end), so the broker's
     queue towards the subscriber never grows: what it then delivers is its sustained zero-loss QoS 1 rate.
     """
-    prefix = publish_prefix(topic, 1, HEADER.size + len(pad))
+    prefix = publish_prefix(topic, 1, HEADER.size + len(pad), props)
     pack = HEADER.pack
     writer = client.writer
     seq = 0
@@ -549,7 +555,7 @@ async def _publish_qos1_window(
                     seq += 1
                     pid = seq % 65535 + 1
                     inflight.add(pid)
-                    parts.append(prefix + pid.to_bytes(2, "big") + pack(idx, seq, now) + pad)
+                    parts.append(prefix + pid.to_bytes(2, "big") + props + pack(idx, seq, now) + pad)
                 writer.write(b"".join(parts))
             elif not inflight and (stop.is_set() or sub is None):
                 return
@@ -559,7 +565,8 @@ async def _publish_qos1_window(
                         pid = (body[0] << 8) | body[1]
                         if pid in inflight:
                             inflight.discard(pid)
-                            acked[idx] += 1
+                            if len(body) == 2 or body[2] < 0x80:  # an MQTT 5 refusal is not an acknowledgement
+                                acked[idx] += 1
             elif sub is not None and not await sub.wait_progress(idx, 1.0):
                 # Acknowledged but not delivered for a second: write those off (the loss figure counts them).
                 if stalls is not None:
@@ -606,6 +613,7 @@ async def fan_in(
     tag: str = "",
     broker_cpu: Callable[[], float] | None = None,
     end_to_end: bool = False,
+    user_properties: bool = False,
 ) -> FanInResult:
     """`publishers` clients publish to bench/<i>/data as fast as their window allows; one wildcard subscriber counts.
 
@@ -613,7 +621,7 @@ async def fan_in(
     delivered. QoS 0: always at most `window` messages per publisher not yet delivered to the subscriber (this process
     sees the subscriber's counts).
     """
-    tag = f"{tag}-q{qos}{'-e2e' if end_to_end and qos else ''}"
+    tag = f"{tag}-v{target.protocol}{'u' if user_properties else ''}-q{qos}{'-e2e' if end_to_end and qos else ''}"
     sub = await Subscriber.start(target, f"bench-sub{tag}", topic_filter, qos, publishers)
     pubs: list[Client] = []
     tasks: list[asyncio.Task[None]] = []
@@ -624,18 +632,18 @@ async def fan_in(
     stalls = [0] * publishers
     pad = _payload_pad(payload_size)
     try:
-        pubs, errors, _ = await connect_many(
-            target.host, target.port, target.context(), [f"bench-pub{tag}-{i}" for i in range(publishers)], 50
-        )
+        ids = [f"bench-pub{tag}-{i}" for i in range(publishers)]
+        pubs, errors, _ = await connect_many(target.host, target.port, target.context(), ids, 50, target.protocol)
         if errors:
             raise MqttError(f"{len(errors)} publishers failed to connect, e.g. {errors[0]}")
         for i, c in enumerate(pubs):
             topic = f"bench/{i}/data"
+            props = bench_properties(target.protocol, user_properties, i)
             if qos == 0:
-                job = _publish_qos0(c, i, topic, pad, window, stop, sent, sub, stalls)
+                job = _publish_qos0(c, i, topic, pad, window, stop, sent, sub, stalls, props)
             else:
                 e2e = sub if end_to_end else None
-                job = _publish_qos1_window(c, i, topic, pad, window, stop, sent, unacked, e2e, stalls)
+                job = _publish_qos1_window(c, i, topic, pad, window, stop, sent, unacked, e2e, stalls, props)
             tasks.append(asyncio.create_task(job))
         await asyncio.sleep(warmup)
         t0, r0, s0 = time.perf_counter(), sub.received, sum(sent)
@@ -846,10 +854,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="mqttload subscriber process (started by the scenarios)")
     commands = parser.add_subparsers(dest="command", required=True)
     sub = commands.add_parser("subscribe")
-    for name in ("host", "port", "ca", "cert", "key", "client_id", "topic_filter", "qos", "publishers", "counters"):
+    for name in ("host", "port", "ca", "cert", "key", "protocol", "client_id", "topic_filter", "qos", "publishers"):
+        sub.add_argument(name)
+    for name in ("counters",):
         sub.add_argument(name)
     args = parser.parse_args(argv)
-    target = Target(args.host, int(args.port), Path(args.ca), Path(args.cert), Path(args.key))
+    target = Target(args.host, int(args.port), Path(args.ca), Path(args.cert), Path(args.key), int(args.protocol))
     report = asyncio.run(
         _subscriber_process(
             target, args.client_id, args.topic_filter, int(args.qos), int(args.publishers), Path(args.counters)

@@ -18,9 +18,11 @@ import orjson
 from devices.behaviour import FaultPlan, reported_for_delta, shadow_prefix, spoil
 from devices.connect_errors import CAUSE_PREFIX, connect_cause
 from devices.figures import Figures
-from devices.mqtt_client import MAX_INFLIGHT, AsyncMqttClient, ConnectError, Message, MqttError
 from devices.payload import PayloadBuilder
+from devices.properties import TelemetryProperties
 from devices.spec import DeviceSpec
+from devices.template import TemplateError
+from mqttwire.client import MAX_INFLIGHT, AsyncMqttClient, ConnectError, Message, MqttError
 
 log = logging.getLogger("edgesim.devices")
 
@@ -100,7 +102,12 @@ class SimDevice:
             ssl_context=ssl_context,
             on_message=self._on_message,
             on_connection_lost=self._on_lost,
+            protocol=spec.protocol,
+            clean_start=spec.session_expiry == 0,  # a device with a session expiry resumes it on reconnect
+            session_expiry=spec.session_expiry,
+            topic_aliases=spec.topic_aliases,
         )
+        self.properties = TelemetryProperties(spec, self.variables)
         self.seq = 0
         self.reported_initial = False
         self.state = "idle"
@@ -185,7 +192,7 @@ class SimDevice:
             filters.append((self.spec.command_topic, 1))
         if filters:
             granted = await self.client.subscribe(filters)
-            if any(code == 0x80 for code in granted):
+            if any(code >= 0x80 for code in granted):
                 raise MqttError(f"{self.spec.client_id}: subscription refused: {filters}")
         if self.initial is not None and not self.reported_initial:
             reported = self.initial.build(self._t(), self._message_vars())
@@ -239,11 +246,23 @@ class SimDevice:
         if fault is not None:
             self.figures.inc(f"faults.{fault}")
             data = spoil(json.dumps(document).encode(), fault)
-            self._publish(self.spec.topic, data, self.spec.qos, count="sent")
+            self._publish(self.spec.topic, data, self.spec.qos, count="sent", properties=self._properties())
             return
-        self._publish(self.spec.topic, document, self.spec.qos, count="sent")
+        self._publish(self.spec.topic, document, self.spec.qos, count="sent", properties=self._properties())
 
-    def _publish(self, topic: str, body: dict[str, Any] | bytes, qos: int, count: str | None) -> None:
+    def _properties(self) -> bytes | None:
+        properties = self.properties
+        if properties.empty or properties.block is not None:
+            return properties.block
+        try:
+            return properties.render(self._vars)
+        except TemplateError:
+            self.figures.error("user_properties")
+            return None
+
+    def _publish(
+        self, topic: str, body: dict[str, Any] | bytes, qos: int, count: str | None, properties: bytes | None = None
+    ) -> None:
         data = body if isinstance(body, bytes) else orjson.dumps(body)
         figures = self.figures
         loop = self._loop
@@ -253,7 +272,7 @@ class SimDevice:
         if count != "sent" or qos != 1:
             if count == "sent":
                 figures.sent_rate.add(sent_at)
-            self.client.send(topic, data, qos, self._count_error)
+            self.client.send(topic, data, qos, self._count_error, properties=properties)
             return
         figures.sent_rate.add(sent_at)
 
@@ -266,7 +285,7 @@ class SimDevice:
             figures.acked_rate.add(now)
             figures.latency.record((now - sent_at) * 1000)
 
-        self.client.send(topic, data, qos, acked)
+        self.client.send(topic, data, qos, acked, properties=properties)
 
     def _count_error(self, error: MqttError | None) -> None:
         if error is not None:

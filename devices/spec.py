@@ -64,6 +64,7 @@ _ATTRIBUTE_VALUE = re.compile(r"[a-zA-Z0-9_.,@/:#=\[\]-]{0,800}")
 _MAX_TOPIC_BYTES = 256
 _MAX_TOPIC_SLASHES = 7
 _MAX_CLIENT_ID_BYTES = 128
+_MAX_SESSION_EXPIRY_S = 7 * 24 * 3600  # AWS IoT's maximum MQTT 5 Session Expiry Interval
 _DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -232,10 +233,30 @@ class DeviceTypeSpec(_Model):
     interval: PositiveSeconds = 5.0
     jitter: Fraction = 0.1
     qos: Literal[0, 1] = 1
+    protocol: Literal["mqtt3", "mqtt5"] = "mqtt3"
+    user_properties: dict[Annotated[str, Field(min_length=1, max_length=1024)], PayloadTemplate] = {}
+    content_type: str | None = Field(default=None, min_length=1, max_length=1024)
+    topic_aliases: bool = True
+    session_expiry: Annotated[int, BeforeValidator(_seconds), Field(ge=0, le=_MAX_SESSION_EXPIRY_S)] = 0
     payload: dict[str, PayloadValue] = {}
     shadow: ShadowSpec | None = None
     commands: CommandSpec | None = None
     faults: FaultSpec = FaultSpec()
+
+    @field_validator("user_properties", "content_type", "session_expiry")
+    @classmethod
+    def _needs_mqtt5(cls, value: object, info: ValidationInfo) -> object:
+        if value and info.data.get("protocol") != "mqtt5":
+            raise PydanticCustomError("needs_mqtt5", "{field} needs `protocol: mqtt5`", {"field": info.field_name})
+        return value
+
+    @field_validator("user_properties")
+    @classmethod
+    def _no_nul(cls, value: dict[str, Template]) -> dict[str, Template]:
+        for key, template in value.items():
+            if "\x00" in key or "\x00" in template.text:
+                raise PydanticCustomError("user_property", "user properties must not contain NUL")
+        return value
 
     @field_validator("attributes")
     @classmethod
@@ -380,6 +401,11 @@ class DeviceSpec:
     faults: FaultSpec
     seed: int
     clock_skew: float
+    protocol: int = 4  # 4: MQTT 3.1.1, 5: MQTT 5
+    user_properties: tuple[tuple[str, Template], ...] = ()  # rendered per message with the payload's variables
+    content_type: str | None = None
+    topic_aliases: bool = True
+    session_expiry: int = 0
 
     def variables(self) -> dict[str, object]:
         """Payload template variables; the caller adds the per-message `seq` and `timestamp`."""
@@ -436,6 +462,10 @@ def _filter_problem(topic: str) -> str | None:
     return _topic_problem(topic, wildcards=True)
 
 
+def _no_problem(text: str) -> str | None:
+    return None
+
+
 def _thing_name_problem(name: str) -> str | None:
     return None if _THING_NAME.fullmatch(name) else "thing names are 1-128 characters of a-z A-Z 0-9 : _ -"
 
@@ -481,6 +511,8 @@ class _Expander:
         thing_loc, client_loc, topic_loc = (*base, "thing_name"), (*base, "client_id"), (*base, "topic")
         command_loc, reply_loc = (*base, "commands", "topic"), (*base, "commands", "reply_topic")
         attributes = [(key, template, (*base, "attributes", key)) for key, template in dtype.attributes.items()]
+        protocol = 5 if dtype.protocol == "mqtt5" else 4
+        user_properties = tuple(dtype.user_properties.items())
         for i in range(count):
             failures = self.failures
             env: dict[str, object] = {"fleet": fleet, "type": name, "i": i, "n": count, "ordinal": ordinal + i}
@@ -495,6 +527,10 @@ class _Expander:
                 command_topic = render(commands.topic, env, command_loc, _filter_problem)
                 if commands.reply_topic is not None:
                     reply_topic = render(commands.reply_topic, env, reply_loc, _topic_problem)
+            if user_properties:
+                message_env = {**env, "seq": 0, "timestamp": 0}
+                for key, template in user_properties:
+                    render(template, message_env, (*base, "user_properties", key), _no_problem)
             if self.failures != failures:
                 continue
             if self.claim("thing_name", thing, t, i):
@@ -505,7 +541,8 @@ class _Expander:
                 DeviceSpec(
                     ordinal + i, fleet, name, i, count, thing, client, dtype.thing_type, attrs, topic,
                     dtype.interval, dtype.jitter, dtype.qos, dtype.payload, dtype.shadow,
-                    command_topic, reply_topic, faults, seed, skew,
+                    command_topic, reply_topic, faults, seed, skew, protocol, user_properties,
+                    dtype.content_type, dtype.topic_aliases, dtype.session_expiry,
                 )
             )  # fmt: skip
 

@@ -67,6 +67,8 @@ def status_table(status: dict[str, Any]) -> Table:
     table.add_row(
         "cloud link",
         f"{link}  connects {cloud['connects']}"
+        + ("  MQTT 5" if cloud.get("protocol") == "mqtt5" else "")
+        + (f"  refused {cloud['refused']:,}" if cloud.get("refused") else "")
         + (f"  {cloud['last_error']}" if cloud["last_error"] and not cloud["online"] else ""),
     )
     table.add_row(

@@ -67,14 +67,20 @@ def validate(path: FleetFile, as_json: JsonOut = False) -> None:
     by_type: dict[str, int] = {}
     for device in devices:
         by_type[device.type_name] = by_type.get(device.type_name, 0) + 1
-    data = {"fleet": spec.fleet, "devices": len(devices), "types": by_type, "policy": spec.render_policy_name()}
+    protocols = {t.name: t.protocol for t in spec.device_types}
+    data = {"fleet": spec.fleet, "devices": len(devices), "types": by_type, "protocols": protocols,
+            "policy": spec.render_policy_name()}  # fmt: skip
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
     typer.echo(f"{path}: fleet {spec.fleet!r}, {len(devices)} devices")
     for name, count in by_type.items():
         first = next(d for d in devices if d.type_name == name)
-        typer.echo(f"  {name}: {count} (e.g. {first.thing_name} → {first.topic})")
+        v5 = ""
+        if first.protocol == 5:
+            keys = ", ".join(key for key, _ in first.user_properties)
+            v5 = " [MQTT 5" + (f"; user properties {keys}" if keys else "") + "]"
+        typer.echo(f"  {name}: {count} (e.g. {first.thing_name} → {first.topic}){v5}")
 
 
 @fleet_app.command("run")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from gateway.edge.config import Endpoint, TopicMapping
 from gateway.topics import TopicTrie
+from mqttwire.properties import Properties
 
 log = logging.getLogger("edgesim.edge.bridge")
 
@@ -40,9 +41,9 @@ class LocalPubSub:
 class BridgeTargets:
     """How the bridge reaches each endpoint."""
 
-    local_mqtt: Callable[[str, bytes, int], None]
+    local_mqtt: Callable[[str, bytes, int, Properties | None], None]
     pubsub: Callable[[str, bytes], None]
-    iot_core: Callable[[str, bytes, int], None]
+    iot_core: Callable[[str, bytes, int, Properties | None], None]
 
 
 class Bridge:
@@ -64,22 +65,23 @@ class Bridge:
     def filters(self, source: Endpoint) -> list[str]:
         return self._by_source[source].filters()
 
-    def from_local_mqtt(self, topic: str, payload: bytes, qos: int) -> None:
-        self._forward("LocalMqtt", topic, payload, qos)
+    def from_local_mqtt(self, topic: str, payload: bytes, qos: int, properties: Properties | None = None) -> None:
+        self._forward("LocalMqtt", topic, payload, qos, properties)
 
     def from_pubsub(self, topic: str, payload: bytes) -> None:
-        self._forward("Pubsub", topic, payload, 0)
+        self._forward("Pubsub", topic, payload, 0, None)
 
-    def from_iot_core(self, topic: str, payload: bytes, qos: int) -> None:
-        self._forward("IotCore", topic, payload, qos)
+    def from_iot_core(self, topic: str, payload: bytes, qos: int, properties: Properties | None = None) -> None:
+        self._forward("IotCore", topic, payload, qos, properties)
 
-    def _forward(self, source: Endpoint, topic: str, payload: bytes, qos: int) -> None:
+    def _forward(self, source: Endpoint, topic: str, payload: bytes, qos: int, properties: Properties | None) -> None:
+        """MQTT 5 properties travel between the MQTT endpoints (local pub/sub has none)."""
         for mapping in self._by_source[source].match(topic):
             self.forwarded[self._names[id(mapping)]] += 1
             target_topic = mapping.target_topic_prefix + topic
             if mapping.target == "IotCore":
-                self._targets.iot_core(target_topic, payload, 1)  # QoS 1 towards IoT Core, always
+                self._targets.iot_core(target_topic, payload, 1, properties)  # QoS 1 towards IoT Core, always
             elif mapping.target == "LocalMqtt":
-                self._targets.local_mqtt(target_topic, payload, qos)
+                self._targets.local_mqtt(target_topic, payload, qos, properties)
             else:
                 self._targets.pubsub(target_topic, payload)

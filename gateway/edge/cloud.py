@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from devices.mqtt_client import AsyncMqttClient, Done, Message, MqttError
+from mqttwire.client import AsyncMqttClient, Done, Message, MqttError
+from mqttwire.packets import V311
 
 log = logging.getLogger("edgesim.edge.cloud")
 
@@ -37,6 +38,7 @@ class CloudLink:
         keepalive: int,
         on_message: Callable[[Message], None],
         on_state: Callable[[bool], None],
+        protocol: int = V311,
     ) -> None:
         self.client = AsyncMqttClient(
             client_id,
@@ -46,6 +48,7 @@ class CloudLink:
             keepalive=keepalive,
             on_message=self._on_message,
             on_connection_lost=self._on_lost,
+            protocol=protocol,
         )
         self.filters: dict[str, int] = {}
         self.wanted = True
@@ -81,7 +84,7 @@ class CloudLink:
                 await self.client.connect(timeout=10.0)
                 if self.filters:
                     granted = await self.client.subscribe(sorted(self.filters.items()))
-                    refused = [f for f, code in zip(sorted(self.filters), granted, strict=True) if code == 0x80]
+                    refused = [f for f, code in zip(sorted(self.filters), granted, strict=True) if code >= 0x80]
                     if refused:
                         log.warning("cloud refused subscriptions: %s", ", ".join(refused))
             except MqttError as exc:
@@ -113,11 +116,12 @@ class CloudLink:
 
     # ---- traffic
 
-    def send(self, topic: str, payload: bytes, qos: int, on_done: Done) -> None:
+    def send(self, topic: str, payload: bytes, qos: int, on_done: Done, properties: bytes | None = None) -> None:
+        """`properties`: an encoded MQTT 5 property block, sent when the link speaks MQTT 5 (dropped for 3.1.1)."""
         if not self.online:
             on_done(MqttError("the cloud link is offline"))
             return
-        self.client.send(topic, payload, qos, on_done)
+        self.client.send(topic, payload, qos, on_done, properties=properties)
 
     async def request(self, topic: str, body: dict[str, Any], timeout: float = 10.0) -> tuple[str, dict[str, Any]]:  # noqa: ASYNC109
         """A shadow request over MQTT: publish `body` with a fresh clientToken to `topic`, and return the

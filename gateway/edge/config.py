@@ -28,6 +28,9 @@ class CloudConfig(_Model):
     ca: Path | None = Field(default=None, description="CA to trust for the gateway; default: the local CA")
     keepalive: int = Field(default=60, ge=0, le=1200)
     max_in_flight: int = Field(default=5, ge=1, le=100, alias="maxInFlightPublishes")
+    protocol: Literal["mqtt3", "mqtt5"] = Field(
+        default="mqtt3", description="MQTT version of the cloud link: mqtt5 carries bridged messages' MQTT 5 properties"
+    )
 
 
 class LocalBrokerConfig(_Model):

@@ -16,7 +16,6 @@ from typing import Any
 
 from aiohttp import web
 
-from devices.mqtt_client import Message as CloudMessage
 from gateway.api.server import ApiServer
 from gateway.broker.core import Broker
 from gateway.broker.exceptions import PublishRefused
@@ -58,6 +57,9 @@ from gateway.shadow.topics import is_valid_thing_name
 from gateway.store import Store
 from gateway.tasks import Lifecycle, cancel_and_wait
 from gateway.topics import TopicTrie
+from mqttwire import properties as mp
+from mqttwire.client import Message as CloudMessage
+from mqttwire.packets import V5, V311
 
 log = logging.getLogger("edgesim.edge")
 
@@ -120,6 +122,7 @@ class EdgeCore(Lifecycle):
             keepalive=cfg.cloud.keepalive,
             on_message=self._on_cloud_message,
             on_state=self._on_cloud_state,
+            protocol=V5 if cfg.cloud.protocol == "mqtt5" else V311,
         )
         self.forwarder = Forwarder(self.spool, self.cloud, cfg.cloud.max_in_flight)
         self.syncer = ShadowSyncer(cfg.shadow_sync(), self.thing_name, self.shadows, self.cloud, self.store, self.clock)
@@ -285,6 +288,8 @@ class EdgeCore(Lifecycle):
                 "wanted": self.cloud.wanted,
                 "connects": self.cloud.connects,
                 "last_error": self.cloud.last_error,
+                "protocol": self.config.cloud.protocol,
+                "refused": self.forwarder.refused,
             },
             "spool": {
                 "depth": self.spool.depth,
@@ -362,7 +367,7 @@ class EdgeCore(Lifecycle):
         if message.door != EDGE_DOOR:
             self._acknowledging = message
             try:
-                self.bridge.from_local_mqtt(message.topic, message.payload, message.qos)
+                self.bridge.from_local_mqtt(message.topic, message.payload, message.qos, message.properties)
             finally:
                 self._acknowledging = None
         for runner in self.local_triggers.match(message.topic):
@@ -373,7 +378,7 @@ class EdgeCore(Lifecycle):
     def _on_cloud_message(self, message: CloudMessage) -> None:
         if message.topic.startswith("$aws/things/"):
             self.syncer.on_cloud_message(Message(message.topic, message.payload, message.qos, door="cloud"))
-        self.bridge.from_iot_core(message.topic, message.payload, message.qos)
+        self.bridge.from_iot_core(message.topic, message.payload, message.qos, message.properties)
         for runner in self.cloud_triggers.match(message.topic):
             runner.submit(message.topic, message.payload)
 
@@ -387,21 +392,26 @@ class EdgeCore(Lifecycle):
         else:
             self.forwarder.link_down()
 
-    def _to_local_mqtt(self, topic: str, payload: bytes, qos: int) -> None:
-        """The bridge's and components' messages enter the local broker by its one intake, like any door's."""
+    def _to_local_mqtt(self, topic: str, payload: bytes, qos: int, properties: mp.Properties | None = None) -> None:
+        """The bridge's and components' messages enter the local broker by its one intake, like any door's; a bridged
+        MQTT 5 message keeps its properties (a copy: the bridge may hand the same ones to several mappings)."""
+        props = dict(properties) if properties else None
         try:
-            self.broker.intake.admit(topic, payload, min(qos, 1), False, None, door=EDGE_DOOR)
+            self.broker.intake.admit(topic, payload, min(qos, 1), False, props, door=EDGE_DOOR)
         except PublishRefused as refusal:
             log.warning("edge core %s: not delivered locally on %s: %s", self.name, topic, refusal.message)
 
-    def to_cloud(self, topic: str, payload: bytes, qos: int) -> asyncio.Future[None]:
+    def to_cloud(
+        self, topic: str, payload: bytes, qos: int, properties: mp.Properties | None = None
+    ) -> asyncio.Future[None]:
         """Spool a cloud-bound message: LimitExceededException if refused, else a future done once it is committed.
         Appends of one loop turn share a commit (one fsync), so whoever acknowledges them waits for that future."""
         if self._committed is None:
             self.spool.begin_group()
             self._committed = asyncio.get_running_loop().create_future()
             asyncio.get_running_loop().call_soon(self._commit_spool)
-        result = self.spool.append(topic, payload, qos, False, self.clock.wall_ms(), self.cloud.online)
+        block = mp.encode_properties(properties) if properties else None
+        result = self.spool.append(topic, payload, qos, False, self.clock.wall_ms(), self.cloud.online, block)
         if not result.accepted:
             raise LimitExceededException(result.reason or "the spool refused the message")
         return self._committed
@@ -419,9 +429,9 @@ class EdgeCore(Lifecycle):
             committed.set_result(None)
         self.forwarder.wake()
 
-    def _bridge_to_cloud(self, topic: str, payload: bytes, qos: int) -> None:
+    def _bridge_to_cloud(self, topic: str, payload: bytes, qos: int, properties: mp.Properties | None = None) -> None:
         try:
-            committed = self.to_cloud(topic, payload, qos)
+            committed = self.to_cloud(topic, payload, qos, properties)
         except LimitExceededException as exc:
             self.bridge_rejected += 1
             log.warning("bridge: %s dropped: %s", topic, exc.message)

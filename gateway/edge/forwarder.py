@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from devices.mqtt_client import MqttError
 from gateway.edge.cloud import CloudLink
 from gateway.edge.spool import Spool, SpooledMessage
+from mqttwire import reasons
+from mqttwire.client import MqttError, PublishError
 
 log = logging.getLogger("edgesim.edge.forwarder")
 
 # PUBACKed seqs are deleted together: one commit per batch instead of one per message.
 ACK_BATCH = 256
+# MQTT 5 refusals worth another try (rate, quota, busy): the message stays spooled and goes again after a pause.
+_RETRYABLE = frozenset({reasons.SERVER_BUSY, reasons.MESSAGE_RATE_TOO_HIGH, reasons.QUOTA_EXCEEDED})
+RETRY_AFTER_S = 1.0
 
 
 class Forwarder:
@@ -23,6 +27,7 @@ class Forwarder:
         self.max_in_flight = max_in_flight
         self.sent = 0
         self.delivered = 0
+        self.refused = 0  # messages an MQTT 5 cloud refused with a reason code, dropped from the spool
         self._wake = asyncio.Event()
         self._acked: list[int] = []
         self._flush_scheduled = False
@@ -67,11 +72,21 @@ class Forwarder:
         seq = message.seq
 
         def done(error: MqttError | None) -> None:
-            if error is not None:
+            if isinstance(error, PublishError) and error.reason_code in _RETRYABLE:
+                if seq in self.spool.in_flight:
+                    self.spool.release([seq])
+                asyncio.get_running_loop().call_later(RETRY_AFTER_S, self.wake)
+                return
+            if isinstance(error, PublishError):
+                # An MQTT 5 cloud refused this message (not authorized, too large, ...): retrying cannot help.
+                log.warning("cloud refused %s: %s; dropped from the spool", message.topic, error)
+                self.refused += 1
+            elif error is not None:
                 if seq in self.spool.in_flight:
                     self.spool.release([seq])
                 return
-            self.delivered += 1
+            else:
+                self.delivered += 1
             self._acked.append(seq)
             if len(self._acked) >= ACK_BATCH:
                 self._flush_acks()
@@ -82,7 +97,7 @@ class Forwarder:
 
         self.sent += 1
         # QoS 1 towards the cloud always, as the bridge does (reference §11.3).
-        self.cloud.send(message.topic, message.payload, 1, done)
+        self.cloud.send(message.topic, message.payload, 1, done, message.properties)
 
     def _flush_acks(self) -> None:
         self._flush_scheduled = False

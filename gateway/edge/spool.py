@@ -118,6 +118,7 @@ class SpooledMessage:
     qos: int
     retain: bool
     enqueued_ms: int
+    properties: bytes | None = None  # the message's MQTT 5 property block, as encoded for the cloud link
 
 
 @dataclass(frozen=True)
@@ -154,9 +155,10 @@ _MIGRATIONS: list[str] = [
         enqueued_ms INTEGER NOT NULL
     )
     """,
+    "ALTER TABLE spool ADD COLUMN properties BLOB",
 ]
 
-_COLUMNS = "seq, topic, payload, qos, retain, enqueued_ms"
+_COLUMNS = "seq, topic, payload, qos, retain, enqueued_ms, properties"
 
 
 class Spool:
@@ -246,7 +248,16 @@ class Spool:
     def in_flight(self) -> frozenset[int]:
         return frozenset(self._in_flight)
 
-    def append(self, topic: str, payload: bytes, qos: int, retain: bool, now_ms: int, online: bool) -> SpoolResult:
+    def append(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        now_ms: int,
+        online: bool,
+        properties: bytes | None = None,
+    ) -> SpoolResult:
         """Spool one message; evictions and the insert commit in one transaction before this returns."""
         if qos not in (0, 1):
             raise InvalidRequestException(f"QoS must be 0 or 1, got {qos}")
@@ -258,8 +269,9 @@ class Spool:
                 self._delete(db, decision.evict)
                 if decision.accepted:
                     cursor = db.execute(
-                        "INSERT INTO spool(topic, payload, qos, retain, enqueued_ms) VALUES (?, ?, ?, ?, ?)",
-                        (topic, payload, qos, int(retain), now_ms),
+                        "INSERT INTO spool(topic, payload, qos, retain, enqueued_ms, properties)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (topic, payload, qos, int(retain), now_ms, properties),
                     )
                     seq = cursor.lastrowid
         self._count_evicted(decision.evict)
@@ -281,7 +293,10 @@ class Spool:
             f"SELECT {_COLUMNS} FROM spool ORDER BY seq LIMIT ?", (limit + len(self._in_flight),)
         ).fetchall()
         pending = (row for row in rows if row[0] not in self._in_flight)
-        return [SpooledMessage(s, t, bytes(p), q, bool(r), ms) for s, t, p, q, r, ms in pending][:limit]
+        return [
+            SpooledMessage(s, t, bytes(p), q, bool(r), ms, None if props is None else bytes(props))
+            for s, t, p, q, r, ms, props in pending
+        ][:limit]
 
     def mark_in_flight(self, seqs: Iterable[int]) -> None:
         """Note messages being published: `peek` skips them and eviction leaves them alone. Unknown seqs are ignored."""

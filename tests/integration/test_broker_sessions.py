@@ -12,7 +12,9 @@ from pathlib import Path
 from conftest import Creds, GatewayProcess, allow_all_policy
 from mqtt_helpers import Device
 
-from devices.mqtt_codec import PUBLISH, Incoming, connect_packet, parse_publish, split_packets, subscribe_packet
+from mqttwire import codec
+from mqttwire.frame import split_packets
+from mqttwire.packets import PUBLISH, V311, Connect, Subscribe, SubscribeFilter
 
 
 def device(gw: GatewayProcess, creds: Creds, client_id: str | None = None, clean: bool = True) -> Device:
@@ -76,31 +78,33 @@ class RawSession:
         self.sock = context.wrap_socket(raw, server_hostname="localhost")
         self.sock.settimeout(5)
         self.buffer = bytearray()
-        self.packets: list[Incoming] = []
-        self.sock.sendall(connect_packet(creds.thing, 60, clean_session=False))
-        connack = self.next()
-        self.session_present = connack.body[0]
+        self.packets: list[tuple[int, bytes]] = []
+        self.sock.sendall(codec.encode(Connect(creds.thing, V311, clean_start=False), V311))
+        _, connack = self.next()
+        self.session_present = connack[0]
 
-    def next(self) -> Incoming:
+    def next(self) -> tuple[int, bytes]:
         while not self.packets:
             self.buffer += self.sock.recv(4096)
             self.packets += split_packets(self.buffer)
         return self.packets.pop(0)
 
     def next_publish_with_id(self) -> tuple[int, bytes, int]:
-        while (packet := self.next()).kind != PUBLISH:
+        while (packet := self.next())[0] >> 4 != PUBLISH:
             pass
-        _topic, payload, _qos, _retain, mid = parse_publish(packet.flags, packet.body)
-        return packet.flags, payload, mid
+        first, body = packet
+        _topic, mid, payload, _ = codec.parse_publish(first, body, 0, len(body), False)
+        return first & 0x0F, payload, mid
 
     def puback(self, mid: int) -> None:
         self.sock.sendall(bytes((0x40, 2, mid >> 8, mid & 0xFF)))
 
     def next_publish(self) -> tuple[int, str, bytes]:
-        while (packet := self.next()).kind != PUBLISH:
+        while (packet := self.next())[0] >> 4 != PUBLISH:
             pass
-        topic, payload, _qos, _retain, _mid = parse_publish(packet.flags, packet.body)
-        return packet.flags, topic, payload
+        first, body = packet
+        topic, _mid, payload, _ = codec.parse_publish(first, body, 0, len(body), False)
+        return first & 0x0F, topic, payload
 
 
 def test_unacknowledged_messages_are_redelivered_with_dup_even_after_a_restart(tmp_path: Path, unique: str) -> None:
@@ -110,7 +114,7 @@ def test_unacknowledged_messages_are_redelivered_with_dup_even_after_a_restart(t
         other = gw.provision(f"pub-{unique}", allow_all_policy())
         raw = RawSession(gw, me)
         assert raw.session_present == 0
-        raw.sock.sendall(subscribe_packet(1, [(f"r/{unique}", 1)]))
+        raw.sock.sendall(codec.encode(Subscribe(1, [SubscribeFilter(f"r/{unique}", 1)]), V311))
         publisher = device(gw, other).connect()
         assert publisher.publish(f"r/{unique}", "not acked", qos=1)
         flags, topic, payload = raw.next_publish()
@@ -144,7 +148,7 @@ def test_queued_messages_flow_at_ten_a_second_and_stay_stored_until_acknowledged
         me = gw.provision(f"drain-{unique}", allow_all_policy())
         other = gw.provision(f"pub-{unique}", allow_all_policy())
         first = RawSession(gw, me)
-        first.sock.sendall(subscribe_packet(1, [(f"d/{unique}", 1)]))
+        first.sock.sendall(codec.encode(Subscribe(1, [SubscribeFilter(f"d/{unique}", 1)]), V311))
         first.next()  # SUBACK
         first.sock.close()
         time.sleep(0.3)

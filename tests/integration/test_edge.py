@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 from conftest import ROOT, GatewayProcess, allow_all_policy
+from mqtt5_helpers import V5Client
 from mqtt_helpers import Device
 from test_api_iot import client
 from test_kinesis import read_all
@@ -36,6 +37,7 @@ class EdgeProcess:
     tmp: Path
     gw: GatewayProcess
     spooler: dict[str, Any] = field(default_factory=dict)
+    cloud: dict[str, Any] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
     name: str = "edge-t"
     proc: subprocess.Popen[bytes] | None = None
@@ -49,6 +51,7 @@ class EdgeProcess:
         config = yaml.safe_load((ROOT / "examples/edge/edge.yaml").read_text())
         config["components_dir"] = str(ROOT / "examples/edge/components")
         config["spooler"].update(self.spooler)
+        config["cloud"].update(self.cloud)
         path = self.tmp / "edge.yaml"
         path.write_text(yaml.safe_dump(config))
         return path
@@ -379,5 +382,66 @@ def test_shadow_changes_flow_both_ways_in_real_time_while_online(tmp_path: Path)
     finally:
         if fan is not None:
             fan.close()
+        edge.stop()
+        gw.stop()
+
+
+def test_mqtt5_devices_on_the_local_listener_and_an_mqtt5_cloud_link_carry_properties(tmp_path: Path) -> None:
+    gw = gateway_in(tmp_path / "gw")
+    edge = EdgeProcess(tmp_path, gw, cloud={"protocol": "mqtt5"})
+    clients: list[V5Client] = []
+    try:
+        status = edge.start().wait("online", lambda s: s["cloud"]["online"])
+        assert status["cloud"]["protocol"] == "mqtt5"
+        creds = gw.provision("cloud-app", allow_all_policy())
+        app = V5Client(gw.ports["mqtts"], "cloud-app", creds.cert, creds.key, creds.ca).connect()
+        clients.append(app)
+        assert app.subscribe("dt/edge/#") == [1]
+        # A v5 device on the core's plain local listener (the gateway's own broker code, so MQTT 5 works there).
+        device = V5Client(edge.ports["local_mqtt"], "edge-thermostat-0").connect(SessionExpiryInterval=60)
+        clients.append(device)
+        assert device.subscribe("cmd/edge/#") == [1]
+        rc = device.publish(TELEMETRY, b'{"t": 22}', UserProperty=[("unit", "C"), ("site", "lab")],
+                            ContentType="application/json", CorrelationData=b"\x07")  # fmt: skip
+        assert rc.value == 0
+        # Bridged over the spool and the v5 cloud link: the properties arrive in the cloud.
+        got = app.expect(10)
+        assert (got.topic, got.payload) == (TELEMETRY, b'{"t": 22}')
+        assert got.properties.UserProperty == [("unit", "C"), ("site", "lab")]
+        assert got.properties.ContentType == "application/json" and got.properties.CorrelationData == b"\x07"
+        # And down: a cloud command with properties reaches the local device with them.
+        assert app.publish("cmd/edge/edge-thermostat-0", b"on", UserProperty=[("by", "app")]).value == 0
+        command = device.expect(10)
+        assert (command.topic, command.payload) == ("cmd/edge/edge-thermostat-0", b"on")
+        assert command.properties.UserProperty == [("by", "app")]
+        # A denied publish is a reason code on an MQTT 5 link (3.1.1 would lose the connection): the message is dropped
+        # from the spool, the link stays up and what follows goes on.
+        iot = client(gw, "iot")
+        [policy] = [
+            p["policyName"] for p in iot.list_policies()["policies"] if p["policyName"].startswith("edgesim-core")
+        ]
+        document = json.loads(iot.get_policy(policyName=policy)["policyDocument"])
+        document["Statement"].append(
+            {"Effect": "Deny", "Action": "iot:Publish", "Resource": "arn:aws:iot:*:*:topic/dt/edge/denied/*"}
+        )
+        iot.create_policy_version(policyName=policy, policyDocument=json.dumps(document), setAsDefault=True)
+        deadline = time.monotonic() + 10
+        while edge.status()["cloud"]["refused"] == 0:
+            assert time.monotonic() < deadline, "the cloud never refused the denied topic"
+            device.publish("dt/edge/denied/x", b"no")
+            time.sleep(0.3)
+        device.publish(TELEMETRY, b"after")
+        while (got := app.expect(10)).topic != TELEMETRY or got.payload != b"after":
+            assert got.topic == TELEMETRY  # nothing on the denied topic ever reached the cloud
+        status = edge.wait("an empty spool", lambda s: s["spool"]["depth"] == 0)
+        assert status["cloud"]["connects"] == 1 and status["cloud"]["online"]
+        shown = subprocess.run(
+            [sys.executable, "-m", "gateway", "edge", "status", edge.name, "--home", str(edge.home)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert "MQTT 5" in shown.stdout and "refused" in shown.stdout
+    finally:
+        for c in clients:
+            c.close()
         edge.stop()
         gw.stop()

@@ -3,7 +3,9 @@ loops converge), faults injected and recovered, and the same kind of file agains
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import shutil
 import socket
 import subprocess
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, GatewayProcess, allow_all_policy
+from mqtt5_helpers import V5Client
 from mqtt_helpers import Device
 from test_api_iot import client
 
@@ -149,6 +152,63 @@ def test_fleet_of_200_delivers_every_qos1_message_and_converges_shadows(
     # Idempotent: a second run reuses things and cached certificates.
     again = finish(start_fleet(fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "5"), tmp_path))
     assert again["connects"] == 200 and again["errors"] == {}
+
+
+FLEET_V5 = """
+fleet: {name}
+seed: 5
+device_types:
+  - name: meter
+    count: 6
+    thing_name: "{{fleet}}-meter-{{i}}"
+    protocol: mqtt5
+    user_properties: {{site: "site-{{i % 2}}", seq: "{{seq}}", thing: "{{thing_name}}"}}
+    content_type: application/json
+    session_expiry: 5m
+    interval: 300ms
+    qos: 1
+    payload: {{seq: "{{seq}}", w: {{profile: random_walk, start: 5, step: 1, min: 0, max: 10}}}}
+    shadow:
+      initial: {{mode: eco}}
+      delta_delay: 0.05
+  - name: sensor
+    count: 2
+    thing_name: "{{fleet}}-sensor-{{i}}"
+    interval: 300ms
+    qos: 0
+    protocol: mqtt5
+    topic_aliases: false
+"""
+
+
+def test_an_mqtt5_fleet_delivers_its_user_properties(gateway: GatewayProcess, tmp_path: Path, unique: str) -> None:
+    name = f"v{unique[-8:]}".replace("_", "-")
+    fleet_file = tmp_path / "fleet5.yaml"
+    fleet_file.write_text(FLEET_V5.format(name=name))
+    checked = subprocess.run([sys.executable, "-m", "gateway", "fleet", "validate", str(fleet_file), "--json"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+    assert json.loads(checked.stdout)["protocols"] == {"meter": "mqtt5", "sensor": "mqtt5"}
+    creds = gateway.provision(f"{name}-watcher", allow_all_policy())
+    watcher = V5Client(gateway.ports["mqtts"], f"{name}-watcher", creds.cert, creds.key, creds.ca).connect()
+    assert watcher.subscribe(f"dt/{name}/#", qos=1) == [1]
+    summary = finish(start_fleet(fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "4"), tmp_path))
+    assert summary["devices"] == summary["connects"] == 8 and summary["errors"] == {}
+    assert summary["acked"] > 6 * 3
+    got = []
+    with contextlib.suppress(queue.Empty):
+        while True:
+            got.append(watcher.expect(timeout=1.0))
+    watcher.close()
+    meters = [m for m in got if "/meter/" in m.topic]
+    assert len(meters) == summary["acked"]  # every acknowledged QoS 1 message arrived, on its own topic
+    for message in meters:
+        thing = message.topic.split("/")[3]
+        i = int(thing.rsplit("-", 1)[1])
+        props = dict(message.properties.UserProperty)
+        assert props == {"site": f"site-{i % 2}", "seq": str(json.loads(message.payload)["seq"]), "thing": thing}
+        assert message.properties.ContentType == "application/json"
+    sensors = [m for m in got if "/sensor/" in m.topic]
+    assert sensors and all(not getattr(m.properties, "UserProperty", None) for m in sensors)
 
 
 FAULTY = """

@@ -1,4 +1,4 @@
-"""devices.mqtt_client.AsyncMqttClient against real brokers: the edgesim gateway over mTLS, and mosquitto over TCP."""
+"""mqttwire.client.AsyncMqttClient against real brokers: the edgesim gateway over mTLS, and mosquitto over TCP."""
 
 from __future__ import annotations
 
@@ -11,11 +11,24 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Creds, GatewayProcess, allow_all_policy
 
-from devices.mqtt_client import MAX_INFLIGHT, AsyncMqttClient, ConnectError, Message, MqttError
+from mqttwire import codec
+from mqttwire import properties as mp
+from mqttwire.client import (
+    MAX_INFLIGHT,
+    AsyncMqttClient,
+    ConnectError,
+    Message,
+    MqttError,
+    PublishError,
+    publish_properties,
+)
+from mqttwire.frame import split_packets
+from mqttwire.packets import V5, Connack, Connect, Disconnect, Publish
 
 HOST = "127.0.0.1"
 ARN = "arn:aws:iot:us-east-1:123456789012:"
@@ -54,6 +67,7 @@ def mtls_client(
     *,
     on_message: Callable[[Message], None] | None = None,
     on_connection_lost: Callable[[], None] | None = None,
+    **options: Any,
 ) -> AsyncMqttClient:
     return AsyncMqttClient(
         client_id or creds.thing,
@@ -62,6 +76,7 @@ def mtls_client(
         ssl_context=tls(creds),
         on_message=on_message,
         on_connection_lost=on_connection_lost,
+        **options,
     )
 
 
@@ -296,6 +311,134 @@ def test_connect_failures_without_a_broker_raise_mqtt_error() -> None:
     asyncio.run(scenario())
 
 
+# ---------------------------------------------------------------- MQTT 5 against the edgesim gateway over mTLS
+
+FULL_PROPERTIES = publish_properties(
+    user_properties=[("unit", "C"), ("unit", "K"), ("site", "lab")],
+    content_type="application/json",
+    response_topic="reply/here",
+    correlation_data=b"\x00\x01req",
+    message_expiry=120,
+    payload_format=1,
+)
+
+
+def test_v5_connect_properties_and_publish_properties_both_ways(gateway: GatewayProcess, unique: str) -> None:
+    creds = gateway.provision(f"v5-{unique}", allow_all_policy())
+    watcher_creds = gateway.provision(f"w5-{unique}", allow_all_policy())
+
+    async def scenario() -> None:
+        inbox = Inbox()
+        watcher = mtls_client(gateway, watcher_creds, on_message=inbox, protocol=5)
+        client = mtls_client(gateway, creds, protocol=5, session_expiry=60, receive_maximum=20,
+                             user_properties=[("fw", "1.2")])  # fmt: skip
+        async with watcher, client:
+            assert client.connack_properties[mp.TOPIC_ALIAS_MAXIMUM] == 8  # AWS's quota
+            assert client.connack_properties[mp.MAXIMUM_QOS] == 1
+            assert client.connack_properties.get(mp.SESSION_EXPIRY_INTERVAL, 60) == 60
+            assert await watcher.subscribe([(f"v5/{unique}/#", 1)]) == [1]
+            await asyncio.wait_for(client.publish(f"v5/{unique}/a", b'{"t":1}', 1, properties=FULL_PROPERTIES), 5)
+            encoded = mp.encode_properties(publish_properties(user_properties=[("k", "v")]))
+            await asyncio.wait_for(client.publish(f"v5/{unique}/b", b"pre", 0, properties=encoded), 5)
+            first, second = await inbox.wait_for(2)
+        assert (first.topic, first.payload, first.qos) == (f"v5/{unique}/a", b'{"t":1}', 1)
+        assert first.user_properties == [("unit", "C"), ("unit", "K"), ("site", "lab")]
+        props = first.properties or {}
+        assert props[mp.CONTENT_TYPE] == "application/json" and props[mp.RESPONSE_TOPIC] == "reply/here"
+        assert props[mp.CORRELATION_DATA] == b"\x00\x01req" and props[mp.PAYLOAD_FORMAT_INDICATOR] == 1
+        assert 0 < props[mp.MESSAGE_EXPIRY_INTERVAL] <= 120
+        assert (second.topic, second.payload, second.user_properties) == (f"v5/{unique}/b", b"pre", [("k", "v")])
+
+    asyncio.run(scenario())
+
+
+def test_v5_topic_aliases_up_to_the_servers_maximum_keep_every_topic_right(
+    gateway: GatewayProcess, unique: str
+) -> None:
+    creds = gateway.provision(f"al-{unique}", allow_all_policy())
+    watcher_creds = gateway.provision(f"aw-{unique}", allow_all_policy())
+
+    async def scenario() -> None:
+        inbox = Inbox()
+        watcher = mtls_client(gateway, watcher_creds, on_message=inbox)  # a 3.1.1 subscriber on the same topics
+        client = mtls_client(gateway, creds, protocol=5)
+        async with watcher, client:
+            assert client.topic_alias_maximum == 8
+            await watcher.subscribe([(f"al/{unique}/#", 1)])
+            # 12 topics, 3 rounds: 8 go by alias from their second message on, 4 always by name; QoS 0 and 1 mixed.
+            sent = [(f"al/{unique}/{t}", b"%d-%d" % (t, r), r % 2) for r in range(3) for t in range(12)]
+            acks = [client.publish(topic, payload, qos) for topic, payload, qos in sent]
+            await asyncio.wait_for(asyncio.gather(*acks), 10)
+            got = await inbox.wait_for(len(sent))
+            assert client.connected  # a wrong alias would have been a protocol error: DISCONNECT
+        assert sorted((m.topic, m.payload) for m in got) == sorted((t, p) for t, p, _ in sent)
+
+    asyncio.run(scenario())
+
+
+def test_v5_refusals_are_reason_codes_and_the_connection_stays(gateway: GatewayProcess, unique: str) -> None:
+    policy: dict[str, object] = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"},
+            {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"], "Resource": ARN + f"topic/ok/{unique}"},
+            {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": ARN + f"topicfilter/ok/{unique}"},
+        ],
+    }
+    creds = gateway.provision(f"rf-{unique}", policy)
+
+    async def scenario() -> None:
+        lost: list[bool] = []
+        client = mtls_client(gateway, creds, protocol=5, on_connection_lost=lambda: lost.append(True))
+        async with client:
+            assert await client.subscribe([(f"ok/{unique}", 1), (f"denied/{unique}", 1)]) == [1, 0x87]
+            with pytest.raises(PublishError, match=r"Not authorized \(0x87\)") as refused:
+                await asyncio.wait_for(client.publish(f"denied/{unique}", b"x", qos=1), 5)
+            assert refused.value.reason_code == 0x87
+            assert client.connected and client.pending == 0
+            await asyncio.wait_for(client.publish(f"ok/{unique}", b"fine", qos=1), 5)
+        assert lost == []
+        with pytest.raises(ConnectError) as bad:
+            await mtls_client(gateway, creds, f"$bad-{unique}", protocol=5).connect(timeout=5)
+        assert bad.value.rc == 0x85 and "Client identifier not valid" in str(bad.value)
+
+    asyncio.run(scenario())
+
+
+def test_v5_server_disconnect_reason_and_session_resume(gateway: GatewayProcess, unique: str) -> None:
+    creds = gateway.provision(f"sd-{unique}", allow_all_policy())
+    other = gateway.provision(f"so-{unique}", allow_all_policy())
+
+    async def scenario() -> None:
+        lost = asyncio.Event()
+        first = mtls_client(
+            gateway, creds, protocol=5, session_expiry=300, clean_start=False, on_connection_lost=lost.set
+        )
+        await first.connect()
+        assert not first.session_present
+        await first.subscribe([(f"sd/{unique}", 1)])
+        second = mtls_client(gateway, creds, protocol=5, session_expiry=300, clean_start=False)
+        await second.connect()  # same client id: the first is taken over
+        await asyncio.wait_for(lost.wait(), 5)
+        assert not first.connected
+        assert first.disconnect_reason == 0x8E  # Session taken over
+        with pytest.raises(MqttError, match="not connected"):
+            await first.publish(f"sd/{unique}", b"late", qos=1)
+        assert second.session_present  # the session, its subscription with it, moved to the new connection
+        await second.disconnect()
+        async with mtls_client(gateway, other, protocol=5) as publisher:
+            await asyncio.wait_for(publisher.publish(f"sd/{unique}", b"while away", qos=1), 5)
+        inbox = Inbox()
+        third = mtls_client(gateway, creds, protocol=5, session_expiry=300, clean_start=False, on_message=inbox)
+        async with third:
+            assert third.session_present
+            [message] = await inbox.wait_for(1)
+            assert (message.topic, message.payload) == (f"sd/{unique}", b"while away")
+            await third.disconnect(session_expiry=0)  # end the session with this connection
+
+    asyncio.run(scenario())
+
+
 # ---------------------------------------------------------------- mosquitto over plain TCP
 
 
@@ -464,5 +607,132 @@ def test_a_broker_that_stops_answering_pings_is_a_lost_connection() -> None:
             assert received[1] == b"\xc0\x00"  # PINGREQ after about a second of silence
             assert 2.0 <= waited <= 5.0
             assert not client.connected
+
+    asyncio.run(scenario())
+
+
+def test_mosquitto_v5_properties_aliases_and_refusal(mosquitto: tuple[int, int], unique: str) -> None:
+    port, closed_port = mosquitto
+
+    async def scenario() -> None:
+        inbox = Inbox()
+        subscriber = AsyncMqttClient(f"sub5-{unique}", HOST, port, on_message=inbox, protocol=5)
+        publisher = AsyncMqttClient(f"pub5-{unique}", HOST, port, protocol=5, session_expiry=30)
+        async with subscriber, publisher:
+            assert publisher.topic_alias_maximum == 10  # mosquitto's default max_topic_alias
+            assert await subscriber.subscribe([(f"m5/{unique}/+", 1)]) == [1]
+            for n in range(3):
+                await asyncio.wait_for(publisher.publish(f"m5/{unique}/a", b"%d" % n, 1, properties=FULL_PROPERTIES), 5)
+            got = await inbox.wait_for(3)
+            assert [(m.topic, m.payload) for m in got] == [(f"m5/{unique}/a", b"%d" % n) for n in range(3)]
+            assert all(m.user_properties == [("unit", "C"), ("unit", "K"), ("site", "lab")] for m in got)
+            assert (got[2].properties or {})[mp.CORRELATION_DATA] == b"\x00\x01req"
+        with pytest.raises(ConnectError) as refused:
+            await AsyncMqttClient(f"anon5-{unique}", HOST, closed_port, protocol=5).connect(timeout=5)
+        assert refused.value.rc >= 0x80 and "CONNACK reason" in str(refused.value)
+
+    asyncio.run(scenario())
+
+
+async def v5_broker(connack_props: dict[int, Any], answers: list[bytes]) -> tuple[asyncio.Server, int, bytearray]:
+    """A scripted MQTT 5 broker: CONNACK with `connack_props`, then `answers` one per packet received after CONNECT;
+    keeps every byte the client sent."""
+    received = bytearray()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pending = list(answers)
+        first = True
+        try:
+            while chunk := await reader.read(65536):
+                received.extend(chunk)
+                if first:
+                    writer.write(codec.encode(Connack(False, 0, connack_props), V5))
+                    first = False
+                elif pending:
+                    writer.write(pending.pop(0))
+        except ConnectionError:
+            pass  # the client aborted
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, HOST, 0)
+    return server, server.sockets[0].getsockname()[1], received
+
+
+def test_v5_aliases_on_the_wire_and_only_up_to_the_maximum() -> None:
+    async def scenario() -> None:
+        server, port, received = await v5_broker({mp.TOPIC_ALIAS_MAXIMUM: 2}, [])
+        async with server:
+            client = AsyncMqttClient("aliaser", HOST, port, protocol=5, session_expiry=600, receive_maximum=50,
+                                     user_properties=[("model", "x1")], clean_start=False, keepalive=30)  # fmt: skip
+            await client.connect(timeout=5)
+            for topic in ("a/1", "a/1", "b/2", "c/3", "b/2", "c/3"):
+                client.publish(topic, b"x")
+            await asyncio.sleep(0.2)
+            client.abort()
+        connect, *packets = [codec.decode(first, body, V5) for first, body in split_packets(bytearray(received))]
+        assert isinstance(connect, Connect)
+        assert (connect.protocol_level, connect.clean_start, connect.keep_alive) == (5, False, 30)
+        assert connect.properties == {
+            mp.SESSION_EXPIRY_INTERVAL: 600, mp.RECEIVE_MAXIMUM: 50, mp.USER_PROPERTY: [("model", "x1")],
+        }  # fmt: skip
+        seen = [(p.topic, (p.properties or {}).get(mp.TOPIC_ALIAS)) for p in packets if isinstance(p, Publish)]
+        assert seen == [("a/1", 1), ("", 1), ("b/2", 2), ("c/3", None), ("", 2), ("c/3", None)]
+
+    asyncio.run(scenario())
+
+
+def test_v5_server_disconnect_fails_pending_publishes_with_its_reason() -> None:
+    async def scenario() -> None:
+        goodbye = codec.encode(Disconnect(0x98, {mp.REASON_STRING: "certificate revoked"}), V5)
+        server, port, _ = await v5_broker({}, [goodbye])
+        async with server:
+            lost = asyncio.Event()
+            client = AsyncMqttClient("victim5", HOST, port, protocol=5, on_connection_lost=lost.set)
+            await client.connect(timeout=5)
+            pending = client.publish("t", b"x", qos=1)
+            await asyncio.wait_for(lost.wait(), 5)
+            with pytest.raises(MqttError, match=r"Administrative action \(0x98\): certificate revoked") as why:
+                await pending
+            assert why.value.reason_code == 0x98
+            assert (client.disconnect_reason, client.disconnect_reason_string) == (0x98, "certificate revoked")
+            assert not client.connected
+
+    asyncio.run(scenario())
+
+
+def test_v5_refused_puback_fails_only_its_publish() -> None:
+    async def scenario() -> None:
+        refusal = codec.puback(1, 0x97, "quota")  # Quota exceeded for the first publish (packet id 1)
+        server, port, _ = await v5_broker({}, [refusal + codec.puback(2)])
+        async with server:
+            client = AsyncMqttClient("quota", HOST, port, protocol=5)
+            await client.connect(timeout=5)
+            first, second = client.publish("t", b"1", qos=1), client.publish("t", b"2", qos=1)
+            await asyncio.wait_for(asyncio.wait([first, second]), 5)
+            error = first.exception()
+            assert isinstance(error, PublishError) and error.reason_code == 0x97 and "quota" in str(error)
+            assert second.result() is None and client.connected and client.pending == 0
+            client.abort()
+
+    asyncio.run(scenario())
+
+
+def test_v5_receive_maximum_bounds_the_window_and_queued_publishes_carry_their_topic() -> None:
+    async def scenario() -> None:
+        acks = [codec.puback(1), codec.puback(2), codec.puback(3)]
+        server, port, received = await v5_broker({mp.TOPIC_ALIAS_MAXIMUM: 1, mp.RECEIVE_MAXIMUM: 1}, acks)
+        async with server:
+            client = AsyncMqttClient("windowed", HOST, port, protocol=5)
+            await client.connect(timeout=5)
+            sent = [client.publish("q/1", b"%d" % n, qos=1) for n in range(3)]
+            sent.append(client.publish("q/1", b"zero", qos=0))  # goes now, by alias, past the queued two
+            await asyncio.wait_for(asyncio.gather(*sent), 5)
+            client.abort()
+        packets = [codec.decode(first, body, V5) for first, body in split_packets(bytearray(received))][1:]
+        seen = [
+            (p.topic, p.payload, (p.properties or {}).get(mp.TOPIC_ALIAS)) for p in packets if isinstance(p, Publish)
+        ]
+        assert seen == [("q/1", b"0", 1), ("", b"zero", 1), ("q/1", b"1", None), ("q/1", b"2", None)]
 
     asyncio.run(scenario())

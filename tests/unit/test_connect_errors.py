@@ -6,8 +6,8 @@ import socket
 import ssl
 
 from devices.connect_errors import connect_cause
-from devices.mqtt_client import ConnectError, MqttError
 from devices.view import connect_trouble
+from mqttwire.client import ConnectError, MqttError
 
 
 def _wrapped(cause: BaseException) -> MqttError:

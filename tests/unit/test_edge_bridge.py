@@ -14,11 +14,30 @@ from gateway.errors import ConfigError
 def bridge(mappings: dict[str, dict[str, str]]) -> tuple[Bridge, list[tuple[str, str, bytes, int]]]:
     sent: list[tuple[str, str, bytes, int]] = []
     targets = BridgeTargets(
-        local_mqtt=lambda t, p, q: sent.append(("LocalMqtt", t, p, q)),
+        local_mqtt=lambda t, p, q, props: sent.append(("LocalMqtt", t, p, q)),
         pubsub=lambda t, p: sent.append(("Pubsub", t, p, 0)),
-        iot_core=lambda t, p, q: sent.append(("IotCore", t, p, q)),
+        iot_core=lambda t, p, q, props: sent.append(("IotCore", t, p, q)),
     )
     return Bridge({k: TopicMapping.model_validate(v) for k, v in mappings.items()}, targets), sent
+
+
+def test_mqtt5_properties_travel_between_the_mqtt_endpoints_not_to_pubsub() -> None:
+    sent: list[tuple[str, str, object]] = []
+    targets = BridgeTargets(
+        local_mqtt=lambda t, p, q, props: sent.append(("LocalMqtt", t, props)),
+        pubsub=lambda t, p: sent.append(("Pubsub", t, None)),
+        iot_core=lambda t, p, q, props: sent.append(("IotCore", t, props)),
+    )
+    mappings = {
+        "up": {"topic": "dt/#", "source": "LocalMqtt", "target": "IotCore"},
+        "side": {"topic": "dt/#", "source": "LocalMqtt", "target": "Pubsub"},
+        "down": {"topic": "cmd/#", "source": "IotCore", "target": "LocalMqtt"},
+    }
+    b = Bridge({k: TopicMapping.model_validate(v) for k, v in mappings.items()}, targets)
+    up, down = {0x26: [("site", "a")]}, {0x03: "text/plain"}
+    b.from_local_mqtt("dt/x", b"1", 1, up)
+    b.from_iot_core("cmd/x", b"2", 1, down)
+    assert sorted(sent, key=str) == [("IotCore", "dt/x", up), ("LocalMqtt", "cmd/x", down), ("Pubsub", "dt/x", None)]
 
 
 def test_mappings_forward_by_filter_with_the_target_prefix_and_qos_1_to_the_cloud() -> None:

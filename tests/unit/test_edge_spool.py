@@ -359,3 +359,22 @@ def test_connection_interrupted_drops_pending_qos0(tmp_path: Path) -> None:
 def test_rejects_qos2(tmp_path: Path) -> None:
     with Spool(tmp_path / "edge.db") as spool, pytest.raises(InvalidRequestException):
         spool.append("dt/x", b"1", 2, False, T0, True)
+
+
+def test_mqtt5_properties_are_kept_and_an_old_spool_file_gains_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "edge.db"
+    old = sqlite3.connect(str(path))
+    old.execute(
+        "CREATE TABLE spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,"
+        " qos INTEGER NOT NULL, retain INTEGER NOT NULL, enqueued_ms INTEGER NOT NULL)"
+    )
+    old.execute("INSERT INTO spool(topic, payload, qos, retain, enqueued_ms) VALUES ('dt/old', x'01', 1, 0, 5)")
+    old.execute("PRAGMA user_version=1")
+    old.commit()
+    old.close()
+    block = b"\x05\x03\x00\x02hi"  # an encoded property block: Content Type "hi"
+    with Spool(path, SpoolPolicy()) as spool:
+        spool.append("dt/new", b"2", 1, False, T0, True, block)
+        assert [(m.topic, m.properties) for m in spool.peek(10)] == [("dt/old", None), ("dt/new", block)]
+    with Spool(path, SpoolPolicy()) as reopened:
+        assert [m.properties for m in reopened.peek(10)] == [None, block]

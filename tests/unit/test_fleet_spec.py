@@ -208,7 +208,7 @@ def test_expansion_of_a_model_built_in_code() -> None:
     assert isinstance(expand(spec)[0], DeviceSpec)
 
 
-@pytest.mark.parametrize("name", ["demo", "smoke", "faults"])
+@pytest.mark.parametrize("name", ["demo", "smoke", "faults", "mqtt5"])
 def test_example_fleets_load_and_expand(name: str) -> None:
     spec = load_fleet(EXAMPLES / f"{name}.yaml")
     devices = expand(spec)
@@ -549,3 +549,78 @@ def test_any_text_parses_or_raises_fleet_file_error(text: str) -> None:
         assert all(p.file == "fuzz.yaml" and 0 <= p.line <= text.count("\n") + 2 for p in err.problems)
         return
     assert isinstance(spec, FleetSpec)
+
+
+# --- MQTT 5 -----------------------------------------------------------------------------------------
+
+
+def test_mqtt5_device_type_with_user_properties_aliases_and_session_expiry() -> None:
+    spec = parse_fleet(
+        textwrap.dedent(
+            """\
+            fleet: v5
+            device_types:
+              - name: meter
+                count: 3
+                protocol: mqtt5
+                user_properties: {site: "site-{i % 2}", seq: "{seq}", fw: "1.4"}
+                content_type: application/json
+                topic_aliases: false
+                session_expiry: 2h
+              - name: legacy
+                count: 1
+            """
+        )
+    )
+    meter, _, last, legacy = expand(spec)
+    assert (meter.protocol, meter.content_type, meter.topic_aliases, meter.session_expiry) == (
+        5, "application/json", False, 7200,
+    )  # fmt: skip
+    assert [(key, t.render({**last.variables(), "seq": 7, "timestamp": 0})) for key, t in last.user_properties] == [
+        ("site", "site-0"),
+        ("seq", "7"),
+        ("fw", "1.4"),
+    ]
+    assert (legacy.protocol, legacy.user_properties, legacy.session_expiry) == (4, (), 0)
+
+
+def test_mqtt5_fields_need_protocol_mqtt5_and_are_checked() -> None:
+    err = _error(
+        """\
+        fleet: d
+        device_types:
+          - name: a
+            count: 1
+            user_properties: {k: v}
+            session_expiry: 60
+          - name: b
+            count: 1
+            protocol: mqtt7
+          - name: c
+            count: 1
+            protocol: mqtt5
+            session_expiry: 700000
+            user_properties: {bad: "{nope}", "": x}
+        """
+    )
+    problems = [(p.line, p.path) for p in err.problems]
+    assert problems[:3] == [
+        (5, "device_types[0].user_properties"),
+        (6, "device_types[0].session_expiry"),
+        (9, "device_types[1].protocol"),
+    ]
+    assert "needs `protocol: mqtt5`" in err.problems[0].message
+    assert (13, "device_types[2].session_expiry") in problems  # above AWS's 7 days
+    assert any(path.startswith("device_types[2].user_properties") for _, path in problems)
+    assert "nope" in str(err)
+    ratio = _error(
+        """\
+        fleet: d
+        device_types:
+          - name: e
+            count: 2
+            protocol: mqtt5
+            user_properties: {ratio: "{10 // i}"}
+        """
+    )
+    assert str(ratio).startswith("fleet.yaml:6: device_types[0].user_properties.ratio: cannot render")
