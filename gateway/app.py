@@ -9,6 +9,7 @@ from typing import Any
 from gateway.actions.remote import RemoteSinks
 from gateway.api.auth import required_token
 from gateway.api.dashboard import Dashboard
+from gateway.api.front import AwsFront
 from gateway.api.https_publish import HttpsPublish
 from gateway.api.live import LiveFeed
 from gateway.api.rest import RestDispatcher
@@ -142,6 +143,7 @@ class Gateway(Lifecycle):
             routes=Dashboard(self, self.live).routes,
             token=self.api_token,
             check_signature=rest.verify_signature if cfg.sigv4_credentials else None,
+            front=AwsFront(self, rest.verify_signature),
         )
         self.ports["api"] = await self.api.start()
         self.ssl_context = server_ssl_context(
@@ -169,6 +171,8 @@ class Gateway(Lifecycle):
             await self.event_sources.stop()
         if hasattr(self, "lambdas"):
             await self.lambdas.stop()
+        if hasattr(self, "sqs"):
+            await self.sqs.moves.close()
         if hasattr(self, "broker"):
             await self.broker.stop()
         if hasattr(self, "listeners"):

@@ -92,7 +92,7 @@ def _failure(entry_id: str, error: SqsError) -> dict[str, Any]:
 def _batch_entries(p: Params) -> list[Params]:
     entries = p.get("Entries")
     if entries is None:
-        raise MissingParameter("The request must contain the parameter Entries.")
+        return []  # the query protocol cannot send an empty list: no entries at all is the empty batch
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise InvalidParameterValue("Entries must be a list of structures.")
     return entries
@@ -178,6 +178,11 @@ _HANDLERS: dict[str, Handler] = {
         _required(p, "QueueUrl"), _required(p, "ReceiptHandle"), int(_required(p, "VisibilityTimeout"))
     ),
     "ChangeMessageVisibilityBatch": _change_visibility_batch,
+    "StartMessageMoveTask": lambda s, p: s.moves.start(
+        str(_required(p, "SourceArn")), p.get("DestinationArn"), p.get("MaxNumberOfMessagesPerSecond")
+    ),
+    "ListMessageMoveTasks": lambda s, p: s.moves.list(str(_required(p, "SourceArn")), p.get("MaxResults")),
+    "CancelMessageMoveTask": lambda s, p: s.moves.cancel(str(_required(p, "TaskHandle"))),
 }
 
 
