@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from gateway.api import kinesis_fanout, sqs_query, sts
 from gateway.api import s3 as s3_api
-from gateway.api import sqs_query, sts
 from gateway.api.auth import TOKEN_CHECKED
-from gateway.api.wire import signing_service
+from gateway.api.wire import json_protocol_error, signing_service
 from gateway.errors import AwsError
+from gateway.sinks.kinesis.fanout import Subscriptions
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -29,6 +30,7 @@ class AwsFront:
         self.sts = sts.StsService(gateway.config.account)
         self.s3 = s3_api.S3Api(gateway.s3, gateway.config.region)
         self._verify = verify
+        self.subscriptions = Subscriptions(gateway.kinesis)
 
     def _checked(self, request: web.Request, body: bytes) -> None:
         if self._verify is not None and self.gateway.config.sigv4_credentials and not request.get(TOKEN_CHECKED):
@@ -40,7 +42,14 @@ class AwsFront:
         bucket = s3_api.virtual_bucket(request.host, self.gateway.config.host)
         if service == "s3" or bucket is not None:
             return await self.s3.handle(request, bucket, self._checked)
-        if "X-Amz-Target" in request.headers:
+        target = request.headers.get("X-Amz-Target")
+        if target == kinesis_fanout.TARGET:
+            try:
+                self._checked(request, await request.read())
+            except AwsError as error:
+                return json_protocol_error(error, "")
+            return await kinesis_fanout.handle(request, self.subscriptions, self.gateway.clock)
+        if target is not None:
             return None
         form_request = request.method == "POST" and request.content_type == FORM
         if not form_request and "Action" not in request.rel_url.query:

@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.clock import Clock
 from gateway.errors import AwsError
+from gateway.sinks.kinesis.extras import encryption_json
 from gateway.sinks.kinesis.iterators import decode_iterator, encode_iterator
 from gateway.sinks.kinesis.shards import (
     InvalidArgumentException,
@@ -43,6 +44,8 @@ class Stream:
     created_ms: int = 0
     mode: str = "PROVISIONED"
     counters: dict[int, int] = field(default_factory=dict)  # next per-shard counter, rebuilt from the records
+    # Tags, encryption and registered consumers (gateway.sinks.kinesis.extras), saved with the stream's state.
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def shard_records(self, number: int) -> int:
         """Records ever written to the shard (its next counter less one), trimmed ones included."""
@@ -59,6 +62,7 @@ class Stream:
                 "retention_hours": self.retention_hours,
                 "created_ms": self.created_ms,
                 "mode": self.mode,
+                "extras": self.extras,
                 "shards": [
                     [
                         s.shard_id,
@@ -88,6 +92,7 @@ class Stream:
             state["retention_hours"],
             state["created_ms"],
             state["mode"],
+            extras=state.get("extras") or {},
         )
 
 
@@ -214,7 +219,7 @@ class KinesisService:
             "RetentionPeriodHours": stream.retention_hours,
             "StreamCreationTimestamp": stream.created_ms / 1000,
             "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
-            "EncryptionType": "NONE",
+            **encryption_json(stream.extras),
         }
 
     def describe_stream(
@@ -243,7 +248,7 @@ class KinesisService:
             "StreamDescriptionSummary": {
                 **self._description(stream),
                 "OpenShardCount": len(stream.shards.open_shards),
-                "ConsumerCount": 0,
+                "ConsumerCount": len(stream.extras.get("consumers") or {}),
             }
         }
 
@@ -478,7 +483,7 @@ class KinesisService:
                 "ApproximateArrivalTimestamp": r["arrival_ms"] / 1000,
                 "Data": bytes(r["data"]),
                 "PartitionKey": r["partition_key"],
-                "EncryptionType": "NONE",
+                "EncryptionType": encryption_json(stream.extras)["EncryptionType"],
             }
             for r in rows
         ]
