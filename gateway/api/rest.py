@@ -13,6 +13,7 @@ from aiohttp import web
 from gateway import jsonutil
 from gateway.api import (  # noqa: F401 - service modules register targets
     firehose,
+    fleet_api,
     iot,
     iot_data,
     iot_rules,
@@ -23,7 +24,7 @@ from gateway.api import (  # noqa: F401 - service modules register targets
 from gateway.api import lambda_ as lambda_api
 from gateway.api.auth import TOKEN_CHECKED
 from gateway.api.model import load_service, match_route, parse_input, validate_input
-from gateway.api.targets import JSON_TARGETS
+from gateway.api.targets import JSON_TARGETS, REST_HANDLERS
 from gateway.api.wire import json_protocol_error, rest_json_error, rest_json_result, signing_service
 from gateway.errors import AwsError, InternalFailureException, InvalidRequestException
 
@@ -137,6 +138,9 @@ class RestDispatcher:
 
     def _call(self, service: str, operation: str, params: dict[str, Any]) -> Any:
         gw = self.gateway
+        extra = REST_HANDLERS.get((service, operation))
+        if extra is not None:
+            return extra(gw, params)
         if service == "iot":
             if operation == "DescribeEndpoint":
                 return {"endpointAddress": f"{gw.config.host}"}
