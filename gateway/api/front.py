@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.api import fleet_api, kinesis_fanout, sqs_query, sts
+from gateway.api import fleet_api, greengrass, kinesis_fanout, sqs_query, sts
 from gateway.api import s3 as s3_api
 from gateway.api.auth import TOKEN_CHECKED
 from gateway.api.wire import json_protocol_error, signing_service
@@ -39,6 +39,9 @@ class AwsFront:
 
     async def __call__(self, request: web.Request) -> web.StreamResponse | None:
         """The response when this request is S3, STS or query-protocol SQS; None leaves it to the other routes."""
+        parts = request.path.split("/")
+        if request.method == "PUT" and parts[1:4] == ["edgesim", "greengrass", "coreDevices"] and len(parts) == 6:
+            return await greengrass.put_core_cas(request, self.gateway, parts[4])
         service = signing_service(request.headers.get("Authorization")) or _presigned_service(request)
         bucket = s3_api.virtual_bucket(request.host, self.gateway.config.host)
         if service == "s3" or bucket is not None:

@@ -14,6 +14,7 @@ from gateway import jsonutil
 from gateway.api import (  # noqa: F401 - service modules register targets
     firehose,
     fleet_api,
+    greengrass,
     iot,
     iot_data,
     iot_rules,
@@ -40,40 +41,57 @@ class UnknownOperationException(AwsError):
 
 
 # The signing names boto3 puts in the credential scope, mapped to the botocore model they belong to.
-SIGNING_NAMES = {"iot": "iot", "iotdata": "iot-data", "iotdevicegateway": "iot-data", "lambda": "lambda"}
+SIGNING_NAMES = {
+    "iot": ("iot",),
+    "iotdata": ("iot-data",),
+    "iotdevicegateway": ("iot-data",),
+    "lambda": ("lambda",),
+    "greengrass": ("greengrass", "greengrassv2"),
+}
 
 
 class RestDispatcher:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.models = {name: load_service(name) for name in ("iot-data", "iot", "lambda")}
+        self.models = {name: load_service(name) for name in ("iot-data", "iot", "lambda", "greengrassv2", "greengrass")}
 
-    def _find(self, request: web.Request) -> tuple[str, Any, dict[str, str]] | None:
+    def _find(self, request: web.Request) -> list[tuple[str, Any, dict[str, str]]]:
+        """Every (service, route, labels) the request matches, in model order (two services may share a path, as
+        greengrass and greengrassv2 do for connectivity info: the one whose input validates wins)."""
         wanted = SIGNING_NAMES.get(signing_service(request.headers.get("Authorization")) or "")
         raw_path = request.rel_url.raw_path
         query = dict(request.rel_url.query)
+        found_all = []
         for name, model in self.models.items():
-            if wanted is not None and name != wanted:
+            if wanted is not None and name not in wanted:
                 continue
             found = match_route(model, request.method, raw_path, query)
             if found is not None:
-                return name, found[0], found[1]
-        return None
+                found_all.append((name, found[0], found[1]))
+        return found_all
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if "X-Amz-Target" in request.headers:
             return await self._json_target(request)
         try:
-            found = self._find(request)
-            if found is None:
+            candidates = self._find(request)
+            if not candidates:
                 raise InvalidRequestException(f"No operation matches {request.method} {request.rel_url.path}")
-            service, route, labels = found
             body = await request.read()
             self._verify(request, body)
-            params = parse_input(
-                self.models[service], route, labels, dict(request.rel_url.query), request.headers, body
-            )
-            validate_input(self.models[service], route.input_shape, params)
+            first_error: InvalidRequestException | None = None
+            for service, route, labels in candidates:
+                params = parse_input(
+                    self.models[service], route, labels, dict(request.rel_url.query), request.headers, body
+                )
+                try:
+                    validate_input(self.models[service], route.input_shape, params)
+                    break
+                except InvalidRequestException as invalid:
+                    first_error = first_error or invalid
+            else:
+                assert first_error is not None
+                raise first_error
             result = self._call(service, route.operation, params)
             if asyncio.iscoroutine(result):
                 result = await result
