@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 from xml.etree import ElementTree
 
+import botocore.session
 import pytest
 from aws_cli import aws, aws_json
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.httpsession import URLLib3Session
+from botocore.loaders import Loader
 from conftest import GatewayProcess
 from test_api_iot import client
 
@@ -264,3 +267,82 @@ def test_sts_identity_and_assume_role(gateway: GatewayProcess) -> None:
     with pytest.raises(sts.exceptions.ClientError) as bad:
         sts.assume_role(RoleArn="arn:aws:iam::123456789012:user/not-a-role", RoleSessionName="x1")
     assert bad.value.response["Error"]["Code"] == "ValidationError"
+
+
+def _query_protocol_sqs(gw: GatewayProcess, folder: Path) -> Any:
+    """A boto3 SQS client speaking the query protocol, as botocore did before SQS moved to JSON: today's model with
+    the query wire names of the 2012-11-05 model put back (written here from that model, not taken from edgesim)."""
+    model = Loader().load_service_model("sqs", "service-2")
+    meta = model["metadata"]
+    meta.update(protocol="query", protocols=["query"], xmlNamespace="http://queue.amazonaws.com/doc/2012-11-05/")
+    for key in ("jsonVersion", "targetPrefix", "awsQueryCompatible"):
+        meta.pop(key, None)
+    shapes = model["shapes"]
+    for name, op in model["operations"].items():
+        if "output" in op:
+            op["output"]["resultWrapper"] = f"{name}Result"
+    named = {
+        ("CreateQueueRequest", "Attributes"): "Attribute",
+        ("GetQueueAttributesResult", "Attributes"): "Attribute",
+        ("SendMessageRequest", "MessageAttributes"): "MessageAttribute",
+        ("ReceiveMessageResult", "Messages"): "Message",
+        ("Message", "Attributes"): "Attribute",
+        ("Message", "MessageAttributes"): "MessageAttribute",
+        ("SendMessageBatchRequest", "Entries"): "SendMessageBatchRequestEntry",
+        ("SendMessageBatchResult", "Successful"): "SendMessageBatchResultEntry",
+        ("SendMessageBatchResult", "Failed"): "BatchResultErrorEntry",
+        ("ListQueuesResult", "QueueUrls"): "QueueUrl",
+    }
+    for (shape, member), wire in named.items():
+        shapes[shape]["members"][member]["locationName"] = wire
+    for list_shape, wire in {
+        "AttributeNameList": "AttributeName",
+        "MessageAttributeNameList": "MessageAttributeName",
+    }.items():
+        shapes[list_shape]["member"]["locationName"] = wire
+    for map_shape in ("QueueAttributeMap", "MessageSystemAttributeMap", "MessageBodyAttributeMap"):
+        shapes[map_shape]["key"]["locationName"] = "Name"
+        shapes[map_shape]["value"]["locationName"] = "Value"
+    target = folder / "sqs" / "2012-11-05"
+    target.mkdir(parents=True)
+    (target / "service-2.json").write_text(json.dumps(model))
+    session = botocore.session.get_session()
+    session.get_component("data_loader").search_paths.insert(0, str(folder))
+    return session.create_client(
+        "sqs",
+        endpoint_url=f"http://127.0.0.1:{gw.ports['api']}",
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+def test_botocore_query_protocol_client(gateway: GatewayProcess, tmp_path: Path, unique: str) -> None:
+    sqs = _query_protocol_sqs(gateway, tmp_path)
+    sent_bodies: list[str] = []
+
+    def keep(request: Any, **_: Any) -> None:
+        body = request.body
+        sent_bodies.append(body.decode() if isinstance(body, bytes) else str(body))
+
+    sqs.meta.events.register("before-send.sqs", keep)
+    url = sqs.create_queue(QueueName=f"old-{unique}", Attributes={"VisibilityTimeout": "7"})["QueueUrl"]
+    assert "Action=CreateQueue" in sent_bodies[-1] and "Attribute.1.Name=VisibilityTimeout" in sent_bodies[-1]
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"] == {
+        "VisibilityTimeout": "7"
+    }
+    sqs.send_message(
+        QueueUrl=url, MessageBody="old school", MessageAttributes={"k": {"DataType": "String", "StringValue": "v"}}
+    )
+    batch = sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "x", "MessageBody": "two"}])
+    assert [e["Id"] for e in batch["Successful"]] == ["x"]
+    got = sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"], MessageAttributeNames=["All"]
+    )["Messages"]
+    first = next(m for m in got if m["Body"] == "old school")
+    assert first["MessageAttributes"] == {"k": {"StringValue": "v", "DataType": "String"}}
+    assert first["Attributes"]["ApproximateReceiveCount"] == "1"
+    assert url in sqs.list_queues(QueueNamePrefix=f"old-{unique}")["QueueUrls"]
+    with pytest.raises(sqs.exceptions.ClientError) as missing:
+        sqs.get_queue_url(QueueName=f"gone-{unique}")
+    assert missing.value.response["Error"]["Code"] == "AWS.SimpleQueueService.NonExistentQueue"

@@ -50,6 +50,8 @@ def _fields(buf: bytes) -> list[tuple[int, int | bytes]]:
     while at < len(buf):
         key, at = _varint(buf, at)
         number, wire = key >> 3, key & 7
+        if number == 0:
+            raise _Malformed("field number 0")
         if wire == 0:
             value, at = _varint(buf, at)
             out.append((number, value))
@@ -105,6 +107,6 @@ def deaggregate(data: bytes, partition_key: str, explicit_hash_key: str | None =
             hash_index = fields.get(2)
             explicit = hash_keys[hash_index] if isinstance(hash_index, int) and hash_index < len(hash_keys) else None
             out.append(UserRecord(keys[key_index], explicit, payload, index))
-        return out
+        return out or whole  # no user records: not something a KPL writes, so the record itself
     except (_Malformed, UnicodeDecodeError):
         return whole
