@@ -137,7 +137,11 @@ class S3Api:
                 return await self._bucket_op(request, bucket, body)
             return await self._object_op(request, bucket, key, body)
         except AwsError as error:
-            if error.code == "NoSuchBucket" and not isinstance(error, S3Error):
+            if error.code == "InvalidSignatureException":
+                error = S3Error("SignatureDoesNotMatch", error.message, 403)
+            elif error.code in ("UnrecognizedClientException", "MissingAuthenticationTokenException"):
+                error = S3Error("InvalidAccessKeyId", error.message, 403)
+            elif error.code == "NoSuchBucket" and not isinstance(error, S3Error):
                 error = _no_bucket(bucket or "")
             elif error.code == "NoSuchKey" and not isinstance(error, S3Error):
                 error = _no_key(key)

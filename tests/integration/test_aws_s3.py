@@ -171,3 +171,35 @@ def test_aws_s3_commands(gateway: GatewayProcess, unique: str, tmp_path: Path) -
     assert aws(gateway, "s3", "ls", f"s3://{bucket}/", check=False).stdout.strip() == ""
     aws(gateway, "s3", "rb", f"s3://{bucket}")
     assert bucket not in aws(gateway, "s3", "ls").stdout
+
+
+def test_sigv4_checked_on_s3_requests(tmp_path: Path) -> None:
+    gw = GatewayProcess(tmp_path, ["--require-sigv4", "AKIDS3:s3secret"]).start()
+    try:
+        good = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{gw.ports['api']}",
+            region_name="us-east-1",
+            aws_access_key_id="AKIDS3",
+            aws_secret_access_key="s3secret",
+            config=BotoConfig(retries={"max_attempts": 1}),
+        )
+        good.create_bucket(Bucket="signed")
+        good.put_object(Bucket="signed", Key="odd key/with+plus & more.txt", Body=b"ok")
+        listed = good.list_objects_v2(Bucket="signed", Prefix="odd key/")
+        assert [c["Key"] for c in listed["Contents"]] == ["odd key/with+plus & more.txt"]
+        assert good.get_object(Bucket="signed", Key="odd key/with+plus & more.txt")["Body"].read() == b"ok"
+        bad = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{gw.ports['api']}",
+            region_name="us-east-1",
+            aws_access_key_id="AKIDS3",
+            aws_secret_access_key="wrong",
+            config=BotoConfig(retries={"max_attempts": 1}),
+        )
+        with pytest.raises(bad.exceptions.ClientError) as refused:
+            bad.list_objects_v2(Bucket="signed")
+        assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    finally:
+        gw.stop()
