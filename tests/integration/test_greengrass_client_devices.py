@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from awscrt import io
 from awsiot.greengrass_discovery import DiscoveryClient, DiscoveryException
 from conftest import GatewayProcess
@@ -28,6 +29,17 @@ DISCOVER_POLICY = {
         },
     ],
 }
+
+
+class BareCore(EdgeProcess):
+    """The example core without its components: only the brokers, bridge and client device auth are needed here."""
+
+    def write_config(self) -> Path:
+        path = super().write_config()
+        config = yaml.safe_load(path.read_text())
+        config["components"] = []
+        path.write_text(yaml.safe_dump(config))
+        return path
 
 
 def discover(gw: GatewayProcess, thing: str, cert: Path, key: Path) -> Any:
@@ -81,7 +93,7 @@ def test_connectivity_info_and_associations_through_boto3(tmp_path: Path) -> Non
 
 def test_associated_device_connects_to_the_core_with_its_own_certificate(tmp_path: Path) -> None:
     gw = gateway_in(tmp_path / "gw")
-    edge = EdgeProcess(tmp_path, gw, extra_args=["--local-tls-port", "0"])
+    edge = BareCore(tmp_path, gw, extra_args=["--local-tls-port", "0"])
     try:
         creds = gw.provision("field-sensor", DISCOVER_POLICY)
         client(gw, "greengrassv2").batch_associate_client_device_with_core_device(
