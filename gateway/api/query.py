@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
-from gateway.errors import InvalidRequestException
+from gateway.errors import AwsError, InvalidRequestException
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,15 @@ class WireNames:
 
 
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+class InvalidParameterValue(AwsError):
+    code = "InvalidParameterValue"
+    http_status = 400
+
+
+def _bad_value(raw: str, where: str, kind: str) -> InvalidParameterValue:
+    return InvalidParameterValue(f"Value {raw} for parameter {where} is invalid. Reason: must be {kind}.")
 
 
 class QueryCodec:
@@ -81,13 +90,15 @@ class QueryCodec:
             try:
                 return int(raw)
             except ValueError:
-                return raw  # validation reports it with the operation's own wording
+                raise _bad_value(raw, prefix, "an integer") from None
         if kind in ("float", "double"):
             try:
                 return float(raw)
             except ValueError:
-                return raw
+                raise _bad_value(raw, prefix, "a number") from None
         if kind == "boolean":
+            if raw.lower() not in ("true", "false"):
+                raise _bad_value(raw, prefix, "true or false")
             return raw.lower() == "true"
         return raw
 

@@ -236,6 +236,28 @@ def test_query_protocol_errors(gateway: GatewayProcess, unique: str) -> None:
     assert status == 400 and error.findtext(f"{NS}Error/{NS}Code") == "MissingParameter"
     status, error = query(gateway, {"Action": "FlyToTheMoon"})
     assert status == 400 and error.findtext(f"{NS}Error/{NS}Code") == "InvalidAction"
+    # Malformed values are the protocol's own errors, never a 500.
+    for bad in (
+        {"Action": "ReceiveMessage", "QueueUrl": url, "MaxNumberOfMessages": "many"},
+        {"Action": "ReceiveMessage", "QueueUrl": url, "VisibilityTimeout": "99999999999"},
+        {"Action": "SendMessage", "QueueUrl": url, "MessageBody": "x", "DelaySeconds": "-1"},
+        {
+            "Action": "SendMessage",
+            "QueueUrl": url,
+            "MessageBody": "x",
+            "MessageAttribute.1.Name": "a",
+            "MessageAttribute.1.Value.DataType": "Binary",
+            "MessageAttribute.1.Value.BinaryValue": "!!!",
+        },
+        {"Action": "CreateQueue", "QueueName": "bad name!"},
+        {"Action": "SetQueueAttributes", "QueueUrl": url, "Attribute.1.Name": "Nope", "Attribute.1.Value": "1"},
+        {"Action": "ChangeMessageVisibility", "QueueUrl": url, "ReceiptHandle": "junk", "VisibilityTimeout": "1"},
+        {"Action": "StartMessageMoveTask", "SourceArn": "not-an-arn"},
+        {"Action": "ListMessageMoveTasks", "SourceArn": "arn:aws:sqs:us-east-1:123456789012:nope", "MaxResults": "x"},
+    ):
+        status, error = query(gateway, bad)
+        assert 400 <= status < 500, (bad, ElementTree.tostring(error))
+        assert error.findtext(f"{NS}Error/{NS}Code"), bad
 
 
 def test_aws_cli_sqs_and_sts(gateway: GatewayProcess, unique: str) -> None:
@@ -346,3 +368,34 @@ def test_botocore_query_protocol_client(gateway: GatewayProcess, tmp_path: Path,
     with pytest.raises(sqs.exceptions.ClientError) as missing:
         sqs.get_queue_url(QueueName=f"gone-{unique}")
     assert missing.value.response["Error"]["Code"] == "AWS.SimpleQueueService.NonExistentQueue"
+
+
+def raw_json(gw: GatewayProcess, service: str, target: str, body: Any) -> tuple[int, dict[str, Any]]:
+    """A JSON-protocol request with members boto3 would refuse to send (wrong types), signed as botocore signs."""
+    request = AWSRequest(
+        method="POST",
+        url=f"http://127.0.0.1:{gw.ports['api']}/",
+        data=json.dumps(body),
+        headers={"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": target},
+    )
+    SigV4Auth(Credentials("test", "test"), service, "us-east-1").add_auth(request)
+    response = URLLib3Session().send(request.prepare())
+    return response.status_code, json.loads(response.content)
+
+
+def test_wrong_types_on_new_operations_are_client_errors(gateway: GatewayProcess) -> None:
+    for target, body in (
+        ("AmazonSQS.StartMessageMoveTask", {"SourceArn": 7}),
+        ("AmazonSQS.StartMessageMoveTask", {"SourceArn": "arn:x", "MaxNumberOfMessagesPerSecond": "fast"}),
+        ("AmazonSQS.ListMessageMoveTasks", {"SourceArn": "arn:x", "MaxResults": [1]}),
+        ("AmazonSQS.CancelMessageMoveTask", {}),
+    ):
+        status, answer = raw_json(gateway, "sqs", target, body)
+        assert status == 400 and answer["__type"].split("#")[-1] in ("InvalidParameterValue", "MissingParameter")
+    for target, body in (
+        ("Kinesis_20131202.AddTagsToStream", {"StreamName": "s", "Tags": ["a"]}),
+        ("Kinesis_20131202.ListTagsForStream", {"StreamName": "s", "Limit": "ten"}),
+        ("Kinesis_20131202.RegisterStreamConsumer", {"StreamARN": {"a": 1}, "ConsumerName": "c"}),
+    ):
+        status, answer = raw_json(gateway, "kinesis", target, body)
+        assert status == 400 and answer["__type"] == "InvalidArgumentException", answer
