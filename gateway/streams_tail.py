@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 MAX_LINE_BYTES = 1024 * 1024 - 256  # a Kinesis record holds at most 1 MiB, partition key included
+HEAD_BYTES = 64  # the file's first bytes: when they change, it was truncated and rewritten (copy-truncate)
 
 
 @dataclass
@@ -33,6 +34,7 @@ class LogTail:
         self._inode = 0
         self._pending = b""  # an incomplete last line, kept until its newline arrives
         self._read_to = 0  # offset in the current file up to which lines were handed out
+        self._head = b""  # the first bytes already read, to notice a rewrite that is not shorter
         self._committed: Position | None = None
         self._open(from_start)
 
@@ -75,6 +77,7 @@ class LogTail:
         offset = offset if offset <= size else 0  # truncated since the checkpoint
         handle.seek(offset)
         self._handle, self._read_to, self._pending = handle, offset, b""
+        self._head = os.pread(handle.fileno(), min(HEAD_BYTES, offset), 0)
         self._committed = Position(self._inode, offset)
 
     # ---- reading
@@ -93,10 +96,16 @@ class LogTail:
             if current.st_ino != self._inode:  # renamed away and recreated: the old file is drained, move on
                 self._attach(self.path, 0)
                 return self._read_from_handle(limit)
-            if current.st_size < self._read_to:  # copy-truncate: start over at the top
+            if current.st_size < self._read_to or self._rewritten():  # copy-truncate: start over at the top
                 self._attach(self.path, 0)
                 return self._read_from_handle(limit)
         return []
+
+    def _rewritten(self) -> bool:
+        if not self._head:
+            return False
+        with open(self.path, "rb") as handle:
+            return handle.read(len(self._head)) != self._head
 
     def _read_from_handle(self, limit: int) -> list[bytes]:
         assert self._handle is not None
@@ -115,6 +124,8 @@ class LogTail:
             # Hand back the partial line: the next read starts at its beginning again.
             self._handle.seek(self._read_to)
             self._pending = b""
+        if len(self._head) < HEAD_BYTES and self._read_to > len(self._head):
+            self._head = os.pread(self._handle.fileno(), min(HEAD_BYTES, self._read_to), 0)
         return lines
 
     def commit(self) -> None:
