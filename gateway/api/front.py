@@ -80,6 +80,10 @@ class AwsFront:
 
 
 def _presigned_service(request: web.Request) -> str | None:
+    """The service a presigned URL was made for: SigV4's credential scope, or S3 for a SigV2 one (which boto3 still
+    makes for `s3` unless told `signature_version="s3v4"`)."""
+    if "AWSAccessKeyId" in request.rel_url.query and "Signature" in request.rel_url.query:
+        return "s3"
     credential = request.rel_url.query.get("X-Amz-Credential", "")
     scope = credential.split("/")
     return scope[3] if len(scope) >= 5 else None

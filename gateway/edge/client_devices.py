@@ -40,6 +40,7 @@ class ClientDeviceAuth:
     port: int
     imported: dict[str, set[str]] = field(default_factory=dict)  # thing -> local certificate ARNs attached to it
     published: bool = False
+    seeded: bool = False
 
     def _greengrass(self, service: str) -> Any:
         client = boto3.client(
@@ -100,11 +101,29 @@ class ClientDeviceAuth:
 
     def apply(self, found: dict[str, list[dict[str, Any]]]) -> None:
         """Mirror what `fetch` found into the local registry (on the event loop, which owns the registry)."""
+        if not self.seeded:
+            self.imported, self.seeded = self._previously_imported(), True
         wanted = {thing: {self._import(thing, d) for d in descriptions} for thing, descriptions in found.items()}
+        still_used = set().union(*wanted.values()) if wanted else set()
         for thing, arns in self.imported.items():
             for arn in arns - wanted.get(thing, set()):
                 self.registry.detach_thing_principal(thing, arn)
+                if arn not in still_used:  # no associated thing left for it: it may not connect at all
+                    self.registry.detach_policy(self.policy, arn)
+                    self.registry.update_certificate(arn.rsplit("/", 1)[-1], "INACTIVE")
         self.imported = wanted
+
+    def _previously_imported(self) -> dict[str, set[str]]:
+        """What an earlier run imported: certificates registered here without a CA (the core's own devices' come
+        from its CA), by the things they are attached to; so a disassociation while the core was down still counts."""
+        out: dict[str, set[str]] = {}
+        for row in self.registry.store.query("SELECT id FROM certificates WHERE ca_id IS NULL AND status='ACTIVE'"):
+            arn = self.registry.arn("cert", row["id"])
+            for attached in self.registry.store.query(
+                "SELECT thing_name FROM thing_principals WHERE principal=?", (arn,)
+            ):
+                out.setdefault(attached["thing_name"], set()).add(arn)
+        return out
 
     def _import(self, thing: str, description: dict[str, Any]) -> str:
         """The cloud certificate in the local registry, attached to `thing` with the local devices' policy."""

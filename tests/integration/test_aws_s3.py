@@ -200,3 +200,29 @@ def test_sigv4_checked_on_s3_requests(tmp_path: Path) -> None:
         assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
     finally:
         gw.stop()
+
+
+def test_presigned_urls(s3: Any, unique: str) -> None:
+    import urllib.request
+
+    bucket = f"presign-{unique}"
+    s3.create_bucket(Bucket=bucket)
+    put_url = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "up.txt"}, ExpiresIn=60)
+    request = urllib.request.Request(put_url, data=b"uploaded", method="PUT")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    get_url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "up.txt"}, ExpiresIn=60)
+    with urllib.request.urlopen(get_url, timeout=10) as response:
+        assert response.read() == b"uploaded"
+    v4 = boto3.client(
+        "s3",
+        endpoint_url=s3.meta.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=BotoConfig(signature_version="s3v4"),
+    )
+    v4_url = v4.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "up.txt"}, ExpiresIn=60)
+    assert "X-Amz-Credential" in v4_url
+    with urllib.request.urlopen(v4_url, timeout=10) as response:
+        assert response.read() == b"uploaded"

@@ -129,7 +129,19 @@ def test_associated_device_connects_to_the_core_with_its_own_certificate(tmp_pat
             device.close()
         # A device of the same cloud that is not associated with this core stays out.
         stranger = gw.provision("stranger", DISCOVER_POLICY)
-        assert not Device(endpoint.port, "stranger", stranger.cert, stranger.key, core_ca).try_connect()
+        assert not Device(endpoint.port, "stranger", stranger.cert, stranger.key, core_ca).try_connect(1.5)
+        # Disassociated in the cloud: the core's next sync takes its certificate away.
+        client(gw, "greengrassv2").batch_disassociate_client_device_from_core_device(
+            coreDeviceThingName=edge.name, entries=[{"thingName": "field-sensor"}]
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            attempt = Device(endpoint.port, "field-sensor", creds.cert, creds.key, core_ca)
+            if not attempt.try_connect(1.5):
+                break
+            attempt.close()
+            assert time.monotonic() < deadline, "the core still accepts a disassociated device"
+            time.sleep(0.3)
     finally:
         edge.stop()
         gw.stop()
