@@ -343,7 +343,9 @@ class LiveFeed:
             data = ticks.get(watcher.view)
             if data is None:
                 extra = extras.get(watcher.view)
-                data = ticks[watcher.view] = orjson.dumps(base if extra is None else {**base, watcher.view: extra})
+                data = ticks[watcher.view] = orjson.dumps(
+                    base if extra is None else {**base, watcher.view: extra}
+                )
             watcher.push("tick", data)
 
     def _cached_objects(self, bucket: str, prefix: str) -> list[Any]:

@@ -567,8 +567,10 @@ class Authorizer:
             hit = self._remember(cache, resource_suffix, action, resource_suffix)
         return hit
 
-    def verdict(self, action: str, resource_suffix: str, overrides: Mapping[str, tuple[str, ...]] | None = None) -> str:
-        """ "deny" (an explicit Deny matches), "allow", or "none" (implicit deny)."""
+    def verdict(
+        self, action: str, resource_suffix: str, overrides: Mapping[str, tuple[str, ...]] | None = None
+    ) -> str:
+        """"deny" (an explicit Deny matches), "allow", or "none" (implicit deny)."""
         denies, allows = self._for_action(action)
         arn = self._arn_prefix + resource_suffix
         if any(st.applies(arn, overrides) for st in denies):
