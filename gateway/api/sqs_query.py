@@ -91,7 +91,7 @@ async def handle(request: web.Request, service: SqsService, form: dict[str, str]
     try:
         handler = HANDLERS.get(action)
         if handler is None or query.operation(action) is None:
-            raise InvalidRequestException(f"The action {action} is not valid for this endpoint.")
+            raise InvalidAction(f"The action {action} is not valid for this endpoint.")
         params: dict[str, Any] = query.read_input(action, form)
         if "QueueUrl" not in params and (url := _queue_url_from_path(request)) is not None:
             params["QueueUrl"] = url
@@ -106,13 +106,18 @@ async def handle(request: web.Request, service: SqsService, form: dict[str, str]
         return _error(query, InternalFailureException("Internal service failure"), action)
 
 
+class InvalidAction(AwsError):
+    code = "InvalidAction"
+    http_status = 400
+
+
 def _error(query: QueryCodec, error: AwsError, action: str) -> web.Response:
     if isinstance(error, SqsError):
         code, sender = error.query_code, error.sender_fault
-    elif isinstance(error, InvalidRequestException) and not action:
-        code, sender = "MissingAction", True
+    elif isinstance(error, InvalidAction):
+        code, sender = ("InvalidAction" if action else "MissingAction"), True
     elif isinstance(error, InvalidRequestException):
-        code, sender = "InvalidAction" if "action" in error.message else "InvalidParameterValue", True
+        code, sender = "InvalidParameterValue", True
     else:
         code, sender = error.code, error.http_status < 500
     return web.Response(
