@@ -70,6 +70,20 @@ def test_search_index_dynamic_groups_and_group_updates(gateway: GatewayProcess, 
     assert json.loads(hit["shadow"])["reported"]["temp"] == 30 and hit["connectivity"] == {"connected": False}
     with pytest.raises(iot.exceptions.InvalidQueryException):
         iot.search_index(queryString="attributes.floor:[1 TO")
+    # Named shadows are indexed when asked for, by name.
+    data.update_thing_shadow(
+        thingName=f"{unique}-lamp-1", shadowName="cfg", payload=b'{"state": {"reported": {"fw": "2.1"}}}'
+    )
+    assert search(f"thingName:{unique}-* AND shadow.name.cfg.reported.fw:2.*") == []
+    iot.update_indexing_configuration(
+        thingIndexingConfiguration={
+            "thingIndexingMode": "REGISTRY_AND_SHADOW",
+            "thingConnectivityIndexingMode": "STATUS",
+            "namedShadowIndexingMode": "ON",
+            "filter": {"namedShadowNames": ["cfg"]},
+        }
+    )
+    assert search(f"thingName:{unique}-* AND shadow.name.cfg.reported.fw:2.*") == [f"{unique}-lamp-1"]
 
     # Connectivity: a device connected under its thing name is found as connected, then with its disconnect.
     creds = gateway.provision(f"{unique}-lamp-0", allow_all_policy())
