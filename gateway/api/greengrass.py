@@ -242,7 +242,11 @@ async def discover(request: web.Request, gw: Gateway) -> web.StreamResponse:
             raise ForbiddenException(grant.refusal or "certificate refused")
         if grant.context.thing_name != thing:
             raise ForbiddenException(f"The certificate is not attached to thing {thing}")
-        authorizer = Authorizer.compile(grant.documents, grant.context)
+        # Only the certificate's own policies count: thing group policies do not reach Greengrass operations.
+        cert_arn = gw.registry.arn("cert", grant.context.cert_id or "")
+        attached = gw.registry.list_attached_policies(cert_arn)["policies"]
+        documents = tuple(gw.registry.policy_document(p["policyName"]) for p in attached)
+        authorizer = Authorizer.compile(documents, grant.context)
         if not authorizer.is_allowed("greengrass:Discover", f"thing/{thing}"):
             raise ForbiddenException(f"Not authorized to perform greengrass:Discover on thing/{thing}")
         return web.json_response(client_devices(gw).discover(thing, _thing_arn(gw)))

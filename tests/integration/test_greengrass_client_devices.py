@@ -87,6 +87,16 @@ def test_connectivity_info_and_associations_through_boto3(tmp_path: Path) -> Non
         with pytest.raises(DiscoveryException) as refused:
             discover(gw, "sensor-a", creds.cert, creds.key)  # not this certificate's thing
         assert refused.value.http_response_code == 403
+        # greengrass:Discover granted only through a thing group's policy does not count (AWS: group policies do
+        # not reach Greengrass operations).
+        plain = gw.provision("sensor-c", {"Version": "2012-10-17", "Statement": [DISCOVER_POLICY["Statement"][0]]})
+        group = iot.create_thing_group(thingGroupName="discoverers")["thingGroupArn"]
+        iot.create_policy(policyName="group-discover", policyDocument=json.dumps(DISCOVER_POLICY))
+        iot.attach_policy(policyName="group-discover", target=group)
+        iot.add_thing_to_thing_group(thingGroupName="discoverers", thingName="sensor-c")
+        with pytest.raises(DiscoveryException) as group_only:
+            discover(gw, "sensor-c", plain.cert, plain.key)
+        assert group_only.value.http_response_code == 403
     finally:
         gw.stop()
 
