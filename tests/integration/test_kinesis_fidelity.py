@@ -82,7 +82,7 @@ def test_tags_and_encryption(kinesis: Any, unique: str) -> None:
     kinesis.start_stream_encryption(StreamName=name, EncryptionType="KMS", KeyId="alias/aws/kinesis")
     summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
     assert summary["EncryptionType"] == "KMS" and summary["KeyId"] == "alias/aws/kinesis"
-    kinesis.put_record(StreamName=name, Data=b"secret", PartitionKey="p")
+    assert kinesis.put_record(StreamName=name, Data=b"secret", PartitionKey="p")["EncryptionType"] == "KMS"
     shard = kinesis.list_shards(StreamName=name)["Shards"][0]["ShardId"]
     it = kinesis.get_shard_iterator(StreamName=name, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
     assert kinesis.get_records(ShardIterator=it)["Records"][0]["EncryptionType"] == "KMS"

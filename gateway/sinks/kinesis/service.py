@@ -96,6 +96,10 @@ class Stream:
         )
 
 
+def _encryption_type(stream: Stream) -> dict[str, str]:
+    return {"EncryptionType": encryption_json(stream.extras)["EncryptionType"]}
+
+
 def _shard_json(shard: Shard) -> dict[str, Any]:
     out: dict[str, Any] = {
         "ShardId": shard.shard_id,
@@ -362,7 +366,7 @@ class KinesisService:
         stream = self._stream(name, arn)
         with self.store.transaction():  # committed before the 200: acknowledged means durable
             shard, seq = self._append(stream, data, partition_key, explicit_hash_key, self.clock.wall_ms())
-        return {"ShardId": shard.shard_id, "SequenceNumber": str(seq), "EncryptionType": "NONE"}
+        return {"ShardId": shard.shard_id, "SequenceNumber": str(seq), **_encryption_type(stream)}
 
     async def put_record_durable(self, name: str, data: bytes, partition_key: str) -> dict[str, Any]:
         """PutRecord for rule actions with group commit: every record appended in one event-loop turn shares one
@@ -420,7 +424,7 @@ class KinesisService:
                 except ProvisionedThroughputExceededException as exc:
                     failed += 1
                     results.append({"ErrorCode": exc.code, "ErrorMessage": exc.message})
-        return {"FailedRecordCount": failed, "Records": results, "EncryptionType": "NONE"}
+        return {"FailedRecordCount": failed, "Records": results, **_encryption_type(stream)}
 
     def get_shard_iterator(
         self,
