@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -55,32 +57,31 @@ class RestDispatcher:
         self.gateway = gateway
         self.models = {name: load_service(name) for name in ("iot-data", "iot", "lambda", "greengrassv2", "greengrass")}
 
-    def _find(self, request: web.Request) -> list[tuple[str, Any, dict[str, str]]]:
-        """Every (service, route, labels) the request matches, in model order (two services may share a path, as
-        greengrass and greengrassv2 do for connectivity info: the one whose input validates wins)."""
+    def _find(self, request: web.Request) -> Iterator[tuple[str, Any, dict[str, str]]]:
+        """The (service, route, labels) the request matches, in model order, found lazily: two services may share a
+        path (greengrass and greengrassv2 do for connectivity info), and the one whose input validates wins."""
         wanted = SIGNING_NAMES.get(signing_service(request.headers.get("Authorization")) or "")
         raw_path = request.rel_url.raw_path
         query = dict(request.rel_url.query)
-        found_all = []
         for name, model in self.models.items():
             if wanted is not None and name not in wanted:
                 continue
             found = match_route(model, request.method, raw_path, query)
             if found is not None:
-                found_all.append((name, found[0], found[1]))
-        return found_all
+                yield name, found[0], found[1]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if "X-Amz-Target" in request.headers:
             return await self._json_target(request)
         try:
             candidates = self._find(request)
-            if not candidates:
+            first = next(candidates, None)
+            if first is None:
                 raise InvalidRequestException(f"No operation matches {request.method} {request.rel_url.path}")
             body = await request.read()
             self._verify(request, body)
             first_error: InvalidRequestException | None = None
-            for service, route, labels in candidates:
+            for service, route, labels in itertools.chain([first], candidates):
                 params = parse_input(
                     self.models[service], route, labels, dict(request.rel_url.query), request.headers, body
                 )
