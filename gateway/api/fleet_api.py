@@ -47,14 +47,8 @@ class ConnectivityTracker:
         return {"connected": False}
 
 
-_INDEXES: dict[int, FleetIndex] = {}
-
-
 def fleet_index(gw: Gateway) -> FleetIndex:
-    found = _INDEXES.get(id(gw))
-    if found is None or found.registry is not gw.registry:
-        found = _INDEXES[id(gw)] = FleetIndex(gw.store, gw.registry, ConnectivityTracker(gw))
-    return found
+    return gw.fleet_index
 
 
 def _not_dynamic(gw: Gateway, group: str) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.api import fleet_api, greengrass, kinesis_fanout, sqs_query, sts
+from gateway.api import greengrass, kinesis_fanout, sqs_query, sts
 from gateway.api import s3 as s3_api
 from gateway.api.auth import TOKEN_CHECKED
 from gateway.api.wire import json_protocol_error, signing_service
@@ -31,7 +31,6 @@ class AwsFront:
         self.s3 = s3_api.S3Api(gateway.s3, gateway.config.region)
         self._verify = verify
         self.subscriptions = Subscriptions(gateway.kinesis)
-        fleet_api.fleet_index(gateway)  # connectivity is tracked from the start, not from the first search
 
     def _checked(self, request: web.Request, body: bytes) -> None:
         if self._verify is not None and self.gateway.config.sigv4_credentials and not request.get(TOKEN_CHECKED):

@@ -155,14 +155,8 @@ class ClientDevices:
         return {"GGGroups": groups}
 
 
-_SERVICES: dict[int, ClientDevices] = {}
-
-
 def client_devices(gw: Gateway) -> ClientDevices:
-    found = _SERVICES.get(id(gw))
-    if found is None or found.store is not gw.store:
-        found = _SERVICES[id(gw)] = ClientDevices(gw.store)
-    return found
+    return gw.client_devices
 
 
 def _now(gw: Gateway) -> int:
