@@ -9,6 +9,9 @@ from typing import Any
 from gateway.actions.remote import RemoteSinks
 from gateway.api.auth import required_token
 from gateway.api.dashboard import Dashboard
+from gateway.api.fleet_api import ConnectivityTracker
+from gateway.api.front import AwsFront
+from gateway.api.greengrass import ClientDevices
 from gateway.api.https_publish import HttpsPublish
 from gateway.api.live import LiveFeed
 from gateway.api.rest import RestDispatcher
@@ -24,6 +27,7 @@ from gateway.identity.keystore import ensure_local_ca
 from gateway.identity.policy_doc import PolicyDocument
 from gateway.metrics import Metrics
 from gateway.registry import Registry, RegistryChange
+from gateway.registry.fleet_index import FleetIndex
 from gateway.rules.destinations import TopicRuleDestinations
 from gateway.rules.engine import RulesEngine
 from gateway.rules.files import RulesFolder
@@ -65,6 +69,8 @@ class Gateway(Lifecycle):
     api: ApiServer
     https: HttpsPublish
     live: LiveFeed
+    fleet_index: FleetIndex
+    client_devices: ClientDevices
     api_token: str | None = None
 
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
@@ -138,6 +144,8 @@ class Gateway(Lifecycle):
         self.live = LiveFeed(self)
         self.live.start()
         self.api_token = required_token(cfg.host, cfg.api_token)
+        self.fleet_index = FleetIndex(self.store, self.registry, ConnectivityTracker(self))
+        self.client_devices = ClientDevices(self.store)
         rest = RestDispatcher(self)
         self.api = ApiServer(
             cfg.host,
@@ -158,6 +166,7 @@ class Gateway(Lifecycle):
             routes=Dashboard(self, self.live).routes,
             token=self.api_token,
             check_signature=rest.verify_signature if cfg.sigv4_credentials else None,
+            front=AwsFront(self, rest.verify_signature),
         )
         self.ports["api"] = await self.api.start()
         self.ssl_context = server_ssl_context(
@@ -187,6 +196,8 @@ class Gateway(Lifecycle):
             await self.event_sources.stop()
         if hasattr(self, "lambdas"):
             await self.lambdas.stop()
+        if hasattr(self, "sqs"):
+            await self.sqs.moves.close()
         if hasattr(self, "broker"):
             await self.broker.stop()
         if hasattr(self, "listeners"):

@@ -45,18 +45,27 @@ class Checkpoints:
         self.store.close()
 
 
-def _show(record: dict[str, Any], shard: str) -> dict[str, Any]:
-    data: bytes = record["Data"]
-    try:
-        text: Any = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = {"base64": base64.b64encode(data).decode()}
-    return {
-        "shard": shard,
-        "sequenceNumber": record["SequenceNumber"],
-        "partitionKey": record["PartitionKey"],
-        "data": text,
-    }
+def _show(record: dict[str, Any], shard: str) -> list[dict[str, Any]]:
+    """The record as printed: one entry per user record when it is a KPL aggregate (as the KCL de-aggregates)."""
+    from gateway.sinks.kinesis.kpl import deaggregate, is_aggregated
+
+    aggregated = is_aggregated(record["Data"])
+    out = []
+    for user in deaggregate(record["Data"], record["PartitionKey"]):
+        try:
+            text: Any = user.data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = {"base64": base64.b64encode(user.data).decode()}
+        shown: dict[str, Any] = {
+            "shard": shard,
+            "sequenceNumber": record["SequenceNumber"],
+            "partitionKey": user.partition_key,
+            "data": text,
+        }
+        if aggregated:
+            shown["subSequenceNumber"] = user.sub_sequence
+        out.append(shown)
+    return out
 
 
 @streams_app.command("read")
@@ -102,10 +111,10 @@ def streams_read(
                     page = kinesis.get_records(ShardIterator=iterator, Limit=1000)
                     iterators[shard_id] = page.get("NextShardIterator")
                     for record in page["Records"]:
-                        shown = _show(record, shard_id)
-                        typer.echo(
-                            json.dumps(shown) if as_json else f"{shard_id} {record['PartitionKey']}: {shown['data']}"
-                        )
+                        for shown in _show(record, shard_id):
+                            typer.echo(
+                                json.dumps(shown) if as_json else f"{shard_id} {shown['partitionKey']}: {shown['data']}"
+                            )
                         seen += 1
                         if limit is not None and seen >= limit:
                             if checkpoints:
@@ -159,3 +168,6 @@ def streams_list(endpoint: Endpoint = DEFAULT_ENDPOINT, as_json: JsonOut = False
     for row in rows:
         table.add_row(row["name"], str(row["openShards"]), str(row["retentionHours"]))
     emit({"streams": rows}, as_json, table)
+
+
+from gateway import cli_streams_tail as _tail  # noqa: E402, F401 - registers `streams tail` on streams_app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 import uuid
@@ -10,7 +11,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from gateway.api import mqtt5_http
+from gateway.api import greengrass, mqtt5_http
 from gateway.api.wire import rest_json_error
 from gateway.errors import AwsError, ForbiddenException, InvalidRequestException
 from gateway.identity.authorizer import Authorizer
@@ -32,6 +33,10 @@ class HttpsPublish:
     async def start(self, host: str, port: int, ctx: ssl.SSLContext) -> int:
         app = web.Application(client_max_size=self.gateway.config.mqtt.max_payload_bytes + 1)
         app.router.add_post("/topics/{topic:.+}", self._publish)
+        # Greengrass discovery answers on the same mutual-TLS port as HTTPS publish (8443 on AWS).
+        app.router.add_get(
+            "/greengrass/discover/thing/{thing}", functools.partial(greengrass.discover, gw=self.gateway)
+        )
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=ctx)

@@ -7,7 +7,10 @@ import binascii
 from collections.abc import Callable
 from typing import Any
 
+from gateway.api.model import load_service, validate_input
 from gateway.api.targets import JsonTarget, register
+from gateway.errors import InvalidRequestException
+from gateway.sinks.kinesis.extras import StreamExtras
 from gateway.sinks.kinesis.service import KinesisService
 from gateway.sinks.kinesis.shards import InvalidArgumentException
 
@@ -89,6 +92,57 @@ HANDLERS: dict[str, Handler] = {
         p.get("StreamName"), p["RetentionPeriodHours"], increase=False, arn=p.get("StreamARN")
     ),
 }
+
+
+def _validated(operation: str, handler: Handler) -> Handler:
+    """Check types against the botocore model first (a wrong type is InvalidArgumentException, never a 500)."""
+    shape = load_service("kinesis").operations[operation]["input"]["shape"]
+
+    def run(k: KinesisService, p: Params) -> Any:
+        try:
+            validate_input(load_service("kinesis"), shape, p)
+        except InvalidRequestException as exc:
+            raise InvalidArgumentException(exc.message) from exc
+        return handler(k, p)
+
+    return run
+
+
+_EXTRA: dict[str, Handler] = {
+    "AddTagsToStream": lambda k, p: StreamExtras(k).add_tags(
+        p.get("StreamName"), p.get("Tags") or {}, p.get("StreamARN")
+    ),
+    "ListTagsForStream": lambda k, p: StreamExtras(k).list_tags(
+        p.get("StreamName"), p.get("ExclusiveStartTagKey"), p.get("Limit"), p.get("StreamARN")
+    ),
+    "RemoveTagsFromStream": lambda k, p: StreamExtras(k).remove_tags(
+        p.get("StreamName"), list(p.get("TagKeys") or []), p.get("StreamARN")
+    ),
+    "TagResource": lambda k, p: StreamExtras(k).tag_resource(p.get("ResourceARN", ""), p.get("Tags") or {}),
+    "UntagResource": lambda k, p: StreamExtras(k).untag_resource(
+        p.get("ResourceARN", ""), list(p.get("TagKeys") or [])
+    ),
+    "ListTagsForResource": lambda k, p: StreamExtras(k).list_tags_for_resource(p.get("ResourceARN", "")),
+    "StartStreamEncryption": lambda k, p: StreamExtras(k).start_encryption(
+        p.get("StreamName"), p.get("EncryptionType", ""), p.get("KeyId", ""), p.get("StreamARN")
+    ),
+    "StopStreamEncryption": lambda k, p: StreamExtras(k).stop_encryption(
+        p.get("StreamName"), p.get("EncryptionType", ""), p.get("KeyId", ""), p.get("StreamARN")
+    ),
+    "RegisterStreamConsumer": lambda k, p: StreamExtras(k).register_consumer(
+        p.get("StreamARN", ""), p.get("ConsumerName", "")
+    ),
+    "DescribeStreamConsumer": lambda k, p: StreamExtras(k).describe_consumer(
+        p.get("StreamARN"), p.get("ConsumerName"), p.get("ConsumerARN")
+    ),
+    "ListStreamConsumers": lambda k, p: StreamExtras(k).list_consumers(
+        p.get("StreamARN", ""), p.get("MaxResults"), p.get("NextToken")
+    ),
+    "DeregisterStreamConsumer": lambda k, p: StreamExtras(k).deregister_consumer(
+        p.get("StreamARN"), p.get("ConsumerName"), p.get("ConsumerARN")
+    ),
+}
+HANDLERS.update({name: _validated(name, handler) for name, handler in _EXTRA.items()})
 
 
 register(TARGET_PREFIX, JsonTarget(HANDLERS, lambda gw: gw.kinesis))

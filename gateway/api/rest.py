@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +15,8 @@ from aiohttp import web
 from gateway import jsonutil
 from gateway.api import (  # noqa: F401 - service modules register targets
     firehose,
+    fleet_api,
+    greengrass,
     iot,
     iot_data,
     iot_rules,
@@ -23,7 +27,7 @@ from gateway.api import (  # noqa: F401 - service modules register targets
 from gateway.api import lambda_ as lambda_api
 from gateway.api.auth import TOKEN_CHECKED
 from gateway.api.model import load_service, match_route, parse_input, validate_input
-from gateway.api.targets import JSON_TARGETS
+from gateway.api.targets import JSON_TARGETS, REST_HANDLERS
 from gateway.api.wire import json_protocol_error, rest_json_error, rest_json_result, signing_service
 from gateway.errors import AwsError, InternalFailureException, InvalidRequestException
 
@@ -39,40 +43,56 @@ class UnknownOperationException(AwsError):
 
 
 # The signing names boto3 puts in the credential scope, mapped to the botocore model they belong to.
-SIGNING_NAMES = {"iot": "iot", "iotdata": "iot-data", "iotdevicegateway": "iot-data", "lambda": "lambda"}
+SIGNING_NAMES = {
+    "iot": ("iot",),
+    "iotdata": ("iot-data",),
+    "iotdevicegateway": ("iot-data",),
+    "lambda": ("lambda",),
+    "greengrass": ("greengrass", "greengrassv2"),
+}
 
 
 class RestDispatcher:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.models = {name: load_service(name) for name in ("iot-data", "iot", "lambda")}
+        self.models = {name: load_service(name) for name in ("iot-data", "iot", "lambda", "greengrassv2", "greengrass")}
 
-    def _find(self, request: web.Request) -> tuple[str, Any, dict[str, str]] | None:
+    def _find(self, request: web.Request) -> Iterator[tuple[str, Any, dict[str, str]]]:
+        """The (service, route, labels) the request matches, in model order, found lazily: two services may share a
+        path (greengrass and greengrassv2 do for connectivity info), and the one whose input validates wins."""
         wanted = SIGNING_NAMES.get(signing_service(request.headers.get("Authorization")) or "")
         raw_path = request.rel_url.raw_path
         query = dict(request.rel_url.query)
         for name, model in self.models.items():
-            if wanted is not None and name != wanted:
+            if wanted is not None and name not in wanted:
                 continue
             found = match_route(model, request.method, raw_path, query)
             if found is not None:
-                return name, found[0], found[1]
-        return None
+                yield name, found[0], found[1]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if "X-Amz-Target" in request.headers:
             return await self._json_target(request)
         try:
-            found = self._find(request)
-            if found is None:
+            candidates = self._find(request)
+            first = next(candidates, None)
+            if first is None:
                 raise InvalidRequestException(f"No operation matches {request.method} {request.rel_url.path}")
-            service, route, labels = found
             body = await request.read()
             self._verify(request, body)
-            params = parse_input(
-                self.models[service], route, labels, dict(request.rel_url.query), request.headers, body
-            )
-            validate_input(self.models[service], route.input_shape, params)
+            first_error: InvalidRequestException | None = None
+            for service, route, labels in itertools.chain([first], candidates):
+                params = parse_input(
+                    self.models[service], route, labels, dict(request.rel_url.query), request.headers, body
+                )
+                try:
+                    validate_input(self.models[service], route.input_shape, params)
+                    break
+                except InvalidRequestException as invalid:
+                    first_error = first_error or invalid
+            else:
+                assert first_error is not None
+                raise first_error
             result = self._call(service, route.operation, params)
             if asyncio.iscoroutine(result):
                 result = await result
@@ -137,6 +157,9 @@ class RestDispatcher:
 
     def _call(self, service: str, operation: str, params: dict[str, Any]) -> Any:
         gw = self.gateway
+        extra = REST_HANDLERS.get((service, operation))
+        if extra is not None:
+            return extra(gw, params)
         if service == "iot":
             if operation == "DescribeEndpoint":
                 return {"endpointAddress": f"{gw.config.host}"}

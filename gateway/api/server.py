@@ -16,6 +16,19 @@ log = logging.getLogger("edgesim.api")
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+def _front_middleware(
+    front: Callable[[web.Request], Awaitable[web.StreamResponse | None]],
+) -> Callable[[web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def claim(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        response = await front(request)
+        return response if response is not None else await handler(request)
+
+    return claim
+
+
 class ApiServer:
     def __init__(
         self,
@@ -28,6 +41,7 @@ class ApiServer:
         routes: Callable[[web.Application], None] | None = None,
         token: str | None = None,
         check_signature: SignatureCheck | None = None,
+        front: Callable[[web.Request], Awaitable[web.StreamResponse | None]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -35,6 +49,9 @@ class ApiServer:
         self.app = web.Application(client_max_size=16 * 1024 * 1024)
         if token:
             self.app.middlewares.append(token_middleware(token, check_signature))  # type: ignore[arg-type]
+        if front is not None:
+            # S3 and query-protocol calls, claimed before the dashboard's routes (`aws s3 ls` is a GET /).
+            self.app.middlewares.append(_front_middleware(front))  # type: ignore[arg-type]
         self.app.router.add_get("/health", self._health)
         if routes is not None:
             routes(self.app)  # the dashboard, before the catch-all below

@@ -76,7 +76,8 @@ def verify(
     canonical = "\n".join(
         [
             method.upper(),
-            quote(raw_path or "/", safe="/~"),
+            # S3 signs the path as sent; every other service encodes it once more.
+            (raw_path or "/") if scope[2] == "s3" else quote(raw_path or "/", safe="/~"),
             "&".join(f"{k}={v}" for k, v in pairs),
             canonical_headers,
             ";".join(signed_headers),

@@ -12,8 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.api.model import load_service, validate_input
 from gateway.api.targets import JsonTarget, register
-from gateway.errors import AwsError
+from gateway.errors import AwsError, InvalidRequestException
 from gateway.sinks.sqs.attributes import InvalidParameterValue, MessageAttribute, MissingParameter, SqsError
 from gateway.sinks.sqs.queue import Received, SendResult
 from gateway.sinks.sqs.service import SendEntry, SqsService
@@ -92,7 +93,7 @@ def _failure(entry_id: str, error: SqsError) -> dict[str, Any]:
 def _batch_entries(p: Params) -> list[Params]:
     entries = p.get("Entries")
     if entries is None:
-        raise MissingParameter("The request must contain the parameter Entries.")
+        return []  # the query protocol cannot send an empty list: no entries at all is the empty batch
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise InvalidParameterValue("Entries must be a list of structures.")
     return entries
@@ -178,6 +179,11 @@ _HANDLERS: dict[str, Handler] = {
         _required(p, "QueueUrl"), _required(p, "ReceiptHandle"), int(_required(p, "VisibilityTimeout"))
     ),
     "ChangeMessageVisibilityBatch": _change_visibility_batch,
+    "StartMessageMoveTask": lambda s, p: s.moves.start(
+        str(_required(p, "SourceArn")), p.get("DestinationArn"), p.get("MaxNumberOfMessagesPerSecond")
+    ),
+    "ListMessageMoveTasks": lambda s, p: s.moves.list(str(_required(p, "SourceArn")), p.get("MaxResults")),
+    "CancelMessageMoveTask": lambda s, p: s.moves.cancel(str(_required(p, "TaskHandle"))),
 }
 
 
@@ -193,6 +199,27 @@ def _durably(handler: Handler) -> Handler:
 
     return run
 
+
+def _typed(operation: str, handler: Handler) -> Handler:
+    """Move-task operations check their members' types against the model (InvalidParameterValue, never a 500)."""
+    shape = load_service("sqs").operations[operation]["input"]["shape"]
+
+    def run(s: SqsService, p: Params) -> Any:
+        try:
+            validate_input(load_service("sqs"), shape, {k: v for k, v in p.items() if v is not None})
+        except InvalidRequestException as exc:
+            if "must not be null" in exc.message:
+                raise MissingParameter(
+                    f"The request must contain the parameter {exc.message.split(chr(39))[1]}."
+                ) from exc
+            raise InvalidParameterValue(exc.message) from exc
+        return handler(s, p)
+
+    return run
+
+
+for _op in ("StartMessageMoveTask", "ListMessageMoveTasks", "CancelMessageMoveTask"):
+    _HANDLERS[_op] = _typed(_op, _HANDLERS[_op])
 
 HANDLERS: dict[str, Handler] = {name: _durably(handler) for name, handler in _HANDLERS.items()}
 

@@ -34,3 +34,8 @@ JSON_TARGETS: dict[str, JsonTarget] = {}
 
 def register(prefix: str, target: JsonTarget) -> None:
     JSON_TARGETS[prefix] = target
+
+
+# REST-JSON operations answered with the whole gateway at hand, by (botocore service, operation); consulted before
+# the per-service tables (fleet indexing, Greengrass).
+REST_HANDLERS: dict[tuple[str, str], Callable[[Gateway, dict[str, Any]], Any]] = {}

@@ -25,6 +25,7 @@ from gateway.broker.sessions import SessionStore
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, MqttLimits
 from gateway.edge.bridge import EDGE_DOOR, Bridge, BridgeTargets, LocalPubSub
+from gateway.edge.client_devices import ClientDeviceAuth
 from gateway.edge.cloud import CloudLink
 from gateway.edge.components import ComponentRunner
 from gateway.edge.config import EdgeConfig
@@ -140,6 +141,17 @@ class EdgeCore(Lifecycle):
             self._tasks.append(asyncio.create_task(job(), name=f"edge-{name}"))
         self._tasks.append(asyncio.create_task(self.syncer.run(), name="edge-shadow-sync"))
         self._tasks.append(asyncio.create_task(self._report_status(), name="edge-fleet-status"))
+        if self.local_ca is not None:
+            self.client_devices = ClientDeviceAuth(
+                self.thing_name,
+                cfg.cloud.endpoint,
+                self.registry,
+                LOCAL_DEVICES_POLICY,
+                self.local_ca.root.cert_pem.decode(),
+                cfg.local_broker.host,
+                self.ports["local_mqtts"],
+            )
+            self._tasks.append(asyncio.create_task(self.client_devices.run(), name="edge-client-devices"))
         await self._start_control()
         log.info("edge core %s: local mqtt %s, cloud %s", self.name, self.ports, cfg.cloud.target)
 
@@ -191,7 +203,10 @@ class EdgeCore(Lifecycle):
             self.local_ca = ca = ensure_local_ca(self.home / "certs")[0]
             self.registry.local_ca = ca.root
             self.registry.ensure_ca_registered(ca.root.cert_pem.decode())
-            context = server_ssl_context(str(ca.server_cert_path), str(ca.server_key_path), [ca.root.cert_pem.decode()])
+            # Client devices associated in the cloud present certificates from the cloud's CA (client device auth).
+            cloud_ca = self.config.cloud.ca or self.certs_dir / "root-ca.pem"
+            trusted = [ca.root.cert_pem.decode(), *([cloud_ca.read_text()] if cloud_ca.exists() else [])]
+            context = server_ssl_context(str(ca.server_cert_path), str(ca.server_key_path), trusted)
             self.ports["local_mqtts"] = await self.listeners.start_mqtt("mqtts", local.host, local.tls_port, context)
 
     async def _start_components(self) -> None:

@@ -159,3 +159,52 @@ class ObjectStore:
                 stat = path.stat()
                 out.append(ObjectInfo(bucket, key, stat.st_size, stat.st_mtime_ns // 1_000_000))
         return sorted(out, key=lambda o: o.key)
+
+    # ---- bucket and object management (the S3 API)
+    def bucket_exists(self, bucket: str) -> bool:
+        return self._bucket_dir(bucket).is_dir()
+
+    def create_bucket(self, bucket: str) -> bool:
+        """Create the bucket's folder; False when it already existed."""
+        path = self._bucket_dir(bucket)
+        if path.is_dir():
+            return False
+        path.mkdir(parents=True)
+        return True
+
+    def delete_bucket(self, bucket: str) -> None:
+        path = self._bucket_dir(bucket)
+        if not path.is_dir():
+            raise NoSuchBucket("The specified bucket does not exist")
+        if any(p.is_file() for p in path.rglob("*")):
+            raise BucketNotEmpty("The bucket you tried to delete is not empty")
+        for folder in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            folder.rmdir()
+        path.rmdir()
+
+    def stat(self, bucket: str, key: str) -> ObjectInfo:
+        path = self.path_for(bucket, key)
+        if not path.is_file():
+            if not self._bucket_dir(bucket).is_dir():
+                raise NoSuchBucket("The specified bucket does not exist")
+            raise NoSuchKey("The specified key does not exist.")
+        stat = path.stat()
+        return ObjectInfo(bucket, key, stat.st_size, stat.st_mtime_ns // 1_000_000)
+
+    def delete(self, bucket: str, key: str) -> None:
+        """Remove the object (absent is fine, as in S3), and the folders its key left empty."""
+        base = self._bucket_dir(bucket)
+        if not base.is_dir():
+            raise NoSuchBucket("The specified bucket does not exist")
+        path = self.path_for(bucket, key)
+        if path.is_file():
+            path.unlink()
+            parent = path.parent
+            while parent != base and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+
+
+class BucketNotEmpty(AwsError):
+    code = "BucketNotEmpty"
+    http_status = 409

@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.clock import Clock
 from gateway.errors import AwsError
+from gateway.sinks.kinesis.extras import encryption_json
 from gateway.sinks.kinesis.iterators import decode_iterator, encode_iterator
 from gateway.sinks.kinesis.shards import (
     InvalidArgumentException,
@@ -43,6 +44,8 @@ class Stream:
     created_ms: int = 0
     mode: str = "PROVISIONED"
     counters: dict[int, int] = field(default_factory=dict)  # next per-shard counter, rebuilt from the records
+    # Tags, encryption and registered consumers (gateway.sinks.kinesis.extras), saved with the stream's state.
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def shard_records(self, number: int) -> int:
         """Records ever written to the shard (its next counter less one), trimmed ones included."""
@@ -59,6 +62,7 @@ class Stream:
                 "retention_hours": self.retention_hours,
                 "created_ms": self.created_ms,
                 "mode": self.mode,
+                "extras": self.extras,
                 "shards": [
                     [
                         s.shard_id,
@@ -88,7 +92,12 @@ class Stream:
             state["retention_hours"],
             state["created_ms"],
             state["mode"],
+            extras=state.get("extras") or {},
         )
+
+
+def _encryption_type(stream: Stream) -> dict[str, str]:
+    return {"EncryptionType": encryption_json(stream.extras)["EncryptionType"]}
 
 
 def _shard_json(shard: Shard) -> dict[str, Any]:
@@ -214,7 +223,7 @@ class KinesisService:
             "RetentionPeriodHours": stream.retention_hours,
             "StreamCreationTimestamp": stream.created_ms / 1000,
             "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
-            "EncryptionType": "NONE",
+            **encryption_json(stream.extras),
         }
 
     def describe_stream(
@@ -243,7 +252,7 @@ class KinesisService:
             "StreamDescriptionSummary": {
                 **self._description(stream),
                 "OpenShardCount": len(stream.shards.open_shards),
-                "ConsumerCount": 0,
+                "ConsumerCount": len(stream.extras.get("consumers") or {}),
             }
         }
 
@@ -357,7 +366,7 @@ class KinesisService:
         stream = self._stream(name, arn)
         with self.store.transaction():  # committed before the 200: acknowledged means durable
             shard, seq = self._append(stream, data, partition_key, explicit_hash_key, self.clock.wall_ms())
-        return {"ShardId": shard.shard_id, "SequenceNumber": str(seq), "EncryptionType": "NONE"}
+        return {"ShardId": shard.shard_id, "SequenceNumber": str(seq), **_encryption_type(stream)}
 
     async def put_record_durable(self, name: str, data: bytes, partition_key: str) -> dict[str, Any]:
         """PutRecord for rule actions with group commit: every record appended in one event-loop turn shares one
@@ -415,7 +424,7 @@ class KinesisService:
                 except ProvisionedThroughputExceededException as exc:
                     failed += 1
                     results.append({"ErrorCode": exc.code, "ErrorMessage": exc.message})
-        return {"FailedRecordCount": failed, "Records": results, "EncryptionType": "NONE"}
+        return {"FailedRecordCount": failed, "Records": results, **_encryption_type(stream)}
 
     def get_shard_iterator(
         self,
@@ -478,7 +487,7 @@ class KinesisService:
                 "ApproximateArrivalTimestamp": r["arrival_ms"] / 1000,
                 "Data": bytes(r["data"]),
                 "PartitionKey": r["partition_key"],
-                "EncryptionType": "NONE",
+                "EncryptionType": encryption_json(stream.extras)["EncryptionType"],
             }
             for r in rows
         ]

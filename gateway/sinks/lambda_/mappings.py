@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import InvalidRequestException, ResourceNotFoundException
+from gateway.sinks.kinesis.kpl import UserRecord, deaggregate, is_aggregated
 from gateway.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -190,7 +191,11 @@ class EventSourceMappings:
                     page = kinesis.get_records(iterator, mapping.batch_size)
                     if page["Records"]:
                         busy = True
-                        event = {"Records": [self._kinesis_record(mapping, shard_id, r) for r in page["Records"]]}
+                        event = {
+                            "Records": [
+                                entry for r in page["Records"] for entry in self._kinesis_records(mapping, shard_id, r)
+                            ]
+                        }
                         if not await self._deliver(mapping, event):
                             # Kinesis sources block on a failing batch: the same records are retried, in order.
                             await asyncio.sleep(RETRY_AFTER_ERROR_S)
@@ -227,19 +232,34 @@ class EventSourceMappings:
                 (group, stream, shard_id, sequence, self.gw.clock.wall_ms()),
             )
 
-    def _kinesis_record(self, mapping: Mapping, shard_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    def _kinesis_records(self, mapping: Mapping, shard_id: str, record: dict[str, Any]) -> list[dict[str, Any]]:
+        """The event's entries for one stored record: one per user record when it is a KPL aggregate."""
+        users = deaggregate(record["Data"], record["PartitionKey"])
+        aggregated = is_aggregated(record["Data"])
+        return [self._kinesis_entry(mapping, shard_id, record, user, aggregated) for user in users]
+
+    def _kinesis_entry(
+        self, mapping: Mapping, shard_id: str, record: dict[str, Any], user: UserRecord, aggregated: bool
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": user.partition_key,
+            "sequenceNumber": record["SequenceNumber"],
+            "data": base64.b64encode(user.data).decode(),
+            "approximateArrivalTimestamp": record["ApproximateArrivalTimestamp"],
+        }
+        event_id = f"{shard_id}:{record['SequenceNumber']}"
+        if aggregated:
+            data["subSequenceNumber"] = user.sub_sequence
+            event_id += f":{user.sub_sequence}"
+            if user.explicit_hash_key is not None:
+                data["explicitHashKey"] = user.explicit_hash_key
         return {
-            "kinesis": {
-                "kinesisSchemaVersion": "1.0",
-                "partitionKey": record["PartitionKey"],
-                "sequenceNumber": record["SequenceNumber"],
-                "data": base64.b64encode(record["Data"]).decode(),
-                "approximateArrivalTimestamp": record["ApproximateArrivalTimestamp"],
-            },
+            "kinesis": data,
             "eventSource": "aws:kinesis",
             "eventVersion": "1.0",
             "eventName": "aws:kinesis:record",
-            "eventID": f"{shard_id}:{record['SequenceNumber']}",
+            "eventID": event_id,
             "awsRegion": self.gw.config.region,
             "eventSourceARN": mapping.source_arn,
             "invokeIdentityArn": f"arn:aws:iam::{self.gw.config.account}:role/edgesim",

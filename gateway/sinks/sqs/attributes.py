@@ -110,6 +110,12 @@ class OverLimit(SqsError):
     http_status = 403
 
 
+class ResourceNotFoundException(SqsError):
+    code = "ResourceNotFoundException"
+    query_code = "ResourceNotFoundException"
+    http_status = 404
+
+
 class UnsupportedOperation(SqsError):
     code = "UnsupportedOperation"
     query_code = "AWS.SimpleQueueService.UnsupportedOperation"
@@ -455,11 +461,12 @@ def validate_group_or_dedup_id(parameter: str, value: str) -> None:
 # --- batches ---------------------------------------------------------------------------------------------------------
 
 
-def validate_batch_ids(ids: Iterable[str]) -> None:
-    """The checks every *Batch action makes on its entries' `Id`s, in AWS's order."""
+def validate_batch_ids(ids: Iterable[str], entry: str = "SendMessageBatchRequestEntry") -> None:
+    """The checks every *Batch action makes on its entries' `Id`s, in AWS's order; `entry` names the action's
+    entry shape in the empty-batch message (`DeleteMessageBatchRequestEntry`, ...)."""
     ids = list(ids)
     if not ids:
-        raise EmptyBatchRequest("There should be at least one SendMessageBatchRequestEntry in the request.")
+        raise EmptyBatchRequest(f"There should be at least one {entry} in the request.")
     if len(ids) > MAX_BATCH_ENTRIES:
         raise TooManyEntriesInBatchRequest(
             f"Maximum number of entries per request are {MAX_BATCH_ENTRIES}. You have sent {len(ids)}."
@@ -470,8 +477,11 @@ def validate_batch_ids(ids: Iterable[str]) -> None:
                 "A batch entry id can only contain alphanumeric characters, hyphens and underscores. "
                 "It can be at most 80 letters long."
             )
-    if len(set(ids)) != len(ids):
-        raise BatchEntryIdsNotDistinct("Two or more batch entries in the request have the same Id.")
+    seen: set[str] = set()
+    for entry_id in ids:
+        if entry_id in seen:
+            raise BatchEntryIdsNotDistinct(f"Id {entry_id} repeated.")
+        seen.add(entry_id)
 
 
 def validate_batch_size(total_bytes: int, maximum: int = MAX_MESSAGE_SIZE) -> None:

@@ -305,7 +305,7 @@ class Queue:
 
     def _check_send_ids(self, delay_seconds: int | None, group_id: str | None, dedup_id: str | None) -> int:
         if self.fifo:
-            if delay_seconds is not None:
+            if delay_seconds:  # only a non-zero per-message delay is refused; 0 is accepted as "no delay"
                 raise InvalidParameterValue(
                     f"Value {delay_seconds} for parameter DelaySeconds is invalid. Reason: The request include "
                     "parameter that is not valid for this queue type."
@@ -489,6 +489,36 @@ class Queue:
             source_arn=letter.source_arn,
         )
         self._insert(msg, now)
+
+    def take_available(self, limit: int, *, now: int) -> list[Message]:
+        """Remove and return up to `limit` visible messages, oldest first (a message move task's read)."""
+        now = self._clock(now)
+        taken = sorted((m for m in self._messages.values() if m.state == READY), key=lambda m: m.seq)[:limit]
+        for msg in taken:
+            self._remove(msg)
+        return taken
+
+    def redrive_in(self, src: Message, *, now: int) -> str:
+        """Enqueue a message moved here by a move task: a new message (new id, enqueue time, retention), same body
+        and attributes, as AWS treats redriven messages."""
+        now = self._clock(now)
+        self._seq += 1
+        group = (src.group_id or src.message_id) if self.fifo else None
+        msg = Message(
+            message_id=derive_message_id(self.id_seed, self._seq),
+            body=src.body,
+            attributes=src.attributes,
+            system_attributes=src.system_attributes,
+            sent_at=now,
+            visible_at=now,
+            seq=self._seq,
+            sender_id=src.sender_id,
+            group_id=group,
+            dedup_id=(src.dedup_id or src.message_id) if self.fifo else None,
+            sequence_number=str(_SEQUENCE_BASE + self._seq) if self.fifo else None,
+        )
+        self._insert(msg, now)
+        return msg.message_id
 
     def purge(self, *, now: int) -> int:
         """PurgeQueue: drop every message (deduplication history is kept); at most once per 60 s."""

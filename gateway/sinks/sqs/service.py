@@ -31,6 +31,7 @@ from gateway.sinks.sqs.attributes import (
     validate_batch_ids,
     validate_batch_size,
 )
+from gateway.sinks.sqs.moves import MessageMoves
 from gateway.sinks.sqs.queue import Queue, Received, SendResult
 from gateway.store import Store
 
@@ -81,6 +82,7 @@ class SqsService:
         self._wakers: dict[str, asyncio.Event] = {}
         self._dirty: dict[str, Queue] = {}
         self._flushed: asyncio.Future[None] | None = None
+        self.moves = MessageMoves(self)
         for row in store.query("SELECT name, state FROM sqs_queues"):
             rows = store.query("SELECT state FROM sqs_messages WHERE queue=?", (row["name"],))
             queue = Queue.from_state(json.loads(row["state"]), (json.loads(r["state"]) for r in rows))
@@ -116,6 +118,14 @@ class SqsService:
     def _queue_by_arn(self, arn: str) -> Queue | None:
         queue = self.queues.get(arn.rsplit(":", 1)[-1])
         return queue if queue is not None and queue.arn == arn else None
+
+    def queue_by_arn(self, arn: str) -> Queue | None:
+        return self._queue_by_arn(arn)
+
+    def save_and_wake(self, *queues: Queue) -> None:
+        self._save(*queues)
+        for queue in queues:
+            self._wake(queue.name)
 
     def _save(self, *queues: Queue) -> None:
         """Mark queues changed; the next flush (scheduled on the running loop) persists them."""
@@ -402,7 +412,7 @@ class SqsService:
         self, queue_url: str, entries: list[tuple[str, str]]
     ) -> tuple[list[str], list[tuple[str, SqsError]]]:
         queue = self._queue(queue_url)
-        validate_batch_ids(entry_id for entry_id, _ in entries)
+        validate_batch_ids((entry_id for entry_id, _ in entries), "DeleteMessageBatchRequestEntry")
         ok: list[str] = []
         failed: list[tuple[str, SqsError]] = []
         now = self.clock.wall_ms()
@@ -429,7 +439,7 @@ class SqsService:
         self, queue_url: str, entries: list[tuple[str, str, int]]
     ) -> tuple[list[str], list[tuple[str, SqsError]]]:
         queue = self._queue(queue_url)
-        validate_batch_ids(entry_id for entry_id, _, _ in entries)
+        validate_batch_ids((entry_id for entry_id, _, _ in entries), "ChangeMessageVisibilityBatchRequestEntry")
         ok: list[str] = []
         failed: list[tuple[str, SqsError]] = []
         now = self.clock.wall_ms()
