@@ -27,6 +27,8 @@ class Message:
     # MQTT 5 properties that travel with the message to MQTT 5 subscribers (payload format, content type, response
     # topic, correlation data, user properties; mqttwire.properties identifiers), None for most messages.
     properties: dict[int, Any] | None = None
+    # The properties exactly as an MQTT 5 publisher encoded them, when they can be forwarded as they are.
+    properties_block: bytes | None = None
     # When the message expires (wall ms; 0 = never): from an MQTT 5 Message Expiry Interval.
     expires_ms: int = 0
     # Encodings for subscribers, made once per message by the broker: (version, retain, qos) -> PUBLISH parts.

@@ -283,6 +283,15 @@ def parse_publish(first: int, buf: Buffer, start: int, end: int, v5: bool) -> tu
     The topic is checked for well-formed UTF-8, U+0000 and wildcards; an empty topic is allowed only in MQTT 5 (a
     topic alias stands in for it, which the caller resolves).
     """
+    topic, pid, payload, props, _ = parse_publish_block(first, buf, start, end, v5)
+    return topic, pid, payload, props
+
+
+def parse_publish_block(
+    first: int, buf: Buffer, start: int, end: int, v5: bool
+) -> tuple[str, int, bytes, Properties | None, bytes | None]:
+    """parse_publish, plus the MQTT 5 property block as received (length included), for a broker that forwards it
+    unchanged instead of encoding the same properties again."""
     if start + 2 > end:
         raise MalformedPacket("truncated PUBLISH topic")
     size = (buf[start] << 8) | buf[start + 1]
@@ -304,12 +313,18 @@ def parse_publish(first: int, buf: Buffer, start: int, end: int, v5: bool) -> tu
         pid = _packet_id(buf, pos, end)
         pos += 2
     props = None
+    block = None
     if v5:
         if pos < end and buf[pos] == 0:
             pos += 1
         else:
+            block_start = pos
             props, pos = decode_properties(buf, pos, end, PUBLISH)
-    return topic, pid, bytes(buf[pos:end]), props
+            block = bytes(buf[block_start:pos])
+            response = props.get(mp.RESPONSE_TOPIC) if props is not None else None
+            if response is not None and (not response or "+" in response or "#" in response):
+                raise ProtocolViolation("Response Topic is empty or has a wildcard", "MQTT-3.3.2-14")
+    return topic, pid, bytes(buf[pos:end]), props, block
 
 
 # ---------------------------------------------------------------- encoding

@@ -113,9 +113,8 @@ def read_string(data: bytes | bytearray | memoryview, pos: int, end: int, what: 
     pos += 2
     if pos + size > end:
         raise MalformedPacket(f"{what} runs past the end of the packet")
-    raw = bytes(data[pos : pos + size])
     try:
-        text = raw.decode("utf-8")
+        text = str(data[pos : pos + size], "utf-8")
     except UnicodeDecodeError:
         raise MalformedPacket(f"{what} is not well-formed UTF-8", "MQTT-1.5.4-1") from None
     if "\x00" in text:
@@ -160,6 +159,16 @@ def decode_properties(
         return None, pos
     props: Properties = {}
     while pos < stop:
+        ident = data[pos]
+        if ident == USER_PROPERTY:  # the common case on the message path: valid in every packet, repeatable
+            key, pos = read_string(data, pos + 1, stop, "User Property name")
+            text, pos = read_string(data, pos, stop, "User Property value")
+            pairs = props.get(USER_PROPERTY)
+            if pairs is None:
+                props[USER_PROPERTY] = [(key, text)]
+            else:
+                pairs.append((key, text))
+            continue
         ident, pos = decode_varint(data, pos, stop)
         spec = SPEC.get(ident)
         if spec is None:

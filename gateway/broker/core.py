@@ -343,8 +343,10 @@ class Broker:
             self.denied("iot:Publish")
             raise ProtocolViolation("QoS 2 is not supported by AWS IoT", None, reasons.QOS_NOT_SUPPORTED)
         v5 = conn.version == V5
-        topic, pid, payload, props = codec.parse_publish(first, buf, start, end, v5)
+        topic, pid, payload, props, block = codec.parse_publish_block(first, buf, start, end, v5)
         if props is not None:
+            if mp.TOPIC_ALIAS in props:
+                block = None  # a topic alias is one hop's: what subscribers get is encoded again
             topic = self._resolve_alias(conn, topic, props)
         if conn.generation != self.registry.generation and not self.refresh(conn):
             return
@@ -362,6 +364,7 @@ class Broker:
                 principal=conn.principal,
                 authorizer=conn.authorizer,
                 acknowledged=True,
+                properties_block=block,
             )
         except PublishRefused as refusal:
             self._publish_refused(conn, refusal, qos, pid)

@@ -39,7 +39,9 @@ def parts(message: Message, version: int, retain: bool, qos: int, now_ms: int) -
         if found is not None:
             return found
     block = None
-    if version == V5:
+    if version == V5 and message.properties_block is not None and not message.expires_ms:
+        block = message.properties_block
+    elif version == V5:
         props = message.properties
         if message.expires_ms:
             props = dict(props or {})

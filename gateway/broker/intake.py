@@ -61,6 +61,7 @@ class Intake:
         authorizer: PublishAuthority | Authorizer | None = None,
         acknowledged: bool = False,
         hops: int = 0,
+        properties_block: bytes | None = None,
     ) -> Message:
         """Admit and route one message; the routed Message comes back (its `hold` tells the door what to wait for)."""
         if topic not in self._valid_topics:
@@ -78,7 +79,7 @@ class Intake:
         now = self.clock.wall_ms()
         message = Message(topic, payload, qos, retain, client_id, principal, now, door, hops)
         if properties:
-            self._apply_properties(message, properties, now)
+            self._apply_properties(message, properties, now, properties_block)
         message.acknowledged = acknowledged and qos == 1
         self.route(message)
         return message
@@ -94,7 +95,7 @@ class Intake:
         self._valid_topics.add(topic)
 
     @staticmethod
-    def _apply_properties(message: Message, properties: mp.Properties, now: int) -> None:
+    def _apply_properties(message: Message, properties: mp.Properties, now: int, block: bytes | None) -> None:
         if properties.get(mp.PAYLOAD_FORMAT_INDICATOR) == 1:
             try:
                 message.payload.decode("utf-8")
@@ -106,6 +107,8 @@ class Intake:
         kept = {key: properties[key] for key in _FORWARDED if key in properties}
         if kept:
             message.properties = kept
+            if block is not None and len(kept) == len(properties):
+                message.properties_block = block  # nothing to take out or change: subscribers get it as sent
 
 
 def expiry_seconds_left(expires_ms: int, now_ms: int) -> int:

@@ -261,3 +261,19 @@ def test_topic_names(name: str, ok: bool) -> None:
 )  # fmt: skip
 def test_topic_filters(name: str, ok: bool) -> None:
     assert (topic_filter_error(name) is None) is ok
+
+
+def test_publish_block_is_kept_as_received_and_checks_the_response_topic() -> None:
+    props = {mp.USER_PROPERTY: [("a", "1"), ("a", "2")], mp.CONTENT_TYPE: "t"}
+    packet = codec.encode(Publish("x/y", b"p", 1, False, False, 9, props), V5)
+    frame = split_frame(packet, 0, len(packet))
+    assert frame is not None
+    first, start, end = frame
+    topic, pid, payload, decoded, block = codec.parse_publish_block(first, packet, start, end, True)
+    assert (topic, pid, payload, decoded) == ("x/y", 9, b"p", props)
+    assert block == mp.encode_properties(props)
+    bad = codec.encode(Publish("x/y", b"p", 0, False, False, 0, {mp.RESPONSE_TOPIC: "r/#"}), V5)
+    frame = split_frame(bad, 0, len(bad))
+    assert frame is not None
+    with pytest.raises(MalformedPacket, match="Response Topic"):
+        codec.parse_publish_block(frame[0], bad, frame[1], frame[2], True)
