@@ -19,10 +19,12 @@ from gateway.broker.retained import RetainedStore
 from gateway.broker.sessions import SessionStore
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
+from gateway.datadir import DataDirLock
 from gateway.identity.authorizer import DEV_POLICY_DOCUMENT
 from gateway.identity.keystore import ensure_local_ca
 from gateway.identity.policy_doc import PolicyDocument
 from gateway.metrics import Metrics
+from gateway.netguard import descriptor_budget, quiet_accept_errors, raise_descriptor_limit
 from gateway.registry import Registry, RegistryChange
 from gateway.rules.engine import RulesEngine
 from gateway.rules.files import RulesFolder
@@ -78,6 +80,10 @@ class Gateway(Lifecycle):
 
     async def _start(self) -> None:
         cfg = self.config
+        self._lock = DataDirLock(cfg.data_dir)
+        self._lock.acquire()  # before anything that could touch another gateway's state
+        budget = descriptor_budget(raise_descriptor_limit())
+        self.accept_errors = quiet_accept_errors(asyncio.get_running_loop())
         self.local_ca, _ = ensure_local_ca(cfg.certs_dir, hostnames=("localhost", *cfg.server_names))
         self.store = Store(cfg.db_path)
         self.registry = Registry(self.store, self.clock, cfg.region, cfg.account)
@@ -142,6 +148,9 @@ class Gateway(Lifecycle):
             routes=Dashboard(self, self.live).routes,
             token=self.api_token,
             check_signature=rest.verify_signature if cfg.sigv4_credentials else None,
+            max_connections=cfg.http.max_connections or max(16, budget // 4),
+            header_timeout_s=cfg.http.header_timeout_s,
+            body_timeout_s=cfg.http.body_timeout_s,
         )
         self.ports["api"] = await self.api.start()
         self.ssl_context = server_ssl_context(
@@ -181,6 +190,8 @@ class Gateway(Lifecycle):
             self.firehose.flush_all()  # buffered records are durable anyway; this just delivers them before exit
         if hasattr(self, "store"):
             self.store.close()
+        if hasattr(self, "_lock"):
+            self._lock.release()
 
     def _dev_policy(self) -> PolicyDocument:
         return self.registry.ensure_policy(self.config.dev_policy_name, DEV_POLICY_DOCUMENT)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -95,9 +97,17 @@ def up(
         ),
     ] = None,
     log_format: LogFormat = "text",
+    expose_insecure_port: Annotated[
+        bool,
+        typer.Option(
+            "--expose-insecure-port",
+            help="Allow --insecure-port with a --host beyond loopback: anonymous MQTT, open to the network.",
+        ),
+    ] = False,
 ) -> None:
     """Run the gateway in the foreground until Ctrl-C."""
     _configure_logging(log_level, log_format)
+    _check_insecure_exposure(host, insecure_port, expose_insecure_port)
     cfg = Config(
         host=host,
         mqtts_port=mqtts_port,
@@ -122,7 +132,47 @@ def up(
         if not sep or not key or not secret:
             raise typer.BadParameter(f"--require-sigv4 wants ACCESS_KEY:SECRET, got {pair!r}")
         cfg.sigv4_credentials[key] = secret
-    asyncio.run(_run_gateway(cfg, ports_file))
+    _run_locked(_run_gateway(cfg, ports_file))
+
+
+def _check_insecure_exposure(host: str, insecure_port: int | None, allowed: bool) -> None:
+    """Anonymous plain MQTT under the allow-all dev policy is for this machine only, unless asked for by name."""
+    if insecure_port is None or _is_loopback(host):
+        return
+    if not allowed:
+        err_console.print(
+            f"[red]error:[/red] --insecure-port with --host {host} would let anyone on the network publish and "
+            "subscribe anonymously; add --expose-insecure-port if that is what you want",
+            markup=True,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    err_console.print(
+        f"[bold red]WARNING:[/bold red] plain MQTT on {host}:{insecure_port} takes anonymous clients from the "
+        "network under the allow-all dev policy",
+        markup=True,
+        soft_wrap=True,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _run_locked(main: Coroutine[Any, Any, object]) -> Any:
+    """Run a gateway; another one on the same data dir is one line, not a traceback."""
+    from gateway.datadir import DataDirInUse
+
+    try:
+        return asyncio.run(main)
+    except DataDirInUse as exc:
+        err_console.print(f"[red]error:[/red] {exc}", markup=True)
+        raise typer.Exit(1) from None
 
 
 def _configure_logging(level: str, fmt: str) -> None:
@@ -202,7 +252,7 @@ def demo(
         certs_dir=certs_dir,
         rules_dir=rules,
     )
-    result = asyncio.run(run_demo(cfg, spec, duration, quiet_stdout=as_json, edge=edge))
+    result = _run_locked(run_demo(cfg, spec, duration, quiet_stdout=as_json, edge=edge))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:

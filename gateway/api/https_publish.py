@@ -11,7 +11,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from gateway.api.wire import rest_json_error
-from gateway.errors import AwsError, ForbiddenException, InvalidRequestException
+from gateway.errors import AwsError, ForbiddenException, InternalFailureException, InvalidRequestException
 from gateway.identity.authorizer import Authorizer
 from gateway.messages import Message
 from gateway.topics import validate_topic_name
@@ -87,6 +87,8 @@ class HttpsPublish:
             gw.broker.route(message)
             if message.hold is not None:
                 await message.hold.settled()  # the 200 means the rule actions it started have committed
+                if message.hold.failed:
+                    raise InternalFailureException("The message could not be stored; publish it again")
             return web.json_response({"message": "OK", "traceId": str(uuid.uuid4())})
         except AwsError as error:
             return rest_json_error(error)

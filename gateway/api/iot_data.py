@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import InvalidRequestException, ResourceNotFoundException
+from gateway.errors import InternalFailureException, InvalidRequestException, ResourceNotFoundException
 from gateway.messages import Message
 from gateway.topics import validate_topic_name
 
@@ -32,6 +32,8 @@ async def publish(gw: Gateway, p: Params) -> dict[str, Any]:
     gw.broker.route(message)
     if message.hold is not None:
         await message.hold.settled()  # the 200 means the rule actions it started have committed
+        if message.hold.failed:
+            raise InternalFailureException("The message could not be stored; publish it again")
     return {}
 
 

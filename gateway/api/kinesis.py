@@ -91,4 +91,4 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-register(TARGET_PREFIX, JsonTarget(HANDLERS, lambda gw: gw.kinesis))
+register(TARGET_PREFIX, JsonTarget(HANDLERS, lambda gw: gw.kinesis, model="kinesis"))

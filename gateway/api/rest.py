@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -22,15 +21,36 @@ from gateway.api import (  # noqa: F401 - service modules register targets
 )
 from gateway.api import lambda_ as lambda_api
 from gateway.api.auth import TOKEN_CHECKED
-from gateway.api.model import load_service, match_route, parse_input, validate_input
+from gateway.api.guard import read_body
+from gateway.api.model import WrongTypeError, load_service, match_route, parse_input, validate_input
 from gateway.api.targets import JSON_TARGETS
 from gateway.api.wire import json_protocol_error, rest_json_error, rest_json_result, signing_service
-from gateway.errors import AwsError, InternalFailureException, InvalidRequestException
+from gateway.errors import (
+    AwsError,
+    InternalFailureException,
+    InvalidRequestException,
+    SerializationException,
+)
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
 log = logging.getLogger("edgesim.api")
+
+
+def _check_members(model_name: str | None, operation: str, params: dict[str, Any]) -> None:
+    """JSON types of every member, from the botocore model, before any handler runs."""
+    if model_name is None:
+        return
+    model = load_service(model_name)
+    spec = model.operations.get(operation)
+    if spec is None:
+        return
+    try:
+        # Missing members are left to the handlers, which word them as each service does.
+        validate_input(model, spec.get("input", {}).get("shape"), params, required=False)
+    except WrongTypeError as exc:
+        raise SerializationException(exc.message) from exc
 
 
 class UnknownOperationException(AwsError):
@@ -67,7 +87,7 @@ class RestDispatcher:
             if found is None:
                 raise InvalidRequestException(f"No operation matches {request.method} {request.rel_url.path}")
             service, route, labels = found
-            body = await request.read()
+            body = await read_body(request)
             self._verify(request, body)
             params = parse_input(
                 self.models[service], route, labels, dict(request.rel_url.query), request.headers, body
@@ -110,17 +130,18 @@ class RestDispatcher:
         if target is None:
             return json_protocol_error(UnknownOperationException(f"{name} is not supported by edgesim"), "")
         try:
-            body = await request.read()
+            body = await read_body(request)
             self._verify(request, body)
             try:
-                params = json.loads(body or b"{}")
+                params = jsonutil.loads_body(body or b"{}")
             except ValueError as exc:
-                raise InvalidRequestException(f"The request body is not valid JSON: {exc}") from exc
+                raise SerializationException(f"The request body is not valid JSON: {exc}") from exc
             if not isinstance(params, dict):
-                raise InvalidRequestException("The request body must be a JSON object")
+                raise SerializationException("Start of structure or map expected: the body must be a JSON object")
             handler = target.handlers.get(operation)
             if handler is None:
                 raise UnknownOperationException(f"{name} is not supported by edgesim")
+            _check_members(target.model, operation, params)
             result = handler(target.service(self.gateway), params)
             if asyncio.iscoroutine(result):
                 result = await result

@@ -399,9 +399,12 @@ class Broker:
 
         if qos:
             hold = message.hold
-            if hold is not None and hold.pending:
+            if hold is not None and (hold.pending or hold.failed):
                 conn.acks.append((pid, hold))
-                hold.on_release = lambda: self._send_acks(conn)
+                if hold.pending:
+                    hold.on_release = lambda: self._send_acks(conn)
+                else:
+                    self._send_acks(conn)
             elif conn.acks:
                 conn.acks.append((pid, None))
             else:
@@ -411,7 +414,12 @@ class Broker:
         """PUBACK every message at the head of the queue whose durable work is done, keeping PUBLISH order."""
         acks = conn.acks
         while acks and (acks[0][1] is None or acks[0][1].pending == 0):
-            conn.send(codec.encode_puback(acks.popleft()[0]))
+            pid, hold = acks.popleft()
+            if hold is not None and hold.failed:
+                # Never acknowledged, as it was not stored: the client resends it (DUP) once it has reconnected.
+                conn.close(f"message {pid} could not be stored")
+                return
+            conn.send(codec.encode_puback(pid))
 
     def _check_topic(self, topic: str) -> None:
         """Validate a topic name once; the same topics repeat, so valid ones are remembered (bounded)."""

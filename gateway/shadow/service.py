@@ -48,7 +48,9 @@ def _token_of(payload: bytes) -> str | None:
     """The request's clientToken, best effort, so even a refused request can be correlated."""
     try:
         token = json.loads(payload).get("clientToken")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+        if isinstance(token, str):
+            token.encode("utf-8")  # a lone surrogate could not be sent back
+    except (ValueError, AttributeError, RecursionError):  # UnicodeDecodeError and UnicodeEncodeError are ValueErrors
         return None
     return token if isinstance(token, str) else None
 
@@ -163,26 +165,40 @@ class ShadowService:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        out: Outgoing = []
         try:
-            with self.store.transaction():
-                for topic, payload, refusal in batch:
-                    try:
-                        if refusal is not None:
-                            raise ShadowRejected(refusal[0], refusal[1], client_token=_token_of(payload))
-                        self._execute(topic, payload, out)
-                    except ShadowRejected as err:
-                        self._rejected(err.code)
-                        out.append((topic.reply("rejected"), error_document(err, None, self.clock.wall_ms() // 1000)))
-        except Exception:
-            log.exception("shadow batch of %d failed to commit", len(batch))
+            out = self._commit(batch)
+        except Exception as exc:
+            # One request may have poisoned the shared commit: each again on its own, so only its sender fails.
+            log.warning("shadow batch of %d failed to commit (%s); retrying one by one", len(batch), exc)
             self._cache.clear()  # the cache may hold changes that were rolled back
-            now_s = self.clock.wall_ms() // 1000
-            out = [
-                (t.reply("rejected"), error_document(ShadowRejected(500, "Internal service failure"), None, now_s))
-                for t, _, _ in batch
-            ]
+            out = []
+            for item in batch:
+                try:
+                    out += self._commit([item])
+                except Exception as item_exc:
+                    self._cache.clear()
+                    topic, payload, _ = item
+                    log.error("shadow %s of %s failed to commit: %s", topic.operation, topic.thing, item_exc)
+                    failure = ShadowRejected(500, "Internal service failure", client_token=_token_of(payload))
+                    self._rejected(500)
+                    out.append((topic.reply("rejected"), error_document(failure, None, self.clock.wall_ms() // 1000)))
         self._publish(out)
+
+    def _commit(self, batch: list[tuple[ShadowTopic, bytes, tuple[int, str] | None]]) -> Outgoing:
+        """Apply requests in one transaction; the replies to publish once it has committed."""
+        out: Outgoing = []
+        with self.store.transaction():
+            for topic, payload, refusal in batch:
+                try:
+                    if refusal is not None:
+                        raise ShadowRejected(refusal[0], refusal[1], client_token=_token_of(payload))
+                    self._execute(topic, payload, out)
+                except ShadowRejected as err:
+                    self._rejected(err.code)
+                    if err.client_token is None:
+                        err.client_token = _token_of(payload)
+                    out.append((topic.reply("rejected"), error_document(err, None, self.clock.wall_ms() // 1000)))
+        return out
 
     # ---- REST (iot-data)
     def _rest(self, thing: str, shadow: str | None, operation: str, payload: bytes) -> bytes:
