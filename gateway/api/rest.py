@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +102,9 @@ class RestDispatcher:
             return rest_json_error(error)
         except KeyError as missing:
             return rest_json_error(InvalidRequestException(f"Missing required parameter {missing}"))
+        except sqlite3.Error as exc:  # nothing was stored, and the caller is told so
+            log.error("%s %s: the store failed: %s", request.method, request.rel_url.path, exc)
+            return rest_json_error(InternalFailureException("Internal service failure"))
         except Exception:
             log.exception("internal error serving %s %s", request.method, request.rel_url)
             return rest_json_error(InternalFailureException("Internal service failure"))
@@ -152,6 +156,9 @@ class RestDispatcher:
             return target.error(error)
         except KeyError as missing:
             return target.error(InvalidRequestException(f"Missing required parameter {missing}"))
+        except sqlite3.Error as exc:
+            log.error("%s: the store failed: %s", name, exc)
+            return target.error(InternalFailureException("Internal service failure"))
         except Exception:
             log.exception("internal error serving %s", name)
             return target.error(InternalFailureException("Internal service failure"))

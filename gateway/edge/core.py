@@ -410,6 +410,7 @@ class EdgeCore(Lifecycle):
             log.error("spool commit failed: the messages of this loop turn are not acknowledged: %s", exc)
             if committed is not None:
                 committed.set_exception(exc)
+                committed.exception()  # retrieved: a group whose every append failed has nobody waiting
             return
         if committed is not None:
             committed.set_result(None)
