@@ -59,9 +59,9 @@ class HttpLimits(BaseModel):
         description="a request body must arrive within this many seconds",
     )
     max_connections: int | None = Field(
-        default_factory=lambda: int(os.environ["EDGESIM_HTTP_MAX_CONNECTIONS"])
-        if "EDGESIM_HTTP_MAX_CONNECTIONS" in os.environ
-        else None,
+        default_factory=lambda: (
+            int(os.environ["EDGESIM_HTTP_MAX_CONNECTIONS"]) if "EDGESIM_HTTP_MAX_CONNECTIONS" in os.environ else None
+        ),
         description="connections the API port holds at once (default: a quarter of the descriptor budget)",
     )
 
