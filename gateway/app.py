@@ -157,14 +157,18 @@ class Gateway(Lifecycle):
             str(self.local_ca.server_cert_path), str(self.local_ca.server_key_path), self._trusted_pems()
         )
         self.registry.subscribe(self._trust_new_anchors)
-        self.ports["mqtts"] = await self.listeners.start_mqtt("mqtts", cfg.host, cfg.mqtts_port, self.ssl_context)
+        # Descriptors: a quarter of the budget for the API port, the rest shared by the MQTT ports.
+        mqtt_share = max(16, (budget - budget // 4) // (2 if cfg.insecure_port is not None else 1))
+        self.ports["mqtts"] = await self.listeners.start_mqtt(
+            "mqtts", cfg.host, cfg.mqtts_port, self.ssl_context, mqtt_share
+        )
         if cfg.wss_port is not None:
             self.ports["wss"] = await self.listeners.start_websocket(cfg.host, cfg.wss_port, self.ssl_context)
         if cfg.https_port is not None:
             self.https = HttpsPublish(self)
             self.ports["https"] = await self.https.start(cfg.host, cfg.https_port, self.ssl_context)
         if cfg.insecure_port is not None:
-            self.ports["mqtt"] = await self.listeners.start_mqtt("mqtt", cfg.host, cfg.insecure_port, None)
+            self.ports["mqtt"] = await self.listeners.start_mqtt("mqtt", cfg.host, cfg.insecure_port, None, mqtt_share)
         self._tasks.append(asyncio.create_task(self._watch_other_writers(), name="registry-watch"))
         self.api.ready = True
 

@@ -4,17 +4,13 @@ closing connections that have not sent a whole request, and aiohttp's malformed-
 from __future__ import annotations
 
 import asyncio
-import errno
-import functools
 import logging
-import socket
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway import limits
 from gateway.errors import AwsError, RequestEntityTooLargeException
-from gateway.netguard import EveryOnceASecond
 
 log = logging.getLogger("edgesim.api")
 
@@ -47,101 +43,12 @@ def _too_large() -> RequestEntityTooLargeException:
     return RequestEntityTooLargeException(f"The request body exceeds the maximum size of {MAX_BODY_BYTES} bytes")
 
 
-class _Refused(asyncio.Protocol):
-    """Stands in for a connection the listener has no room for: closed as soon as it is made."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.abort()  # type: ignore[attr-defined]
-
-
-_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-
-
-class CappedListener:
-    """An aiohttp server's listening sockets with an accept loop of its own: at most `limit` connections, a few
-    accepted per event-loop turn (so closing keeps pace with accepting and descriptors stay in reserve), and a
-    connection over the limit first makes room by closing the oldest one that is not serving a request (a slow or
-    idle client); when every one is busy it is refused. Accept failures are logged once a second with a count."""
-
-    BURST = 16  # connections being set up at once
-    RETRY_S = 0.1  # pause after running out of descriptors
-
-    def __init__(self, server: web.Server, limit: int, name: str) -> None:
-        self.server = server
-        self.limit = limit
-        self.name = name
-        self.sockets: list[socket.socket] = []
-        self.evicted = 0
-        self.refused = 0
-        self._report = EveryOnceASecond(log, logging.WARNING)
-        self._pending: set[asyncio.Task[object]] = set()
-
-    async def start(self, host: str, port: int, backlog: int = 4096) -> int:
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        for family, kind, proto, _, given in dict.fromkeys((i[0], i[1], i[2], "", i[4]) for i in infos):
-            sock = socket.socket(family, kind, proto)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            address = given
-            if port == 0 and self.sockets:  # every address on the port the first one was given
-                address = (given[0], self.sockets[0].getsockname()[1], *given[2:])
-            sock.bind(address)
-            sock.listen(backlog)
-            sock.setblocking(False)
-            self.sockets.append(sock)
-            loop.add_reader(sock.fileno(), self._accept, sock)
-        return int(self.sockets[0].getsockname()[1])
-
-    def close(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sock in self.sockets:
-            loop.remove_reader(sock.fileno())
-            sock.close()
-        self.sockets.clear()
-
-    def _accept(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while len(self._pending) < self.BURST:  # the rest wait for these to be set up (or refused) first
-            try:
-                conn, _ = sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._report("%s: accepting a connection failed: %s", self.name, exc)
-                if exc.errno in _OUT_OF_RESOURCES:
-                    loop.remove_reader(sock.fileno())
-                    loop.call_later(self.RETRY_S, self._resume, sock)
-                return
-            conn.setblocking(False)
-            protocol = self._protocol()
-            task = loop.create_task(loop.connect_accepted_socket(lambda p=protocol: p, conn))  # type: ignore[misc]
-            self._pending.add(task)
-            task.add_done_callback(functools.partial(self._connected, conn))
-
-    def _resume(self, sock: socket.socket) -> None:
-        if sock in self.sockets:
-            asyncio.get_running_loop().add_reader(sock.fileno(), self._accept, sock)
-
-    def _connected(self, conn: socket.socket, task: asyncio.Task[object]) -> None:
-        self._pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._report("%s: setting up a connection failed: %s", self.name, task.exception())
-            conn.close()
-
-    def _protocol(self) -> asyncio.BaseProtocol:
-        connections = [h for h in self.server.connections if h.transport is not None]  # not those closing
-        if len(connections) >= self.limit:
-            idle = next((h for h in connections if not getattr(h, "_request_in_progress", True)), None)
-            if idle is None:
-                self.refused += 1
-                self._report("%s: %d connections, all busy: a new one was refused", self.name, len(connections))
-                return _Refused()
-            self.evicted += 1
-            self._report("%s: %d connections: closed the oldest idle one for a new one", self.name, len(connections))
-            idle.force_close()
-        return self.server()
+def http_rank(protocol: asyncio.BaseProtocol) -> int | None:
+    """Which HTTP connection closes first for a new one: one that has never sent a whole request head (how a slow
+    client looks), then an idle keep-alive one (a pooled client reconnects); never one serving a request."""
+    if getattr(protocol, "_request_in_progress", True):
+        return None
+    return 0 if not getattr(protocol, "_request_count", 1) else 1
 
 
 class _MalformedRequestFilter(logging.Filter):

@@ -14,9 +14,10 @@ from gateway.api.guard import (
     BODY_TIMEOUT_S,
     HEADER_TIMEOUT_S,
     MAX_BODY_BYTES,
-    CappedListener,
+    http_rank,
     quiet_malformed_requests,
 )
+from gateway.netguard import CappedAccept
 
 log = logging.getLogger("edgesim.api")
 
@@ -61,7 +62,7 @@ class ApiServer:
             # Every other request is an AWS API call, told apart by its signature, target header and path.
             self.app.router.add_route("*", "/{tail:.*}", fallback)
         self._runner: web.AppRunner | None = None
-        self._listener: CappedListener | None = None
+        self._listener: CappedAccept | None = None
         self.ready = False
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -89,7 +90,7 @@ class ApiServer:
         self._runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=self.header_timeout_s)
         await self._runner.setup()
         assert self._runner.server is not None
-        self._listener = CappedListener(self._runner.server, self.max_connections, "http api")
+        self._listener = CappedAccept(self._runner.server, self.max_connections, "http api", http_rank)
         self.port = await self._listener.start(self.host, self.port)
         log.info("listening: http api on %s:%d", self.host, self.port)
         return self.port

@@ -192,3 +192,24 @@ def test_slow_clients_beyond_the_descriptor_limit_leave_legitimate_calls_served(
         sock.close()
     assert _rss_kb(gw.proc.pid) < rss_before + 64 * 1024
     kinesis.list_streams()
+
+
+def test_idle_mqtt_connections_beyond_the_descriptor_limit_leave_devices_connecting(gw: GatewayProcess) -> None:
+    from conftest import allow_all_policy
+    from mqtt_helpers import Device
+
+    creds = gw.provision("hostile-device", allow_all_policy())
+    idle: list[socket.socket] = []
+    for _ in range(DESCRIPTORS + 150):  # half-open TLS handshakes, more than the gateway has descriptors
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", gw.ports["mqtts"]))
+        idle.append(sock)
+    time.sleep(0.5)
+    started = time.monotonic()
+    device = Device(gw.ports["mqtts"], "hostile-device", creds.cert, creds.key, creds.ca).connect()
+    assert device.publish("hostile/t", b"x")
+    assert time.monotonic() - started < 2.0
+    device.close()
+    for sock in idle:
+        sock.close()
