@@ -120,6 +120,7 @@ class CappedAccept:
         self.refused = 0
         self._live: dict[asyncio.BaseTransport, asyncio.BaseProtocol] = {}  # in connect order
         self._pending: set[asyncio.Task[Any]] = set()
+        self._next_prune = 64
         self._report = EveryOnceASecond(log, logging.WARNING)
 
     async def start(self, host: str, port: int, backlog: int = 4096) -> int:
@@ -214,3 +215,6 @@ class CappedAccept:
         else:
             transport, protocol = task.result()
             self._live[transport] = protocol
+            if len(self._live) >= self._next_prune:  # closed ones go in amortised O(1), not only at the limit
+                self._prune()
+                self._next_prune = max(64, 2 * len(self._live))

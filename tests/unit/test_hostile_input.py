@@ -3,6 +3,7 @@ rate-limited log line, the data dir lock, the database's file modes and a COMMIT
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
@@ -14,7 +15,7 @@ import pytest
 from gateway import jsonutil
 from gateway.api.model import WrongTypeError, load_service, validate_input
 from gateway.datadir import DataDirInUse, DataDirLock
-from gateway.netguard import EveryOnceASecond, descriptor_budget
+from gateway.netguard import CappedAccept, EveryOnceASecond, descriptor_budget
 from gateway.shadow.document import ShadowRejected, parse_get_or_delete, parse_update
 from gateway.store import Store
 
@@ -137,3 +138,47 @@ def test_exposing_the_insecure_port_by_name_warns_loudly(capsys: pytest.CaptureF
     assert capsys.readouterr().err == ""
     _check_insecure_exposure("0.0.0.0", 1883, True)
     assert "WARNING" in capsys.readouterr().err
+
+
+class _Proto(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.busy = False
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set_result(None)
+
+
+async def _capped_accept_scenario() -> None:
+    made: list[_Proto] = []
+
+    def factory() -> _Proto:
+        made.append(_Proto())
+        return made[-1]
+
+    accept = CappedAccept(factory, 3, "test", lambda p: None if p.busy else 0)  # type: ignore[attr-defined]
+    port = await accept.start("127.0.0.1", 0)
+
+    async def connect() -> asyncio.StreamWriter:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.05)
+        return writer
+
+    writers = [await connect() for _ in range(3)]
+    made[0].busy = True  # serving a request: never closed for a newcomer
+    writers.append(await connect())
+    await asyncio.wait_for(made[1].lost, 2)  # the oldest idle one made room
+    assert accept.connections == 3 and accept.evicted == 1
+    for proto in made[2:]:
+        proto.busy = True
+    writers.append(await connect())  # all busy: refused, nothing else closed
+    assert accept.refused == 1 and accept.connections == 3 and len(made) == 4
+    for writer in writers:
+        writer.close()
+    await asyncio.sleep(0.05)
+    assert accept.connections == 0
+    accept.close()
+
+
+def test_a_capped_listener_makes_room_by_closing_the_oldest_idle_connection() -> None:
+    asyncio.run(_capped_accept_scenario())
