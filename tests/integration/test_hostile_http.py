@@ -76,7 +76,7 @@ def test_deep_json_is_a_serialization_error(gw: GatewayProcess, service: str, op
 
 
 def test_deep_json_on_rest_and_dashboard_routes(gw: GatewayProcess) -> None:
-    for path in ("/things/deep-thing", "/things/deep-thing/shadow", "/rules/r1"):
+    for path in ("/things/deep-thing", "/things/deep-thing/shadow", "/rules/r1", "/2015-03-31/functions"):
         status, headers, raw = request(gw, "POST", path, deep(10_000), {"Content-Type": "application/json"})
         assert status == 400 and headers["x-amzn-errortype"] == "InvalidRequestException", (path, status)
         assert b"JSON" in raw or b"json" in raw or b"deep" in raw, raw
@@ -114,6 +114,30 @@ def test_every_top_level_member_of_the_wrong_type(gw: GatewayProcess, service: s
         kind = model["shapes"][spec["shape"]]["type"]
         status, error = call_target(gw, service, operation, json.dumps({member: _wrong_value(kind)}).encode())
         assert status == 400 and error["__type"].endswith("SerializationException"), (member, status, error)
+
+
+@pytest.mark.parametrize(
+    ("service", "operation", "path"),
+    [
+        ("iot", "CreateThing", "/things/typed-thing"),
+        ("iot", "CreateTopicRule", "/rules/typed_rule"),
+        ("iot", "CreateThingGroup", "/thing-groups/typed-group"),
+        ("iot", "CreatePolicy", "/policies/typed-policy"),
+        ("lambda", "CreateFunction", "/2015-03-31/functions"),
+    ],
+)
+def test_rest_body_members_of_the_wrong_type(gw: GatewayProcess, service: str, operation: str, path: str) -> None:
+    model = Loader().load_service_model(service, "service-2")
+    shape = model["shapes"][model["operations"][operation]["input"]["shape"]]
+    if "payload" in shape:  # the body is one member's structure
+        shape = model["shapes"][shape["members"][shape["payload"]]["shape"]]
+    members = {m: spec for m, spec in shape["members"].items() if "location" not in spec}
+    assert members
+    for member, spec in members.items():
+        kind = model["shapes"][spec["shape"]]["type"]
+        body = json.dumps({member: _wrong_value(kind)}).encode()
+        status, headers, raw = request(gw, "POST", path, body, {"Content-Type": "application/json"})
+        assert status == 400 and headers["x-amzn-errortype"] == "InvalidRequestException", (member, status, raw)
 
 
 def test_oversized_bodies_get_413_in_the_service_shape(gw: GatewayProcess) -> None:
