@@ -196,7 +196,9 @@ class CappedAccept:
             self._report("%s: %d connections, none idle: a new one was refused", self.name, len(self._live))
             return False
         self.evicted += 1
-        self._report("%s: %d connections: closed an idle one for a new one", self.name, len(self._live))
+        self._report(
+            "%s: %d connections: closed an idle one (rank %d) for a new one", self.name, len(self._live), best[0]
+        )
         del self._live[best[1]]
         best[1].abort()  # type: ignore[attr-defined]
         return True

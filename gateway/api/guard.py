@@ -25,6 +25,11 @@ class RequestTimeoutException(AwsError):
     http_status = 408
 
 
+class ClientGoneException(AwsError):
+    code = "RequestTimeoutException"
+    http_status = 400
+
+
 async def read_body(request: web.Request) -> bytes:
     """The request body, read within the listener's body deadline and size limit (AWS errors otherwise)."""
     declared = request.content_length
@@ -37,6 +42,8 @@ async def read_body(request: web.Request) -> bytes:
         raise RequestTimeoutException(f"The request body was not received within {timeout:g} seconds") from None
     except web.HTTPRequestEntityTooLarge:
         raise _too_large() from None
+    except ConnectionError:  # the client went away mid-body: nobody will read the answer
+        raise ClientGoneException("The connection was lost while the request body was read") from None
 
 
 def _too_large() -> RequestEntityTooLargeException:
@@ -46,8 +53,8 @@ def _too_large() -> RequestEntityTooLargeException:
 def http_rank(protocol: asyncio.BaseProtocol) -> int | None:
     """Which HTTP connection closes first for a new one: one that has never sent a whole request head (how a slow
     client looks), then an idle keep-alive one (a pooled client reconnects); never one serving a request."""
-    if getattr(protocol, "_request_in_progress", True):
-        return None
+    if getattr(protocol, "_request_in_progress", True) or getattr(protocol, "_messages", None):
+        return None  # serving a request, or holding one whose head has arrived
     return 0 if not getattr(protocol, "_request_count", 1) else 1
 
 

@@ -237,3 +237,31 @@ def test_idle_mqtt_connections_beyond_the_descriptor_limit_leave_devices_connect
     device.close()
     for sock in idle:
         sock.close()
+
+
+def test_a_body_that_never_finishes_arriving_gets_408(gw: GatewayProcess) -> None:
+    head = (
+        "POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: Kinesis_20131202.PutRecord\r\n"
+        "Content-Type: application/x-amz-json-1.1\r\nContent-Length: 100\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", gw.ports["api"]), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(head.encode() + b'{"StreamName":')  # and then nothing more
+        answer = sock.recv(4096)
+        assert answer.split(b" ")[1] == b"408", answer
+        assert b"RequestTimeoutException" in answer
+        assert 1.5 < time.monotonic() - started < 6
+
+
+def test_a_request_head_that_never_finishes_is_closed_at_the_deadline(gw: GatewayProcess) -> None:
+    with socket.create_connection(("127.0.0.1", gw.ports["api"]), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
+        for _ in range(20):  # a byte every 0.25 s does not restart the deadline
+            try:
+                sock.sendall(b"X")
+            except OSError:
+                break
+            time.sleep(0.25)
+        assert _closed_by_peer(sock, 5)
+        assert time.monotonic() - started < HEADER_TIMEOUT_S + 3

@@ -182,3 +182,18 @@ async def _capped_accept_scenario() -> None:
 
 def test_a_capped_listener_makes_room_by_closing_the_oldest_idle_connection() -> None:
     asyncio.run(_capped_accept_scenario())
+
+
+def test_the_soft_descriptor_limit_is_raised_to_the_hard_one() -> None:
+    import resource
+
+    from gateway.netguard import raise_descriptor_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 256), hard))
+        raised = raise_descriptor_limit()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == raised
+        assert hard in (raised, resource.RLIM_INFINITY)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
