@@ -165,12 +165,14 @@ class ShadowService:
         batch, self._pending = self._pending, []
         if not batch:
             return
+        stats, rejections = dict(self.stats), dict(self.rejections)
         try:
             out = self._commit(batch)
         except Exception as exc:
             # One request may have poisoned the shared commit: each again on its own, so only its sender fails.
             log.warning("shadow batch of %d failed to commit (%s); retrying one by one", len(batch), exc)
             self._cache.clear()  # the cache may hold changes that were rolled back
+            self.stats, self.rejections = stats, rejections  # counted again below
             out = []
             for item in batch:
                 try:
@@ -215,6 +217,9 @@ class ShadowService:
         except ShadowRejected as err:
             self._rejected(err.code)
             raise err.to_aws_error() from err
+        except Exception:
+            self._cache.clear()  # it may hold the change that was rolled back
+            raise
         # REST requests are answered in the HTTP body; subscribers still see delta and documents.
         self._publish([(t, d) for t, d in out if not t.endswith("/accepted")])
         return _dumps(doc)

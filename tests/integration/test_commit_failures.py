@@ -207,6 +207,9 @@ def test_shadow_update_that_fails_to_commit_is_rejected_with_its_token(gw: Gatew
             )
         assert _status(info.value) == 500
     device.close()
+    data = client(gw, "iot-data")
+    with pytest.raises(data.exceptions.ResourceNotFoundException):  # nothing of it was kept, not even in a cache
+        data.get_thing_shadow(thingName="doomed-lamp")
     rejected = replies["$aws/things/doomed-lamp/shadow/update/rejected"]
     assert (rejected["code"], rejected["clientToken"]) == (500, "tok-doomed-lamp")
     assert replies["$aws/things/fine-lamp/shadow/update/accepted"]["clientToken"] == "tok-fine-lamp"
