@@ -40,8 +40,8 @@ async def read_body(request: web.Request) -> bytes:
         return await asyncio.wait_for(request.read(), timeout)
     except TimeoutError:
         raise RequestTimeoutException(f"The request body was not received within {timeout:g} seconds") from None
-    except web.HTTPRequestEntityTooLarge:
-        raise _too_large() from None
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise RequestEntityTooLargeException(exc.text or "The request body is too large") from None
     except ConnectionError:  # the client went away mid-body: nobody will read the answer
         raise ClientGoneException("The connection was lost while the request body was read") from None
 

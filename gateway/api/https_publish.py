@@ -10,6 +10,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from gateway.api.guard import BODY_TIMEOUT_KEY, read_body
 from gateway.api.wire import rest_json_error
 from gateway.errors import AwsError, ForbiddenException, InternalFailureException, InvalidRequestException
 from gateway.identity.authorizer import Authorizer
@@ -33,7 +34,9 @@ class HttpsPublish:
     async def start(self, host: str, port: int, ctx: ssl.SSLContext) -> int:
         app = web.Application(client_max_size=self.gateway.config.mqtt.max_payload_bytes + 1)
         app.router.add_post("/topics/{topic:.+}", self._publish)
-        self._runner = web.AppRunner(app, access_log=None)
+        app[BODY_TIMEOUT_KEY] = self.gateway.config.http.body_timeout_s
+        # The keep-alive timeout is the deadline for a request head (see gateway/api/server.py).
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.gateway.config.http.header_timeout_s)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=ctx)
         await site.start()
@@ -80,7 +83,7 @@ class HttpsPublish:
             authorizer = self._authorizer(request)
             if not authorizer.can_publish(topic) or (retain and not authorizer.can_retain_publish(topic)):
                 raise ForbiddenException(f"Not authorized to publish to topic/{topic}")
-            payload = await request.read()
+            payload = await read_body(request)
             principal = authorizer.context.cert_id
             message = Message(topic, payload, int(qos_text), retain, None, principal, gw.clock.wall_ms(), "https")
             message.acknowledged = True
