@@ -1,5 +1,6 @@
-"""HTTP listeners against slow and hostile clients: header and body deadlines, a connection cap that makes room by
-closing connections that have not sent a whole request, and aiohttp's malformed-request tracebacks made one line."""
+"""HTTP doors against slow and hostile clients: the body deadline and size limit, which connection the capped
+listener (gateway/netguard.py) closes first, and aiohttp's malformed-request tracebacks made one line. The header
+deadline is aiohttp's keep-alive timeout (see gateway/api/server.py)."""
 
 from __future__ import annotations
 
