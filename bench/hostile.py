@@ -5,7 +5,7 @@
 Starts `edgesim up` (plain MQTT on loopback, no per-connection publish quota, the soft and hard descriptor limit
 set to --nofile) and runs phases:
   baseline   the legitimate client alone: boto3 Kinesis PutRecord and an MQTT QoS 1 publish (time to PUBACK)
-  slowloris  --slow HTTP clients sending one header byte a second (reconnecting whenever closed), and as many
+  slowloris  --slow HTTP clients sending a request head one byte a second (reconnecting whenever closed), as many
              MQTT clients sending one byte a second before CONNECT
   garbage    HTTP requests as fast as threads can send them: JSON nested 10,000 deep, members of the wrong JSON
              type, 17 MB bodies, malformed request lines; MQTT connections sending random and malformed packets
@@ -203,9 +203,13 @@ class Legit:
 Attack = Callable[[Gateway, threading.Event, Counter[str]], None]
 
 
+SLOW_HEAD = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: "  # then one "a" a second, forever
+
+
 def slow_http(count: int) -> Attack:
     def run(gw: Gateway, stop: threading.Event, seen: Counter[str]) -> None:
         socks: list[socket.socket | None] = [None] * count
+        sent = [0] * count
         while not stop.is_set():
             for i, slot in enumerate(socks):
                 sock = slot
@@ -214,9 +218,11 @@ def slow_http(count: int) -> Attack:
                     sock.setblocking(False)
                     sock.connect_ex((HOST, gw.ports["api"]))
                     socks[i] = sock
+                    sent[i] = 0
                     seen["attempts"] += 1
                 try:
-                    sock.send(b"G")
+                    sock.send(SLOW_HEAD[sent[i] : sent[i] + 1] or b"a")
+                    sent[i] += 1
                 except (BlockingIOError, InterruptedError):
                     pass
                 except OSError:

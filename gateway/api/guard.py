@@ -52,11 +52,14 @@ def _too_large() -> RequestEntityTooLargeException:
 
 
 def http_rank(protocol: asyncio.BaseProtocol) -> int | None:
-    """Which HTTP connection closes first for a new one: one that has never sent a whole request head (how a slow
-    client looks), then an idle keep-alive one (a pooled client reconnects); never one serving a request."""
-    if getattr(protocol, "_request_in_progress", True) or getattr(protocol, "_messages", None):
-        return None  # serving a request, or holding one whose head has arrived
-    return 0 if not getattr(protocol, "_request_count", 1) else 1
+    """Which HTTP connection closes first for a new one: only one waiting for its next request (aiohttp's own idea of
+    idle), first one that has never sent a whole request head (how a slow client looks), then one that sent a single
+    request; a connection that has served several is a real client's pool, kept (the newcomer is refused instead)."""
+    waiter = getattr(protocol, "_waiter", None)
+    if waiter is None or waiter.done():
+        return None  # reading or serving a request
+    served = int(getattr(protocol, "_request_count", 2))
+    return served if served < 2 else None
 
 
 class _MalformedRequestFilter(logging.Filter):

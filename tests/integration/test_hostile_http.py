@@ -19,6 +19,7 @@ from conftest import GatewayProcess
 from test_api_iot import client
 
 HEADER_TIMEOUT_S = 2.0
+SLOW_HEAD = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: "  # then "a" after "a"
 DESCRIPTORS = 256  # the gateway's RLIMIT_NOFILE, soft and hard: it cannot lift it
 
 JSON_TARGETS = {
@@ -200,11 +201,13 @@ def test_slow_clients_beyond_the_descriptor_limit_leave_legitimate_calls_served(
         sock.connect_ex(("127.0.0.1", gw.ports["api"]))
         slow.append(sock)
     latencies = []
+    sent = 0
     deadline = time.monotonic() + HEADER_TIMEOUT_S + 1.5
     while time.monotonic() < deadline:
-        for sock in slow:  # one header byte at a time
+        for sock in slow:  # a valid request head, one byte at a time
             with contextlib.suppress(OSError):
-                sock.send(b"G")
+                sock.send(SLOW_HEAD[sent : sent + 1] or b"a")
+        sent += 1
         started = time.monotonic()
         kinesis.list_streams()
         latencies.append(time.monotonic() - started)
