@@ -22,10 +22,12 @@ from gateway.broker.retained import RetainedStore
 from gateway.broker.sessions import SessionStore
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
+from gateway.datadir import DataDirLock
 from gateway.identity.authorizer import DEV_POLICY_DOCUMENT
 from gateway.identity.keystore import ensure_local_ca
 from gateway.identity.policy_doc import PolicyDocument
 from gateway.metrics import Metrics
+from gateway.netguard import descriptor_budget, quiet_accept_errors, raise_descriptor_limit
 from gateway.registry import Registry, RegistryChange
 from gateway.registry.fleet_index import FleetIndex
 from gateway.rules.destinations import TopicRuleDestinations
@@ -88,6 +90,10 @@ class Gateway(Lifecycle):
 
     async def _start(self) -> None:
         cfg = self.config
+        self._lock = DataDirLock(cfg.data_dir)
+        self._lock.acquire()  # before anything that could touch another gateway's state
+        budget = descriptor_budget(raise_descriptor_limit())
+        self.accept_errors = quiet_accept_errors(asyncio.get_running_loop())
         self.local_ca, _ = ensure_local_ca(cfg.certs_dir, hostnames=("localhost", *cfg.server_names))
         self.store = Store(cfg.db_path)
         self.registry = Registry(self.store, self.clock, cfg.region, cfg.account)
@@ -167,20 +173,27 @@ class Gateway(Lifecycle):
             token=self.api_token,
             check_signature=rest.verify_signature if cfg.sigv4_credentials else None,
             front=AwsFront(self, rest.verify_signature),
+            max_connections=cfg.http.max_connections or max(16, budget // 4),
+            header_timeout_s=cfg.http.header_timeout_s,
+            body_timeout_s=cfg.http.body_timeout_s,
         )
         self.ports["api"] = await self.api.start()
         self.ssl_context = server_ssl_context(
             str(self.local_ca.server_cert_path), str(self.local_ca.server_key_path), self._trusted_pems()
         )
         self.registry.subscribe(self._trust_new_anchors)
-        self.ports["mqtts"] = await self.listeners.start_mqtt("mqtts", cfg.host, cfg.mqtts_port, self.ssl_context)
+        # Descriptors: a quarter of the budget for the API port, the rest shared by the MQTT ports.
+        mqtt_share = max(16, (budget - budget // 4) // (2 if cfg.insecure_port is not None else 1))
+        self.ports["mqtts"] = await self.listeners.start_mqtt(
+            "mqtts", cfg.host, cfg.mqtts_port, self.ssl_context, mqtt_share
+        )
         if cfg.wss_port is not None:
             self.ports["wss"] = await self.listeners.start_websocket(cfg.host, cfg.wss_port, self.ssl_context)
         if cfg.https_port is not None:
             self.https = HttpsPublish(self)
             self.ports["https"] = await self.https.start(cfg.host, cfg.https_port, self.ssl_context)
         if cfg.insecure_port is not None:
-            self.ports["mqtt"] = await self.listeners.start_mqtt("mqtt", cfg.host, cfg.insecure_port, None)
+            self.ports["mqtt"] = await self.listeners.start_mqtt("mqtt", cfg.host, cfg.insecure_port, None, mqtt_share)
         self._tasks.append(asyncio.create_task(self._watch_other_writers(), name="registry-watch"))
         self.api.ready = True
 
@@ -210,6 +223,8 @@ class Gateway(Lifecycle):
             self.firehose.flush_all()  # buffered records are durable anyway; this just delivers them before exit
         if hasattr(self, "store"):
             self.store.close()
+        if hasattr(self, "_lock"):
+            self._lock.release()
 
     def _dev_policy(self) -> PolicyDocument:
         return self.registry.ensure_policy(self.config.dev_policy_name, DEV_POLICY_DOCUMENT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import signal
 import sys
@@ -102,9 +103,14 @@ def _reachable(host: str) -> str:
 
 
 def _run_bound(coro: Coroutine[Any, Any, T], flags: dict[str, int | None]) -> T:
-    """asyncio.run, with a port already taken reported as one line naming its flag."""
+    """asyncio.run, with a port already taken reported as one line naming its flag, and another gateway on the same
+    data dir as one line naming its pid."""
+    from gateway.datadir import DataDirInUse
+
     try:
         return asyncio.run(coro)
+    except DataDirInUse as exc:
+        fail(str(exc))
     except OSError as exc:
         line = port_in_use_line(exc, flags)
         if line is None:
@@ -178,9 +184,17 @@ def up(
         ),
     ] = None,
     log_format: LogFormat = "text",
+    expose_insecure_port: Annotated[
+        bool,
+        typer.Option(
+            "--expose-insecure-port",
+            help="Allow --insecure-port with a --host beyond loopback: anonymous MQTT, open to the network.",
+        ),
+    ] = False,
 ) -> None:
     """Run the gateway in the foreground until Ctrl-C."""
     _configure_logging(log_level, log_format)
+    _check_insecure_exposure(host, insecure_port, expose_insecure_port)
     flags = _port_flags(mqtts_port, wss_port, https_port, api_port)
     if insecure_port is not None:
         flags["--insecure-port"] = _port_flag(insecure_port, "--insecure-port")
@@ -223,6 +237,36 @@ def _port_flags(mqtts_port: int, wss_port: int, https_port: int, api_port: int) 
         "--https-port": _port_flag(https_port, "--https-port", off=True),
         "--api-port": _port_flag(api_port, "--api-port"),
     }
+
+
+def _check_insecure_exposure(host: str, insecure_port: int | None, allowed: bool) -> None:
+    """Anonymous plain MQTT under the allow-all dev policy is for this machine only, unless asked for by name."""
+    if insecure_port is None or _is_loopback(host):
+        return
+    if not allowed:
+        err_console.print(
+            f"[red]error:[/red] --insecure-port with --host {host} would let anyone on the network publish and "
+            "subscribe anonymously; add --expose-insecure-port if that is what you want",
+            markup=True,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    err_console.print(
+        f"[bold red]WARNING:[/bold red] plain MQTT on {host}:{insecure_port} takes anonymous clients from the "
+        "network under the allow-all dev policy",
+        markup=True,
+        soft_wrap=True,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 
 def _configure_logging(level: str, fmt: str) -> None:

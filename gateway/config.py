@@ -48,6 +48,29 @@ class MqttLimits(BaseModel):
     )
 
 
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+class HttpLimits(BaseModel):
+    """The HTTP API listener against slow and hostile clients (environment variables lift them without a flag)."""
+
+    header_timeout_s: float = Field(
+        default_factory=lambda: _env_float("EDGESIM_HTTP_HEADER_TIMEOUT_S", limits.HTTP_HEADER_TIMEOUT_S),
+        description="a request head must arrive within this many seconds of the connect or the previous response",
+    )
+    body_timeout_s: float = Field(
+        default_factory=lambda: _env_float("EDGESIM_HTTP_BODY_TIMEOUT_S", limits.HTTP_BODY_TIMEOUT_S),
+        description="a request body must arrive within this many seconds",
+    )
+    max_connections: int | None = Field(
+        default_factory=lambda: (
+            int(os.environ["EDGESIM_HTTP_MAX_CONNECTIONS"]) if "EDGESIM_HTTP_MAX_CONNECTIONS" in os.environ else None
+        ),
+        description="connections the API port holds at once (default: a quarter of the descriptor budget)",
+    )
+
+
 class Config(BaseModel):
     """Everything a Gateway needs to start. Port 0 means 'pick a free port'."""
 
@@ -82,6 +105,7 @@ class Config(BaseModel):
         description="extra DNS names for the server certificate (e.g. a container's service name) besides localhost",
     )
     mqtt: MqttLimits = Field(default_factory=MqttLimits)
+    http: HttpLimits = Field(default_factory=HttpLimits)
 
     @property
     def db_path(self) -> Path:

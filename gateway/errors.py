@@ -103,6 +103,18 @@ class ServiceUnavailableException(AwsError):
     http_status = 503
 
 
+class SerializationException(AwsError):
+    """A JSON 1.0/1.1 service's answer to a body that is not JSON or whose members have the wrong JSON types."""
+
+    code = "SerializationException"
+    http_status = 400
+
+
+class RequestEntityTooLargeException(AwsError):
+    code = "RequestEntityTooLargeException"
+    http_status = 413
+
+
 class InternalFailureException(AwsError):
     code = "InternalFailureException"
     http_status = 500

@@ -14,3 +14,16 @@ def dumps(value: Any) -> bytes:
         return orjson.dumps(value)
     except (orjson.JSONEncodeError, TypeError):
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+MAX_DEPTH = 1024  # orjson's nesting limit; nothing AWS accepts comes near it
+
+
+def loads_body(body: bytes | str) -> Any:
+    """Parse untrusted JSON (a request body): ValueError for anything that is not UTF-8 JSON text, nests deeper than
+    MAX_DEPTH, or holds an escaped lone surrogate (no Unicode text: it could be neither stored nor sent on).
+    Integers beyond 64 bits come back as floats."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(str(exc)) from None

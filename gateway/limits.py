@@ -16,6 +16,11 @@ INFLIGHT_QOS1_PER_CLIENT = 100
 KEEPALIVE_MIN_S = 30
 KEEPALIVE_MAX_S = 1200
 
+# HTTP API listener: deadlines for a request's head and body (nginx's client_header/body_timeout are 60 s; a
+# boto3 request arrives in milliseconds)
+HTTP_HEADER_TIMEOUT_S = 15.0
+HTTP_BODY_TIMEOUT_S = 30.0
+
 # Registry (reference §2.2, §3.1)
 MAX_THING_NAME = 128
 MAX_ATTRIBUTES_WITH_TYPE = 50

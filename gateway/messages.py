@@ -38,14 +38,20 @@ class Message:
 class AckHold:
     """Counts the durable work (rule actions into sinks) a message started; `on_release` runs when it is all done."""
 
-    __slots__ = ("on_release", "pending")
+    __slots__ = ("failed", "on_release", "pending")
 
     def __init__(self) -> None:
         self.pending = 0
+        self.failed = False  # some durable work did not commit: the door must not acknowledge the message
         self.on_release: Callable[[], None] | None = None
 
     def take(self) -> None:
         self.pending += 1
+
+    def fail(self) -> None:
+        """Release one piece of durable work that did not commit."""
+        self.failed = True
+        self.release()
 
     def release(self) -> None:
         self.pending -= 1

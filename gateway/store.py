@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -235,6 +236,18 @@ MIGRATIONS: list[str] = [
 ]
 
 
+def private_file(path: Path) -> None:
+    """Create a database file readable by its owner only (SQLite gives its -wal and -shm files the database's mode)
+    and tighten one an older version created world-readable."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for each in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if each.stat().st_mode & 0o077:
+                each.chmod(0o600)
+        except FileNotFoundError:
+            pass
+
+
 class Store:
     """A SQLite database in WAL mode with numbered migrations."""
 
@@ -242,6 +255,7 @@ class Store:
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly what `transaction()` spans.
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
@@ -276,12 +290,22 @@ class Store:
         try:
             yield self.db
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise
         else:
-            self.db.execute("COMMIT")
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.Error:
+                # A failed COMMIT (a deferred constraint, a full disk) can leave the transaction open: end it, so
+                # the next one starts clean, and let the caller fail whoever waited for this commit.
+                self._rollback()
+                raise
         finally:
             self._depth = 0
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         return self.db.execute(sql, params).fetchall()

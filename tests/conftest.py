@@ -36,6 +36,8 @@ class GatewayProcess:
     ports: dict[str, int] = field(default_factory=dict)
     log: object = None
     separate_stderr: bool = False  # stderr to its own file (stderr_path) instead of gateway.log
+    env: dict[str, str] | None = None  # extra environment variables for the gateway process
+    max_descriptors: int | None = None  # run the gateway under this RLIMIT_NOFILE (soft and hard)
 
     @property
     def stderr_path(self) -> Path:
@@ -81,7 +83,22 @@ class GatewayProcess:
         ]
         self.log = log = open(self.home / "gateway.log", "ab")  # noqa: SIM115 - closed in stop()
         err = open(self.stderr_path, "ab") if self.separate_stderr else None  # noqa: SIM115 - closed below
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=err or subprocess.STDOUT)
+        limit = self.max_descriptors
+
+        def lower_limit() -> None:
+            import resource
+
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=log,
+            stderr=err or subprocess.STDOUT,
+            env={**os.environ, **(self.env or {})},
+            preexec_fn=lower_limit if limit is not None else None,  # noqa: PLW1509 - no threads in the test process yet
+        )
         if err is not None:
             err.close()  # the child has its own descriptor
         deadline = time.monotonic() + 30

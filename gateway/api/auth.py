@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.api.guard import read_body
 from gateway.errors import AwsError
 
 TOKEN_COOKIE = "edgesim_token"
@@ -66,7 +67,7 @@ def token_middleware(token: str, check_signature: SignatureCheck | None) -> Midd
             return await handler(request)
         if check_signature is not None and request.headers.get("Authorization", "").startswith("AWS4-HMAC-SHA256"):
             try:
-                check_signature(request, await request.read())
+                check_signature(request, await read_body(request))
             except AwsError as exc:
                 return web.json_response({"message": exc.message}, status=exc.http_status)
             request[TOKEN_CHECKED] = True

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway import jsonutil
 from gateway.api import dashboard_views as views
+from gateway.api.guard import read_body
 from gateway.api.live import HEARTBEAT_S, VIEWS, LiveFeed
 from gateway.errors import AwsError, EdgesimError
 from gateway.rules.model import DEFAULT_SQL_VERSION
@@ -105,17 +107,23 @@ class Dashboard:
 
     async def test_rule(self, request: web.Request) -> web.Response:
         try:
-            body = await request.json()
+            body = jsonutil.loads_body(await read_body(request))
         except ValueError:
             return _error(400, "the request body must be JSON: {sql, topic, payload}")
+        except AwsError as exc:
+            return _error(exc.http_status, exc.message)
         if not isinstance(body, dict) or not isinstance(body.get("sql"), str) or not isinstance(body.get("topic"), str):
             return _error(400, "give sql and topic as strings (payload optional)")
         payload = body.get("payload", "")
         try:
+            payload_bytes = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        except RecursionError:
+            return _error(400, "the payload nests too deeply")
+        try:
             result = evaluate_sql(
                 body["sql"],
                 body["topic"],
-                payload.encode() if isinstance(payload, str) else json.dumps(payload).encode(),
+                payload_bytes,
                 client_id=body.get("clientId"),
                 timestamp_ms=int(time.time() * 1000),
                 sql_version=str(body.get("sqlVersion") or DEFAULT_SQL_VERSION),

@@ -44,4 +44,4 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-register(TARGET_PREFIX, JsonTarget(HANDLERS, lambda gw: gw.firehose))
+register(TARGET_PREFIX, JsonTarget(HANDLERS, lambda gw: gw.firehose, model="firehose"))

@@ -12,8 +12,9 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from gateway.api import greengrass, mqtt5_http
+from gateway.api.guard import BODY_TIMEOUT_KEY, read_body
 from gateway.api.wire import rest_json_error
-from gateway.errors import AwsError, ForbiddenException, InvalidRequestException
+from gateway.errors import AwsError, ForbiddenException, InternalFailureException, InvalidRequestException
 from gateway.identity.authorizer import Authorizer
 
 if TYPE_CHECKING:
@@ -37,7 +38,9 @@ class HttpsPublish:
         app.router.add_get(
             "/greengrass/discover/thing/{thing}", functools.partial(greengrass.discover, gw=self.gateway)
         )
-        self._runner = web.AppRunner(app, access_log=None)
+        app[BODY_TIMEOUT_KEY] = self.gateway.config.http.body_timeout_s
+        # The keep-alive timeout is the deadline for a request head (see gateway/api/server.py).
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.gateway.config.http.header_timeout_s)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=ctx)
         await site.start()
@@ -81,13 +84,15 @@ class HttpsPublish:
             retain = query.get("retain", "false").lower() == "true"
             props = mqtt5_http.from_request(query, request.headers)
             authorizer = self._authorizer(request)
-            payload = await request.read()
+            payload = await read_body(request)
             message = gw.broker.intake.admit(
                 topic, payload, int(qos_text), retain, props, door="https", principal=authorizer.context.cert_id,
                 authorizer=authorizer, acknowledged=True,
             )  # fmt: skip
             if message.hold is not None:
                 await message.hold.settled()  # the 200 means the rule actions it started have committed
+                if message.hold.failed:
+                    raise InternalFailureException("The message could not be stored; publish it again")
             return web.json_response({"message": "OK", "traceId": str(uuid.uuid4())})
         except AwsError as error:
             return rest_json_error(error)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.api import mqtt5_http
-from gateway.errors import InvalidRequestException, ResourceNotFoundException
+from gateway.errors import InternalFailureException, InvalidRequestException, ResourceNotFoundException
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -35,6 +35,8 @@ async def publish(gw: Gateway, p: Params) -> dict[str, Any]:
     )
     if message.hold is not None:
         await message.hold.settled()  # the 200 means the rule actions it started have committed
+        if message.hold.failed:
+            raise InternalFailureException("The message could not be stored; publish it again")
     return {}
 
 

@@ -145,4 +145,4 @@ _EXTRA: dict[str, Handler] = {
 HANDLERS.update({name: _validated(name, handler) for name, handler in _EXTRA.items()})
 
 
-register(TARGET_PREFIX, JsonTarget(HANDLERS, lambda gw: gw.kinesis))
+register(TARGET_PREFIX, JsonTarget(HANDLERS, lambda gw: gw.kinesis, model="kinesis"))

@@ -6,7 +6,6 @@ with each member read from the place (path, query string, header, body) the mode
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from urllib.parse import unquote
 
 from botocore.loaders import Loader
 
+from gateway import jsonutil
 from gateway.errors import InvalidRequestException
 
 
@@ -163,46 +163,52 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def validate_input(service: ServiceModel, shape_name: str | None, params: Mapping[str, Any]) -> None:
+class WrongTypeError(InvalidRequestException):
+    """A member of the wrong JSON type (JSON 1.0/1.1 services call it a SerializationException)."""
+
+
+def validate_input(
+    service: ServiceModel, shape_name: str | None, params: Mapping[str, Any], *, required: bool = True
+) -> None:
     """Required members and JSON types, worded like AWS's validation errors; nothing runs on a bad request."""
     if shape_name is None:
         return
-    _validate(service, service.shapes[shape_name], params, "")
+    _validate(service, service.shapes[shape_name], params, "", required)
 
 
-def _validate(service: ServiceModel, shape: Mapping[str, Any], value: Any, where: str) -> None:
+def _validate(service: ServiceModel, shape: Mapping[str, Any], value: Any, where: str, required: bool) -> None:
     kind = shape.get("type", "structure")
     expected = _JSON_TYPES.get(kind)
     wrong = expected is not None and (
         not isinstance(value, expected) or (kind != "boolean" and isinstance(value, bool))
     )
     if wrong and not (kind == "blob" and isinstance(value, (bytes, bytearray))):
-        raise InvalidRequestException(
+        raise WrongTypeError(
             f"1 validation error detected: Value at '{where or 'request'}' failed to satisfy constraint: "
             f"Member must be of type {kind}"
         )
     if kind == "structure":
-        for required in shape.get("required", []):
-            if required not in value:
+        for member in shape.get("required", []) if required else ():
+            if member not in value:
                 raise InvalidRequestException(
-                    f"1 validation error detected: Value null at '{where + required}' failed to satisfy "
+                    f"1 validation error detected: Value null at '{where + member}' failed to satisfy "
                     "constraint: Member must not be null"
                 )
         for member, spec in shape.get("members", {}).items():
             if member in value and value[member] is not None:
-                _validate(service, service.shapes[spec["shape"]], value[member], f"{where}{member}.")
+                _validate(service, service.shapes[spec["shape"]], value[member], f"{where}{member}.", required)
     elif kind == "list":
         member_shape = service.shapes[shape["member"]["shape"]]
         for index, item in enumerate(value):
-            _validate(service, member_shape, item, f"{where.rstrip('.')}[{index}].")
+            _validate(service, member_shape, item, f"{where.rstrip('.')}[{index}].", required)
     elif kind == "map":
         value_shape = service.shapes[shape["value"]["shape"]]
         for key, item in value.items():
-            _validate(service, value_shape, item, f"{where}{key}.")
+            _validate(service, value_shape, item, f"{where}{key}.", required)
 
 
 def _json_body(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return jsonutil.loads_body(body)
+    except ValueError as exc:
         raise InvalidRequestException(f"The request body is not valid JSON: {exc}") from exc

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -26,15 +26,36 @@ from gateway.api import (  # noqa: F401 - service modules register targets
 )
 from gateway.api import lambda_ as lambda_api
 from gateway.api.auth import TOKEN_CHECKED
-from gateway.api.model import load_service, match_route, parse_input, validate_input
+from gateway.api.guard import read_body
+from gateway.api.model import WrongTypeError, load_service, match_route, parse_input, validate_input
 from gateway.api.targets import JSON_TARGETS, REST_HANDLERS
 from gateway.api.wire import json_protocol_error, rest_json_error, rest_json_result, signing_service
-from gateway.errors import AwsError, InternalFailureException, InvalidRequestException
+from gateway.errors import (
+    AwsError,
+    InternalFailureException,
+    InvalidRequestException,
+    SerializationException,
+)
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
 log = logging.getLogger("edgesim.api")
+
+
+def _check_members(model_name: str | None, operation: str, params: dict[str, Any]) -> None:
+    """JSON types of every member, from the botocore model, before any handler runs."""
+    if model_name is None:
+        return
+    model = load_service(model_name)
+    spec = model.operations.get(operation)
+    if spec is None:
+        return
+    try:
+        # Missing members are left to the handlers, which word them as each service does.
+        validate_input(model, spec.get("input", {}).get("shape"), params, required=False)
+    except WrongTypeError as exc:
+        raise SerializationException(exc.message) from exc
 
 
 class UnknownOperationException(AwsError):
@@ -78,7 +99,7 @@ class RestDispatcher:
             first = next(candidates, None)
             if first is None:
                 raise InvalidRequestException(f"No operation matches {request.method} {request.rel_url.path}")
-            body = await request.read()
+            body = await read_body(request)
             self._verify(request, body)
             first_error: InvalidRequestException | None = None
             for service, route, labels in itertools.chain([first], candidates):
@@ -101,6 +122,9 @@ class RestDispatcher:
             return rest_json_error(error)
         except KeyError as missing:
             return rest_json_error(InvalidRequestException(f"Missing required parameter {missing}"))
+        except sqlite3.Error as exc:  # nothing was stored, and the caller is told so
+            log.error("%s %s: the store failed: %s", request.method, request.rel_url.path, exc)
+            return rest_json_error(InternalFailureException("Internal service failure"))
         except Exception:
             log.exception("internal error serving %s %s", request.method, request.rel_url)
             return rest_json_error(InternalFailureException("Internal service failure"))
@@ -130,17 +154,18 @@ class RestDispatcher:
         if target is None:
             return json_protocol_error(UnknownOperationException(f"{name} is not supported by edgesim"), "")
         try:
-            body = await request.read()
+            body = await read_body(request)
             self._verify(request, body)
             try:
-                params = json.loads(body or b"{}")
+                params = jsonutil.loads_body(body or b"{}")
             except ValueError as exc:
-                raise InvalidRequestException(f"The request body is not valid JSON: {exc}") from exc
+                raise SerializationException(f"The request body is not valid JSON: {exc}") from exc
             if not isinstance(params, dict):
-                raise InvalidRequestException("The request body must be a JSON object")
+                raise SerializationException("Start of structure or map expected: the body must be a JSON object")
             handler = target.handlers.get(operation)
             if handler is None:
                 raise UnknownOperationException(f"{name} is not supported by edgesim")
+            _check_members(target.model, operation, params)
             result = handler(target.service(self.gateway), params)
             if asyncio.iscoroutine(result):
                 result = await result
@@ -151,6 +176,9 @@ class RestDispatcher:
             return target.error(error)
         except KeyError as missing:
             return target.error(InvalidRequestException(f"Missing required parameter {missing}"))
+        except sqlite3.Error as exc:
+            log.error("%s: the store failed: %s", name, exc)
+            return target.error(InternalFailureException("Internal service failure"))
         except Exception:
             log.exception("internal error serving %s", name)
             return target.error(InternalFailureException("Internal service failure"))

@@ -9,6 +9,15 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.auth import SignatureCheck, token_middleware
+from gateway.api.guard import (
+    BODY_TIMEOUT_KEY,
+    BODY_TIMEOUT_S,
+    HEADER_TIMEOUT_S,
+    MAX_BODY_BYTES,
+    http_rank,
+    quiet_malformed_requests,
+)
+from gateway.netguard import CappedAccept
 
 log = logging.getLogger("edgesim.api")
 
@@ -42,11 +51,17 @@ class ApiServer:
         token: str | None = None,
         check_signature: SignatureCheck | None = None,
         front: Callable[[web.Request], Awaitable[web.StreamResponse | None]] | None = None,
+        max_connections: int = 1024,
+        header_timeout_s: float = HEADER_TIMEOUT_S,
+        body_timeout_s: float = BODY_TIMEOUT_S,
     ) -> None:
         self.host = host
         self.port = port
         self._status = status
-        self.app = web.Application(client_max_size=16 * 1024 * 1024)
+        self.max_connections = max_connections
+        self.header_timeout_s = header_timeout_s
+        self.app = web.Application(client_max_size=MAX_BODY_BYTES)
+        self.app[BODY_TIMEOUT_KEY] = body_timeout_s
         if token:
             self.app.middlewares.append(token_middleware(token, check_signature))  # type: ignore[arg-type]
         if front is not None:
@@ -64,6 +79,7 @@ class ApiServer:
             # Every other request is an AWS API call, told apart by its signature, target header and path.
             self.app.router.add_route("*", "/{tail:.*}", fallback)
         self._runner: web.AppRunner | None = None
+        self._listener: CappedAccept | None = None
         self.ready = False
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -85,17 +101,19 @@ class ApiServer:
         return handler
 
     async def start(self) -> int:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        quiet_malformed_requests()
+        # aiohttp closes a connection that has not sent a whole request head within its keep-alive timeout, counted
+        # from the connect or from the end of the previous response: that is the header deadline.
+        self._runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=self.header_timeout_s)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = site._server  # aiohttp has no public accessor for the bound port
-        sockets = getattr(server, "sockets", None)
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        assert self._runner.server is not None
+        self._listener = CappedAccept(self._runner.server, self.max_connections, "http api", http_rank)
+        self.port = await self._listener.start(self.host, self.port)
         log.info("listening: http api on %s:%d", self.host, self.port)
         return self.port
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()

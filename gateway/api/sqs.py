@@ -242,4 +242,4 @@ class SqsTarget(JsonTarget):
         )
 
 
-register(TARGET_PREFIX, SqsTarget(HANDLERS, lambda gw: gw.sqs, content_type="application/x-amz-json-1.0"))
+register(TARGET_PREFIX, SqsTarget(HANDLERS, lambda gw: gw.sqs, content_type="application/x-amz-json-1.0", model="sqs"))

@@ -23,6 +23,7 @@ class JsonTarget:
     handlers: Mapping[str, Callable[[Any, dict[str, Any]], Any]]
     service: Callable[[Gateway], Any]
     content_type: str = "application/x-amz-json-1.1"
+    model: str | None = None  # the botocore service model members are type-checked against
 
     def error(self, error: AwsError) -> web.Response:
         """How this service's errors look on the wire; SQS overrides it to add x-amzn-query-error."""

@@ -374,9 +374,12 @@ class Broker:
         conn.last_message = message
         if qos:
             hold = message.hold
-            if hold is not None and hold.pending:
+            if hold is not None and (hold.pending or hold.failed):
                 conn.acks.append((pid, hold, None))
-                hold.on_release = lambda: self._send_acks(conn)
+                if hold.pending:
+                    hold.on_release = lambda: self._send_acks(conn)
+                else:
+                    self._send_acks(conn)
             elif conn.acks:
                 conn.acks.append((pid, None, None))
             else:
@@ -422,7 +425,14 @@ class Broker:
         """PUBACK every message at the head of the queue whose durable work is done, keeping PUBLISH order."""
         acks = conn.acks
         while acks and (acks[0][1] is None or acks[0][1].pending == 0):
-            pid, _, refusal = acks.popleft()
+            pid, hold, refusal = acks.popleft()
+            if hold is not None and hold.failed:
+                # Not stored, so never acknowledged: an MQTT 5 client hears it in the PUBACK's reason code; a 3.1.1
+                # client has no way to, so its connection closes and it sends the message again (DUP).
+                if conn.version != V5:
+                    conn.close(f"message {pid} could not be stored")
+                    return
+                refusal = codec.puback(pid, reasons.UNSPECIFIED_ERROR, "the message could not be stored")
             conn.send(refusal or codec.puback(pid))
 
     def route(self, message: Message) -> None:

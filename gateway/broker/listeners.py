@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 from gateway.broker.connection import Connection
 from gateway.broker.core import Broker
 from gateway.broker.tls import HANDSHAKE_TIMEOUT_S, TlsServerProtocol
+from gateway.netguard import CappedAccept, descriptor_budget, soft_descriptor_limit
 
 log = logging.getLogger("edgesim.broker")
 
@@ -91,21 +92,31 @@ class _WebSocketTransport(asyncio.Transport):
         await self._ws.close()
 
 
+def _mqtt_rank(protocol: asyncio.BaseProtocol) -> int | None:
+    """A connection still in its TLS handshake or before its CONNECT may close for a new one; a device never."""
+    app = protocol._app if isinstance(protocol, TlsServerProtocol) else protocol
+    return 0 if app is None or not getattr(app, "connected", True) else None
+
+
 @dataclass
 class Listeners:
     broker: Broker
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    accepts: list[CappedAccept] = field(default_factory=list)
     runners: list[web.AppRunner] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
 
-    async def start_mqtt(self, name: str, host: str, port: int, ctx: ssl.SSLContext | None) -> int:
+    async def start_mqtt(
+        self, name: str, host: str, port: int, ctx: ssl.SSLContext | None, max_connections: int | None = None
+    ) -> int:
         connection = functools.partial(Connection, self.broker, name)
         factory: Callable[[], asyncio.Protocol] = (
             connection if ctx is None else functools.partial(TlsServerProtocol, ctx, connection, HANDSHAKE_TIMEOUT_S)
         )
-        server = await asyncio.get_running_loop().create_server(factory, host, port, backlog=4096)
-        self.servers.append(server)
-        bound = int(server.sockets[0].getsockname()[1])
+        limit = max_connections or descriptor_budget(soft_descriptor_limit())
+        accept = CappedAccept(factory, limit, name, _mqtt_rank)
+        self.accepts.append(accept)
+        bound = await accept.start(host, port)
         self.ports[name] = bound
         log.info(
             "listening: %s on %s:%d (%s)",
@@ -152,6 +163,8 @@ class Listeners:
         return ws
 
     async def stop(self) -> None:
+        for accept in self.accepts:
+            accept.close()
         for server in self.servers:
             server.close()
         for server in self.servers:

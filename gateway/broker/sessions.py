@@ -135,8 +135,15 @@ class SessionStore:
                         buffer,
                     )
                     db.executemany("DELETE FROM mqtt_session_messages WHERE seq = ?", acked)
-            except Exception:  # nothing better to do than say so: the publishers are not held forever
-                log.exception("writing %d queued and %d acknowledged session messages failed", len(buffer), len(acked))
+            except Exception as exc:
+                # Nothing of this turn is stored: the publishers get no acknowledgement and send again; the
+                # acknowledged rows stay and go out once more (with DUP), as at-least-once allows.
+                log.error(
+                    "writing %d queued and %d acknowledged session messages failed: %s", len(buffer), len(acked), exc
+                )
+                for hold in holds:
+                    hold.fail()
+                return
         for hold in holds:
             hold.release()
 

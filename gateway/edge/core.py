@@ -9,6 +9,7 @@ import functools
 import json
 import logging
 import os
+import sqlite3
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -436,22 +437,32 @@ class EdgeCore(Lifecycle):
         try:
             self.spool.commit()
         except Exception as exc:
-            log.exception("spool commit failed: the messages appended in this loop turn may be lost")
+            log.error("spool commit failed: the messages of this loop turn are not acknowledged: %s", exc)
             if committed is not None:
                 committed.set_exception(exc)
+                committed.exception()  # retrieved: a group whose every append failed has nobody waiting
             return
         if committed is not None:
             committed.set_result(None)
         self.forwarder.wake()
 
     def _bridge_to_cloud(self, topic: str, payload: bytes, qos: int, properties: mp.Properties | None = None) -> None:
+        message = self._acknowledging
         try:
             committed = self.to_cloud(topic, payload, qos, properties)
         except LimitExceededException as exc:
             self.bridge_rejected += 1
             log.warning("bridge: %s dropped: %s", topic, exc.message)
             return
-        message = self._acknowledging
+        except sqlite3.Error as exc:  # not spooled: the device must not be told it was
+            self.bridge_rejected += 1
+            log.error("bridge: %s could not be spooled: %s", topic, exc)
+            if message is not None and message.acknowledged:
+                if message.hold is None:
+                    message.hold = AckHold()
+                message.hold.take()
+                message.hold.fail()
+            return
         if message is not None and message.acknowledged:
             # The device's PUBACK waits for the commit (the broker holds it, in PUBLISH order).
             if message.hold is None:
@@ -462,9 +473,10 @@ class EdgeCore(Lifecycle):
 
 
 def _release_after_commit(hold: AckHold, committed: asyncio.Future[None]) -> None:
-    if not committed.cancelled():
-        committed.exception()  # logged by _commit_spool; retrieved here so asyncio does not log it again
-    hold.release()
+    if committed.cancelled() or committed.exception() is not None:  # logged by _commit_spool
+        hold.fail()
+    else:
+        hold.release()
 
 
 def _component_figures(name: str, runner: ComponentRunner) -> ComponentFigures:

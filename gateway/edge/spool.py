@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Literal, NamedTuple
 
 from gateway.errors import InvalidRequestException
+from gateway.store import private_file
 
 DEFAULT_MAX_SIZE_BYTES = 2_621_440  # mqtt.spooler.maxSizeInBytes default: 2.5 MB (reference §11.2)
 
@@ -170,6 +171,7 @@ class Spool:
         self.stats = SpoolStats()
         self._group_open = False
         path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)
         # Same settings as gateway.store: we issue BEGIN/COMMIT ourselves; WAL with a full fsync per commit.
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -197,10 +199,11 @@ class Spool:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def begin_group(self) -> None:
         """Group commit: the changes until `commit()` share one transaction (one fsync); nothing in the group may be
@@ -212,7 +215,22 @@ class Spool:
     def commit(self) -> None:
         if self._group_open:
             self._group_open = False
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                self.abort()
+                raise
+
+    def abort(self) -> None:
+        """The open group failed (a write in it, or its COMMIT): undo all of it and forget what it added, so the
+        index matches the file again; whoever waited for the group is told it failed."""
+        self._group_open = False
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        rows = self._db.execute("SELECT seq, length(payload), qos FROM spool ORDER BY seq").fetchall()
+        self._entries = {seq: SpoolEntry(seq, size, qos) for seq, size, qos in rows}
+        self._size = sum(entry.size for entry in self._entries.values())
+        self._in_flight &= set(self._entries)
 
     @property
     def group_open(self) -> bool:

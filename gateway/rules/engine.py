@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import logging
+import sqlite3
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -112,6 +113,7 @@ class _Invocation:
     failures: list[dict[str, str]] = field(default_factory=list)
     outcomes: list[tuple[Action, str | None]] = field(default_factory=list)  # (action, error or None), in finish order
     hold: AckHold | None = None  # the publisher's acknowledgement waits for this invocation's durable actions
+    uncommitted: bool = False  # a sink's commit failed: the publisher must not be acknowledged
 
 
 @dataclass
@@ -174,6 +176,8 @@ class RuleExecutor:
                 )
             except Exception as exc:  # any failure of an action becomes an errorAction entry, never a crash
                 error = str(exc) or exc.__class__.__name__
+                if isinstance(exc, sqlite3.Error):
+                    job.invocation.uncommitted = True
             figures = self.by_kind.setdefault(job.action.kind, {"success": 0, "failure": 0, "seconds": 0.0})
             figures["success" if error is None else "failure"] += 1
             figures["seconds"] += asyncio.get_running_loop().time() - started
@@ -232,7 +236,10 @@ class RuleExecutor:
                 await self._run_error_action(inv)
         finally:
             if inv.hold is not None:
-                inv.hold.release()
+                if inv.uncommitted:
+                    inv.hold.fail()
+                else:
+                    inv.hold.release()
 
     async def _run_error_action(self, inv: _Invocation) -> None:
         action = inv.runtime.error_action

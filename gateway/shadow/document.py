@@ -241,11 +241,31 @@ def _decode(payload: bytes, limits: ShadowLimits) -> object:
     except orjson.JSONDecodeError:
         pass  # orjson refuses integers beyond 64 bits, which are valid JSON: let the standard parser decide
     try:
-        return json.loads(text, parse_constant=_no_constants)
+        doc = json.loads(text, parse_constant=_no_constants)
     except RecursionError:
         raise ShadowRejected(400, TOO_DEEP.format(limits.max_depth)) from None
     except ValueError:
         raise ShadowRejected(400, INVALID_JSON) from None
+    try:
+        # orjson refused it, so it may hold an escaped lone surrogate ("\ud800"): valid JSON syntax, but no
+        # Unicode text, so it could be neither stored nor sent on; refused here, with the caller's token.
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        token = doc.get("clientToken") if isinstance(doc, dict) else None
+        if not isinstance(token, str) or not _is_text(token):
+            token = None
+        raise ShadowRejected(400, INVALID_JSON, client_token=token) from None
+    except RecursionError:
+        raise ShadowRejected(400, TOO_DEEP.format(limits.max_depth)) from None
+    return doc
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _client_token(doc: JsonObject, limits: ShadowLimits) -> str | None:

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgesim.shadow")
 
 Key = tuple[str, str]  # (thing, shadow name or "" for the classic shadow)
+# (request topic, payload, a refusal decided on arrival, the MQTT 5 properties its reply carries)
+Pending = tuple[ShadowTopic, bytes, "tuple[int, str] | None", "dict[int, Any] | None"]
 # (topic, document, the request's MQTT 5 correlation properties for its own reply or None)
 Outgoing = list[tuple[str, Any, "dict[int, Any] | None"]]
 
@@ -58,7 +60,9 @@ def _token_of(payload: bytes) -> str | None:
     """The request's clientToken, best effort, so even a refused request can be correlated."""
     try:
         token = json.loads(payload).get("clientToken")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+        if isinstance(token, str):
+            token.encode("utf-8")  # a lone surrogate could not be sent back
+    except (ValueError, AttributeError, RecursionError):  # UnicodeDecodeError and UnicodeEncodeError are ValueErrors
         return None
     return token if isinstance(token, str) else None
 
@@ -79,7 +83,7 @@ class ShadowService:
         self.limits = limits
         self.cache_size = cache_size
         self._cache: OrderedDict[Key, ShadowState | None] = OrderedDict()
-        self._pending: list[tuple[ShadowTopic, bytes, tuple[int, str] | None, dict[int, Any] | None]] = []
+        self._pending: list[Pending] = []
         self._inflight: dict[str, int] = {}
         self.max_inflight = max_inflight
         self.stats = {"updates": 0, "gets": 0, "deletes": 0, "rejected": 0}
@@ -184,27 +188,44 @@ class ShadowService:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        out: Outgoing = []
+        stats, rejections = dict(self.stats), dict(self.rejections)
         try:
-            with self.store.transaction():
-                for topic, payload, refusal, reply in batch:
-                    try:
-                        if refusal is not None:
-                            raise ShadowRejected(refusal[0], refusal[1], client_token=_token_of(payload))
-                        self._execute(topic, payload, out, reply)
-                    except ShadowRejected as err:
-                        self._rejected(err.code)
-                        document = error_document(err, None, self.clock.wall_ms() // 1000)
-                        out.append((topic.reply("rejected"), document, reply))
-        except Exception:
-            log.exception("shadow batch of %d failed to commit", len(batch))
+            out = self._commit(batch)
+        except Exception as exc:
+            # One request may have poisoned the shared commit: each again on its own, so only its sender fails.
+            log.warning("shadow batch of %d failed to commit (%s); retrying one by one", len(batch), exc)
             self._cache.clear()  # the cache may hold changes that were rolled back
-            now_s = self.clock.wall_ms() // 1000
-            out = [
-                (t.reply("rejected"), error_document(ShadowRejected(500, "Internal service failure"), None, now_s), r)
-                for t, _, _, r in batch
-            ]
+            self.stats, self.rejections = stats, rejections  # counted again below
+            out = []
+            for item in batch:
+                try:
+                    out += self._commit([item])
+                except Exception as item_exc:
+                    self._cache.clear()
+                    topic, payload, _, reply = item
+                    log.error("shadow %s of %s failed to commit: %s", topic.operation, topic.thing, item_exc)
+                    failure = ShadowRejected(500, "Internal service failure", client_token=_token_of(payload))
+                    self._rejected(500)
+                    document = error_document(failure, None, self.clock.wall_ms() // 1000)
+                    out.append((topic.reply("rejected"), document, reply))
         self._publish(out)
+
+    def _commit(self, batch: list[Pending]) -> Outgoing:
+        """Apply requests in one transaction; the replies to publish once it has committed."""
+        out: Outgoing = []
+        with self.store.transaction():
+            for topic, payload, refusal, reply in batch:
+                try:
+                    if refusal is not None:
+                        raise ShadowRejected(refusal[0], refusal[1], client_token=_token_of(payload))
+                    self._execute(topic, payload, out, reply)
+                except ShadowRejected as err:
+                    self._rejected(err.code)
+                    if err.client_token is None:
+                        err.client_token = _token_of(payload)
+                    document = error_document(err, None, self.clock.wall_ms() // 1000)
+                    out.append((topic.reply("rejected"), document, reply))
+        return out
 
     # ---- REST (iot-data)
     def _rest(self, thing: str, shadow: str | None, operation: str, payload: bytes) -> bytes:
@@ -221,6 +242,9 @@ class ShadowService:
         except ShadowRejected as err:
             self._rejected(err.code)
             raise err.to_aws_error() from err
+        except Exception:
+            self._cache.clear()  # it may hold the change that was rolled back
+            raise
         # REST requests are answered in the HTTP body; subscribers still see delta and documents.
         self._publish([(t, d, None) for t, d, _ in out if not t.endswith("/accepted")])
         return _dumps(doc)

@@ -148,17 +148,30 @@ class SqsService:
 
     def _flush(self) -> None:
         done, self._flushed = self._flushed, None
+        names = list(self._dirty)
         try:
             with self.store.transaction() as db:
                 self._flush_into(db)
         except Exception as exc:  # nobody's change is durable: every waiter hears about it
-            log.exception("SQS commit failed")
+            log.error("SQS commit of %d queue(s) failed: %s", len(names), exc)
+            self._reload(names)
             if done is not None and not done.done():
                 done.set_exception(exc)
                 done.exception()  # retrieved here too, so a flush nobody awaited does not warn
             return
         if done is not None and not done.done():
             done.set_result(None)
+
+    def _reload(self, names: list[str]) -> None:
+        """Undo in memory what a failed commit did not store: the queues as the database has them, so nothing a
+        caller was told failed can be received (or stay deleted)."""
+        for name in names:
+            row = self.store.one("SELECT state FROM sqs_queues WHERE name=?", (name,))
+            if row is None:
+                self.queues.pop(name, None)
+                continue
+            rows = self.store.query("SELECT state FROM sqs_messages WHERE queue=?", (name,))
+            self.queues[name] = Queue.from_state(json.loads(row["state"]), (json.loads(r["state"]) for r in rows))
 
     def _flush_into(self, db: sqlite3.Connection) -> None:
         dirty, self._dirty = self._dirty, {}
@@ -398,8 +411,9 @@ class SqsService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout)
             current = self.queues.get(queue.name)
-            if current is not queue:
+            if current is None:
                 raise _no_queue()
+            queue = current  # reloaded after a failed commit: the same queue as stored
 
     def delete_message(self, queue_url: str, receipt_handle: str) -> None:
         queue = self._queue(queue_url)
