@@ -16,8 +16,7 @@ from gateway.messages import AckHold
 from gateway.store import Store
 from mqttwire import codec
 from mqttwire import properties as mp
-from mqttwire.errors import MalformedPacket
-from mqttwire.frame import split_frame
+from mqttwire.frame import decode_varint, split_frame
 from mqttwire.packets import V5, Publish
 
 if TYPE_CHECKING:
@@ -31,13 +30,7 @@ MAX_QUEUED_PER_SESSION = 20_000  # QoS 1 messages kept for one offline client; t
 
 def _topic_span(packet: bytes) -> tuple[int, int]:
     """Where the topic of a PUBLISH (whole, or only its head) starts and ends, past the fixed header."""
-    pos, multiplier = 1, 1
-    while packet[pos] & 0x80:
-        pos += 1
-        multiplier <<= 7
-        if multiplier > 0x80**3:
-            raise MalformedPacket("remaining length longer than four bytes")
-    pos += 1
+    _, pos = decode_varint(packet, 1, len(packet))
     return pos + 2, pos + 2 + ((packet[pos] << 8) | packet[pos + 1])
 
 
