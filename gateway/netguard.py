@@ -134,7 +134,12 @@ class CappedAccept:
             address = given
             if port == 0 and self.sockets:  # every address on the port the first one was given
                 address = (given[0], self.sockets[0].getsockname()[1], *given[2:])
-            sock.bind(address)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                sock.close()
+                # Worded as asyncio words it, so the CLI can name the port and its flag.
+                raise OSError(exc.errno, f"error while attempting to bind on address {address!r}: {exc.strerror}") from None
             sock.listen(backlog)
             sock.setblocking(False)
             self.sockets.append(sock)

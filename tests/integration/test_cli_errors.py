@@ -126,6 +126,10 @@ def _cases(f: dict[str, str]) -> dict[str, list[list[str]]]:
         "edge validate": [
             ["edge", "validate", p] for p in [f["missing_yaml"], f["dir"], f["bad_yaml"], f["edge_bad_handler"]]
         ],
+        "streams tail": [
+            *[["streams", "tail", p, "--stream", "s1", "--once"] for p in bad_files],
+            ["streams", "tail", f["a_file"], "--stream", "s1", "--once", "--from", "start"],
+        ],
         "edge offline": [["edge", "offline", "nobody"]],
         "edge online": [["edge", "online", "nobody"]],
         "edge status": [["edge", "status", "nobody"]],
