@@ -136,6 +136,12 @@ def up(
     min_keep_alive: Annotated[
         int, typer.Option(help="Raise clients' keep-alive to at least this many seconds (AWS: 30).", min=1)
     ] = 30,
+    connect_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds from accept within which a client must send CONNECT (TLS handshake included).", min=0.1
+        ),
+    ] = 10.0,
     max_session_expiry: Annotated[
         int,
         typer.Option(
@@ -222,6 +228,7 @@ def up(
     cfg.mqtt.publishes_per_second = publishes_per_second
     cfg.mqtt.min_keep_alive_s = min_keep_alive
     cfg.mqtt.max_session_expiry_s = max_session_expiry
+    cfg.mqtt.connect_timeout_s = connect_timeout
     for pair in require_sigv4 or []:
         key, sep, secret = pair.partition(":")
         if not sep or not key or not secret:
@@ -266,7 +273,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
 
 
 def _configure_logging(level: str, fmt: str) -> None:

@@ -36,6 +36,11 @@ class MqttLimits(BaseModel):
     min_keep_alive_s: int = Field(
         default=30, description="AWS raises a client's keep-alive to at least this (30 s); tests lower it"
     )
+    connect_timeout_s: float = Field(
+        default=10.0,
+        description="seconds from accept within which a client must have sent its CONNECT (and, over TLS, finished"
+        " its handshake); a client dribbling bytes gets no more time",
+    )
     max_session_expiry_s: int = Field(
         default=3600,
         description="how long a persistent session outlives its connection at most (AWS's default quota: 1 hour;"

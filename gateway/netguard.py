@@ -139,7 +139,8 @@ class CappedAccept:
             except OSError as exc:
                 sock.close()
                 # Worded as asyncio words it, so the CLI can name the port and its flag.
-                raise OSError(exc.errno, f"error while attempting to bind on address {address!r}: {exc.strerror}") from None
+                why = f"error while attempting to bind on address {address!r}: {exc.strerror}"
+                raise OSError(exc.errno, why) from None
             sock.listen(backlog)
             sock.setblocking(False)
             self.sockets.append(sock)

@@ -93,7 +93,7 @@ class Broker:
         self.pending_limit = 20000
         self.sender: Connection | None = None
         self.outgoing_limit = limits.outgoing_queue_bytes
-        self.connect_timeout = 10.0
+        self.connect_timeout = limits.connect_timeout_s
         self.loop = asyncio.get_running_loop()
         self.sessions: dict[str, Connection] = {}
         self.connections: set[Connection] = set()

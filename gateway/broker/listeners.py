@@ -111,7 +111,11 @@ class Listeners:
     ) -> int:
         connection = functools.partial(Connection, self.broker, name)
         factory: Callable[[], asyncio.Protocol] = (
-            connection if ctx is None else functools.partial(TlsServerProtocol, ctx, connection, HANDSHAKE_TIMEOUT_S)
+            connection
+            if ctx is None
+            else functools.partial(
+                TlsServerProtocol, ctx, connection, min(HANDSHAKE_TIMEOUT_S, self.broker.connect_timeout)
+            )
         )
         limit = max_connections or descriptor_budget(soft_descriptor_limit())
         accept = CappedAccept(factory, limit, name, _mqtt_rank)

@@ -35,6 +35,7 @@ class TlsServerProtocol(asyncio.Protocol):
     """The TCP side of one mTLS connection: handshake, decrypt into a Connection, encrypt what it writes."""
 
     __slots__ = (
+        "_accepted",
         "_app",
         "_app_factory",
         "_backlog",
@@ -66,7 +67,9 @@ class TlsServerProtocol(asyncio.Protocol):
     # ---- asyncio.Protocol, for the TCP transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._tcp = cast(asyncio.Transport, transport)
-        self._timer = asyncio.get_running_loop().call_later(self._handshake_timeout, self._handshake_timed_out)
+        loop = asyncio.get_running_loop()
+        self._accepted = loop.time()
+        self._timer = loop.call_later(self._handshake_timeout, self._handshake_timed_out)
 
     def data_received(self, data: bytes) -> None:
         # A memory BIO keeps its largest allocation for life: feed it about a record at a time, not 256 KiB reads.
@@ -146,6 +149,7 @@ class TlsServerProtocol(asyncio.Protocol):
             self._timer = None
         self._app = app = self._app_factory()
         app.connection_made(TlsTransport(self, self._tcp, self._ssl))
+        app.opened = self._accepted  # the CONNECT deadline counts from accept, the handshake included
         if not self.closing:
             self._decrypt(app)  # a CONNECT that came with the client's last flight
 

@@ -393,7 +393,8 @@ def test_wrong_types_on_new_operations_are_client_errors(gateway: GatewayProcess
         status, answer = raw_json(gateway, "sqs", target, body)
         # A member of the wrong JSON type fails deserialization first, as on AWS (issue 16); a missing one, validation.
         assert status == 400
-        assert answer["__type"].split("#")[-1] in ("SerializationException", "InvalidParameterValue", "MissingParameter")
+        expected = ("SerializationException", "InvalidParameterValue", "MissingParameter")
+        assert answer["__type"].split("#")[-1] in expected
     for target, body in (
         ("Kinesis_20131202.AddTagsToStream", {"StreamName": "s", "Tags": ["a"]}),
         ("Kinesis_20131202.ListTagsForStream", {"StreamName": "s", "Limit": "ten"}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -339,3 +340,35 @@ def test_receive_maximum_limits_unacknowledged_deliveries(gw: GatewayProcess, un
     assert isinstance(third, Publish) and third.payload == b"2"
     pub.close()
     slow.sock.close()
+
+
+@pytest.mark.parametrize("door", ["mqtt", "mqtts"])
+def test_a_client_dribbling_bytes_before_connect_is_cut_off_from_accept(tmp_path: Path, door: str) -> None:
+    """Slowloris: the CONNECT deadline runs from accept (TLS handshake included), not from the last byte."""
+    gw = GatewayProcess(tmp_path, extra_args=["--insecure-port", "0", "--connect-timeout", "1.5"]).start()
+    try:
+        raw = socket.create_connection(("127.0.0.1", gw.ports[door]), timeout=5)
+        if door == "mqtts":
+            creds = gw.provision("dribbler", allow_all_policy())
+            ctx = ssl.create_default_context(cafile=str(creds.ca))
+            ctx.load_cert_chain(str(creds.cert), str(creds.key))
+            raw = ctx.wrap_socket(raw, server_hostname="localhost")
+        connect = codec.encode(Connect("dribbler", V5, True, 60), V5)
+        started = time.monotonic()
+        closed_after = None
+        for byte in connect[:-1]:  # never the last byte
+            try:
+                raw.sendall(bytes((byte,)))
+                raw.settimeout(0.25)
+                if raw.recv(1) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed_after = time.monotonic() - started
+                break
+        assert closed_after is not None and closed_after < 4.0, closed_after
+        raw.close()
+    finally:
+        gw.stop()
