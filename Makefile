@@ -38,7 +38,7 @@ demo: $(RUN_STAMP)
 	$(BIN)/edgesim demo --edge
 
 test: $(STAMP) apt-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway devices mqttwire tests bench
