@@ -22,6 +22,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -430,6 +431,7 @@ def main() -> None:
     parser.add_argument("--nofile", type=int, default=1024, help="the gateway's descriptor limit (soft and hard)")
     parser.add_argument("--slow", type=int, default=1050, help="slow HTTP clients (as many slow MQTT ones)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--keep-log", type=Path, help="copy the gateway's log here (to read any traceback)")
     args = parser.parse_args()
     resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1:] * 2)
     with tempfile.TemporaryDirectory() as home:
@@ -448,6 +450,8 @@ def main() -> None:
             ]
         finally:
             gw.stop()
+            if args.keep_log is not None:
+                shutil.copyfile(gw.log_path, args.keep_log)
     if args.json:
         print(json.dumps(results, indent=2))
         return

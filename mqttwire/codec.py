@@ -292,6 +292,10 @@ def parse_publish_block(
 ) -> tuple[str, int, bytes, Properties | None, bytes | None]:
     """parse_publish, plus the MQTT 5 property block as received (length included), for a broker that forwards it
     unchanged instead of encoding the same properties again."""
+    if first & 0x06 == 0x06:
+        raise MalformedPacket("PUBLISH with QoS 3", "MQTT-3.3.1-4")
+    if first & 0x0E == 0x08:
+        raise MalformedPacket("DUP set on a QoS 0 PUBLISH", "MQTT-3.3.1-2")
     if start + 2 > end:
         raise MalformedPacket("truncated PUBLISH topic")
     size = (buf[start] << 8) | buf[start + 1]

@@ -65,7 +65,10 @@ def _valid(rng: random.Random, version: int, n: int) -> Packet:
 
 def _mutate(rng: random.Random, raw: bytes) -> bytes:
     data = bytearray(raw)
-    kind = rng.randrange(6)
+    kind = rng.randrange(7)
+    if kind == 6 and data:  # the fixed header's flags: QoS 3, DUP on QoS 0, reserved bits
+        data[0] ^= rng.choice((0x02, 0x04, 0x06, 0x08, 0x01))
+        return bytes(data)
     if kind == 0 and data:  # bit flips
         for _ in range(rng.randrange(1, 4)):
             i = rng.randrange(len(data))

@@ -277,3 +277,10 @@ def test_publish_block_is_kept_as_received_and_checks_the_response_topic() -> No
     assert frame is not None
     with pytest.raises(MalformedPacket, match="Response Topic"):
         codec.parse_publish_block(frame[0], bad, frame[1], frame[2], True)
+
+
+@pytest.mark.parametrize("first", [0x36, 0x37, 0x38])
+def test_publish_fixed_header_flags_are_checked_by_the_publish_parser_itself(first: int) -> None:
+    body = b"\x00\x01a\x00\x01x"
+    with pytest.raises(MalformedPacket, match="MQTT-3.3.1"):
+        codec.parse_publish_block(first, body, 0, len(body), False)
