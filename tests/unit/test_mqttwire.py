@@ -282,5 +282,5 @@ def test_publish_block_is_kept_as_received_and_checks_the_response_topic() -> No
 @pytest.mark.parametrize("first", [0x36, 0x37, 0x38])
 def test_publish_fixed_header_flags_are_checked_by_the_publish_parser_itself(first: int) -> None:
     body = b"\x00\x01a\x00\x01x"
-    with pytest.raises(MalformedPacket, match="MQTT-3.3.1"):
+    with pytest.raises(MalformedPacket, match=r"MQTT-3\.3\.1"):
         codec.parse_publish_block(first, body, 0, len(body), False)
