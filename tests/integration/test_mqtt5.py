@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import ssl
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -372,3 +374,21 @@ def test_a_client_dribbling_bytes_before_connect_is_cut_off_from_accept(tmp_path
         raw.close()
     finally:
         gw.stop()
+
+
+def test_lifecycle_events_carry_a_session_uuid_and_a_rising_version(gw: GatewayProcess, unique: str) -> None:
+    watcher = client(gw, gw.provision(f"lw-{unique}", allow_all_policy())).connect()
+    creds = gw.provision(f"lc-{unique}", allow_all_policy())
+    watcher.subscribe(f"$aws/events/presence/+/{creds.thing}")
+    events = []
+    for _ in range(2):
+        dev = client(gw, creds).connect()
+        dev.close()
+        events += [json.loads(watcher.expect().payload), json.loads(watcher.expect().payload)]
+    assert [e["eventType"] for e in events] == ["connected", "disconnected"] * 2
+    for event in events:
+        assert str(uuid.UUID(event["sessionIdentifier"])) == event["sessionIdentifier"]
+    assert events[0]["sessionIdentifier"] == events[1]["sessionIdentifier"] != events[2]["sessionIdentifier"]
+    versions = [e["versionNumber"] for e in events]
+    assert versions[0] == versions[1] < versions[2] == versions[3]
+    watcher.close()
