@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import signal
 import sys
@@ -248,7 +247,9 @@ def _port_flags(mqtts_port: int, wss_port: int, https_port: int, api_port: int) 
 
 def _check_insecure_exposure(host: str, insecure_port: int | None, allowed: bool) -> None:
     """Anonymous plain MQTT under the allow-all dev policy is for this machine only, unless asked for by name."""
-    if insecure_port is None or _is_loopback(host):
+    from gateway.api.auth import is_loopback
+
+    if insecure_port is None or is_loopback(host):
         return
     if not allowed:
         err_console.print(
@@ -264,15 +265,6 @@ def _check_insecure_exposure(host: str, insecure_port: int | None, allowed: bool
         markup=True,
         soft_wrap=True,
     )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _configure_logging(level: str, fmt: str) -> None:

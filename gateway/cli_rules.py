@@ -73,30 +73,29 @@ def _mqtt5_options(
     import base64
     import binascii
 
-    from mqttwire import properties as mp
+    from mqttwire.client_types import publish_properties
 
-    props: dict[int, Any] = {}
     pairs = []
     for item in user_property or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise typer.BadParameter(f"--user-property wants KEY=VALUE, got {item!r}")
         pairs.append((key, value))
-    if pairs:
-        props[mp.USER_PROPERTY] = pairs
-    if content_type is not None:
-        props[mp.CONTENT_TYPE] = content_type
-    if response_topic is not None:
-        props[mp.RESPONSE_TOPIC] = response_topic
+    correlation = None
     if correlation_data is not None:
         try:
-            props[mp.CORRELATION_DATA] = base64.b64decode(correlation_data, validate=True)
+            correlation = base64.b64decode(correlation_data, validate=True)
         except binascii.Error:
             raise typer.BadParameter("--correlation-data wants base64") from None
-    if payload_format is not None:
-        if payload_format not in ("UNSPECIFIED_BYTES", "UTF8_DATA"):
-            raise typer.BadParameter("--payload-format takes UNSPECIFIED_BYTES or UTF8_DATA")
-        props[mp.PAYLOAD_FORMAT_INDICATOR] = 1 if payload_format == "UTF8_DATA" else 0
+    if payload_format not in (None, "UNSPECIFIED_BYTES", "UTF8_DATA"):
+        raise typer.BadParameter("--payload-format takes UNSPECIFIED_BYTES or UTF8_DATA")
+    props = publish_properties(
+        user_properties=pairs,
+        content_type=content_type,
+        response_topic=response_topic,
+        correlation_data=correlation,
+        payload_format=None if payload_format is None else int(payload_format == "UTF8_DATA"),
+    )
     return props or None
 
 
