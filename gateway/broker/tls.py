@@ -7,7 +7,6 @@ decrypts into one buffer shared by all, so an idle mTLS connection costs little 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import ssl
@@ -24,11 +23,6 @@ HANDSHAKE_TIMEOUT_S = 10.0
 RECORD_BYTES = 16 * 1024
 # Every connection decrypts here and hands a view of it to its Connection, which copies it before returning.
 _plaintext = memoryview(bytearray(RECORD_BYTES))
-# Handshake steps run on these threads: OpenSSL releases the GIL for the key exchange, the signature and the client
-# certificate's verification (most of a connect's CPU), so another core does that while the event loop serves the
-# established connections. One step at a time per connection; the loop thread never touches its BIOs meanwhile.
-_HANDSHAKES = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="tls-handshake")
-_WANT_READ = object()
 
 
 class TlsServerProtocol(asyncio.Protocol):
@@ -38,11 +32,9 @@ class TlsServerProtocol(asyncio.Protocol):
         "_accepted",
         "_app",
         "_app_factory",
-        "_backlog",
         "_handshake_timeout",
         "_incoming",
         "_outgoing",
-        "_shaking",
         "_ssl",
         "_tcp",
         "_timer",
@@ -60,8 +52,6 @@ class TlsServerProtocol(asyncio.Protocol):
         self._handshake_timeout = handshake_timeout
         self._app: Connection | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._shaking = False  # a handshake step is running on a worker thread
-        self._backlog = bytearray()  # ciphertext that arrived meanwhile
         self.closing = False
 
     # ---- asyncio.Protocol, for the TCP transport
@@ -101,57 +91,30 @@ class TlsServerProtocol(asyncio.Protocol):
 
     # ---- inbound
     def _receive(self, ciphertext: bytes | memoryview) -> None:
-        app = self._app
+        self._incoming.write(ciphertext)
+        app = self._app or self._handshake()
         if app is not None:
-            self._incoming.write(ciphertext)
             self._decrypt(app)
-        elif self._shaking:
-            self._backlog += ciphertext
-        else:
-            self._incoming.write(ciphertext)
-            self._start_handshake_step()
 
-    def _start_handshake_step(self) -> None:
-        self._shaking = True
-        step = asyncio.get_running_loop().run_in_executor(_HANDSHAKES, self._handshake_step)
-        step.add_done_callback(self._handshake_stepped)
-
-    def _handshake_step(self) -> object:
-        """On a worker thread: one do_handshake; what it came to (None when the handshake is complete)."""
+    def _handshake(self) -> Connection | None:
         try:
             self._ssl.do_handshake()
         except ssl.SSLWantReadError:
-            return _WANT_READ
+            self._flush()
+            return None
         except ssl.SSLError as exc:
-            return exc
-        return None
-
-    def _handshake_stepped(self, step: asyncio.Future[object]) -> None:
-        self._shaking = False
-        if self.closing:
-            return
-        result = step.result()
-        if self._backlog:
-            self._incoming.write(self._backlog)
-            self._backlog.clear()
-        if isinstance(result, ssl.SSLError):
             # No Connection is ever made; the alert tells the client why (e.g. "certificate required").
-            log.debug("TLS handshake with %s failed: %s", self._tcp.get_extra_info("peername"), result)
+            log.debug("TLS handshake with %s failed: %s", self._tcp.get_extra_info("peername"), exc)
             self._close_tcp()
-            return
-        self._flush()  # the server's flight (in TLS 1.3 after the last step: nothing, no session tickets)
-        if result is _WANT_READ:
-            if self._incoming.pending:
-                self._start_handshake_step()
-            return
+            return None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._flush()  # the server's last flight and, in TLS 1.3, its session tickets
         self._app = app = self._app_factory()
         app.connection_made(TlsTransport(self, self._tcp, self._ssl))
         app.opened = self._accepted  # the CONNECT deadline counts from accept, the handshake included
-        if not self.closing:
-            self._decrypt(app)  # a CONNECT that came with the client's last flight
+        return app
 
     def _handshake_timed_out(self) -> None:
         self._timer = None
