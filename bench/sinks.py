@@ -54,8 +54,9 @@ from sinksload import (
     sqs_drain,
     sqs_send,
 )
+from sinksweep import run_sweep, sweep_table
 
-PARTS = ("kinesis", "sqs", "rule")
+PARTS = ("kinesis", "sqs", "rule", "sweep")
 console = Console()
 
 
@@ -459,18 +460,45 @@ def run_reference(part: str, home: Path, s: Settings) -> dict[str, Any]:
         server.stop()
 
 
+def _sweep(gw: Edgesim, mat: Material, args: argparse.Namespace) -> list[Any]:
+    console.rule("sweep")
+    rates = [int(r) for r in args.rates.split(",") if r.strip()]
+    paths = tuple(p.strip() for p in args.paths.split(",") if p.strip())
+    seconds = args.step_seconds or (2.0 if args.quick else 5.0)
+    return asyncio.run(
+        run_sweep(gw, mat, rates, window=args.window, seconds=seconds, shards=64, paths=paths,
+                  overload_window=args.overload_window, log=console.log)
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 s windows: a sanity run")
     parser.add_argument("--only", default=",".join(PARTS), help="comma-separated subset of " + ",".join(PARTS))
     parser.add_argument("--json", type=Path, help="also write every figure (and raw counts) here")
     parser.add_argument("--rule-rate", type=float, help="(c) publishes per second per device (default 5)")
+    parser.add_argument(
+        "--rates",
+        default="2500,5000,10000,15000,20000,25000,30000,40000",
+        help="(sweep) offered msg/s per step, all devices together",
+    )
+    parser.add_argument("--paths", default="broker,kinesis,sqs", help="(sweep) which paths to drive")
+    parser.add_argument("--window", type=int, default=100, help="(sweep) un-PUBACKed publishes per device at most")
+    parser.add_argument("--step-seconds", type=float, help="(sweep) seconds per step (default 5, --quick 2)")
+    parser.add_argument(
+        "--overload-window",
+        type=int,
+        default=2000,
+        help="(sweep) after the sweep, each rule path at the top rate with this window (0: skip)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (certs, database, logs)")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     if sorted(set(parts) - set(PARTS)) or not parts:
         parser.error(f"--only takes {','.join(PARTS)}; got {args.only!r}")
     parts = [p for p in PARTS if p in parts]
+    if args.only == ",".join(PARTS):
+        parts = ["kinesis", "sqs", "rule"]  # the sweep runs only when asked for: it takes minutes
     s = QUICK if args.quick else FULL
     if args.rule_rate:
         s = replace(s, rule_rate=args.rule_rate)
@@ -488,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
         gw.start()
         endpoint = f"http://{HOST}:{gw.api_port}"
         console.log(f"edgesim: mqtts {HOST}:{gw.port}, api {endpoint} (pid {gw.pid})")
+        if "sweep" in parts:
+            results["sweep"] = _sweep(gw, mat, args)
+            parts.remove("sweep")
         for part in parts:
             console.rule(part)
             results[part] = {}
@@ -518,7 +549,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_and_clean(gw, home, args.keep, console)
 
-    if results:
+    sweep = results.pop("sweep", None)
+    if sweep:
+        wide = Console(width=max(console.width, 170))
+        wide.print(sweep_table(sweep, f"offered-load sweep: 100 mTLS devices, QoS 1, {args.window} un-PUBACKed each"))
+        results["sweep"] = [asdict(step) for step in sweep]
+    if any(k != "sweep" for k in results):
         Console(width=max(console.width, 140)).print(report(results, s, args.quick))
         for part, by in results.items():
             for who, res in by.items():
