@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from sinksload import boto_client, create_stream, kinesis_read, percentile
 from mqttwire.frame import split_frame
 
 PATHS = ("broker", "kinesis", "sqs")
+MARK = os.environ.get("SINKS_SWEEP_MARK")  # a file written when each step's window begins
 TICK_S = 0.005
 PAYLOAD_BYTES = 160
 ROLE = "arn:aws:iam::123456789012:role/bench"
@@ -196,6 +198,8 @@ async def publish_step(
     tasks = [asyncio.create_task(d.run(per_device, window, start_ns, end_ns)) for d in devices]
     await asyncio.sleep((start_ns - time.monotonic_ns()) / 1e9)
     b0, g0, t0 = cpu_seconds(gw_pid), time.process_time(), time.perf_counter()
+    if MARK:  # for a profiler started from outside: the window has begun
+        Path(MARK).write_text(f"{path} {rate}\n")  # noqa: ASYNC240 - a few bytes, once per step
     await asyncio.sleep(max(0.0, (end_ns - time.monotonic_ns()) / 1e9))
     b1, g1, t1 = cpu_seconds(gw_pid), time.process_time(), time.perf_counter()
     results = await asyncio.gather(*tasks, return_exceptions=True)

@@ -291,6 +291,7 @@ def _api_clients(endpoint: str, token: str | None) -> Callable[[str], Any]:
 
 async def _run_gateway(cfg: Config, ports_file: Path | None, create_targets: bool = False) -> None:
     from gateway.app import Gateway
+    from gateway.gcsettings import settle_after_startup
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -303,6 +304,7 @@ async def _run_gateway(cfg: Config, ports_file: Path | None, create_targets: boo
             clients = _api_clients(f"http://127.0.0.1:{gw.ports['api']}", gw.api_token)
             for line in await asyncio.to_thread(create, clients, cfg.rules_dir):
                 console.print(f"targets: {line}", markup=False, highlight=False, soft_wrap=True)
+        settle_after_startup()
         if ports_file is not None:
             ports_file.write_text(json.dumps(gw.ports))  # noqa: ASYNC240 - once, at start-up
         console.print(f"[green]edgesim is up[/green] {json.dumps(gw.ports)}  (Ctrl-C to stop)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from gateway.actions.base import ActionError, TemplatedFields, failed_action_name, output_bytes, register
@@ -18,6 +17,12 @@ if TYPE_CHECKING:
 
 ATTEMPTS = 4
 FIRST_BACKOFF_S = 0.05
+
+
+def _random_key(rng: random.Random) -> str:
+    """A UUID-shaped random key, without uuid4's urandom call and UUID object per record."""
+    h = f"{rng.getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @register("kinesis")
@@ -44,7 +49,7 @@ class KinesisAction:
     async def run(self, ctx: EvalContext, output: Any, message: Message) -> None:
         fields = self.fields.render(ctx)
         # AWS leaves the key to the caller; without one a random key spreads records over the shards.
-        key = str(fields.get("partitionKey") or uuid.uuid4())
+        key = str(fields.get("partitionKey") or _random_key(self.random))
         data = output_bytes(output)
         if self.gateway.remote_sinks is not None:
             await self.gateway.remote_sinks.put_record(str(fields["streamName"]), data, key)

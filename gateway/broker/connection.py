@@ -47,6 +47,7 @@ class Connection(asyncio.Protocol):
         "_out",
         "_out_bytes",
         "acks",
+        "acks_paused",
         "aliases",
         "authorizer",
         "broker",
@@ -133,6 +134,7 @@ class Connection(asyncio.Protocol):
         self.quota_count = 0
         # Reasons reading is paused (the publish quota, each backed-up subscriber); reading resumes at zero.
         self.read_blocks = 0
+        self.acks_paused = False  # not read until the PUBACKs held for durable work catch up (Broker.acks_high)
         # Publishers paused because this subscriber's QoS 1 queue is full.
         self.waiting: set[Connection] = set()
         self.dropped_qos0 = 0
@@ -220,6 +222,11 @@ class Connection(asyncio.Protocol):
                     if not self.connected:
                         raise ProtocolViolation("PUBLISH before CONNECT", "MQTT-3.1.0-1")
                     if self.read_blocks or not self._quota_ok():
+                        break
+                    if len(self.acks) >= self.broker.acks_high:
+                        self.acks_paused = True
+                        self.broker.stats["paused_for_acks"] += 1
+                        self.block_reading()
                         break
                     if not budget:
                         # Fairness under a flood: let the other connections, writers and the API have the loop;

@@ -91,6 +91,9 @@ class Broker:
         # A subscriber's QoS 1 queue past pending_high pauses whoever publishes to it; pending_limit is a hard cap.
         self.pending_high = 1000
         self.pending_limit = 20000
+        # A publisher with this many PUBACKs waiting (for durable rule actions, in order) is not read until half
+        # have gone out: TCP slows it, so a device that does not wait for its PUBACKs cannot queue without bound.
+        self.acks_high = 1000
         self.sender: Connection | None = None
         self.outgoing_limit = limits.outgoing_queue_bytes
         self.connect_timeout = limits.connect_timeout_s
@@ -112,6 +115,7 @@ class Broker:
             "dropped_qos1": 0,
             "denied": 0,
             "connects": 0,
+            "paused_for_acks": 0,  # times a publisher was not read because its held PUBACKs reached acks_high
         }
         self.in_by_door: dict[str, list[int]] = {}  # door -> [QoS 0 count, QoS 1 count]: messages routed
         self.out_qos1 = 0
@@ -434,6 +438,9 @@ class Broker:
                     return
                 refusal = codec.puback(pid, reasons.UNSPECIFIED_ERROR, "the message could not be stored")
             conn.send(refusal or codec.puback(pid))
+        if conn.acks_paused and len(acks) <= self.acks_high // 2:
+            conn.acks_paused = False
+            self.loop.call_soon(conn.unblock_reading)
 
     def route(self, message: Message) -> None:
         """Hand a message admitted by the intake to the services that own reserved topics, the rules and the

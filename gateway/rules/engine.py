@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import logging
+import os
 import sqlite3
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gateway.actions import cloudwatch as _cloudwatch  # noqa: F401 - registers the action types
 from gateway.actions import dynamodb as _dynamodb  # noqa: F401 - registers the action type
@@ -42,14 +43,16 @@ RECENT_ERRORS = 10
 RECENT_INVOCATIONS = 20
 
 
-@dataclass(frozen=True)
 class RecentInvocation:
     """One finished message through a rule; action resources are rendered only when someone asks."""
 
-    ctx: EvalContext
-    topic: str
-    time_ms: int
-    outcomes: list[tuple[Action, str | None]]
+    __slots__ = ("ctx", "outcomes", "time_ms", "topic")
+
+    def __init__(self, ctx: EvalContext, topic: str, time_ms: int, outcomes: list[tuple[Action, str | None]]) -> None:
+        self.ctx = ctx
+        self.topic = topic
+        self.time_ms = time_ms
+        self.outcomes = outcomes
 
     def to_json(self) -> dict[str, Any]:
         actions = []
@@ -102,25 +105,46 @@ class RuleRuntime:
     holds_ack: bool = False  # some action is durable: an acknowledged message waits for it (decided once, here)
 
 
-@dataclass
 class _Invocation:
-    """One message through one rule: its actions' failures are gathered into a single errorAction message."""
+    """One message through one rule: its actions' failures are gathered into a single errorAction message.
 
-    runtime: RuleRuntime
-    message: Message
-    ctx: EvalContext
-    pending: int
-    failures: list[dict[str, str]] = field(default_factory=list)
-    outcomes: list[tuple[Action, str | None]] = field(default_factory=list)  # (action, error or None), in finish order
-    hold: AckHold | None = None  # the publisher's acknowledgement waits for this invocation's durable actions
-    uncommitted: bool = False  # a sink's commit failed: the publisher must not be acknowledged
+    A plain class with slots: one is made per matched message, so its construction is on the hot path."""
+
+    __slots__ = ("ctx", "failures", "hold", "message", "outcomes", "pending", "runtime", "uncommitted")
+
+    def __init__(self, runtime: RuleRuntime, message: Message, ctx: EvalContext, pending: int) -> None:
+        self.runtime = runtime
+        self.message = message
+        self.ctx = ctx
+        self.pending = pending
+        self.failures: list[dict[str, str]] = []
+        self.outcomes: list[tuple[Action, str | None]] = []  # (action, error or None), in finish order
+        self.hold: AckHold | None = None  # the publisher's acknowledgement waits for this invocation's durable actions
+        self.uncommitted = False  # a sink's commit failed: the publisher must not be acknowledged
 
 
-@dataclass
-class _Job:
+class _Job(NamedTuple):
     invocation: _Invocation
     action: Action
     output: Any
+
+
+class TraceIds:
+    """UUID-shaped (version 4 layout) trace ids: a random prefix per engine and a counter.
+
+    uuid4() per message costs an urandom call, a UUID object and its formatting; these only need to be unique
+    per message and tie an errorAction document to the log lines, as AWS's cloudwatchTraceId does."""
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) < 10:
+            raise ValueError("TraceIds needs 10 random bytes")
+        h = seed[:10].hex()
+        variant = "89ab"[int(h[15], 16) & 3]
+        self._prefix = f"{h[0:8]}-{h[8:12]}-4{h[12:15]}-{variant}{h[16:19]}-"
+        self._counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
 
 
 def build_runtime(rule: TopicRule, gateway: Gateway) -> RuleRuntime:
@@ -171,9 +195,9 @@ class RuleExecutor:
             error: str | None = None
             started = asyncio.get_running_loop().time()
             try:
-                await asyncio.wait_for(
-                    job.action.run(job.invocation.ctx, job.output, job.invocation.message), self.action_timeout_s
-                )
+                # asyncio.timeout, not wait_for: wait_for wraps every action in a task of its own.
+                async with asyncio.timeout(self.action_timeout_s):
+                    await job.action.run(job.invocation.ctx, job.output, job.invocation.message)
             except Exception as exc:  # any failure of an action becomes an errorAction entry, never a crash
                 error = str(exc) or exc.__class__.__name__
                 if isinstance(exc, sqlite3.Error):
@@ -254,7 +278,8 @@ class RuleExecutor:
             "failures": inv.failures,
         }
         try:
-            await asyncio.wait_for(action.run(inv.ctx, document, inv.message), self.action_timeout_s)
+            async with asyncio.timeout(self.action_timeout_s):
+                await action.run(inv.ctx, document, inv.message)
         except Exception as exc:  # AWS: a failing error action is only logged
             log.error(
                 "rule %s: errorAction %s failed too: %s",
@@ -289,8 +314,9 @@ def _safe_resource(action: Action, ctx: EvalContext) -> str:
 class RulesEngine:
     """Holds the live rules; the broker calls `on_message` for every message from every door."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, trace_seed: bytes | None = None) -> None:
         self.gateway = gateway
+        self.trace_ids = TraceIds(trace_seed or os.urandom(10))
         self.index: RuleIndex[RuleRuntime] = RuleIndex()
         self.executor = RuleExecutor(gateway)
         self.stats = {"messages": 0, "evaluation_errors": 0, "ingest_unknown_rule": 0}
@@ -329,7 +355,7 @@ class RulesEngine:
             client_id=message.client_id,
             principal=message.principal,
             timestamp_ms=message.received_ms,
-            trace_id=str(uuid.uuid4()),
+            trace_id=self.trace_ids(),
             get_thing_shadow=self._get_thing_shadow,
             mqtt_properties=named,
             user_properties=pairs,
