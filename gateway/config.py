@@ -47,6 +47,11 @@ class MqttLimits(BaseModel):
         " AWS allows up to 7 days): MQTT 3.1.1 sessions get this, MQTT 5 ones their own interval clamped to it",
     )
     inflight_qos1: int = limits.INFLIGHT_QOS1_PER_CLIENT
+    held_acks: int = Field(
+        default_factory=lambda: int(os.environ.get("EDGESIM_MQTT_HELD_ACKS", "1000")),
+        description="PUBACKs one publisher may have waiting for durable rule actions; at this many its connection is"
+        " not read until half have gone out (TCP slows the device instead of the gateway queueing without bound)",
+    )
     outgoing_queue_bytes: int = Field(
         default=4 * 1024 * 1024,
         description="bytes buffered for a slow subscriber before QoS 0 messages to it are dropped",

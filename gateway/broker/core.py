@@ -93,7 +93,7 @@ class Broker:
         self.pending_limit = 20000
         # A publisher with this many PUBACKs waiting (for durable rule actions, in order) is not read until half
         # have gone out: TCP slows it, so a device that does not wait for its PUBACKs cannot queue without bound.
-        self.acks_high = 1000
+        self.acks_high = max(2, limits.held_acks)
         self.sender: Connection | None = None
         self.outgoing_limit = limits.outgoing_queue_bytes
         self.connect_timeout = limits.connect_timeout_s

@@ -1,0 +1,39 @@
+"""Trace ids for rule invocations, and the collector's settings once a gateway is up."""
+
+from __future__ import annotations
+
+import gc
+import uuid
+
+import pytest
+
+from gateway.gcsettings import THRESHOLDS, settle_after_startup
+from gateway.rules.engine import TraceIds
+
+
+def test_trace_ids_are_version_4_uuids_unique_per_message_and_per_seed() -> None:
+    first = TraceIds(bytes(range(10)))
+    ids = [first() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    for text in ids[:3] + ids[-3:]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    other = TraceIds(bytes(range(1, 11)))
+    assert other() not in ids
+
+
+def test_trace_ids_refuse_a_short_seed() -> None:
+    with pytest.raises(ValueError):
+        TraceIds(b"short")
+
+
+def test_settle_after_startup_freezes_survivors_and_sets_the_thresholds() -> None:
+    old = gc.get_threshold()
+    try:
+        settle_after_startup()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == THRESHOLDS
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*old)
