@@ -37,3 +37,21 @@ def test_settle_after_startup_freezes_survivors_and_sets_the_thresholds() -> Non
     finally:
         gc.unfreeze()
         gc.set_threshold(*old)
+
+
+def test_rule_index_matches_stay_true_across_puts_and_removes() -> None:
+    from gateway.rules.index import CACHED_TOPICS, RuleIndex
+
+    index: RuleIndex[str] = RuleIndex()
+    index.put("a", "dt/+/temp", "A")
+    assert index.match("dt/1/temp") == ["A"]
+    index.put("b", "dt/#", "B")
+    assert sorted(index.match("dt/1/temp")) == ["A", "B"]
+    index.put("a", None, "A")  # disabled: kept by name, never matched
+    assert index.match("dt/1/temp") == ["B"]
+    index.remove("b")
+    assert index.match("dt/1/temp") == []
+    index.put("c", "#", "C")
+    for n in range(CACHED_TOPICS + 10):  # more distinct topics than remembered: still right
+        assert index.match(f"t/{n}") == ["C"]
+    assert index.get("a") == "A" and len(index) == 2
