@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 from gateway.rules.ast import UNDEFINED, V2, Rule, is_true, parse_json
@@ -82,6 +83,18 @@ class EvalContext:
     mqtt_properties: Mapping[str, Any] | None = None
     user_properties: tuple[tuple[str, str], ...] = ()
 
+    @classmethod
+    def for_message(cls, **values: Any) -> EvalContext:
+        """The same context as EvalContext(**values), built the cheap way: a frozen dataclass's __init__ pays an
+        object.__setattr__ per field, and the rules engine makes one context per routed message."""
+        ctx = object.__new__(cls)
+        fields = ctx.__dict__
+        fields.update(_DEFAULTS)
+        fields.update(values)
+        if fields.keys() != _DEFAULTS.keys() | _REQUIRED:
+            raise TypeError(f"EvalContext.for_message: unknown or missing fields {sorted(fields.keys() ^ _FIELDS)}")
+        return ctx
+
     def _document(self, v2: bool) -> Any:
         try:
             return parse_json(self.payload, v2)
@@ -101,6 +114,11 @@ class EvalContext:
     @_once
     def topic_levels(self) -> list[str]:
         return self.topic.split("/")
+
+
+_DEFAULTS = {f.name: f.default for f in dataclass_fields(EvalContext) if f.default is not MISSING}
+_REQUIRED = {f.name for f in dataclass_fields(EvalContext) if f.default is MISSING}
+_FIELDS = _DEFAULTS.keys() | _REQUIRED
 
 
 class Evaluation(NamedTuple):

@@ -11,7 +11,7 @@ import os
 import sqlite3
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from gateway.actions import cloudwatch as _cloudwatch  # noqa: F401 - registers the action types
 from gateway.actions import dynamodb as _dynamodb  # noqa: F401 - registers the action type
@@ -123,10 +123,8 @@ class _Invocation:
         self.uncommitted = False  # a sink's commit failed: the publisher must not be acknowledged
 
 
-class _Job(NamedTuple):
-    invocation: _Invocation
-    action: Action
-    output: Any
+# One action to run for one invocation, with the rule's output: a plain tuple, made per action per message.
+_Job = tuple[_Invocation, Action, Any]
 
 
 class TraceIds:
@@ -173,39 +171,37 @@ class RuleExecutor:
         # Per action type: successes, failures, and total run time, for /edgesim/actions/metrics.
         self.by_kind: dict[str, dict[str, float]] = {}
 
-    def submit(self, job: _Job) -> None:
-        queue = self.queues.get(job.action.kind)
+    def submit(self, inv: _Invocation, action: Action, output: Any) -> None:
+        queue = self.queues.get(action.kind)
         if queue is None:
-            queue = self.queues[job.action.kind] = asyncio.Queue(self.queue_size)
+            queue = self.queues[action.kind] = asyncio.Queue(self.queue_size)
             for i in range(self.workers_per_kind):
                 self._workers.append(
-                    asyncio.get_running_loop().create_task(
-                        self._work(queue), name=f"rule-actions-{job.action.kind}-{i}"
-                    )
+                    asyncio.get_running_loop().create_task(self._work(queue), name=f"rule-actions-{action.kind}-{i}")
                 )
         try:
-            queue.put_nowait(job)
+            queue.put_nowait((inv, action, output))
         except asyncio.QueueFull:
             self.dropped += 1
-            self._done(job, f"the {job.action.kind} action queue is full ({self.queue_size}); message throttled")
+            self._done(inv, action, f"the {action.kind} action queue is full ({self.queue_size}); message throttled")
 
     async def _work(self, queue: asyncio.Queue[_Job]) -> None:
         while True:
-            job = await queue.get()
+            inv, action, output = await queue.get()
             error: str | None = None
             started = asyncio.get_running_loop().time()
             try:
                 # asyncio.timeout, not wait_for: wait_for wraps every action in a task of its own.
                 async with asyncio.timeout(self.action_timeout_s):
-                    await job.action.run(job.invocation.ctx, job.output, job.invocation.message)
+                    await action.run(inv.ctx, output, inv.message)
             except Exception as exc:  # any failure of an action becomes an errorAction entry, never a crash
                 error = str(exc) or exc.__class__.__name__
                 if isinstance(exc, sqlite3.Error):
-                    job.invocation.uncommitted = True
-            figures = self.by_kind.setdefault(job.action.kind, {"success": 0, "failure": 0, "seconds": 0.0})
+                    inv.uncommitted = True
+            figures = self.by_kind.setdefault(action.kind, {"success": 0, "failure": 0, "seconds": 0.0})
             figures["success" if error is None else "failure"] += 1
             figures["seconds"] += asyncio.get_running_loop().time() - started
-            await self._finish(job, error)
+            await self._finish(inv, action, error)
 
     def action_metrics(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
@@ -219,35 +215,34 @@ class RuleExecutor:
             }
         return out
 
-    def _done(self, job: _Job, error: str | None) -> None:
+    def _done(self, inv: _Invocation, action: Action, error: str | None) -> None:
         # Finishing may run the errorAction, which awaits; the task is owned here and cancelled on stop().
-        task = asyncio.get_running_loop().create_task(self._finish(job, error), name="rule-action-refused")
+        task = asyncio.get_running_loop().create_task(self._finish(inv, action, error), name="rule-action-refused")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _finish(self, job: _Job, error: str | None) -> None:
-        inv = job.invocation
+    async def _finish(self, inv: _Invocation, action: Action, error: str | None) -> None:
         metrics = inv.runtime.metrics
         if error is None:
             metrics.action_success += 1
         else:
             metrics.action_failure += 1
-            metrics.record_error(self.gateway.clock.wall_ms(), job.action.failed_action_name, error, inv.ctx.trace_id)
+            metrics.record_error(self.gateway.clock.wall_ms(), action.failed_action_name, error, inv.ctx.trace_id)
             log.warning(
                 "rule %s: %s failed: %s",
                 inv.runtime.rule.name,
-                job.action.kind,
+                action.kind,
                 error,
-                extra=_log_fields(inv, job.action),
+                extra=_log_fields(inv, action),
             )
             inv.failures.append(
                 {
-                    "failedAction": job.action.failed_action_name,
-                    "failedResource": _safe_resource(job.action, inv.ctx),
+                    "failedAction": action.failed_action_name,
+                    "failedResource": _safe_resource(action, inv.ctx),
                     "errorMessage": error,
                 }
             )
-        inv.outcomes.append((job.action, error))
+        inv.outcomes.append((action, error))
         inv.pending -= 1
         if inv.pending:
             return
@@ -349,7 +344,7 @@ class RulesEngine:
 
     def _context(self, message: Message, topic: str) -> EvalContext:
         named, pairs = sql_properties(message.properties)
-        return EvalContext(
+        return EvalContext.for_message(
             payload=message.payload,
             topic=topic,
             client_id=message.client_id,
@@ -384,7 +379,7 @@ class RulesEngine:
             invocation.hold = message.hold
             message.hold.take()
         for action in runtime.actions:
-            self.executor.submit(_Job(invocation, action, evaluation.output))
+            self.executor.submit(invocation, action, evaluation.output)
 
     def _get_thing_shadow(self, thing: str, shadow_name: str | None) -> Any:
         return json.loads(self.gateway.shadows.get_thing_shadow(thing, shadow_name))

@@ -55,3 +55,18 @@ def test_rule_index_matches_stay_true_across_puts_and_removes() -> None:
     for n in range(CACHED_TOPICS + 10):  # more distinct topics than remembered: still right
         assert index.match(f"t/{n}") == ["C"]
     assert index.get("a") == "A" and len(index) == 2
+
+
+def test_eval_context_for_message_is_the_same_context_as_the_constructor() -> None:
+    from gateway.rules import EvalContext, compile_rule
+
+    values = {"payload": b'{"n": 2}', "topic": "a/b", "client_id": "c", "timestamp_ms": 5, "trace_id": "t"}
+    fast, slow = EvalContext.for_message(**values), EvalContext(**values)  # type: ignore[arg-type]
+    assert fast == slow
+    rule = compile_rule("SELECT n, clientid() AS c, traceid() AS t, topic(2) AS l FROM 'a/+'")
+    assert rule.evaluate(fast) == rule.evaluate(slow)
+    assert rule.evaluate(fast).output == {"n": 2, "c": "c", "t": "t", "l": "b"}
+    with pytest.raises(TypeError):
+        EvalContext.for_message(payload=b"", topic="t", nope=1)
+    with pytest.raises(TypeError):
+        EvalContext.for_message(payload=b"")
