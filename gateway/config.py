@@ -48,9 +48,10 @@ class MqttLimits(BaseModel):
     )
     inflight_qos1: int = limits.INFLIGHT_QOS1_PER_CLIENT
     held_acks: int = Field(
-        default_factory=lambda: int(os.environ.get("EDGESIM_MQTT_HELD_ACKS", "1000")),
-        description="PUBACKs one publisher may have waiting for durable rule actions; at this many its connection is"
-        " not read until half have gone out (TCP slows the device instead of the gateway queueing without bound)",
+        default_factory=lambda: int(os.environ.get("EDGESIM_MQTT_HELD_ACKS", str(limits.INFLIGHT_QOS1_PER_CLIENT))),
+        description="PUBACKs one publisher may have waiting for durable rule actions (default: the Receive Maximum"
+        " MQTT 5 clients are given); at this many its connection is not read until half have gone out (TCP slows"
+        " the device instead of the gateway queueing without bound)",
     )
     outgoing_queue_bytes: int = Field(
         default=4 * 1024 * 1024,

@@ -158,7 +158,7 @@ class RuleExecutor:
     """Runs one rule's actions for matched messages through bounded per-type queues and worker tasks."""
 
     def __init__(
-        self, gateway: Gateway, queue_size: int = 10000, workers_per_kind: int = 128, action_timeout_s: float = 30.0
+        self, gateway: Gateway, queue_size: int = 50_000, workers_per_kind: int = 1024, action_timeout_s: float = 30.0
     ) -> None:
         self.gateway = gateway
         self.queue_size = queue_size
@@ -166,28 +166,44 @@ class RuleExecutor:
         self.action_timeout_s = action_timeout_s
         self.queues: dict[str, asyncio.Queue[_Job]] = {}
         self._workers: list[asyncio.Task[None]] = []
+        # Per action type: workers started, and how many wait for a job. A durable action holds its worker until its
+        # commit, so the workers bound the records in flight: started on demand, up to workers_per_kind.
+        self._started: dict[str, int] = {}
+        self._idle: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.dropped = 0
         # Per action type: successes, failures, and total run time, for /edgesim/actions/metrics.
         self.by_kind: dict[str, dict[str, float]] = {}
 
     def submit(self, inv: _Invocation, action: Action, output: Any) -> None:
-        queue = self.queues.get(action.kind)
+        kind = action.kind
+        queue = self.queues.get(kind)
         if queue is None:
-            queue = self.queues[action.kind] = asyncio.Queue(self.queue_size)
-            for i in range(self.workers_per_kind):
-                self._workers.append(
-                    asyncio.get_running_loop().create_task(self._work(queue), name=f"rule-actions-{action.kind}-{i}")
-                )
+            queue = self.queues[kind] = asyncio.Queue(self.queue_size)
+            self._started[kind] = self._idle[kind] = 0
         try:
             queue.put_nowait((inv, action, output))
         except asyncio.QueueFull:
             self.dropped += 1
-            self._done(inv, action, f"the {action.kind} action queue is full ({self.queue_size}); message throttled")
+            inv.uncommitted = True  # not stored, so not acknowledged: the publisher sends it again
+            self._done(inv, action, f"the {kind} action queue is full ({self.queue_size}); message throttled")
+            return
+        if self._idle[kind] < queue.qsize() and self._started[kind] < self.workers_per_kind:
+            self._started[kind] += 1
+            self._workers.append(
+                asyncio.get_running_loop().create_task(
+                    self._work(kind, queue), name=f"rule-actions-{kind}-{self._started[kind]}"
+                )
+            )
 
-    async def _work(self, queue: asyncio.Queue[_Job]) -> None:
+    async def _work(self, kind: str, queue: asyncio.Queue[_Job]) -> None:
+        idle = self._idle
         while True:
-            inv, action, output = await queue.get()
+            idle[kind] += 1
+            try:
+                inv, action, output = await queue.get()
+            finally:
+                idle[kind] -= 1
             error: str | None = None
             started = asyncio.get_running_loop().time()
             try:

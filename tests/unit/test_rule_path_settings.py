@@ -70,3 +70,51 @@ def test_eval_context_for_message_is_the_same_context_as_the_constructor() -> No
         EvalContext.for_message(payload=b"", topic="t", nope=1)
     with pytest.raises(TypeError):
         EvalContext.for_message(payload=b"")
+
+
+def test_an_action_queue_that_is_full_fails_the_hold_so_the_message_is_not_acknowledged() -> None:
+    import asyncio
+    from types import SimpleNamespace
+    from typing import Any
+
+    from gateway.messages import AckHold, Message
+    from gateway.rules import EvalContext
+    from gateway.rules.engine import RuleExecutor, RuleMetrics, _Invocation
+
+    class SlowSink:
+        kind = "kinesis"
+        failed_action_name = "KinesisAction"
+
+        def __init__(self) -> None:
+            self.go = asyncio.Event()
+            self.stored: list[bytes] = []
+
+        def resource(self, ctx: EvalContext) -> str:
+            return "stream"
+
+        async def run(self, ctx: EvalContext, output: Any, message: Message) -> None:
+            await self.go.wait()
+            self.stored.append(message.payload)
+
+    async def scenario() -> tuple[list[bool], list[bytes], int]:
+        gateway: Any = SimpleNamespace(clock=SimpleNamespace(wall_ms=lambda: 0))
+        executor = RuleExecutor(gateway, queue_size=2, workers_per_kind=1)
+        runtime: Any = SimpleNamespace(metrics=RuleMetrics(), rule=SimpleNamespace(name="r"), error_action=None)
+        sink = SlowSink()
+        holds = []
+        for n in range(4):
+            message = Message(topic="t", payload=str(n).encode(), qos=1, acknowledged=True)
+            inv = _Invocation(runtime, message, EvalContext(payload=message.payload, topic="t"), 1)
+            inv.hold = hold = AckHold()
+            hold.take()
+            holds.append(hold)
+            executor.submit(inv, sink, None)  # type: ignore[arg-type]
+        sink.go.set()  # two jobs fit the queue; the other two were refused at once
+        await asyncio.gather(*(h.settled() for h in holds))
+        await executor.stop()
+        return [h.failed for h in holds], sink.stored, executor.dropped
+
+    failed, stored, dropped = asyncio.run(scenario())
+    assert dropped == 2
+    assert failed == [False, False, True, True]
+    assert stored == [b"0", b"1"]
