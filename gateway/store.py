@@ -250,6 +250,35 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX cloudwatch_datapoints_by_metric ON cloudwatch_datapoints(namespace, name, seq);
     """,
+    # Tables that were created outside this list (IF NOT EXISTS: older databases already have them), and the edge
+    # core's spool, which had a database file and a migration list of its own.
+    """
+    CREATE TABLE IF NOT EXISTS fleet_indexing (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS dynamic_thing_groups (
+        name TEXT PRIMARY KEY, query TEXT NOT NULL, index_name TEXT NOT NULL, query_version TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS gg_connectivity (thing TEXT PRIMARY KEY, info TEXT NOT NULL, version TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS gg_client_devices (
+        core TEXT NOT NULL, thing TEXT NOT NULL, associated_ms INTEGER NOT NULL, PRIMARY KEY (core, thing)
+    );
+    CREATE TABLE IF NOT EXISTS gg_core_cas (core TEXT PRIMARY KEY, cas TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS dashboard_edge_reports (
+        core TEXT PRIMARY KEY, entry TEXT NOT NULL, received_ms INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS edge_fleet_status (id INTEGER PRIMARY KEY, sequence INTEGER);
+    CREATE TABLE IF NOT EXISTS edge_shadow_sync (
+        thing TEXT NOT NULL, shadow TEXT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (thing, shadow)
+    );
+    CREATE TABLE IF NOT EXISTS spool (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        enqueued_ms INTEGER NOT NULL,
+        properties BLOB
+    );
+    """,
 ]
 
 

@@ -637,10 +637,15 @@ def _attr_from_json(raw: Mapping[str, str]) -> MessageAttribute:
     return MessageAttribute(raw["DataType"], string_value=raw["StringValue"])
 
 
+_MESSAGE_FIELDS = tuple(f.name for f in fields(Message))  # computed once: fields() is slow per message
+
+
 def _message_to_json(msg: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {f.name: getattr(msg, f.name) for f in fields(Message)}
-    out["attributes"] = {k: _attr_to_json(v) for k, v in msg.attributes.items()}
-    out["system_attributes"] = {k: _attr_to_json(v) for k, v in msg.system_attributes.items()}
+    out: dict[str, Any] = {name: getattr(msg, name) for name in _MESSAGE_FIELDS}
+    if msg.attributes:
+        out["attributes"] = {k: _attr_to_json(v) for k, v in msg.attributes.items()}
+    if msg.system_attributes:
+        out["system_attributes"] = {k: _attr_to_json(v) for k, v in msg.system_attributes.items()}
     return out
 
 
