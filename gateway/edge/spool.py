@@ -337,6 +337,15 @@ class Spool:
             self.stats.acked += len(known)
         return len(known)
 
+    def ack_soon(self, seqs: Iterable[int]) -> int:
+        """`ack` as part of the store's group commit (nobody waits: if it fails, the messages are pending again)."""
+        known = tuple(seq for seq in dict.fromkeys(seqs) if seq in self._entries)
+        if known:
+            self._change(known, soon=True)
+            self._forget(known)
+            self.stats.acked += len(known)
+        return len(known)
+
     def connection_interrupted(self) -> tuple[int, ...]:
         """The cloud link dropped: delete the pending QoS 0 messages the policy does not keep offline; returns them."""
         dropped = dropped_on_interrupt(self._pending(), self.policy)
