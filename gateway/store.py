@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -395,7 +396,7 @@ class Store:
         loop = asyncio.get_running_loop()
         done = self._thread.submit(self._commit_writer_in_thread)
         self._inflight = (done, group)
-        done.add_done_callback(lambda _: loop.call_soon_threadsafe(self._commit_done, done))
+        done.add_done_callback(functools.partial(_notify, loop, self._commit_done))
 
     def _write_group(self) -> _Group | None:
         """Run the pending writes in one open transaction on the writer's connection (on the loop thread)."""
@@ -483,6 +484,8 @@ class Store:
     def flush(self) -> None:
         """Commit now (blocking): the commit in flight, then every write registered so far. Synchronous writers and
         readers that must see earlier writes of this turn call this first, so changes land in the order made."""
+        if self._depth:
+            return  # called from inside a write or a transaction: the enclosing one commits it all
         if self._inflight is not None:
             done, group = self._inflight
             self._inflight = None
@@ -545,6 +548,16 @@ class Store:
         if self._writer is not self._reader:
             self._writer.close()
         self._reader.close()
+
+
+def _notify(
+    loop: asyncio.AbstractEventLoop,
+    callback: Callable[[concurrent.futures.Future[None]], None],
+    done: concurrent.futures.Future[None],
+) -> None:
+    """From the writer thread: hand the finished commit to the loop (unless the loop is gone: close() settles it)."""
+    with suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, done)
 
 
 def _rollback(db: sqlite3.Connection) -> None:
