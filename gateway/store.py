@@ -309,7 +309,7 @@ class _Group:
             return
         self.settled = True
         for future, result, own_error in self.outcomes:
-            if future.done():
+            if future.done() or future.get_loop().is_closed():  # closed: committed at close(), nobody waits
                 continue
             failure = error or own_error
             if failure is None:
