@@ -155,6 +155,10 @@ _DELETE = "DELETE FROM spool WHERE seq = ?"
 Row = tuple[int, str, bytes, int, int, int, "bytes | None"]
 
 
+def _is_row(op: Row | tuple[int, ...]) -> bool:
+    return len(op) == 7 and isinstance(op[1], str)
+
+
 class _Undone(sqlite3.OperationalError):
     """Appends made on top of a group whose commit failed: they fail with it (never acknowledged)."""
 
@@ -172,6 +176,7 @@ class Spool:
         self._ops: list[Row | tuple[int, ...]] = []
         self._written: asyncio.Future[None] | None = None
         self._generation = 0  # bumped when a group fails: appends made before that fail with it
+        self._deleting: set[int] = set()  # rows gone from the index whose delete has not committed yet
         self._load()
 
     def _load(self) -> None:
@@ -188,7 +193,7 @@ class Spool:
     def _apply(self, db: sqlite3.Connection, ops: list[Row | tuple[int, ...]]) -> None:
         inserts: list[Row] = []
         for op in ops:
-            if len(op) == 7 and isinstance(op[1], str):
+            if _is_row(op):
                 inserts.append(op)  # type: ignore[arg-type]
                 continue
             if inserts:
@@ -201,20 +206,25 @@ class Spool:
     def _change(self, op: Row | tuple[int, ...], *, soon: bool) -> None:
         if soon:
             if self._written is None:
-                self._written = self.store.commit_soon(functools.partial(self._write, self._generation))
-                self._written.add_done_callback(self._write_done)
+                deleted: list[int] = []
+                self._written = self.store.commit_soon(functools.partial(self._write, self._generation, deleted))
+                self._written.add_done_callback(functools.partial(self._write_done, deleted))
+            if not _is_row(op):
+                self._deleting.update(op)  # type: ignore[arg-type]
             self._ops.append(op)
             return
         with self.store.transaction() as db:
             self._apply(db, [op])
 
-    def _write(self, generation: int, db: sqlite3.Connection) -> None:
+    def _write(self, generation: int, deleted: list[int], db: sqlite3.Connection) -> None:
         ops, self._ops, self._written = self._ops, [], None
+        deleted.extend(seq for op in ops if not _is_row(op) for seq in op)  # type: ignore[misc]
         if generation != self._generation:
             raise _Undone("an earlier spool commit failed; these appends were undone with it")
         self._apply(db, ops)
 
-    def _write_done(self, written: asyncio.Future[None]) -> None:
+    def _write_done(self, deleted: list[int], written: asyncio.Future[None]) -> None:
+        self._deleting.difference_update(deleted)  # committed, or back in the index after a failure
         if written.cancelled() or written.exception() is None:
             return
         if not isinstance(written.exception(), _Undone):
@@ -312,9 +322,12 @@ class Spool:
         """Up to `limit` pending messages, oldest first, leaving out those in flight. Changes nothing."""
         if limit <= 0 or not self._entries:
             return []
-        # The first limit + len(in flight) rows hold at least `limit` pending ones, if there are that many.
-        rows = self.store.query(f"SELECT {_COLUMNS} FROM spool ORDER BY seq LIMIT ?", (limit + len(self._in_flight),))
-        pending = (row for row in rows if row[0] not in self._in_flight)
+        # The first limit + len(in flight) + len(deleting) rows hold at least `limit` pending ones, if there are that
+        # many: the file still has rows whose delete is not committed yet, which the index has forgotten.
+        skip = len(self._in_flight) + len(self._deleting)
+        rows = self.store.query(f"SELECT {_COLUMNS} FROM spool ORDER BY seq LIMIT ?", (limit + skip,))
+        entries, in_flight = self._entries, self._in_flight
+        pending = (row for row in rows if row[0] in entries and row[0] not in in_flight)
         return [
             SpooledMessage(s, t, bytes(p), q, bool(r), ms, None if props is None else bytes(props))
             for s, t, p, q, r, ms, props in pending

@@ -421,3 +421,22 @@ def test_appends_of_one_turn_share_the_store_commit_and_a_failed_one_acknowledge
     asyncio.run(scenario())
     spool.close()
     store.close()
+
+
+def test_acked_messages_are_not_peeked_again_while_their_delete_commits(tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db")
+    spool = Spool(store, SpoolPolicy())
+    seqs = [put(spool, f"dt/{i}", b"x") for i in range(3)]
+
+    async def scenario() -> None:
+        spool.mark_in_flight(seqs[:2])
+        assert spool.ack_soon(seqs[:2]) == 2
+        assert [m.seq for m in spool.peek(1)] == [seqs[2]]  # the rows are still in the file until the commit
+        await asyncio.sleep(0.05)
+        store.flush()
+        assert [m.seq for m in spool.peek(10)] == [seqs[2]] and spool.depth == 1
+
+    asyncio.run(scenario())
+    spool.close()
+    assert [row[0] for row in store.query("SELECT seq FROM spool")] == [seqs[2]]
+    store.close()
