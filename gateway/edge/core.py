@@ -500,7 +500,7 @@ class EdgeOpsForCore:
         self.core.pubsub.publish(topic, payload)
 
     async def publish_to_iot_core(self, topic: str, payload: bytes, qos: int) -> None:
-        await self.core.to_cloud(topic, payload, qos)
+        await asyncio.shield(self.core.to_cloud(topic, payload, qos))  # shared by the group: never cancel it
 
     async def get_thing_shadow(self, thing: str, shadow: str | None) -> bytes:
         return self.core.shadows.get_thing_shadow(thing, shadow)
