@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -250,6 +251,35 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX cloudwatch_datapoints_by_metric ON cloudwatch_datapoints(namespace, name, seq);
     """,
+    # Tables that were created outside this list (IF NOT EXISTS: older databases already have them), and the edge
+    # core's spool, which had a database file and a migration list of its own.
+    """
+    CREATE TABLE IF NOT EXISTS fleet_indexing (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS dynamic_thing_groups (
+        name TEXT PRIMARY KEY, query TEXT NOT NULL, index_name TEXT NOT NULL, query_version TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS gg_connectivity (thing TEXT PRIMARY KEY, info TEXT NOT NULL, version TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS gg_client_devices (
+        core TEXT NOT NULL, thing TEXT NOT NULL, associated_ms INTEGER NOT NULL, PRIMARY KEY (core, thing)
+    );
+    CREATE TABLE IF NOT EXISTS gg_core_cas (core TEXT PRIMARY KEY, cas TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS dashboard_edge_reports (
+        core TEXT PRIMARY KEY, entry TEXT NOT NULL, received_ms INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS edge_fleet_status (id INTEGER PRIMARY KEY, sequence INTEGER);
+    CREATE TABLE IF NOT EXISTS edge_shadow_sync (
+        thing TEXT NOT NULL, shadow TEXT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (thing, shadow)
+    );
+    CREATE TABLE IF NOT EXISTS spool (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        enqueued_ms INTEGER NOT NULL,
+        properties BLOB
+    );
+    """,
 ]
 
 
@@ -279,7 +309,7 @@ class _Group:
             return
         self.settled = True
         for future, result, own_error in self.outcomes:
-            if future.done():
+            if future.done() or future.get_loop().is_closed():  # closed: committed at close(), nobody waits
                 continue
             failure = error or own_error
             if failure is None:
@@ -319,7 +349,7 @@ class Store:
         self._pending: list[tuple[Write, asyncio.Future[Any]]] = []
         self._scheduled = False
         self._inflight: tuple[concurrent.futures.Future[None], _Group] | None = None
-        self.commits = 0  # group commits done (for tests and the health page)
+        self.commits = 0  # group commits done (tests and benchmarks read it)
         self._migrate()
         self._reader = self.db
         # An in-memory database is private to its connection: its group writes and commits on the loop thread.
@@ -366,7 +396,7 @@ class Store:
         loop = asyncio.get_running_loop()
         done = self._thread.submit(self._commit_writer_in_thread)
         self._inflight = (done, group)
-        done.add_done_callback(lambda _: loop.call_soon_threadsafe(self._commit_done, done))
+        done.add_done_callback(functools.partial(_notify, loop, self._commit_done))
 
     def _write_group(self) -> _Group | None:
         """Run the pending writes in one open transaction on the writer's connection (on the loop thread)."""
@@ -383,8 +413,7 @@ class Store:
         try:
             single = len(batch) == 1
             for write, future in batch:
-                if future.cancelled():
-                    continue
+                # A cancelled waiter's write still runs: services hand over state they already changed in memory.
                 if single:  # nothing else in the group to protect: no savepoint needed
                     try:
                         outcomes.append((future, write(db), None))
@@ -454,6 +483,8 @@ class Store:
     def flush(self) -> None:
         """Commit now (blocking): the commit in flight, then every write registered so far. Synchronous writers and
         readers that must see earlier writes of this turn call this first, so changes land in the order made."""
+        if self._depth:
+            return  # called from inside a write or a transaction: the enclosing one commits it all
         if self._inflight is not None:
             done, group = self._inflight
             self._inflight = None
@@ -516,6 +547,16 @@ class Store:
         if self._writer is not self._reader:
             self._writer.close()
         self._reader.close()
+
+
+def _notify(
+    loop: asyncio.AbstractEventLoop,
+    callback: Callable[[concurrent.futures.Future[None]], None],
+    done: concurrent.futures.Future[None],
+) -> None:
+    """From the writer thread: hand the finished commit to the loop (unless the loop is gone: close() settles it)."""
+    with suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, done)
 
 
 def _rollback(db: sqlite3.Connection) -> None:

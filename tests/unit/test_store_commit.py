@@ -120,3 +120,38 @@ def test_writes_made_while_a_commit_is_in_flight_form_the_next_group(tmp_path: P
     assert store.commits - before <= 2
     assert len(_rows(store, "a")) == 6
     store.close()
+
+
+def test_a_kinesis_record_and_an_sqs_message_of_one_turn_fail_together_and_are_not_kept(tmp_path: Path) -> None:
+    from gateway.clock import ManualClock
+    from gateway.sinks.kinesis.service import KinesisService
+    from gateway.sinks.sqs.service import SendEntry, SqsService
+
+    store = _store(tmp_path)
+    clock = ManualClock()
+    kinesis = KinesisService(store, clock, "us-east-1", "123456789012", enforce_limits=False)
+    sqs = SqsService(store, clock, "us-east-1", "123456789012", "127.0.0.1", lambda: 4566)
+    kinesis.create_stream("k", 1)
+    url = sqs.create_queue("q")["QueueUrl"]
+    # The doomed record breaks a deferred foreign key, so the turn's one COMMIT fails for both services.
+    store.db.execute(
+        "CREATE TRIGGER poison AFTER INSERT ON kinesis_records WHEN NEW.partition_key = 'doomed' "
+        "BEGIN INSERT INTO child VALUES (1); END"
+    )
+
+    async def scenario() -> None:
+        record = asyncio.ensure_future(kinesis.put_record_durable("k", b"lost", "doomed"))
+        sqs.send_message(url, SendEntry(body="lost too"))
+        with pytest.raises(sqlite3.IntegrityError):
+            await sqs.durable()
+        with pytest.raises(sqlite3.IntegrityError):
+            await record
+        assert await sqs.receive_message(url, 10) == []  # undone in memory as well
+        await kinesis.put_record_durable("k", b"kept", "fine")
+        sqs.send_message(url, SendEntry(body="kept"))
+        await sqs.durable()
+        assert [m.body for m in await sqs.receive_message(url, 10)] == ["kept"]
+
+    asyncio.run(scenario())
+    assert [bytes(r[0]) for r in store.query("SELECT data FROM kinesis_records")] == [b"kept"]
+    store.close()

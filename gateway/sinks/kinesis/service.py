@@ -26,6 +26,7 @@ from gateway.sinks.kinesis.shards import (
 )
 from gateway.store import Store
 
+_COUNTER_LIMIT = SequenceNumbers.MAX_COUNTER + 1
 _INSERT = "INSERT INTO kinesis_records(stream, shard, seq, partition_key, data, arrival_ms) VALUES (?,?,?,?,?,?)"
 STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
 MAX_RECORD_BYTES = 1024 * 1024
@@ -152,12 +153,12 @@ class KinesisService:
             "INSERT OR REPLACE INTO kinesis_streams(name, state) VALUES (?,?)", (stream.name, stream.state_json())
         )
 
-    def _charge(self, stream: Stream, shard: Shard, size: int) -> bool:
+    def _charge(self, stream: Stream, number: int, size: int) -> bool:
         """Per-shard write quota: 1,000 records or 1 MiB per second (AWS's limits; off with enforce_limits)."""
         if not self.enforce_limits:
             return True
         second = self.clock.wall_ms() // 1000
-        usage = self._usage.setdefault((stream.name, shard.number), [second, 0, 0])
+        usage = self._usage.setdefault((stream.name, number), [second, 0, 0])
         if usage[0] != second:
             usage[:] = [second, 0, 0]
         if usage[1] + 1 > SHARD_RECORDS_PER_S or usage[2] + size > SHARD_BYTES_PER_S:
@@ -177,15 +178,18 @@ class KinesisService:
                 f"Record size exceeds the maximum of {MAX_RECORD_BYTES} bytes (data plus partition key)"
             )
         shard = stream.shards.shard_for_key(partition_key, explicit_hash_key)
-        if not self._charge(stream, shard, len(data) + len(partition_key)):
+        number = shard.number
+        if not self._charge(stream, number, len(data) + len(partition_key)):
             self.throttles[stream.name] = self.throttles.get(stream.name, 0) + 1
             raise ProvisionedThroughputExceededException(
                 f"Rate exceeded for shard {shard.shard_id} in stream {stream.name} under account {self.account}."
             )
-        counter = stream.counters.get(shard.number, 1)
-        stream.counters[shard.number] = counter + 1
-        seq = SequenceNumbers.for_shard(shard, counter)
-        return shard, seq, (stream.name, shard.number, str(seq), partition_key, data, now_ms)
+        counter = stream.counters.get(number, 1)
+        stream.counters[number] = counter + 1
+        # SequenceNumbers.for_shard without decoding the shard's number again: the counter is the low digits.
+        start = shard.starting_sequence
+        seq = start - start % _COUNTER_LIMIT + counter
+        return shard, seq, (stream.name, number, str(seq), partition_key, data, now_ms)
 
     def _append(
         self, stream: Stream, data: bytes, partition_key: str, explicit_hash_key: str | None, now_ms: int

@@ -198,7 +198,7 @@ class SqsService:
             if changes.upserts:
                 db.executemany(
                     "INSERT OR REPLACE INTO sqs_messages(queue, message_id, state) VALUES (?,?,?)",
-                    [(name, raw["message_id"], json.dumps(raw, separators=(",", ":"))) for raw in changes.upserts],
+                    [(name, row[0], json.dumps(row, separators=(",", ":"))) for row in changes.upserts],
                 )
             if changes.removed:
                 db.executemany(
