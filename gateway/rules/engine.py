@@ -158,7 +158,7 @@ class RuleExecutor:
     """Runs one rule's actions for matched messages through bounded per-type queues and worker tasks."""
 
     def __init__(
-        self, gateway: Gateway, queue_size: int = 50_000, workers_per_kind: int = 1024, action_timeout_s: float = 30.0
+        self, gateway: Gateway, queue_size: int = 50_000, workers_per_kind: int = 8192, action_timeout_s: float = 30.0
     ) -> None:
         self.gateway = gateway
         self.queue_size = queue_size
