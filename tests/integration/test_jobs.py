@@ -4,12 +4,15 @@ events reach subscribers, and bad input gets AWS's errors without touching anyth
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aws_cli import aws, aws_json
 from botocore.exceptions import ClientError
 from conftest import GatewayProcess, allow_all_policy
 from mqtt5_helpers import V5Client
@@ -251,3 +254,33 @@ def test_continuous_job_reaches_new_group_members(gw: GatewayProcess, iot: Any, 
     assert iot.describe_job(jobId=f"cj-{unique}")["job"]["status"] == "IN_PROGRESS"  # continuous jobs never complete
     iot.cancel_job(jobId=f"cj-{unique}", force=True)
     assert iot.describe_job(jobId=f"cj-{unique}")["job"]["forceCanceled"] is True
+
+
+def test_aws_cli_and_edgesim_cli(gw: GatewayProcess, iot: Any, unique: str) -> None:
+    thing = f"cli-{unique}"
+    iot.create_thing(thingName=thing)
+    arn = iot.describe_thing(thingName=thing)["thingArn"]
+    created = aws_json(gw, "iot", "create-job", "--job-id", f"cli-{unique}", "--targets", arn, "--document", DOC,
+                       "--job-executions-rollout-config", '{"maximumPerMinute": 10}')  # fmt: skip
+    assert created["jobId"] == f"cli-{unique}"
+    job = iot.describe_job(jobId=f"cli-{unique}")["job"]
+    assert job["jobExecutionsRolloutConfig"] == {"maximumPerMinute": 10} and job["status"] == "IN_PROGRESS"
+    failed = aws(gw, "iot", "cancel-job-execution", "--job-id", f"cli-{unique}", "--thing-name", thing,
+                 "--expected-version", "9", check=False)  # fmt: skip
+    assert failed.returncode != 0 and "VersionConflictException" in failed.stderr
+
+    def edgesim(*args: str) -> subprocess.CompletedProcess[str]:
+        endpoint = f"http://127.0.0.1:{gw.ports['api']}"
+        command = [sys.executable, "-m", "gateway", "jobs", *args, "--endpoint", endpoint]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    made = edgesim("create", f"es-{unique}", "--thing", thing, "--document", DOC, "--max-per-minute", "5", "--json")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["jobId"] == f"es-{unique}"
+    executions = iot.list_job_executions_for_thing(thingName=thing)["executionSummaries"]
+    assert {e["jobId"] for e in executions} == {f"cli-{unique}", f"es-{unique}"}
+    again = edgesim("create", f"es-{unique}", "--thing", thing, "--document", DOC)
+    assert again.returncode == 1 and "ResourceAlreadyExistsException" in again.stderr
+    assert "Traceback" not in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    iot.delete_job(jobId=f"es-{unique}", force=True)
+    assert f"es-{unique}" not in [j["jobId"] for j in iot.list_jobs()["jobs"]]
