@@ -131,6 +131,8 @@ class JobsEngine:
         self.touch(thing)
         latest = retry_of or self.repo.latest(job.job_id, thing)
         number = latest.execution_number + 1 if latest else 1
+        if latest is not None:
+            self.repo.supersede(latest)
         e = Execution(job.job_id, thing, number, states.QUEUED, now, now,
                       retry_attempt=(retry_of.retry_attempt + 1) if retry_of else 0)  # fmt: skip
         self.repo.save_execution(e)

@@ -64,7 +64,12 @@ def test_group_job_runs_over_mqtt_311_and_completes(gw: GatewayProcess, iot: Any
         iot.add_thing_to_thing_group(thingGroupName=group, thingName=thing)
         devices.append(dev)
     iot.update_event_configurations(eventConfigurations={"JOB": {"Enabled": True}, "JOB_EXECUTION": {"Enabled": True}})
+    iot.create_topic_rule(ruleName=f"jobs_done_{unique}", topicRulePayload={
+        "sql": "SELECT jobId, status FROM '$aws/events/job/+/completed'", "awsIotSqlVersion": "2016-03-23",
+        "actions": [{"republish": {"roleArn": "arn:aws:iam::123456789012:role/r", "topic": f"done/{unique}"}}],
+    })  # fmt: skip
     watcher = device(gw, f"watch-{unique}")
+    watcher.subscribe(f"done/{unique}")
     watcher.subscribe(f"$aws/events/job/job-{unique}/#")
     watcher.subscribe(f"$aws/events/jobExecution/job-{unique}/#")
     created = iot.create_job(
@@ -110,6 +115,7 @@ def test_group_job_runs_over_mqtt_311_and_completes(gw: GatewayProcess, iot: Any
         assert illegal["code"] == "InvalidStateTransition" and illegal["executionState"]["status"] == "SUCCEEDED"
     done = payload_on(watcher, f"$aws/events/job/job-{unique}/completed")
     assert done["jobProcessDetails"]["numberOfSucceededThings"] == 2 and done["status"] == "COMPLETED"
+    assert payload_on(watcher, f"done/{unique}") == {"jobId": f"job-{unique}", "status": "COMPLETED"}  # via a rule
     described = iot.describe_job(jobId=f"job-{unique}")["job"]
     assert described["status"] == "COMPLETED" and described["jobProcessDetails"]["numberOfSucceededThings"] == 2
     summaries = iot.list_job_executions_for_job(jobId=f"job-{unique}")["executionSummaries"]
