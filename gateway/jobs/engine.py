@@ -46,6 +46,8 @@ class JobsEngine:
         self.publish = publish
         self.presign = presign
         self._touched: dict[str, Snapshot] | None = None
+        # Things per execution state, per job: kept as executions move, so a device's update costs no count query.
+        self._counts: dict[str, dict[str, int]] = {}
         self._out: list[tuple[str, dict[str, Any], dict[int, Any] | None]] = []
 
     # ---- change bracket: commit first, then publish
@@ -60,6 +62,9 @@ class JobsEngine:
             with self.store.transaction():
                 yield
             touched, out = self._touched, self._out
+        except BaseException:
+            self._counts.clear()  # it may hold moves that were rolled back
+            raise
         finally:
             self._touched, self._out = None, []
         now = self.clock.wall_ms()
@@ -105,6 +110,26 @@ class JobsEngine:
                 body["execution"] = self.device_view(pending[0], now)
             self._send(f"{base}/notify-next", body, None)
 
+    def counts(self, job_id: str) -> dict[str, int]:
+        counts = self._counts.get(job_id)
+        if counts is None:
+            counts = self._counts[job_id] = self.repo.counts(job_id)
+        return dict(counts)
+
+    def _moved(self, job_id: str, old: str | None, new: str | None) -> None:
+        counts = self._counts.get(job_id)
+        if counts is None:
+            return
+        if old is not None:
+            counts[old] = counts.get(old, 0) - 1
+            if counts[old] <= 0:
+                del counts[old]
+        if new is not None:
+            counts[new] = counts.get(new, 0) + 1
+
+    def forget_counts(self, job_id: str) -> None:
+        self._counts.pop(job_id, None)
+
     # ---- views that need state
     def job_arn(self, job_id: str) -> str:
         return self.registry.arn("job", job_id)
@@ -133,6 +158,7 @@ class JobsEngine:
         number = latest.execution_number + 1 if latest else 1
         if latest is not None:
             self.repo.supersede(latest)
+        self._moved(job.job_id, latest.status if latest else None, states.QUEUED)
         e = Execution(job.job_id, thing, number, states.QUEUED, now, now,
                       retry_attempt=(retry_of.retry_attempt + 1) if retry_of else 0)  # fmt: skip
         self.repo.save_execution(e)
@@ -142,6 +168,7 @@ class JobsEngine:
         """Move an execution (already checked against the state diagram) and record it; terminal ones may retry and
         may complete or abort their job."""
         self.touch(e.thing)
+        self._moved(e.job_id, e.status, status)
         e.status = status
         e.version += 1
         e.updated_ms = now
@@ -172,14 +199,14 @@ class JobsEngine:
         if self.repo.event_enabled("JOB"):
             self.emit(
                 f"$aws/events/job/{job.job_id}/{operation}",
-                views.job_event(job, operation, now, self.repo.counts(job.job_id)),
+                views.job_event(job, operation, now, self.counts(job.job_id)),
             )
 
     # ---- jobs
     def settle(self, job: Job, now: int) -> None:
         """After executions changed: abort when the failure criteria say so, complete a finished snapshot job, end a
         cancellation once nothing runs."""
-        counts = self.repo.counts(job.job_id)
+        counts = self.counts(job.job_id)
         if job.status == states.IN_PROGRESS:
             reason = rollout.abort_reason(job.spec.get("abortConfig"), counts)
             if reason is not None:
@@ -230,7 +257,7 @@ class JobsEngine:
         """Create executions for as many queued targets as the rollout rate allows now."""
         if job.status != states.IN_PROGRESS or job.started_ms is None:
             return 0
-        counts = self.repo.counts(job.job_id)
+        counts = self.counts(job.job_id)
         rate = rollout.rollout_rate(job.spec.get("jobExecutionsRolloutConfig"), job.notified,
                                     counts.get(states.SUCCEEDED, 0))  # fmt: skip
         allowance, window = rollout.rollout_allowance(
