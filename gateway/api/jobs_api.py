@@ -113,7 +113,8 @@ def _data_call(jobs: JobsService, operation: str, params: dict[str, Any]) -> Any
     if operation == "StartNextPendingJobExecution":
         return _as_string(device.start_next(thing, params))
     if operation == "DescribeJobExecution":
-        return _as_string(device.describe(thing, params["jobId"], params))
+        # Over HTTPS the document comes only when asked for (over MQTT unless declined).
+        return _as_string(device.describe(thing, params["jobId"], {"includeJobDocument": False, **params}))
     if operation == "UpdateJobExecution":
         return _as_string(device.update(thing, params["jobId"], params))
     raise InvalidRequestException(f"{operation} is not supported by edgesim yet")

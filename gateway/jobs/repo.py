@@ -107,7 +107,10 @@ class JobsRepo:
         return [Job.from_row(r) for r in self.store.query(sql + " ORDER BY created_ms DESC, job_id", args)]
 
     def active_jobs(self) -> list[Job]:
-        rows = self.store.query("SELECT * FROM jobs WHERE status IN ('IN_PROGRESS','SCHEDULED','CANCELED')")
+        rows = self.store.query(
+            "SELECT * FROM jobs WHERE status IN ('IN_PROGRESS','SCHEDULED') "
+            "OR (status='CANCELED' AND completed_ms IS NULL)"  # canceled, with executions still running
+        )
         return [Job.from_row(r) for r in rows]
 
     # ---- rollout queue
@@ -210,8 +213,17 @@ class JobsRepo:
             (e.job_id, e.thing, e.execution_number),
         )
 
-    def in_progress(self) -> list[Execution]:
-        rows = self.store.query("SELECT * FROM job_executions WHERE status=?", (IN_PROGRESS,))
+    def step_timed_out(self, now_ms: int) -> list[Execution]:
+        rows = self.store.query(
+            "SELECT * FROM job_executions WHERE status=? AND step_deadline_ms <= ?", (IN_PROGRESS, now_ms)
+        )
+        return [Execution.from_row(r) for r in rows]
+
+    def started_before(self, job_id: str, started_ms: int) -> list[Execution]:
+        rows = self.store.query(
+            "SELECT * FROM job_executions WHERE job_id=? AND status=? AND started_ms <= ?",
+            (job_id, IN_PROGRESS, started_ms),
+        )
         return [Execution.from_row(r) for r in rows]
 
     # ---- templates

@@ -227,7 +227,11 @@ def test_template_document_source_and_presigned_url(gw: GatewayProcess, iot: Any
     iot.create_job(jobId=f"ota-{unique}", targets=[iot.describe_thing(thingName=thing)["thingArn"]],
                    jobTemplateArn=template["jobTemplateArn"])  # fmt: skip
     assert iot.describe_job(jobId=f"ota-{unique}")["documentSource"].endswith("/jobs/install.json")
-    execution = client(gw, "iot-jobs-data").describe_job_execution(thingName=thing, jobId=f"ota-{unique}")["execution"]
+    data = client(gw, "iot-jobs-data")
+    assert "jobDocument" not in data.describe_job_execution(thingName=thing, jobId=f"ota-{unique}")["execution"]
+    execution = data.describe_job_execution(thingName=thing, jobId=f"ota-{unique}", includeJobDocument=True)[
+        "execution"
+    ]
     url = json.loads(execution["jobDocument"])["url"]
     assert url.startswith(f"http://127.0.0.1:{gw.ports['api']}/{bucket}/fw/v2.bin?") and "X-Amz-Expires=120" in url
     with urllib.request.urlopen(url, timeout=5) as response:
