@@ -48,6 +48,8 @@ class JobsEngine:
         self._touched: dict[str, Snapshot] | None = None
         # Things per execution state, per job: kept as executions move, so a device's update costs no count query.
         self._counts: dict[str, dict[str, int]] = {}
+        # Whether JOB / JOB_EXECUTION events are on (UpdateEventConfigurations); replaceable by the registry's own.
+        self.events_enabled: Callable[[str], bool] = self.repo.event_enabled
         self._out: list[tuple[str, dict[str, Any], dict[int, Any] | None]] = []
 
     # ---- change bracket: commit first, then publish
@@ -191,12 +193,12 @@ class JobsEngine:
         self.settle(job, now)
 
     def _execution_event(self, e: Execution, now: int) -> None:
-        if self.repo.event_enabled("JOB_EXECUTION"):
+        if self.events_enabled("JOB_EXECUTION"):
             body = views.execution_event(e, self.thing_arn(e.thing), now)
             self.emit(f"$aws/events/jobExecution/{e.job_id}/{e.status.lower()}", body)
 
     def job_event(self, job: Job, operation: str, now: int) -> None:
-        if self.repo.event_enabled("JOB"):
+        if self.events_enabled("JOB"):
             self.emit(
                 f"$aws/events/job/{job.job_id}/{operation}",
                 views.job_event(job, operation, now, self.counts(job.job_id)),
