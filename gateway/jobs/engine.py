@@ -16,6 +16,7 @@ from gateway.jobs.repo import Execution, Job, JobsRepo
 from gateway.messages import Message
 from gateway.store import Store
 
+MAX_RELEASE_PER_ROUND = 2000
 Snapshot = tuple[tuple[tuple[str, str], ...], tuple[str, int] | None]
 
 
@@ -51,6 +52,8 @@ class JobsEngine:
         # Whether JOB / JOB_EXECUTION events are on (UpdateEventConfigurations); replaceable by the registry's own.
         self.events_enabled: Callable[[str], bool] = self.repo.event_enabled
         self._out: list[tuple[str, dict[str, Any], dict[int, Any] | None]] = []
+        self._views: dict[str, tuple[Job | None, str | None]] = {}
+        self._memo = False
 
     # ---- change bracket: commit first, then publish
     @contextmanager
@@ -68,10 +71,14 @@ class JobsEngine:
             self._counts.clear()  # it may hold moves that were rolled back
             raise
         finally:
-            self._touched, self._out = None, []
+            self._touched, self._out, self._views = None, [], {}
         now = self.clock.wall_ms()
-        for thing, before in touched.items():
-            self._notify(thing, before, now)
+        self._memo = True  # the notifications below share each job's document view
+        try:
+            for thing, before in touched.items():
+                self._notify(thing, before, now)
+        finally:
+            self._memo, self._views = False, {}
         for topic, body, props in out:
             self._send(topic, body, props)
 
@@ -149,8 +156,15 @@ class JobsEngine:
         return rollout.timeout_deadline(e.status, e.started_ms, minutes, e.step_deadline_ms)
 
     def device_view(self, e: Execution, now: int, include_document: bool = True) -> dict[str, Any]:
-        job = self.repo.job(e.job_id)
-        document = self.document_for_device(job) if job and include_document else None
+        # One change notifies many things of the same job: its document and timeout are read (and signed) once.
+        memo = self._views.get(e.job_id)
+        if memo is None:
+            job = self.repo.job(e.job_id)
+            memo = (job, self.document_for_device(job) if job else None)
+            if self._memo or self._touched is not None:
+                self._views[e.job_id] = memo
+        job, document = memo
+        document = document if include_document else None
         return views.device_execution(e, document, now, self.deadline(e, job), include_document=include_document)
 
     # ---- executions
@@ -265,7 +279,9 @@ class JobsEngine:
         allowance, window = rollout.rollout_allowance(
             rate, job.started_ms, now, rollout.RolloutWindow(job.rollout_window, job.rollout_released)
         )
-        things = self.repo.queued_targets(job.job_id, allowance) if allowance else []
+        # A round notifies at most MAX_RELEASE_PER_ROUND things, so a huge job never stalls the event loop for long:
+        # the scheduler's next round, a second later, goes on.
+        things = self.repo.queued_targets(job.job_id, min(allowance, MAX_RELEASE_PER_ROUND)) if allowance else []
         for thing in things:
             self.new_execution(job, thing, now)
         self.repo.dequeue(job.job_id, things)
