@@ -143,6 +143,9 @@ def test_mqtt5_requests_carry_correlation_data(gw: GatewayProcess, iot: Any, uni
     dev.publish(f"$aws/things/{thing}/jobs/j5-{unique}/update", b"not json", **request)
     bad = expect_on(dev, f"$aws/things/{thing}/jobs/j5-{unique}/update/rejected")
     assert json.loads(bad.payload)["code"] == "InvalidJson" and bad.properties.CorrelationData == b"\x07\x08"
+    dev.publish(f"$aws/things/{thing}/jobs/j5-{unique}/cancel", json.dumps({"clientToken": "nope"}))
+    nowhere = json.loads(expect_on(dev, f"$aws/things/{thing}/jobs/j5-{unique}/cancel/rejected").payload)
+    assert (nowhere["code"], nowhere["clientToken"]) == ("InvalidTopic", "nope")
     dev.close()
 
 
