@@ -202,3 +202,42 @@ def test_events_only_when_enabled(h: Harness) -> None:
     events = {m.topic: json.loads(m.payload) for m in h.sent if m.topic.startswith("$aws/events/")}
     assert events["$aws/events/jobExecution/loud/rejected"]["thingArn"].endswith(":thing/ev-0")
     assert events["$aws/events/job/loud/completed"]["jobProcessDetails"]["numberOfRejectedThings"] == 1
+
+
+def test_state_survives_a_restart(h: Harness, tmp_path: Path) -> None:
+    group = h.fleet("p", 4)
+    h.create("persist", group, jobExecutionsRolloutConfig={"maximumPerMinute": 2})
+    h.jobs.device.start_next("p-0", {"statusDetails": {"step": "1"}})
+    h.store.close()
+    again = Harness.__new__(Harness)
+    again.clock, again.sent = h.clock, []
+    again.store = Store(tmp_path / "db.sqlite")
+    again.registry = Registry(again.store, again.clock, "us-east-1", "123456789012")
+    again.jobs = JobsService(again.store, again.registry, again.clock, again.sent.append)
+    assert again.counts("persist") == {"IN_PROGRESS": 1, "QUEUED": 1}
+    assert again.jobs.device.describe("p-0", "persist", {})["execution"]["statusDetails"] == {"step": "1"}
+    again.advance(30)
+    assert again.counts("persist") == {"IN_PROGRESS": 1, "QUEUED": 1}  # the rollout window was kept
+    again.advance(30)
+    assert again.counts("persist") == {"IN_PROGRESS": 1, "QUEUED": 3}
+
+
+def test_update_job_changes_the_rollout_and_templates_copy_a_job(h: Harness) -> None:
+    group = h.fleet("u", 8)
+    h.create("upd", group, jobExecutionsRolloutConfig={"maximumPerMinute": 1}, description="first")
+    h.jobs.control.update_job({"jobId": "upd", "jobExecutionsRolloutConfig": {"maximumPerMinute": 5},
+                               "description": "faster"})  # fmt: skip
+    h.advance(60)
+    assert h.counts("upd") == {"QUEUED": 6}
+    listed = h.jobs.control.list_jobs({"status": "IN_PROGRESS", "thingGroupName": "u"})["jobs"]
+    assert [j["jobId"] for j in listed] == ["upd"]
+    made = h.jobs.control.create_job_template({"jobTemplateId": "from-job", "description": "copy",
+                                               "jobArn": h.jobs.engine.job_arn("upd")})  # fmt: skip
+    template = h.jobs.control.describe_job_template({"jobTemplateId": "from-job"})
+    assert template["document"] == DOC and template["jobExecutionsRolloutConfig"] == {"maximumPerMinute": 5}
+    h.jobs.control.create_job({"jobId": "copy", "targets": [h.registry.arn("thing", "u-0")],
+                               "jobTemplateArn": made["jobTemplateArn"]})  # fmt: skip
+    assert h.jobs.engine.repo.job("copy").document == DOC  # type: ignore[union-attr]
+    h.jobs.control.cancel_job({"jobId": "copy"})
+    with pytest.raises(InvalidStateTransitionException):
+        h.jobs.control.cancel_job({"jobId": "copy"})
