@@ -41,6 +41,13 @@ def _step(value: Any) -> int | None:
     return value
 
 
+def _execution_number(params: dict[str, Any]) -> int | None:
+    value = params.get("executionNumber")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidRequestException("executionNumber must be a number")
+    return value
+
+
 def _flag(params: dict[str, Any], key: str, default: bool) -> bool:
     value = params.get(key, default)
     if not isinstance(value, bool):
@@ -76,7 +83,7 @@ class DeviceJobs:
 
     def describe(self, thing: str, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
         include_document = _flag(params, "includeJobDocument", True)
-        number = params.get("executionNumber")
+        number = _execution_number(params)
         now = self.engine.clock.wall_ms()
         if job_id == NEXT:
             pending = self.repo.pending_for_thing(thing)
@@ -84,7 +91,7 @@ class DeviceJobs:
                 return {}
             e: Execution | None = pending[0]
         elif number is not None:
-            e = self.repo.execution(job_id, thing, int(number))
+            e = self.repo.execution(job_id, thing, number)
         else:
             e = self.repo.latest(job_id, thing)
         if e is None:
@@ -102,7 +109,7 @@ class DeviceJobs:
         expected = params.get("expectedVersion")
         if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int)):
             raise InvalidRequestException("expectedVersion must be a number")
-        number = params.get("executionNumber")
+        number = _execution_number(params)
         now = self.engine.clock.wall_ms()
         with self.engine.change():
             e = self.repo.latest(job_id, thing)

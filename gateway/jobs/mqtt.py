@@ -124,7 +124,7 @@ class JobsMqtt:
         try:
             try:
                 request = json.loads(payload or b"{}")
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise JobsRejected("InvalidJson", f"The request is not valid UTF-8 JSON: {exc}") from exc
             if not isinstance(request, dict):
                 raise JobsRejected("InvalidJson", "The request must be a JSON object")

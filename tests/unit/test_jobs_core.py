@@ -241,3 +241,28 @@ def test_update_job_changes_the_rollout_and_templates_copy_a_job(h: Harness) -> 
     h.jobs.control.cancel_job({"jobId": "copy"})
     with pytest.raises(InvalidStateTransitionException):
         h.jobs.control.cancel_job({"jobId": "copy"})
+
+
+def test_hostile_mqtt_requests_are_rejected_without_spoiling_their_batch(h: Harness) -> None:
+    from gateway.jobs.mqtt import parse_jobs_topic
+
+    thing = h.fleet("m", 1)
+    h.create("mq", thing)
+    base = "$aws/things/m-0/jobs"
+    requests = [
+        (f"{base}/mq/get", b"[" * 5000 + b"]" * 5000),
+        (f"{base}/mq/get", json.dumps({"executionNumber": "one", "clientToken": "a"}).encode()),
+        (f"{base}/mq/update", json.dumps({"status": "IN_PROGRESS", "statusDetails": {"k": 1}}).encode()),
+        (f"{base}/mq/update", json.dumps({"status": "IN_PROGRESS", "clientToken": "ok"}).encode()),
+        (f"{base}/mq/update", b"\xff\xfe"),
+    ]
+    for topic, payload in requests:
+        h.jobs.mqtt._pending.append((parse_jobs_topic(topic), payload, None))  # type: ignore[arg-type]
+    h.jobs.mqtt.flush()
+    replies = [(m.topic.rsplit("/", 1)[1], json.loads(m.payload)) for m in h.sent if m.topic.endswith("ed")]
+    assert [(kind, body.get("code")) for kind, body in replies] == [
+        ("rejected", "InvalidJson"), ("rejected", "InvalidRequest"), ("rejected", "InvalidRequest"),
+        ("accepted", None), ("rejected", "InvalidJson"),
+    ]  # fmt: skip
+    assert replies[1][1]["clientToken"] == "a" and replies[3][1]["clientToken"] == "ok"
+    assert h.counts("mq") == {"IN_PROGRESS": 1}
