@@ -266,3 +266,20 @@ def test_hostile_mqtt_requests_are_rejected_without_spoiling_their_batch(h: Harn
     ]  # fmt: skip
     assert replies[1][1]["clientToken"] == "a" and replies[3][1]["clientToken"] == "ok"
     assert h.counts("mq") == {"IN_PROGRESS": 1}
+
+
+def test_a_canceled_job_reports_canceled_once(h: Harness) -> None:
+    group = h.fleet("x", 3)
+    with h.store.transaction():
+        h.jobs.engine.repo.set_event("JOB", True)
+    h.create("once", group)
+    h.jobs.device.start_next("x-0", {})
+    h.jobs.control.cancel_job({"jobId": "once"})
+    assert [t for t in h.topics() if t.startswith("$aws/events/job/")] == [
+        "$aws/events/job/once/cancellation_in_progress"
+    ]
+    h.jobs.device.update("x-0", "once", {"status": "SUCCEEDED"})  # the running one may still finish
+    h.jobs.control.cancel_job({"jobId": "once", "force": True})
+    events = [t.rsplit("/", 1)[1] for t in h.topics() if t.startswith("$aws/events/job/")]
+    assert events == ["cancellation_in_progress", "canceled"]
+    assert h.counts("once") == {"SUCCEEDED": 1, "CANCELED": 2}
