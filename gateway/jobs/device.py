@@ -4,6 +4,7 @@ the next one, describe one, update one."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from gateway.jobs import rollout, states, views
@@ -18,6 +19,7 @@ from gateway.jobs.repo import Execution
 
 NEXT = "$next"
 MAX_STATUS_DETAILS = 10
+_DETAIL_KEY = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 
 
 def _details(value: Any) -> dict[str, str] | None:
@@ -28,8 +30,10 @@ def _details(value: Any) -> dict[str, str] | None:
     if len(value) > MAX_STATUS_DETAILS:
         raise InvalidRequestException(f"statusDetails may hold at most {MAX_STATUS_DETAILS} entries")
     for k, v in value.items():
-        if not 1 <= len(k) <= 128 or not 1 <= len(v) <= 1024:
-            raise InvalidRequestException("statusDetails keys are 1-128 characters and values 1-1024")
+        if _DETAIL_KEY.fullmatch(k) is None or not 1 <= len(v) <= 1024 or not v.isprintable():
+            raise InvalidRequestException(
+                "statusDetails keys are 1-128 characters of [a-zA-Z0-9:_-], values 1-1024 printable characters"
+            )
     return dict(value)
 
 
