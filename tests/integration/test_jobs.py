@@ -120,6 +120,12 @@ def test_group_job_runs_over_mqtt_311_and_completes(gw: GatewayProcess, iot: Any
     assert described["status"] == "COMPLETED" and described["jobProcessDetails"]["numberOfSucceededThings"] == 2
     summaries = iot.list_job_executions_for_job(jobId=f"job-{unique}")["executionSummaries"]
     assert sorted(s["jobExecutionSummary"]["status"] for s in summaries) == ["SUCCEEDED", "SUCCEEDED"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{gw.ports['api']}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert (
+        'edgesim_jobs{status="COMPLETED"}' in metrics
+        and 'edgesim_jobs_mqtt_requests_total{reply="rejected"}' in metrics
+    )
     ex = iot.describe_job_execution(jobId=f"job-{unique}", thingName=things[0])["execution"]
     assert ex["statusDetails"]["detailsMap"] == {"step": "done"} and ex["versionNumber"] == 3
     for dev in (*devices, watcher):
