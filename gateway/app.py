@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from gateway.actions.remote import RemoteSinks
+from gateway.api import iot_provisioning  # noqa: F401  (registers the provisioning template operations)
 from gateway.api.auth import required_token
 from gateway.api.dashboard import Dashboard
 from gateway.api.fleet_api import ConnectivityTracker
@@ -30,6 +31,8 @@ from gateway.identity.policy_doc import PolicyDocument
 from gateway.messages import Message
 from gateway.metrics import Metrics
 from gateway.netguard import descriptor_budget, quiet_accept_errors, raise_descriptor_limit
+from gateway.provisioning.mqtt_api import ProvisioningMqttApi
+from gateway.provisioning.templates import ProvisioningTemplates
 from gateway.registry import Registry, RegistryChange
 from gateway.registry.fleet_index import FleetIndex
 from gateway.rules.destinations import TopicRuleDestinations
@@ -58,6 +61,8 @@ class Gateway(Lifecycle):
     registry: Registry
     broker: Broker
     shadows: ShadowService
+    provisioning_templates: ProvisioningTemplates
+    provisioning: ProvisioningMqttApi
     kinesis: KinesisService
     s3: ObjectStore
     firehose: FirehoseService
@@ -144,6 +149,10 @@ class Gateway(Lifecycle):
         self.rules = RulesService(self, self.rules_engine)
         self.rules.load()
         self.broker.message_hooks.append(self.rules_engine.on_message)
+        self.provisioning_templates = ProvisioningTemplates(self.store, self.clock, cfg.region, cfg.account)
+        self.provisioning = ProvisioningMqttApi(
+            self.broker, self.registry, self.provisioning_templates, self._invoke_for_firehose
+        )
         if cfg.rules_dir is not None:
             folder = RulesFolder(self.rules, cfg.rules_dir)
             folder.sync()
@@ -203,6 +212,8 @@ class Gateway(Lifecycle):
 
     async def _stop(self) -> None:
         await cancel_and_wait(self._tasks)
+        if hasattr(self, "provisioning"):
+            await self.provisioning.close()
         if hasattr(self, "live"):
             await self.live.stop()
         if hasattr(self, "rules_engine"):
