@@ -112,7 +112,6 @@ class Gateway(Lifecycle):
         )
         self.broker.start()
         self.registry.events.publish = self._publish_event
-        self.registry.jit = JustInTime(self.registry)
         self.shadows = ShadowService(self.store, self.broker, self.clock, ShadowLimits())
         self.kinesis = KinesisService(self.store, self.clock, cfg.region, cfg.account)
         self.s3 = ObjectStore(cfg.data_dir / "s3")
@@ -150,6 +149,7 @@ class Gateway(Lifecycle):
         self.rules.load()
         self.broker.message_hooks.append(self.rules_engine.on_message)
         self.provisioning_templates = ProvisioningTemplates(self.store, self.clock, cfg.region, cfg.account)
+        self.registry.jit = JustInTime(self.registry, self.provisioning_templates.template)
         self.provisioning = ProvisioningMqttApi(
             self.broker, self.registry, self.provisioning_templates, self._invoke_for_firehose
         )

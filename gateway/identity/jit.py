@@ -16,10 +16,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from gateway.errors import AwsError, ResourceAlreadyExistsException
+from gateway.errors import AwsError, InvalidRequestException, ResourceAlreadyExistsException, ResourceNotFoundException
 from gateway.identity.certs import CertInfo, check_validity, parse_certificate, verify_signed_by
+from gateway.identity.provisioning_template import Template, evaluate, parse_template
+from gateway.registry.provisioning_apply import apply_plan
 
 if TYPE_CHECKING:
     from gateway.registry import Registry
@@ -37,8 +39,8 @@ SUBJECT_PARAMETERS = {
     "SerialNumber": "AWS::IoT::Certificate::SerialNumber",
 }
 
-# (registry, template body, parameters, the device's certificate id) -> creates what the template names.
-Provisioner = Callable[["Registry", str, dict[str, str], str], None]
+# A provisioning template by name -> the parsed default version and the template's settings (its type).
+TemplateLookup = Callable[[str], tuple[Template, dict[str, Any]]]
 
 
 def template_parameters(info: CertInfo) -> dict[str, str]:
@@ -52,9 +54,9 @@ def template_parameters(info: CertInfo) -> dict[str, str]:
 
 
 class JustInTime:
-    def __init__(self, registry: Registry, provisioner: Provisioner | None = None) -> None:
+    def __init__(self, registry: Registry, templates: TemplateLookup | None = None) -> None:
         self.registry = registry
-        self.provisioner = provisioner
+        self.templates = templates
         self.stats = {"registered": 0, "provisioned": 0, "provisioning_failed": 0}
 
     def _auto_registering_ca(self, cert: bytes) -> tuple[str, str] | None:
@@ -90,31 +92,14 @@ class JustInTime:
             return
         self.stats["registered"] += 1
         config = self.registry.registration_config(ca_id) or {}
-        body = self._template_body(config)
-        if body is None:
+        if not config.get("templateBody") and not config.get("templateName"):
             log.info("JITR: registered certificate %s from CA %s as PENDING_ACTIVATION", info.certificate_id, ca_id)
             self.registry.events.certificate_registered(info.certificate_id, ca_id, registered_ms)
             return
-        self._provision(info, ca_id, body)
-
-    def _template_body(self, config: dict[str, str]) -> str | None:
-        if config.get("templateBody"):
-            return config["templateBody"]
-        name = config.get("templateName")
-        if name:
-            lookup = getattr(self.registry, "provisioning_template_body", None)
-            if lookup is not None:
-                body: str | None = lookup(name)
-                return body
-            log.warning("JITP: provisioning template %s cannot be resolved", name)
-        return None
-
-    def _provision(self, info: CertInfo, ca_id: str, body: str) -> None:
-        if self.provisioner is None:
-            log.warning("JITP: no template engine; certificate %s stays PENDING_ACTIVATION", info.certificate_id)
-            return
         try:
-            self.provisioner(self.registry, body, template_parameters(info), info.certificate_id)
+            template = self._template(config)
+            plan = evaluate(template, template_parameters(info))
+            apply_plan(self.registry, plan, info.certificate_id)
         except AwsError as exc:
             self.stats["provisioning_failed"] += 1
             log.warning(
@@ -126,3 +111,15 @@ class JustInTime:
             return
         self.stats["provisioned"] += 1
         log.info("JITP: provisioned certificate %s from CA %s", info.certificate_id, ca_id)
+
+    def _template(self, config: dict[str, str]) -> Template:
+        """The CA's template: its own templateBody, else the JITP provisioning template it names."""
+        if config.get("templateBody"):
+            return parse_template(config["templateBody"])
+        name = config["templateName"]
+        if self.templates is None:
+            raise ResourceNotFoundException(f"The provisioning template {name} does not exist")
+        template, settings = self.templates(name)
+        if settings.get("type") != "JITP":
+            raise InvalidRequestException(f"The provisioning template {name} is not of type JITP")
+        return template

@@ -341,3 +341,114 @@ def test_rules_see_registry_events(gateway: GatewayProcess, iot: Any, watcher: D
     seen = wait_for(lambda: _drain_for(watcher, f"seen/{unique}"))
     assert json.loads(seen.payload) == {"thingName": f"ruled-{unique}", "operation": "CREATED"}
     iot.update_event_configurations(eventConfigurations={"THING": {"Enabled": False}})
+
+
+# ---- JITP
+JITP_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": "iot:Connect",
+            "Resource": "arn:aws:iot:us-east-1:123456789012:client/${iot:Connection.Thing.ThingName}",
+        },
+        {
+            "Effect": "Allow",
+            "Action": "iot:Publish",
+            "Resource": "arn:aws:iot:us-east-1:123456789012:topic/fleet/${iot:Connection.Thing.ThingName}/*",
+        },
+    ],
+}
+
+
+def jitp_template(*extra_parameters: str) -> str:
+    """The developer guide's JITP template: thing named by the CN with the country as an attribute, an ACTIVE
+    certificate and a policy scoped by thing name."""
+    parameters = ["CommonName", "Country", "Id", *extra_parameters]
+    attributes: dict[str, Any] = {"version": "v1", "country": {"Ref": "AWS::IoT::Certificate::Country"}}
+    for name in extra_parameters:
+        attributes[name.lower()] = {"Ref": f"AWS::IoT::Certificate::{name}"}
+    return json.dumps(
+        {
+            "Parameters": {f"AWS::IoT::Certificate::{p}": {"Type": "String"} for p in parameters},
+            "Resources": {
+                "thing": {
+                    "Type": "AWS::IoT::Thing",
+                    "Properties": {
+                        "ThingName": {"Ref": "AWS::IoT::Certificate::CommonName"},
+                        "AttributePayload": attributes,
+                    },
+                },
+                "certificate": {
+                    "Type": "AWS::IoT::Certificate",
+                    "Properties": {"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "ACTIVE"},
+                },
+                "policy": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyDocument": json.dumps(JITP_POLICY)}},
+            },
+        }
+    )
+
+
+def test_jitp_creates_thing_certificate_and_policy_from_the_cas_template(
+    gateway: GatewayProcess, iot: Any, tmp_path: Path, unique: str
+) -> None:
+    ca = new_ca(f"JITP CA {unique}")
+    register_ca(
+        iot,
+        ca,
+        setAsActive=True,
+        allowAutoRegistration=True,
+        registrationConfig={"templateBody": jitp_template(), "roleArn": "arn:aws:iam::123456789012:role/JITP"},
+    )
+    thing = f"jitp-{unique}"
+    cert, key = device_cert(ca, tmp_path, thing, country="DE")
+    assert not connects(gateway, thing, cert, key)  # the first connect provisions and is dropped
+    described = iot.describe_thing(thingName=thing)
+    assert described["attributes"] == {"version": "v1", "country": "DE"}
+    cert_id = cert_id_of(cert)
+    cert_arn = iot.describe_certificate(certificateId=cert_id)["certificateDescription"]["certificateArn"]
+    assert iot.describe_certificate(certificateId=cert_id)["certificateDescription"]["status"] == "ACTIVE"
+    assert iot.list_thing_principals(thingName=thing)["principals"] == [cert_arn]
+    assert iot.list_principal_policies(principal=cert_arn)["policies"]
+    dev = Device(gateway.ports["mqtts"], thing, cert, key, gateway.ca_file).connect()
+    assert dev.publish(f"fleet/{thing}/status", b"up")
+    dev.close()
+    assert not connects(gateway, f"someone-else-{unique}", cert, key)  # the template's policy is enforced
+
+
+def test_jitp_with_a_named_template_and_with_a_missing_parameter(
+    gateway: GatewayProcess, iot: Any, tmp_path: Path, unique: str
+) -> None:
+    name = f"jitp_{unique}"
+    role = "arn:aws:iam::123456789012:role/JITP"
+    iot.create_provisioning_template(
+        templateName=name, templateBody=jitp_template(), provisioningRoleArn=role, enabled=True, type="JITP"
+    )
+    named = new_ca(f"Named JITP CA {unique}")
+    register_ca(iot, named, setAsActive=True, allowAutoRegistration=True, registrationConfig={"templateName": name})
+    thing = f"named-{unique}"
+    cert, key = device_cert(named, tmp_path, thing, country="FR")
+    assert not connects(gateway, thing, cert, key)
+    assert iot.describe_thing(thingName=thing)["attributes"]["country"] == "FR"
+    assert connects(gateway, thing, cert, key)
+    # The template wants the subject's serialNumber; a certificate without one cannot be provisioned.
+    strict = new_ca(f"Strict JITP CA {unique}")
+    strict_id = register_ca(
+        iot,
+        strict,
+        setAsActive=True,
+        allowAutoRegistration=True,
+        registrationConfig={"templateBody": jitp_template("SerialNumber"), "roleArn": role},
+    )
+    lacking = f"lacking-{unique}"
+    cert, key = device_cert(strict, tmp_path, lacking, country="IT")
+    assert not connects(gateway, lacking, cert, key)
+    assert not connects(gateway, lacking, cert, key)
+    listed = iot.list_certificates_by_ca(caCertificateId=strict_id)["certificates"]
+    assert [c["status"] for c in listed] == ["PENDING_ACTIVATION"]
+    with pytest.raises(iot.exceptions.ResourceNotFoundException):
+        iot.describe_thing(thingName=lacking)
+    complete = f"complete-{unique}"
+    cert, key = device_cert(strict, tmp_path, complete, country="IT", serial="SN-42")
+    assert not connects(gateway, complete, cert, key)
+    assert iot.describe_thing(thingName=complete)["attributes"]["serialnumber"] == "SN-42"
