@@ -452,3 +452,27 @@ def test_jitp_with_a_named_template_and_with_a_missing_parameter(
     cert, key = device_cert(strict, tmp_path, complete, country="IT", serial="SN-42")
     assert not connects(gateway, complete, cert, key)
     assert iot.describe_thing(thingName=complete)["attributes"]["serialnumber"] == "SN-42"
+
+
+def test_cli_register_ca_with_proof_or_sni_only(gateway: GatewayProcess, iot: Any, tmp_path: Path, unique: str) -> None:
+    from test_cli import run
+
+    proven, sni = new_ca(f"CLI CA {unique}"), new_ca(f"CLI SNI CA {unique}")
+    for ca, stem in ((proven, "proven"), (sni, "sni")):
+        (tmp_path / f"{stem}.pem").write_bytes(ca.cert_pem)
+        (tmp_path / f"{stem}.key").write_bytes(ca.key_pem or b"")
+    template = tmp_path / "jitp.json"
+    template.write_text(jitp_template())
+    out = run(
+        tmp_path,
+        *("certs", "register-ca", str(tmp_path / "proven.pem"), "--ca-key", str(tmp_path / "proven.key")),
+        *("--auto-registration", "--template", str(template), "--json"),
+        gw=gateway,
+    )
+    desc = iot.describe_ca_certificate(certificateId=json.loads(out.stdout)["certificateId"])
+    assert desc["certificateDescription"]["certificateMode"] == "DEFAULT"
+    assert desc["certificateDescription"]["autoRegistrationStatus"] == "ENABLE"
+    assert json.loads(desc["registrationConfig"]["templateBody"]) == json.loads(jitp_template())
+    out = run(tmp_path, "certs", "register-ca", str(tmp_path / "sni.pem"), "--json", gw=gateway)
+    sni_id = json.loads(out.stdout)["certificateId"]
+    assert iot.describe_ca_certificate(certificateId=sni_id)["certificateDescription"]["certificateMode"] == "SNI_ONLY"
