@@ -25,7 +25,6 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.datadir import DataDirLock
 from gateway.identity.authorizer import DEV_POLICY_DOCUMENT
-from gateway.identity.jit import JustInTime
 from gateway.identity.keystore import ensure_local_ca
 from gateway.identity.policy_doc import PolicyDocument
 from gateway.messages import Message
@@ -35,6 +34,7 @@ from gateway.provisioning.mqtt_api import ProvisioningMqttApi
 from gateway.provisioning.templates import ProvisioningTemplates
 from gateway.registry import Registry, RegistryChange
 from gateway.registry.fleet_index import FleetIndex
+from gateway.registry.jit import JustInTime
 from gateway.rules.destinations import TopicRuleDestinations
 from gateway.rules.engine import RulesEngine
 from gateway.rules.files import RulesFolder

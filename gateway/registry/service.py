@@ -15,7 +15,7 @@ from gateway.registry.base import RegistryChange
 from gateway.registry.security import SecurityRegistry
 
 if TYPE_CHECKING:
-    from gateway.identity.jit import JustInTime
+    from gateway.registry.jit import JustInTime
 
 __all__ = ["ConnectionGrant", "Registry", "RegistryChange"]
 
