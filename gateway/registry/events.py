@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from gateway.clock import Clock
@@ -42,6 +43,23 @@ class RegistryEvents:
         self.region = region
         self.account = account
         self.publish: Publisher | None = None
+        self._held: list[tuple[str, bytes]] | None = None
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold events back until the block ends: published if it succeeds (its transaction committed), dropped if
+        it raises (its transaction rolled back, so the changes they describe never happened)."""
+        if self._held is not None:
+            yield
+            return
+        held: list[tuple[str, bytes]] = []
+        self._held = held
+        try:
+            yield
+        finally:
+            self._held = None
+        for topic, payload in held:
+            self._send(topic, payload)
 
     # ---- configuration
     def describe(self) -> dict[str, Any]:
@@ -77,8 +95,15 @@ class RegistryEvents:
 
     # ---- publication
     def _emit(self, topic: str, body: dict[str, Any]) -> None:
+        payload = json.dumps(body).encode()
+        if self._held is not None:
+            self._held.append((topic, payload))
+        else:
+            self._send(topic, payload)
+
+    def _send(self, topic: str, payload: bytes) -> None:
         if self.publish is not None:
-            self.publish(topic, json.dumps(body).encode())
+            self.publish(topic, payload)
 
     def _base(self, event_type: str, operation: str) -> dict[str, Any]:
         return {
