@@ -265,7 +265,8 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE event_configurations (
         event_type TEXT PRIMARY KEY,
-        enabled INTEGER NOT NULL
+        enabled INTEGER NOT NULL,
+        modified_ms INTEGER NOT NULL
     );
     """,
 ]
