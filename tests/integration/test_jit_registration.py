@@ -192,6 +192,8 @@ def test_registration_config_is_stored_updated_and_described(iot: Any) -> None:
     with pytest.raises(iot.exceptions.InvalidRequestException):
         iot.update_ca_certificate(certificateId=ca_id, registrationConfig={"templateBody": "{not json"})
     with pytest.raises(iot.exceptions.InvalidRequestException):
+        iot.update_ca_certificate(certificateId=ca_id, newStatus="REVOKED")  # a CA is only ACTIVE or INACTIVE
+    with pytest.raises(iot.exceptions.InvalidRequestException):
         iot.update_ca_certificate(
             certificateId=ca_id, registrationConfig={"roleArn": "arn:aws:iam::12345:role-not-a-role"}
         )
