@@ -49,7 +49,7 @@ class JobsEngine:
         self._touched: dict[str, Snapshot] | None = None
         # Things per execution state, per job: kept as executions move, so a device's update costs no count query.
         self._counts: dict[str, dict[str, int]] = {}
-        # Whether JOB / JOB_EXECUTION events are on (UpdateEventConfigurations); replaceable by the registry's own.
+        # Whether JOB / JOB_EXECUTION events are on: UpdateEventConfigurations' switches (the registry writes them).
         self.events_enabled: Callable[[str], bool] = self.repo.event_enabled
         self._out: list[tuple[str, dict[str, Any], dict[int, Any] | None]] = []
         self._views: dict[str, tuple[Job | None, str | None]] = {}

@@ -200,6 +200,7 @@ def test_sigv4_checked_on_s3_requests(tmp_path: Path) -> None:
                 with urllib.request.urlopen(url, timeout=10) as response:
                     assert (response.status, response.read()) == (status, b"ok")
             except urllib.error.HTTPError as error:
+                error.close()  # it holds the response's socket
                 assert error.code == status
         bad = boto3.client(
             "s3",

@@ -250,6 +250,7 @@ def test_template_document_source_and_presigned_url(gw: GatewayProcess, iot: Any
     )
     with pytest.raises(urllib.error.HTTPError) as denied:
         urllib.request.urlopen(expired, timeout=5)
+    denied.value.close()  # the error holds the response's socket
     assert denied.value.code == 403
     iot.delete_job_template(jobTemplateId=f"tpl-{unique}")
     with pytest.raises(iot.exceptions.ResourceNotFoundException):

@@ -194,9 +194,7 @@ def test_events_only_when_enabled(h: Harness) -> None:
     h.create("quiet", thing)
     h.finish("quiet", "ev-0", "SUCCEEDED")
     assert not [t for t in h.topics() if t.startswith("$aws/events/")]
-    with h.store.transaction():
-        h.jobs.engine.repo.set_event("JOB", True)
-        h.jobs.engine.repo.set_event("JOB_EXECUTION", True)
+    h.registry.events.update({"JOB": {"Enabled": True}, "JOB_EXECUTION": {"Enabled": True}})
     h.create("loud", thing)
     h.finish("loud", "ev-0", "REJECTED")
     events = {m.topic: json.loads(m.payload) for m in h.sent if m.topic.startswith("$aws/events/")}
@@ -270,8 +268,7 @@ def test_hostile_mqtt_requests_are_rejected_without_spoiling_their_batch(h: Harn
 
 def test_a_canceled_job_reports_canceled_once(h: Harness) -> None:
     group = h.fleet("x", 3)
-    with h.store.transaction():
-        h.jobs.engine.repo.set_event("JOB", True)
+    h.registry.events.update({"JOB": {"Enabled": True}})
     h.create("once", group)
     h.jobs.device.start_next("x-0", {})
     h.jobs.control.cancel_job({"jobId": "once"})
