@@ -233,6 +233,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX cloudwatch_datapoints_by_metric ON cloudwatch_datapoints(namespace, name, seq);
     """,
+    """
+    CREATE TABLE custom_authorizers (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        is_default INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL,
+        modified_ms INTEGER NOT NULL
+    );
+    """,
 ]
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import ssl
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
@@ -48,6 +50,11 @@ class HttpsPublish:
         bound = int(sockets[0].getsockname()[1]) if sockets else port
         log.info("listening: https publish on %s:%d (client certificate required)", host, bound)
         return bound
+
+    def protocol_factory(self) -> Callable[[], asyncio.Protocol]:
+        """This door's HTTP protocol, for the ALPN port's `x-amzn-http-ca` connections."""
+        assert self._runner is not None and self._runner.server is not None
+        return self._runner.server
 
     async def stop(self) -> None:
         if self._runner is not None:
