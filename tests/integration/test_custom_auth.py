@@ -30,9 +30,11 @@ from test_lambda import create
 
 KEY, SECRET = "AKIAEDGESIMEXAMPLE01", "wJalrXUtnFEMIexampleSECRET"
 PRIVATE = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-PUBLIC_PEM = PRIVATE.public_key().public_bytes(
-    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-).decode()
+PUBLIC_PEM = (
+    PRIVATE.public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
 
 # The authorizer function: a token "allow-<expiry epoch>" is good until its expiry; a password "pw" too. Its policy
 # lets the client publish and subscribe under its own client id only.
@@ -190,7 +192,9 @@ def test_test_invoke_authorizer(iot: Any, authorizers: dict[str, str]) -> None:
 
 
 # ---- MQTT custom authentication with paho
-def test_paho_username_password_custom_auth_enforces_the_answer(gw: GatewayProcess, authorizers: dict[str, str]) -> None:
+def test_paho_username_password_custom_auth_enforces_the_answer(
+    gw: GatewayProcess, authorizers: dict[str, str]
+) -> None:
     device = Paho(gw, "someone?x-amz-customauthorizer-name=Unsigned", "pw")
     assert connected(device.outcome())
     topic = f"dev/{device.client_id}/t"
@@ -275,7 +279,9 @@ def sdk_port(gw: GatewayProcess, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(module, "_builder", builder)
 
 
-def test_sdk_direct_with_custom_authorizer_mqtt3(gw: GatewayProcess, authorizers: dict[str, str], sdk_port: None) -> None:
+def test_sdk_direct_with_custom_authorizer_mqtt3(
+    gw: GatewayProcess, authorizers: dict[str, str], sdk_port: None
+) -> None:
     from awscrt import mqtt
     from awsiot import mqtt_connection_builder
 
@@ -288,15 +294,20 @@ def test_sdk_direct_with_custom_authorizer_mqtt3(gw: GatewayProcess, authorizers
     connection.connect().result(10)
     received: list[bytes] = []
     got = threading.Event()
-    subscribed, _ = connection.subscribe("dev/sdk3/in", mqtt.QoS.AT_LEAST_ONCE,
-                                         lambda topic, payload, **kw: (received.append(payload), got.set()))  # fmt: skip
+    def on_message(topic: str, payload: bytes, **kwargs: Any) -> None:
+        received.append(payload)
+        got.set()
+
+    subscribed, _ = connection.subscribe("dev/sdk3/in", mqtt.QoS.AT_LEAST_ONCE, on_message)
     subscribed.result(10)
     connection.publish("dev/sdk3/in", b"from-sdk", mqtt.QoS.AT_LEAST_ONCE)[0].result(10)
     assert got.wait(10) and received == [b"from-sdk"]
     connection.disconnect().result(10)
 
 
-def test_sdk_mqtt5_direct_with_custom_authorizer(gw: GatewayProcess, authorizers: dict[str, str], sdk_port: None) -> None:
+def test_sdk_mqtt5_direct_with_custom_authorizer(
+    gw: GatewayProcess, authorizers: dict[str, str], sdk_port: None
+) -> None:
     from concurrent.futures import Future
 
     from awsiot import mqtt5_client_builder
@@ -389,9 +400,7 @@ def test_paho_presigned_websocket(gw: GatewayProcess, iot: Any) -> None:
         assert upgrade_status(gw, path) == 403  # refused at the upgrade, before any MQTT
 
 
-def test_sdk_websockets_with_default_aws_signing(
-    gw: GatewayProcess, iot: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_sdk_websockets_with_default_aws_signing(gw: GatewayProcess, iot: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from awscrt import auth
     from awsiot import mqtt5_client_builder, mqtt_connection_builder
 
