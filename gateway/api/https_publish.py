@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from gateway.api import greengrass, mqtt5_http
+from gateway.api import greengrass, https_custom_auth, mqtt5_http
 from gateway.api.guard import BODY_TIMEOUT_KEY, read_body
 from gateway.api.wire import rest_json_error
 from gateway.errors import AwsError, ForbiddenException, InternalFailureException, InvalidRequestException
@@ -60,6 +60,12 @@ class HttpsPublish:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    @staticmethod
+    def _has_certificate(request: web.Request) -> bool:
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport else None
+        return bool(ssl_object and ssl_object.getpeercert(binary_form=True))
+
     def _authorizer(self, request: web.Request) -> Authorizer:
         transport = request.transport
         ssl_object = transport.get_extra_info("ssl_object") if transport else None
@@ -90,10 +96,14 @@ class HttpsPublish:
                 raise InvalidRequestException("qos must be 0 or 1")
             retain = query.get("retain", "false").lower() == "true"
             props = mqtt5_http.from_request(query, request.headers)
-            authorizer = self._authorizer(request)
+            if self._has_certificate(request):
+                authorizer = self._authorizer(request)
+                principal = authorizer.context.cert_id
+            else:
+                authorizer, principal = await https_custom_auth.authorize(gw.auth.custom, request)
             payload = await read_body(request)
             message = gw.broker.intake.admit(
-                topic, payload, int(qos_text), retain, props, door="https", principal=authorizer.context.cert_id,
+                topic, payload, int(qos_text), retain, props, door="https", principal=principal,
                 authorizer=authorizer, acknowledged=True,
             )  # fmt: skip
             if message.hold is not None:

@@ -1,5 +1,6 @@
 """One TLS port multiplexed by ALPN, as AWS IoT serves port 443: `x-amzn-mqtt-ca` is MQTT with a client certificate,
-`mqtt` is MQTT with custom authentication (no certificate), `x-amzn-http-ca` is HTTPS publish with a certificate.
+`mqtt` is MQTT with custom authentication (no certificate), `x-amzn-http-ca` is HTTPS publish with a certificate,
+`http/1.1` HTTPS publish with a certificate or custom-authorizer headers.
 
 The handshake asks for a certificate without requiring one (OpenSSL has chosen the protocol before it knows whether a
 certificate will come); the protocol's own rule is enforced right after it, before any byte of MQTT or HTTP is read.
@@ -24,7 +25,8 @@ log = logging.getLogger("edgesim.broker")
 MQTT_CERT = "x-amzn-mqtt-ca"
 MQTT_CUSTOM_AUTH = "mqtt"
 HTTP_CERT = "x-amzn-http-ca"
-ALPN_PROTOCOLS = (MQTT_CERT, MQTT_CUSTOM_AUTH, HTTP_CERT)
+HTTP = "http/1.1"  # HTTPS publish with custom-authorizer headers (or a certificate)
+ALPN_PROTOCOLS = (MQTT_CERT, MQTT_CUSTOM_AUTH, HTTP_CERT, HTTP)
 
 
 def alpn_ssl_context(cert_path: str, key_path: str, trusted_pems: list[str], *, alpn: bool = True) -> ssl.SSLContext:
@@ -56,8 +58,8 @@ class AlpnConnection(Connection):
         ssl_object = transport.get_extra_info("ssl_object")
         alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         has_cert = bool(ssl_object.getpeercert(binary_form=True)) if ssl_object is not None else False
-        if alpn == HTTP_CERT:
-            if not has_cert or self._http_factory is None:
+        if alpn in (HTTP_CERT, HTTP):
+            if (alpn == HTTP_CERT and not has_cert) or self._http_factory is None:
                 transport.close()
                 self.closed = True
                 return
@@ -74,6 +76,14 @@ class AlpnConnection(Connection):
         super().connection_made(transport)
         if alpn == MQTT_CUSTOM_AUTH:
             self.cert_der = None  # custom authentication: a certificate, if one came, is not the identity
+
+    def pause_writing(self) -> None:
+        if self._http is not None:
+            self._http.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._http is not None:
+            self._http.resume_writing()
 
     def data_received(self, data: bytes | memoryview) -> None:
         if self._http is not None:

@@ -50,7 +50,8 @@ def handler(event, context):
     policy = {'Version': '2012-10-17', 'Statement': [
         {'Effect': 'Allow', 'Action': 'iot:Connect', 'Resource': arn + 'client/*'},
         {'Effect': 'Allow', 'Action': ['iot:Publish', 'iot:Receive'], 'Resource': arn + 'topic/dev/${iot:ClientId}/*'},
-        {'Effect': 'Allow', 'Action': 'iot:Subscribe', 'Resource': arn + 'topicfilter/dev/${iot:ClientId}/*'}]}
+        {'Effect': 'Allow', 'Action': 'iot:Subscribe', 'Resource': arn + 'topicfilter/dev/${iot:ClientId}/*'},
+        {'Effect': 'Allow', 'Action': 'iot:Publish', 'Resource': arn + 'topic/http/*'}]}
     return {'isAuthenticated': ok, 'principalId': 'device1', 'disconnectAfterInSeconds': 3600,
             'refreshAfterInSeconds': 600, 'policyDocuments': [json.dumps(policy)]}
 """
@@ -264,6 +265,37 @@ def test_alpn_port_keeps_mtls_for_x_amzn_mqtt_ca(gw: GatewayProcess) -> None:
     assert rcs == [False]
 
 
+def https_publish(gw: GatewayProcess, alpn: str, topic: str, headers: dict[str, str], cert: Any = None) -> int:
+    ctx = ssl.create_default_context(cafile=str(gw.ca_file))
+    ctx.set_alpn_protocols([alpn])
+    if cert is not None:
+        ctx.load_cert_chain(str(cert.cert), str(cert.key))
+    connection = http.client.HTTPSConnection("127.0.0.1", gw.ports["alpn"], context=ctx, timeout=10)
+    try:
+        connection.request("POST", f"/topics/{topic}?qos=1", body=b"{}", headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_https_publish_with_custom_authorizer_headers(gw: GatewayProcess, authorizers: dict[str, str]) -> None:
+    token = good_token()
+    headers = {"x-amz-customauthorizer-name": "Signed", "x-amz-customauthorizer-signature": sign(token),
+               "token": token}  # fmt: skip
+    assert https_publish(gw, "http/1.1", "http/ok", headers) == 200
+    assert https_publish(gw, "http/1.1", "elsewhere/t", headers) == 403  # outside the function's policy
+    forged = {**headers, "x-amz-customauthorizer-signature": sign("forged")}
+    assert https_publish(gw, "http/1.1", "http/ok", forged) == 403
+    assert https_publish(gw, "http/1.1", "http/ok", {}) == 403
+
+
+def test_alpn_x_amzn_http_ca_with_a_certificate(gw: GatewayProcess) -> None:
+    from conftest import allow_all_policy
+
+    creds = gw.provision("httpdevice", allow_all_policy())
+    assert https_publish(gw, "x-amzn-http-ca", "any/topic", {}, cert=creds) == 200
+
+
 # ---- the Device SDK v2 custom-authorizer builders (the SDK pins port 443: pointed at the gateway's ALPN port)
 @pytest.fixture
 def sdk_port(gw: GatewayProcess, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -294,6 +326,7 @@ def test_sdk_direct_with_custom_authorizer_mqtt3(
     connection.connect().result(10)
     received: list[bytes] = []
     got = threading.Event()
+
     def on_message(topic: str, payload: bytes, **kwargs: Any) -> None:
         received.append(payload)
         got.set()
