@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgesim.broker")
 
+# AWS serves custom authentication on 443 with ALPN `mqtt` and on WebSockets, never on 8883.
+CUSTOM_AUTH_DOORS = frozenset({"alpn", "wss"})
+
 
 @dataclass
 class _Timers:
@@ -81,8 +84,8 @@ class ConnectAuth:
     # ---- CONNECT
     def intercept(self, conn: Connection, request: Connect, body: bytes) -> bool:
         """True when this CONNECT is being authenticated asynchronously (handle_connect runs again afterwards)."""
-        if conn.identity is not None:
-            return False
+        if conn.identity is not None or conn.cert_der is not None or conn.door not in CUSTOM_AUTH_DOORS:
+            return False  # the mTLS path pays this line only
         creds = credentials(conn, request)
         if not self.custom.claims(creds):
             return False
