@@ -1193,7 +1193,8 @@ def main(argv: list[str] | None = None) -> int:
     if results:
         # Wide enough for every column even when stdout is not a terminal.
         wide = Console(width=max(console.width, 150))
-        wide.print(report(results, settings, args.quick))
+        if any(key in res for res in results.values() for key in ("connect", "connections", "error")):
+            wide.print(report(results, settings, args.quick))
         if target is not None:
             wide.print(goals_line(target))
         versions = v5_table(results)

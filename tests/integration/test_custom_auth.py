@@ -464,3 +464,37 @@ def test_sdk_websockets_with_default_aws_signing(gw: GatewayProcess, iot: Any, m
     assert int(outcome.result(10)) == 0
     client5.stop()
     stopped.result(10)
+
+
+def test_sdk_mqtt5_refused_by_a_failing_authorizer_hears_not_authorized(
+    gw: GatewayProcess, authorizers: dict[str, str], sdk_port: None
+) -> None:
+    from concurrent.futures import Future
+
+    from awsiot import mqtt5_client_builder
+
+    failure: Future[Any] = Future()
+    stopped: Future[None] = Future()
+    client5 = mqtt5_client_builder.direct_with_custom_authorizer(
+        endpoint="127.0.0.1", ca_filepath=str(gw.ca_file), client_id="sdk5-refused", auth_username="u",
+        auth_authorizer_name="raises", auth_password="pw",
+        on_lifecycle_connection_failure=lambda data: failure.done() or failure.set_result(data.connack_packet),
+        on_lifecycle_stopped=lambda data: stopped.done() or stopped.set_result(None),
+    )  # fmt: skip
+    client5.start()
+    connack = failure.result(10)
+    assert connack is not None and int(connack.reason_code) == 0x87  # Not authorized, as AWS answers
+    client5.stop()
+    stopped.result(10)
+
+
+def test_sdk_websockets_with_custom_authorizer(gw: GatewayProcess, authorizers: dict[str, str]) -> None:
+    from awsiot import mqtt_connection_builder
+
+    connection = mqtt_connection_builder.websockets_with_custom_authorizer(
+        endpoint="127.0.0.1", port=gw.ports["wss"], ca_filepath=str(gw.ca_file), client_id="sdk-ws-ca",
+        auth_username="u", auth_authorizer_name="Unsigned", auth_password="pw", clean_session=True,
+        keep_alive_secs=30,
+    )  # fmt: skip
+    connection.connect().result(10)
+    connection.disconnect().result(10)
