@@ -498,3 +498,23 @@ def test_sdk_websockets_with_custom_authorizer(gw: GatewayProcess, authorizers: 
     )  # fmt: skip
     connection.connect().result(10)
     connection.disconnect().result(10)
+
+
+def test_websocket_upgrade_with_custom_authorizer_headers(gw: GatewayProcess, authorizers: dict[str, str]) -> None:
+    token = good_token()
+    device = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="ws-headers", transport="websockets")
+    device.tls_set_context(ssl.create_default_context(cafile=str(gw.ca_file)))
+    device.ws_set_options(path="/mqtt", headers={
+        "x-amz-customauthorizer-name": "Signed", "x-amz-customauthorizer-signature": sign(token), "token": token,
+    })  # fmt: skip
+    done = threading.Event()
+    result: list[Any] = []
+    device.on_connect = lambda c, u, f, rc, p: (result.append(rc), done.set())
+    device.connect("127.0.0.1", gw.ports["wss"], keepalive=30)
+    device.loop_start()
+    assert done.wait(10) and result and not result[0].is_failure, result
+    device.disconnect()
+    device.loop_stop()
+    forged = "/mqtt?x-amz-customauthorizer-name=Signed&token=" + token + "&x-amz-customauthorizer-signature="
+    assert upgrade_status(gw, forged + quote(sign("forged"), safe="")) == 403
+    assert upgrade_status(gw, forged + quote(sign(token), safe="")) == 101  # the same in the query string, signed
