@@ -152,7 +152,7 @@ def authorize_connection(broker: Broker, conn: Connection) -> str | None:
             refusal = f"iot:Connect denied for client/{conn.client_id}"
         return refusal
     if conn.cert_der is None:
-        if broker.dev_policy is None:
+        if broker.dev_policy is None or conn.door != "mqtt":  # the dev policy is the plain port's alone
             return "no client certificate"
         ctx = ConnectionContext(
             client_id=conn.client_id,

@@ -60,7 +60,8 @@ def handler(event, context):
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     gateway = GatewayProcess(
-        tmp_path_factory.mktemp("customauth"), extra_args=["--alpn-port", "0", "--require-sigv4", f"{KEY}:{SECRET}"]
+        tmp_path_factory.mktemp("customauth"),
+        extra_args=["--alpn-port", "0", "--require-sigv4", f"{KEY}:{SECRET}", "--insecure-port", "0"],
     ).start()
     yield gateway
     gateway.stop()
@@ -518,3 +519,13 @@ def test_websocket_upgrade_with_custom_authorizer_headers(gw: GatewayProcess, au
     forged = "/mqtt?x-amz-customauthorizer-name=Signed&token=" + token + "&x-amz-customauthorizer-signature="
     assert upgrade_status(gw, forged + quote(sign("forged"), safe="")) == 403
     assert upgrade_status(gw, forged + quote(sign(token), safe="")) == 101  # the same in the query string, signed
+
+
+def test_no_credentials_no_entry_even_with_the_dev_policy_on(gw: GatewayProcess) -> None:
+    """The plain port's anonymous dev policy never leaks to the cert-less doors (ALPN `mqtt`, WebSocket)."""
+    bare = Paho(gw, "nobody", None)
+    assert not connected(bare.outcome())
+    bare.stop()
+    device, done, result = ws_paho(gw, "/mqtt", "ws-anonymous")
+    assert done.wait(10) and not (result and not result[0].is_failure), result
+    device.loop_stop()
