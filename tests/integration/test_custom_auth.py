@@ -452,6 +452,7 @@ def test_sdk_websockets_with_default_aws_signing(gw: GatewayProcess, iot: Any, m
 
     from concurrent.futures import Future
 
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "IQoJb3JpZ2luX2VjEXAMPLE/session+token=")  # appended after signing
     outcome: Future[Any] = Future()
     stopped: Future[None] = Future()
     client5 = mqtt5_client_builder.websockets_with_default_aws_signing(
@@ -529,3 +530,24 @@ def test_no_credentials_no_entry_even_with_the_dev_policy_on(gw: GatewayProcess)
     device, done, result = ws_paho(gw, "/mqtt", "ws-anonymous")
     assert done.wait(10) and not (result and not result[0].is_failure), result
     device.loop_stop()
+
+
+def test_enable_caching_for_http_spares_the_function(
+    gw: GatewayProcess, iot: Any, authorizers: dict[str, str], tmp_path: Any
+) -> None:
+    counter = tmp_path / "invocations"
+    lam = client(gw, "lambda", KEY, SECRET)
+    source = "import json, time, base64, os\n\ndef handler(event, context):\n"
+    source += "    open(os.environ['COUNT_FILE'], 'a').write('x')\n"
+    source += AUTHORIZER.split("def handler(event, context):\n", 1)[1]
+    arn = create(lam, "auth-counting", source, Environment={"Variables": {"COUNT_FILE": str(counter)}})["FunctionArn"]
+    iot.create_authorizer(authorizerName="Cached", authorizerFunctionArn=arn, tokenKeyName="token",
+                          tokenSigningPublicKeys={"key1": PUBLIC_PEM}, enableCachingForHttp=True)  # fmt: skip
+    token = good_token()
+    headers = {"x-amz-customauthorizer-name": "Cached", "x-amz-customauthorizer-signature": sign(token),
+               "token": token}  # fmt: skip
+    assert [https_publish(gw, "http/1.1", "http/c", headers) for _ in range(3)] == [200, 200, 200]
+    assert counter.read_text() == "x"  # one invocation, then the cached answer
+    iot.update_authorizer(authorizerName="Cached", enableCachingForHttp=False)
+    assert [https_publish(gw, "http/1.1", "http/c", headers) for _ in range(2)] == [200, 200]
+    assert counter.read_text() == "xxx"
