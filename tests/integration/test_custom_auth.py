@@ -551,3 +551,22 @@ def test_enable_caching_for_http_spares_the_function(
     iot.update_authorizer(authorizerName="Cached", enableCachingForHttp=False)
     assert [https_publish(gw, "http/1.1", "http/c", headers) for _ in range(2)] == [200, 200]
     assert counter.read_text() == "xxx"
+
+
+def test_alpn_x_amzn_mqtt_ca_with_a_certificate_connects(gw: GatewayProcess) -> None:
+    from conftest import allow_all_policy
+
+    creds = gw.provision("alpndevice", allow_all_policy())
+    ctx = ssl.create_default_context(cafile=str(creds.ca))
+    ctx.load_cert_chain(str(creds.cert), str(creds.key))
+    ctx.set_alpn_protocols(["x-amzn-mqtt-ca"])
+    device = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="alpndevice")
+    device.tls_set_context(ctx)
+    done = threading.Event()
+    result: list[Any] = []
+    device.on_connect = lambda c, u, f, rc, p: (result.append(rc), done.set())
+    device.connect("127.0.0.1", gw.ports["alpn"], keepalive=30)
+    device.loop_start()
+    assert done.wait(10) and result and not result[0].is_failure, result
+    device.disconnect()
+    device.loop_stop()
