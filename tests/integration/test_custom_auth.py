@@ -148,6 +148,11 @@ def test_authorizer_control_plane_shapes_and_errors(iot: Any, authorizers: dict[
     assert {"Signed", "Unsigned", "raises"} <= set(names)
     page = iot.list_authorizers(pageSize=2)
     assert len(page["authorizers"]) == 2 and page["nextMarker"]
+    rest = iot.list_authorizers(pageSize=2, marker=page["nextMarker"])["authorizers"]
+    assert rest[0]["authorizerName"] not in [a["authorizerName"] for a in page["authorizers"]]
+    backwards = [a["authorizerName"] for a in iot.list_authorizers(ascendingOrder=False)["authorizers"]]
+    assert backwards == sorted(names, reverse=True)
+    assert iot.list_authorizers(status="INACTIVE")["authorizers"] == []
     with pytest.raises(ClientError) as exists:
         iot.create_authorizer(authorizerName="Signed", authorizerFunctionArn=authorizers["good"], signingDisabled=True)
     assert exists.value.response["Error"]["Code"] == "ResourceAlreadyExistsException"
