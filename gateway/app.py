@@ -77,6 +77,7 @@ class Gateway(Lifecycle):
     client_devices: ClientDevices
     api_token: str | None = None
     auth: auth_setup.AuthServices
+    front: AwsFront
 
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
@@ -157,6 +158,7 @@ class Gateway(Lifecycle):
         self.fleet_index = FleetIndex(self.store, self.registry, ConnectivityTracker(self))
         self.client_devices = ClientDevices(self.store)
         rest = RestDispatcher(self)
+        self.front = AwsFront(self, rest.verify_signature)
         self.api = ApiServer(
             cfg.host,
             cfg.api_port,
@@ -176,7 +178,7 @@ class Gateway(Lifecycle):
             routes=Dashboard(self, self.live).routes,
             token=self.api_token,
             check_signature=rest.verify_signature if cfg.sigv4_credentials else None,
-            front=AwsFront(self, rest.verify_signature),
+            front=self.front,
             max_connections=cfg.http.max_connections or max(16, budget // 4),
             header_timeout_s=cfg.http.header_timeout_s,
             body_timeout_s=cfg.http.body_timeout_s,

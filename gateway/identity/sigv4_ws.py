@@ -65,8 +65,11 @@ def is_signed(creds: Credentials) -> bool:
     return creds.query.get("X-Amz-Algorithm") == "AWS4-HMAC-SHA256" or auth.startswith("AWS4-HMAC-SHA256 ")
 
 
-def verify_upgrade(creds: Credentials, secrets: Mapping[str, str], now: datetime) -> str:
-    """The access key that signed this upgrade request; SignatureRefused says why not."""
+def verify_upgrade(
+    creds: Credentials, secrets: Mapping[str, str], now: datetime, tokens: Mapping[str, str] | None = None
+) -> str:
+    """The access key that signed this upgrade request; SignatureRefused says why not. Temporary credentials
+    (`tokens`: access key -> session token) must come with their session token."""
     lowered = {k.lower(): v for k, v in creds.headers.items()}
     query = _pairs(creds.raw_query)
     params = dict(query)
@@ -95,6 +98,11 @@ def verify_upgrade(creds: Credentials, secrets: Mapping[str, str], now: datetime
     secret = secrets.get(access_key)
     if secret is None:
         raise SignatureRefused(f"the access key {access_key} is not known to this gateway (--require-sigv4)")
+    wanted_token = (tokens or {}).get(access_key)
+    if wanted_token is not None:
+        given = params.get("X-Amz-Security-Token") or lowered.get("x-amz-security-token") or ""
+        if not hmac.compare_digest(given.encode(), wanted_token.encode()):
+            raise SignatureRefused("the security token included in the request is invalid")
     try:
         signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     except ValueError:
@@ -126,8 +134,10 @@ class SigV4Authenticator:
     kind = KIND
 
     def __init__(self, secrets: Callable[[], Mapping[str, str]], policies: Callable[[str], tuple[PolicyDocument, ...]],
-                 now: Callable[[], datetime], region: str, account: str) -> None:  # fmt: skip
+                 now: Callable[[], datetime], region: str, account: str,
+                 tokens: Callable[[], Mapping[str, str]] = dict) -> None:  # fmt: skip
         self.secrets = secrets
+        self.tokens = tokens
         self.policies = policies
         self.now = now
         self.region = region
@@ -138,7 +148,7 @@ class SigV4Authenticator:
 
     def grant(self, creds: Credentials) -> Authentication:
         try:
-            access_key = verify_upgrade(creds, self.secrets(), self.now())
+            access_key = verify_upgrade(creds, self.secrets(), self.now(), self.tokens())
         except SignatureRefused as exc:
             return Authentication.refused(KIND, str(exc))
         return self._for_key(access_key, creds.client_id, creds.source_ip)

@@ -575,3 +575,20 @@ def test_alpn_x_amzn_mqtt_ca_with_a_certificate_connects(gw: GatewayProcess) -> 
     assert done.wait(10) and result and not result[0].is_failure, result
     device.disconnect()
     device.loop_stop()
+
+
+def test_presigned_websocket_with_assume_role_credentials(gw: GatewayProcess, iot: Any) -> None:
+    """Temporary credentials from edgesim's STS: the session token must come along; the role's ARN takes policies."""
+    sts = client(gw, "sts", KEY, SECRET)
+    issued = sts.assume_role(RoleArn="arn:aws:iam::123456789012:role/DeviceRole", RoleSessionName="dev")["Credentials"]
+    doc = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
+    iot.create_policy(policyName="rolepolicy", policyDocument=json.dumps(doc))
+    iot.attach_policy(policyName="rolepolicy", target="arn:aws:iam::123456789012:role/DeviceRole")
+    host = f"127.0.0.1:{gw.ports['wss']}"
+    key, secret, token = issued["AccessKeyId"], issued["SecretAccessKey"], issued["SessionToken"]
+    assert upgrade_status(gw, presigned_path(host, key, secret)) == 403  # its session token is missing
+    assert upgrade_status(gw, presigned_path(host, key, secret, "not-the-token")) == 403
+    device, done, result = ws_paho(gw, presigned_path(host, key, secret, token), "ws-role")
+    assert done.wait(10) and result and not result[0].is_failure, result
+    device.disconnect()
+    device.loop_stop()

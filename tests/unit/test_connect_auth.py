@@ -85,7 +85,7 @@ def test_token_signatures() -> None:
 
 
 # ---- SigV4 on the upgrade, signed by botocore
-NOW = datetime(2026, 12, 7, 1, 0, tzinfo=UTC)
+NOW = datetime.now(UTC)  # botocore signs with the real clock
 SECRETS = {"AKIAEXAMPLEKEY000001": "secret"}
 
 
@@ -95,11 +95,10 @@ def _creds(url: str, headers: dict[str, str]) -> Credentials:
                        query=dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p))  # fmt: skip
 
 
-def _signed(presign: bool, secret: str = "secret", token: str | None = None, at: datetime = NOW) -> Credentials:
+def _signed(presign: bool, secret: str = "secret", token: str | None = None) -> Credentials:
     request = AWSRequest(method="GET", url="https://127.0.0.1:8084/mqtt", headers={"Host": "127.0.0.1:8084"})
     signer_type = SigV4QueryAuth if presign else SigV4Auth
     signer = signer_type(BotoCredentials("AKIAEXAMPLEKEY000001", secret), "iotdevicegateway", "us-east-1")
-    signer._timestamp = lambda: at.strftime("%Y%m%dT%H%M%SZ")  # type: ignore[attr-defined]
     signer.add_auth(request)
     url = request.url + (f"&X-Amz-Security-Token={token}" if token else "")
     return _creds(url, dict(request.headers))
@@ -113,6 +112,10 @@ def test_sigv4_presigned_and_header_signed_upgrades() -> None:
         sigv4_ws.verify_upgrade(_signed(presign=True, secret="other"), SECRETS, NOW)
     with pytest.raises(sigv4_ws.SignatureRefused, match="expired"):
         sigv4_ws.verify_upgrade(_signed(presign=False), SECRETS, NOW + timedelta(hours=1))
+    temporary = {"AKIAEXAMPLEKEY000001": "abc"}
+    assert sigv4_ws.verify_upgrade(_signed(presign=True, token="abc"), SECRETS, NOW, temporary)
+    with pytest.raises(sigv4_ws.SignatureRefused, match="security token"):
+        sigv4_ws.verify_upgrade(_signed(presign=True, token="abd"), SECRETS, NOW, temporary)
     with pytest.raises(sigv4_ws.SignatureRefused, match="not known"):
         sigv4_ws.verify_upgrade(_signed(presign=True), {}, NOW)
 
