@@ -1,6 +1,7 @@
 """Connect rates by authentication method, on one edgesim process: mTLS (the device certificate), a custom authorizer
 on the ALPN port (ALPN `mqtt`, MQTT username/password, the authorizer function in edgesim's Lambda service) with
-its function's workers cold (just deployed) and warm, and SigV4-presigned WebSocket upgrades.
+its function's workers cold (just deployed) and warm, and SigV4-presigned WebSocket upgrades; then HTTPS publish
+requests with custom-authorizer headers, enableCachingForHttp off and on.
 
 Used by bench/broker.py's `auth` phase; each figure is CONNECT..CONNACK..close for `count` clients, `concurrency` at
 a time (10 in bench/broker.py: under the Lambda service's 16 concurrent invocations per function), over TLS
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import io
@@ -30,7 +32,7 @@ from mqttwire.packets import V311, Connect
 
 HOST = "127.0.0.1"
 KEY, SECRET = "AKIAEDGESIMBENCH0001", "bench-secret"
-GATEWAY_FLAGS = ["--alpn-port", "0", "--wss-port", "0", "--require-sigv4", f"{KEY}:{SECRET}"]
+GATEWAY_FLAGS = ["--alpn-port", "0", "--wss-port", "0", "--https-port", "0", "--require-sigv4", f"{KEY}:{SECRET}"]
 ALLOW_ALL = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
 AUTHORIZER = (
     "import json\n\n"
@@ -62,6 +64,9 @@ def setup(api_port: int) -> None:
     )["FunctionArn"]  # fmt: skip
     iot = _client(api_port, "iot")
     iot.create_authorizer(authorizerName="bench", authorizerFunctionArn=arn, signingDisabled=True)
+    for name, cached in (("bench-http", False), ("bench-http-cached", True)):
+        iot.create_authorizer(authorizerName=name, authorizerFunctionArn=arn, signingDisabled=True,
+                              tokenKeyName="token", enableCachingForHttp=cached)  # fmt: skip
     iot.create_policy(policyName="bench-key", policyDocument=json.dumps(ALLOW_ALL))
     iot.attach_policy(policyName="bench-key", target=KEY)
 
@@ -109,6 +114,14 @@ async def ws_connect(session: aiohttp.ClientSession, port: int, ctx: ssl.SSLCont
         if msg.type != aiohttp.WSMsgType.BINARY or msg.data[:1] != b"\x20" or msg.data[3]:
             raise RuntimeError(f"no CONNACK 0 over the WebSocket: {msg!r}")
         await ws.send_bytes(b"\xe0\x00")
+
+
+async def https_publish(session: aiohttp.ClientSession, port: int, ctx: ssl.SSLContext, authorizer: str) -> None:
+    headers = {"x-amz-customauthorizer-name": authorizer, "token": "bench-token"}
+    url = f"https://{HOST}:{port}/topics/bench/http?qos=0"
+    async with session.post(url, data=b"{}", headers=headers, ssl=ctx) as response:
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {await response.text()}")
 
 
 async def rate(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> dict[str, Any]:
@@ -159,6 +172,12 @@ async def measure(
     results["custom_warm"] = await rate(
         count, concurrency, lambda i: tls_connect(ports["alpn"], custom, custom_packet(i))
     )
+    http = ssl.create_default_context(cafile=str(ca))
+    http.set_alpn_protocols(["http/1.1"])
+    async with aiohttp.ClientSession() as session:  # kept-alive connections: the authorizer is the cost measured
+        for label, authorizer in (("http_uncached", "bench-http"), ("http_cached", "bench-http-cached")):
+            publish = functools.partial(https_publish, session, ports["alpn"], http, authorizer)
+            results[label] = await rate(count, concurrency, lambda i, publish=publish: publish())
     async with aiohttp.ClientSession() as session:
         results["sigv4_wss"] = await rate(
             count, concurrency,
@@ -170,11 +189,14 @@ async def measure(
 
 def summary_lines(results: dict[str, Any]) -> list[str]:
     labels = {"mtls": "mTLS (certificate)", "custom_cold": "custom authorizer, function cold",
-              "custom_warm": "custom authorizer, function warm", "sigv4_wss": "SigV4 presigned WebSocket"}  # fmt: skip
+              "custom_warm": "custom authorizer, function warm", "sigv4_wss": "SigV4 presigned WebSocket",
+              "http_uncached": "HTTPS publish, custom auth, no cache",
+              "http_cached": "HTTPS publish, enableCachingForHttp"}  # fmt: skip
     lines = []
     for name, label in labels.items():
         row = results.get(name)
         if row:
             failed = f"  ({row['count'] - row['ok']} failed: {row['errors'][:1]})" if row["ok"] < row["count"] else ""
-            lines.append(f"{label:<36} {row['per_s']:>8.1f} connects/s  ({row['ok']}/{row['count']}){failed}")
+            unit = "requests/s" if name.startswith("http") else "connects/s"
+            lines.append(f"{label:<36} {row['per_s']:>8.1f} {unit}  ({row['ok']}/{row['count']}){failed}")
     return lines
