@@ -17,6 +17,7 @@ from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 from typing import Any
 
+from devices.claim import ClaimOptions, DeviceClaim
 from devices.device import ConnectRamp, SimDevice, Target
 from devices.figures import Figures
 from devices.provision import DeviceFiles
@@ -36,6 +37,7 @@ class FleetOptions:
     processes: int = 1
     shard: tuple[int, int] | None = None
     files: dict[str, DeviceFiles] = field(default_factory=dict)  # thing name -> certificate and key
+    claim: ClaimOptions | None = None  # provisioning by claim: `files` is where each device stores its own identity
 
 
 class ContextCache:
@@ -90,7 +92,13 @@ async def run_devices(
     contexts = ContextCache(options.ca)
     figures.devices += len(devices)
     sims = []
+    claim = options.claim if options.target.tls else None
+    claim_context = contexts.get(DeviceFiles(claim.claim_cert, claim.claim_key)) if claim is not None else None
     for spec in devices:
+        if claim is not None and claim_context is not None:
+            own = DeviceClaim(claim, claim_context, options.files[spec.thing_name], contexts.get)
+            sims.append(SimDevice(spec, options.target, claim_context, figures, ramp, epoch, own))
+            continue
         context = contexts.get(options.files.get(spec.thing_name)) if options.target.tls else None
         sims.append(SimDevice(spec, options.target, context, figures, ramp, epoch))
     tasks = [loop.create_task(_guarded(sim, figures), name=f"device-{sim.spec.thing_name}") for sim in sims]

@@ -45,6 +45,7 @@ __all__ = [
     "FleetSpec",
     "OfflineWindow",
     "PayloadValue",
+    "ProvisioningSpec",
     "ShadowSpec",
     "expand",
     "load_fleet",
@@ -267,6 +268,17 @@ class DeviceTypeSpec(_Model):
         return value
 
 
+class ProvisioningSpec(_Model):
+    """`by: claim`: every device boots with the fleet's claim certificate and gets its own through the provisioning
+    MQTT API (`template` names the provisioning template; `parameters` are rendered per device)."""
+
+    by: Literal["claim"]
+    template: str = Field(pattern=r"^[0-9A-Za-z_-]{1,36}$")
+    parameters: dict[Annotated[str, Field(min_length=1, max_length=2048)], ClientTemplate] = Field(
+        default={"ThingName": "{thing_name}"}, validate_default=True
+    )
+
+
 class FleetSpec(_Model):
     """A whole fleet file. Build it with `parse_fleet`/`load_fleet` so errors can name lines."""
 
@@ -274,6 +286,7 @@ class FleetSpec(_Model):
     seed: int = 0
     policy_name: PolicyTemplate = Field(default=None, validate_default=True)
     device_types: list[DeviceTypeSpec] = Field(min_length=1)
+    provisioning: ProvisioningSpec | None = None
     _source: str = PrivateAttr(default="<fleet>")
     _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
     _devices: list[DeviceSpec] | None = PrivateAttr(default=None)
@@ -301,7 +314,7 @@ _FIELD_NAMES = sorted(
     {
         name
         for model in (
-            *(FleetSpec, DeviceTypeSpec, ShadowSpec, CommandSpec, FaultSpec, OfflineWindow),
+            *(FleetSpec, DeviceTypeSpec, ShadowSpec, CommandSpec, FaultSpec, OfflineWindow, ProvisioningSpec),
             *get_args(get_args(ProfileSpec)[0]),
         )
         for name in model.model_fields

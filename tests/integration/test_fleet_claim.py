@@ -1,0 +1,74 @@
+"""`edgesim fleet run` with `provisioning: {by: claim}`: every device boots with the fleet's claim certificate,
+provisions itself over the MQTT API, stores its own certificate and reconnects with it; a second run reuses it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import GatewayProcess
+from test_api_iot import client
+from test_fleet import finish, fleet_cmd, start_fleet
+
+FLEET = """
+fleet: {name}
+provisioning:
+  by: claim
+  template: {name}-tpl
+  parameters: {{ThingName: "{{thing_name}}", Serial: "sn-{{i}}"}}
+device_types:
+  - name: meter
+    count: 12
+    interval: 500ms
+    qos: 1
+    payload: {{seq: "{{seq}}"}}
+  - name: gauge
+    count: 8
+    protocol: mqtt5
+    interval: 500ms
+    qos: 1
+    payload: {{seq: "{{seq}}"}}
+"""
+
+
+def template(policy: str) -> dict[str, object]:
+    return {
+        "Parameters": {"ThingName": {"Type": "String"}, "Serial": {"Type": "String"},
+                       "AWS::IoT::Certificate::Id": {"Type": "String"}},
+        "Resources": {
+            "thing": {"Type": "AWS::IoT::Thing", "Properties": {
+                "ThingName": {"Ref": "ThingName"}, "AttributePayload": {"serial": {"Ref": "Serial"}}}},
+            "certificate": {"Type": "AWS::IoT::Certificate",
+                            "Properties": {"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "ACTIVE"}},
+            "policy": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": policy}},
+        },
+    }  # fmt: skip
+
+
+def test_fleet_provisions_itself_by_claim(gateway: GatewayProcess, tmp_path: Path, unique: str) -> None:
+    name = f"claim{unique}"
+    iot = client(gateway, "iot")
+    iot.create_provisioning_template(
+        templateName=f"{name}-tpl", templateBody=json.dumps(template(f"edgesim-fleet-{name}")),
+        provisioningRoleArn="arn:aws:iam::123456789012:role/p", enabled=True,
+    )  # fmt: skip
+    fleet_file = tmp_path / "claim.yaml"
+    fleet_file.write_text(FLEET.format(name=name))
+    summary = finish(start_fleet(fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "5"), tmp_path))
+    assert summary["provisioned"] == 20 and summary["provisioning_failures"] == 0
+    assert summary["connects"] >= 20 and summary["acked"] > 20
+    assert iot.describe_thing(thingName=f"{name}-gauge-0003")["attributes"] == {"serial": "sn-3"}
+    own = tmp_path / "fleet-certs" / name / f"{name}-meter-0000.cert.pem"
+    assert own.exists() and (own.with_name(f"{name}-meter-0000.private.key").stat().st_mode & 0o777) == 0o600
+    # The next boot uses the stored certificate: nothing is provisioned again.
+    again = finish(start_fleet(fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "2"), tmp_path))
+    assert again["provisioned"] == 0 and again["connects"] >= 20
+
+
+def test_a_missing_template_is_one_clear_error(gateway: GatewayProcess, tmp_path: Path, unique: str) -> None:
+    fleet_file = tmp_path / "claim.yaml"
+    fleet_file.write_text(FLEET.format(name=f"none{unique}"))
+    proc = start_fleet(fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "1"), tmp_path)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "ResourceNotFoundException" in err and "Traceback" not in err
