@@ -27,12 +27,14 @@ from gateway.datadir import DataDirLock
 from gateway.identity.authorizer import DEV_POLICY_DOCUMENT
 from gateway.identity.keystore import ensure_local_ca
 from gateway.identity.policy_doc import PolicyDocument
+from gateway.messages import Message
 from gateway.metrics import Metrics
 from gateway.netguard import descriptor_budget, quiet_accept_errors, raise_descriptor_limit
 from gateway.provisioning.mqtt_api import ProvisioningMqttApi
 from gateway.provisioning.templates import ProvisioningTemplates
 from gateway.registry import Registry, RegistryChange
 from gateway.registry.fleet_index import FleetIndex
+from gateway.registry.jit import JustInTime
 from gateway.rules.destinations import TopicRuleDestinations
 from gateway.rules.engine import RulesEngine
 from gateway.rules.files import RulesFolder
@@ -109,6 +111,7 @@ class Gateway(Lifecycle):
             cfg, self.registry, self.clock, RetainedStore(self.store), dev_policy, SessionStore(self.store)
         )
         self.broker.start()
+        self.registry.events.publish = self._publish_event
         self.shadows = ShadowService(self.store, self.broker, self.clock, ShadowLimits())
         self.kinesis = KinesisService(self.store, self.clock, cfg.region, cfg.account)
         self.s3 = ObjectStore(cfg.data_dir / "s3")
@@ -146,6 +149,7 @@ class Gateway(Lifecycle):
         self.rules.load()
         self.broker.message_hooks.append(self.rules_engine.on_message)
         self.provisioning_templates = ProvisioningTemplates(self.store, self.clock, cfg.region, cfg.account)
+        self.registry.jit = JustInTime(self.registry, self.provisioning_templates.template)
         self.provisioning = ProvisioningMqttApi(
             self.broker, self.registry, self.provisioning_templates, self._invoke_for_firehose
         )
@@ -239,6 +243,10 @@ class Gateway(Lifecycle):
 
     def _dev_policy(self) -> PolicyDocument:
         return self.registry.ensure_policy(self.config.dev_policy_name, DEV_POLICY_DOCUMENT)
+
+    def _publish_event(self, topic: str, payload: bytes) -> None:
+        """Registry and JITR events: routed like any message, so rules see them as well as subscribers."""
+        self.broker.route(Message(topic, payload, 1, received_ms=self.clock.wall_ms(), door="events"))
 
     def _trusted_pems(self) -> list[str]:
         rows = self.store.query("SELECT pem FROM ca_certificates")

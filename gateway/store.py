@@ -254,6 +254,20 @@ MIGRATIONS: list[str] = [
         expires_ms INTEGER NOT NULL
     );
     """,
+    # CA registration (issue 20b): a CA's certificate mode and JITP registration config; the account's registration
+    # code; which registry events are enabled (all off until UpdateEventConfigurations, as on AWS).
+    """
+    ALTER TABLE ca_certificates ADD COLUMN mode TEXT NOT NULL DEFAULT 'DEFAULT';
+    ALTER TABLE ca_certificates ADD COLUMN registration_config TEXT;
+    CREATE TABLE registration_code (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        code TEXT NOT NULL
+    );
+    CREATE TABLE event_configurations (
+        event_type TEXT PRIMARY KEY,
+        enabled INTEGER NOT NULL
+    );
+    """,
 ]
 
 
