@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
+from gateway import auth_setup
 from gateway.actions.remote import RemoteSinks
 from gateway.api import iot_provisioning  # noqa: F401  (registers the provisioning template operations)
 from gateway.api.auth import required_token
@@ -17,6 +18,7 @@ from gateway.api.https_publish import HttpsPublish
 from gateway.api.live import LiveFeed
 from gateway.api.rest import RestDispatcher
 from gateway.api.server import ApiServer
+from gateway.broker.alpn import alpn_ssl_context, start_alpn
 from gateway.broker.core import Broker
 from gateway.broker.listeners import Listeners, server_ssl_context
 from gateway.broker.retained import RetainedStore
@@ -81,6 +83,7 @@ class Gateway(Lifecycle):
     fleet_index: FleetIndex
     client_devices: ClientDevices
     api_token: str | None = None
+    auth: auth_setup.AuthServices
 
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
@@ -133,6 +136,7 @@ class Gateway(Lifecycle):
             sqs=self.sqs,
         )
         await self.lambdas.start()
+        self.auth = auth_setup.install(self)
         self.event_sources = EventSourceMappings(self)
         await self.event_sources.start()
         self.remote_sinks = RemoteSinks(cfg.sink_endpoint_url, cfg.region) if cfg.sink_backend == "aws" else None
@@ -194,6 +198,12 @@ class Gateway(Lifecycle):
         self.ssl_context = server_ssl_context(
             str(self.local_ca.server_cert_path), str(self.local_ca.server_key_path), self._trusted_pems()
         )
+        # Asks for a client certificate without requiring one: SigV4 and custom-authorizer clients have none.
+        self.optional_cert_contexts = [
+            alpn_ssl_context(str(self.local_ca.server_cert_path), str(self.local_ca.server_key_path),
+                             self._trusted_pems(), alpn=alpn)
+            for alpn in (False, True)
+        ]  # fmt: skip
         self.registry.subscribe(self._trust_new_anchors)
         # Descriptors: a quarter of the budget for the API port, the rest shared by the MQTT ports.
         mqtt_share = max(16, (budget - budget // 4) // (2 if cfg.insecure_port is not None else 1))
@@ -201,12 +211,19 @@ class Gateway(Lifecycle):
             "mqtts", cfg.host, cfg.mqtts_port, self.ssl_context, mqtt_share
         )
         if cfg.wss_port is not None:
-            self.ports["wss"] = await self.listeners.start_websocket(cfg.host, cfg.wss_port, self.ssl_context)
+            self.ports["wss"] = await self.listeners.start_websocket(
+                cfg.host, cfg.wss_port, self.optional_cert_contexts[0]
+            )
         if cfg.https_port is not None:
             self.https = HttpsPublish(self)
             self.ports["https"] = await self.https.start(cfg.host, cfg.https_port, self.ssl_context)
         if cfg.insecure_port is not None:
             self.ports["mqtt"] = await self.listeners.start_mqtt("mqtt", cfg.host, cfg.insecure_port, None, mqtt_share)
+        if cfg.alpn_port is not None:
+            http = self.https.protocol_factory() if cfg.https_port is not None else None
+            self.ports["alpn"] = await start_alpn(
+                self.listeners, cfg.host, cfg.alpn_port, self.optional_cert_contexts[1], http, mqtt_share
+            )
         self._tasks.append(asyncio.create_task(self._watch_other_writers(), name="registry-watch"))
         self.api.ready = True
 
@@ -226,6 +243,8 @@ class Gateway(Lifecycle):
             await self.lambdas.stop()
         if hasattr(self, "sqs"):
             await self.sqs.moves.close()
+        if hasattr(self, "auth"):
+            await self.auth.hook.stop()
         if hasattr(self, "broker"):
             await self.broker.stop()
         if hasattr(self, "listeners"):
@@ -257,7 +276,8 @@ class Gateway(Lifecycle):
         # OpenSSL's store only grows; removal is enforced by our own status check after the handshake.
         if change.kind in ("ca", "certificate"):
             for pem in self._trusted_pems():
-                self.ssl_context.load_verify_locations(cadata=pem)
+                for ctx in (self.ssl_context, *self.optional_cert_contexts):
+                    ctx.load_verify_locations(cadata=pem)
 
     async def _trim_streams(self) -> None:
         while True:

@@ -196,6 +196,14 @@ def up(
             help="Allow --insecure-port with a --host beyond loopback: anonymous MQTT, open to the network.",
         ),
     ] = False,
+    alpn_port: Annotated[
+        int,
+        typer.Option(
+            "--alpn-port",
+            help="One TLS port multiplexed by ALPN like AWS IoT's 443: x-amzn-mqtt-ca, mqtt (custom authorizers, "
+            "no client certificate), x-amzn-http-ca (0: any free port, -1: off).",
+        ),
+    ] = -1,
 ) -> None:
     """Run the gateway in the foreground until Ctrl-C."""
     _configure_logging(log_level, log_format)
@@ -228,6 +236,9 @@ def up(
     cfg.mqtt.min_keep_alive_s = min_keep_alive
     cfg.mqtt.max_session_expiry_s = max_session_expiry
     cfg.mqtt.connect_timeout_s = connect_timeout
+    if alpn_port >= 0:
+        flags["--alpn-port"] = _port_flag(alpn_port, "--alpn-port")
+        cfg.alpn_port = alpn_port
     for pair in require_sigv4 or []:
         key, sep, secret = pair.partition(":")
         if not sep or not key or not secret:

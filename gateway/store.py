@@ -268,6 +268,15 @@ MIGRATIONS: list[str] = [
         enabled INTEGER NOT NULL
     );
     """,
+    """
+    CREATE TABLE custom_authorizers (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        is_default INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL,
+        modified_ms INTEGER NOT NULL
+    );
+    """,
 ]
 
 

@@ -18,6 +18,7 @@ from gateway.api import (  # noqa: F401 - service modules register targets
     fleet_api,
     greengrass,
     iot,
+    iot_authorizers,
     iot_data,
     iot_rules,
     kinesis,

@@ -38,6 +38,8 @@ def handle_connect(broker: Broker, conn: Connection, body: bytes) -> bool:
         conn.close(f"unsupported MQTT protocol level {request.protocol_level}")
         return False
     conn.version = request.protocol_level
+    if broker.connect_auth is not None and broker.connect_auth.intercept(conn, request, body):
+        return False  # authenticating asynchronously (a custom authorizer): this runs again with its answer
     try:
         connack_props = _accept(broker, conn, request)
     except Refused as refusal:
@@ -143,6 +145,12 @@ def _refuse(broker: Broker, conn: Connection, refusal: Refused) -> None:
 
 def authorize_connection(broker: Broker, conn: Connection) -> str | None:
     """Compile the connection's policy; why it may not connect, or None."""
+    if conn.identity is not None and broker.connect_auth is not None:
+        refusal = broker.connect_auth.authorize(conn)
+        conn.generation = broker.registry.generation
+        if refusal is None and conn.authorizer is not None and not conn.authorizer.can_connect():
+            refusal = f"iot:Connect denied for client/{conn.client_id}"
+        return refusal
     if conn.cert_der is None:
         if broker.dev_policy is None:
             return "no client certificate"
@@ -170,7 +178,7 @@ def authorize_connection(broker: Broker, conn: Connection) -> str | None:
 def _check_anonymous_takeover(broker: Broker, conn: Connection) -> None:
     """An anonymous client (the plain port's dev policy) must not take over a certificate-authenticated device's
     client id, connected or parked: on AWS no policy would let it."""
-    if conn.cert_der is not None:
+    if conn.cert_der is not None or conn.identity is not None:
         return
     previous = broker.sessions.get(conn.client_id)
     parked = broker.parked.get(conn.client_id)

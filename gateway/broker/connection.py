@@ -32,6 +32,7 @@ from mqttwire.properties import REASON_STRING
 
 if TYPE_CHECKING:
     from gateway.broker.core import Broker, Subscription
+    from gateway.identity.authn import Authentication
     from gateway.identity.authorizer import Authorizer
 
 log = logging.getLogger("edgesim.broker")
@@ -61,6 +62,7 @@ class Connection(asyncio.Protocol):
         "door",
         "dropped_qos0",
         "generation",
+        "identity",
         "inflight",
         "keep_alive",
         "last_message",
@@ -105,6 +107,7 @@ class Connection(asyncio.Protocol):
         self.cert_der: bytes | None = None
         self.peer_ip: str | None = None
         self.authorizer: Authorizer | None = None
+        self.identity: Authentication | None = None  # set when it authenticated without a certificate
         self.generation = -1
         self.keep_alive = 0.0
         self.last_rx = 0.0

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from gateway.broker import connect as connect_step
 from gateway.broker import delivery, subscribe
+from gateway.broker.connect_auth import ConnectAuth
 from gateway.broker.connection import Connection
 from gateway.broker.exceptions import PublishRefused
 from gateway.broker.intake import Intake
@@ -82,6 +83,7 @@ class Broker:
         self.clock = clock
         self.retained = retained
         self.dev_policy = dev_policy
+        self.connect_auth: ConnectAuth | None = None  # custom authorizers and SigV4 (gateway/broker/connect_auth.py)
         limits = config.mqtt
         self.max_payload = limits.max_payload_bytes
         # Room for the topic, packet id, properties and length fields on top of the payload limit.

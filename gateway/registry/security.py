@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,8 @@ from gateway.registry.cas import CaRegistry
 from gateway.registry.validation import POLICY_NAME, check_certificate_id, check_name
 
 CERT_STATUSES = {"ACTIVE", "INACTIVE", "REVOKED", "PENDING_TRANSFER", "REGISTER_INACTIVE", "PENDING_ACTIVATION"}
+
+_ACCESS_KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
 
 
 class SecurityRegistry(CaRegistry):
@@ -354,8 +357,9 @@ class SecurityRegistry(CaRegistry):
             self._cert_row(target.removeprefix(prefix + "cert/"))
         elif target.startswith(prefix + "thinggroup/"):
             self._group_row(target.removeprefix(prefix + "thinggroup/"))
-        elif not target.startswith("arn:aws:"):
-            # AWS also accepts Cognito identity ids; we only know certificates and groups.
+        elif not target.startswith("arn:aws:") and not _ACCESS_KEY_ID.fullmatch(target):
+            # AWS also accepts Cognito identity ids; we know certificates, groups and (standing in for IAM policies
+            # on SigV4 clients) access key ids.
             raise InvalidRequestException(f"Invalid target: {target}")
 
     def attach_policy(self, policy_name: str, target: str) -> None:
