@@ -84,6 +84,8 @@ class SimDevice:
         ramp: ConnectRamp,
         epoch: float,
         claim: DeviceClaim | None = None,
+        *,
+        jit: bool = False,
     ) -> None:
         self.spec = spec
         self.figures = figures
@@ -99,6 +101,7 @@ class SimDevice:
         self.prefix = shadow_prefix(spec.thing_name, shadow.name if shadow is not None else None)
         self.target = target
         self.claim = claim
+        self.awaiting_jit = jit  # JITP/JITR: the first connect that gets in is this device's provisioning
         self.client = self._new_client(ssl_context)
         self.properties = TelemetryProperties(spec, self.variables)
         self.seq = 0
@@ -207,6 +210,9 @@ class SimDevice:
             self._gauge("failed")
             return False
         self.figures.inc("connects")
+        if self.awaiting_jit:
+            self.awaiting_jit = False
+            self.figures.inc("provisioned")
         self._gauge("connected")
         try:
             await self._subscribe_and_report()

@@ -38,6 +38,7 @@ class FleetOptions:
     shard: tuple[int, int] | None = None
     files: dict[str, DeviceFiles] = field(default_factory=dict)  # thing name -> certificate and key
     claim: ClaimOptions | None = None  # provisioning by claim: `files` is where each device stores its own identity
+    jit: bool = False  # JITP/JITR: a device's first successful connect is its provisioning
 
 
 class ContextCache:
@@ -100,7 +101,7 @@ async def run_devices(
             sims.append(SimDevice(spec, options.target, claim_context, figures, ramp, epoch, own))
             continue
         context = contexts.get(options.files.get(spec.thing_name)) if options.target.tls else None
-        sims.append(SimDevice(spec, options.target, context, figures, ramp, epoch))
+        sims.append(SimDevice(spec, options.target, context, figures, ramp, epoch, jit=options.jit))
     tasks = [loop.create_task(_guarded(sim, figures), name=f"device-{sim.spec.thing_name}") for sim in sims]
     # The devices live as long as the run: keep the cyclic collector from re-walking them (tens of thousands of
     # objects per thousand devices) on every full collection.

@@ -269,14 +269,23 @@ class DeviceTypeSpec(_Model):
 
 
 class ProvisioningSpec(_Model):
-    """`by: claim`: every device boots with the fleet's claim certificate and gets its own through the provisioning
-    MQTT API (`template` names the provisioning template; `parameters` are rendered per device)."""
+    """How devices get their certificates. `claim`: every device boots with the fleet's claim certificate and gets its
+    own through the provisioning MQTT API (`template` names the provisioning template; `parameters` are rendered per
+    device). `jitp` / `jitr`: every device has a certificate from the fleet's own CA, registered with
+    auto-registration (and, for `jitp`, the JITP provisioning template `template`); the gateway registers it on the
+    device's first connect."""
 
-    by: Literal["claim"]
-    template: str = Field(pattern=r"^[0-9A-Za-z_-]{1,36}$")
+    by: Literal["claim", "jitp", "jitr"]
+    template: str | None = Field(default=None, pattern=r"^[0-9A-Za-z_-]{1,36}$")
     parameters: dict[Annotated[str, Field(min_length=1, max_length=2048)], ClientTemplate] = Field(
         default={"ThingName": "{thing_name}"}, validate_default=True
     )
+
+    @model_validator(mode="after")
+    def _template_when_needed(self) -> ProvisioningSpec:
+        if self.by != "jitr" and self.template is None:
+            raise PydanticCustomError("template", "`by: {by}` needs a `template`", {"by": self.by})
+        return self
 
 
 class FleetSpec(_Model):

@@ -18,10 +18,9 @@ from gateway.cli_api import DEFAULT_ENDPOINT, Endpoint, JsonOut, err_console
 from gateway.config import default_certs_dir
 
 if TYPE_CHECKING:
-    from devices.claim import ClaimOptions
     from devices.figures import Figures
     from devices.provision import DeviceFiles
-    from devices.spec import DeviceSpec, FleetSpec
+    from devices.spec import FleetSpec
 
 fleet_app = typer.Typer(help="Fleets of simulated devices: validate a fleet file, run it.", no_args_is_help=True)
 
@@ -132,9 +131,12 @@ def run(
     ca_file = ca or default_certs_dir() / "root-ca.pem"
     ui = Console(stderr=True)
     files: dict[str, DeviceFiles] = {}
-    claim = None
+    claim, jit = None, False
     if where.tls and spec.provisioning is not None:
-        files, claim = _claim_setup(spec, devices, endpoint, certs, no_provision)
+        from gateway.cli_fleet_provisioning import provisioning_setup
+
+        files, claim = provisioning_setup(spec, devices, endpoint, certs, no_provision)
+        jit = spec.provisioning.by != "claim"
     elif where.tls:
         provisioner = Provisioner(iot_client(endpoint), spec, certs, shared_cert)
         if no_provision:
@@ -163,7 +165,7 @@ def run(
             err_console.print(f"[red]error:[/red] CA certificate {ca_file} not found; pass --ca")
             raise typer.Exit(1)
     options = FleetOptions(
-        where, ca_file if where.tls else None, connect_rate, duration, processes, slice_, files, claim
+        where, ca_file if where.tls else None, connect_rate, duration, processes, slice_, files, claim, jit
     )
     title = f"fleet {spec.fleet} → {target}"
     live_view = not as_json or sys.stderr.isatty()
@@ -200,38 +202,6 @@ def run(
     if trouble is not None:
         err_console.print(f"[red]error:[/red] {trouble}", highlight=False)
         raise typer.Exit(1)
-
-
-def _claim_setup(
-    spec: FleetSpec, devices: list[DeviceSpec], endpoint: str, certs: Path, no_provision: bool
-) -> tuple[dict[str, DeviceFiles], ClaimOptions]:
-    """`provisioning: {by: claim}`: a claim certificate and its policy; each device then provisions itself."""
-    from botocore.exceptions import ClientError, EndpointConnectionError
-
-    from devices.claim import ClaimOptions
-    from devices.provision import ClaimProvisioner, iot_client
-
-    assert spec.provisioning is not None
-    setup = spec.provisioning
-    provisioner = ClaimProvisioner(iot_client(endpoint), spec, certs, setup.template)
-    try:
-        if no_provision:
-            claim = provisioner.files_for_claim()
-            if not claim.cert.exists():
-                err_console.print(f"[red]error:[/red] no cached claim certificate at {claim.cert}")
-                raise typer.Exit(1)
-            files = {d.thing_name: provisioner.files(d) for d in devices}
-        else:
-            claim, files = provisioner.provision_claim(devices)
-    except EndpointConnectionError as exc:
-        err_console.print(f"[red]error:[/red] no gateway API at {endpoint} to provision through ({exc})")
-        raise typer.Exit(1) from exc
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        err_console.print(f"[red]error:[/red] provisioning: {error.get('Code')}: {error.get('Message')}")
-        raise typer.Exit(1) from exc
-    parameters = {name: template.text for name, template in setup.parameters.items()}
-    return files, ClaimOptions(setup.template, claim.cert, claim.key, parameters)
 
 
 def _write_atomically(path: Path, data: object) -> None:

@@ -72,3 +72,44 @@ def test_a_missing_template_is_one_clear_error(gateway: GatewayProcess, tmp_path
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "ResourceNotFoundException" in err and "Traceback" not in err
+
+
+JITP_FLEET = """
+fleet: {name}
+provisioning: {{by: jitp, template: {name}-jitp}}
+device_types:
+  - name: probe
+    count: 10
+    interval: 500ms
+    qos: 1
+    payload: {{seq: "{{seq}}"}}
+"""
+
+
+def test_fleet_provisions_itself_just_in_time(gateway: GatewayProcess, tmp_path: Path, unique: str) -> None:
+    """`by: jitp`: the fleet's own CA is registered with a JITP template; each device's first connect provisions it."""
+    name = f"jitp{unique}"
+    iot = client(gateway, "iot")
+    body = {
+        "Parameters": {"AWS::IoT::Certificate::CommonName": {"Type": "String"},
+                       "AWS::IoT::Certificate::Id": {"Type": "String"}},
+        "Resources": {
+            "thing": {"Type": "AWS::IoT::Thing",
+                      "Properties": {"ThingName": {"Ref": "AWS::IoT::Certificate::CommonName"}}},
+            "certificate": {"Type": "AWS::IoT::Certificate",
+                            "Properties": {"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "ACTIVE"}},
+            "policy": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": f"edgesim-fleet-{name}"}},
+        },
+    }  # fmt: skip
+    iot.create_provisioning_template(
+        templateName=f"{name}-jitp", templateBody=json.dumps(body), type="JITP", enabled=True,
+        provisioningRoleArn="arn:aws:iam::123456789012:role/p",
+    )  # fmt: skip
+    fleet_file = tmp_path / "jitp.yaml"
+    fleet_file.write_text(JITP_FLEET.format(name=name))
+    summary = finish(start_fleet(fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "6"), tmp_path))
+    assert summary["provisioned"] == 10 and summary["acked"] > 10
+    thing = iot.describe_thing(thingName=f"{name}-probe-0004")
+    assert thing["thingName"] == f"{name}-probe-0004"
+    principals = iot.list_thing_principals(thingName=f"{name}-probe-0004")["principals"]
+    assert len(principals) == 1
