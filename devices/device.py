@@ -86,6 +86,7 @@ class SimDevice:
         claim: DeviceClaim | None = None,
         *,
         jit: bool = False,
+        credentials: tuple[str, bytes | None] | None = None,
     ) -> None:
         self.spec = spec
         self.figures = figures
@@ -101,6 +102,7 @@ class SimDevice:
         self.prefix = shadow_prefix(spec.thing_name, shadow.name if shadow is not None else None)
         self.target = target
         self.claim = claim
+        self.credentials = credentials  # (username, password) for a custom authorizer
         self.awaiting_jit = jit  # JITP/JITR: the first connect that gets in is this device's provisioning
         self.client = self._new_client(ssl_context)
         self.properties = TelemetryProperties(spec, self.variables)
@@ -123,6 +125,8 @@ class SimDevice:
             clean_start=spec.session_expiry == 0,  # a device with a session expiry resumes it on reconnect
             session_expiry=spec.session_expiry,
             topic_aliases=spec.topic_aliases,
+            username=self.credentials[0] if self.credentials else None,
+            password=self.credentials[1] if self.credentials else None,
         )
 
     # ---- life

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from devices.claim import ClaimOptions, DeviceClaim
+from devices.custom_auth import AuthOptions
 from devices.device import ConnectRamp, SimDevice, Target
 from devices.figures import Figures
 from devices.provision import DeviceFiles
@@ -39,13 +40,15 @@ class FleetOptions:
     files: dict[str, DeviceFiles] = field(default_factory=dict)  # thing name -> certificate and key
     claim: ClaimOptions | None = None  # provisioning by claim: `files` is where each device stores its own identity
     jit: bool = False  # JITP/JITR: a device's first successful connect is its provisioning
+    auth: AuthOptions | None = None  # custom authorizer: no client certificates, TLS with ALPN "mqtt"
 
 
 class ContextCache:
     """One SSLContext per distinct client certificate (a shared fleet certificate means one for all devices)."""
 
-    def __init__(self, ca: Path | None) -> None:
+    def __init__(self, ca: Path | None, alpn: list[str] | None = None) -> None:
         self.ca = ca
+        self.alpn = alpn
         self._contexts: dict[Path, ssl.SSLContext] = {}
         self._plain: ssl.SSLContext | None = None
 
@@ -63,6 +66,8 @@ class ContextCache:
     def _new(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.alpn:
+            context.set_alpn_protocols(self.alpn)
         if self.ca is not None:
             context.load_verify_locations(self.ca)
         else:
@@ -90,7 +95,7 @@ async def run_devices(
     loop = asyncio.get_running_loop()
     epoch = loop.time()
     ramp = ConnectRamp(options.connect_rate)
-    contexts = ContextCache(options.ca)
+    contexts = ContextCache(options.ca, ["mqtt"] if options.auth is not None else None)
     figures.devices += len(devices)
     sims = []
     claim = options.claim if options.target.tls else None
@@ -101,7 +106,9 @@ async def run_devices(
             sims.append(SimDevice(spec, options.target, claim_context, figures, ramp, epoch, own))
             continue
         context = contexts.get(options.files.get(spec.thing_name)) if options.target.tls else None
-        sims.append(SimDevice(spec, options.target, context, figures, ramp, epoch, jit=options.jit))
+        credentials = options.auth.credentials(spec) if options.auth is not None else None
+        sims.append(SimDevice(spec, options.target, context, figures, ramp, epoch, jit=options.jit,
+                              credentials=credentials))  # fmt: skip
     tasks = [loop.create_task(_guarded(sim, figures), name=f"device-{sim.spec.thing_name}") for sim in sims]
     # The devices live as long as the run: keep the cyclic collector from re-walking them (tens of thousands of
     # objects per thousand devices) on every full collection.

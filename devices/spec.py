@@ -36,6 +36,7 @@ from devices.template import Template, TemplateError, compile_template
 
 __all__ = [
     "PAYLOAD_VARIABLES",
+    "AuthSpec",
     "CommandSpec",
     "DeviceSpec",
     "DeviceTypeSpec",
@@ -288,6 +289,20 @@ class ProvisioningSpec(_Model):
         return self
 
 
+class AuthSpec(_Model):
+    """`by: custom-authorizer`: devices connect without a client certificate (TLS with ALPN `mqtt`, AWS IoT's port 443
+    way) and send `<username>?x-amz-customauthorizer-name=<authorizer>` (plus the token, if any) and the password,
+    for the named custom authorizer to judge."""
+
+    by: Literal["custom-authorizer"]
+    authorizer: str = Field(pattern=r"^[\w=,@-]{1,128}$")
+    username: ClientTemplate = Field(default="{thing_name}", validate_default=True)
+    password: str | None = None
+    token_key_name: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9_-]{1,128}$")
+    token: str | None = None
+    signature: str | None = None
+
+
 class FleetSpec(_Model):
     """A whole fleet file. Build it with `parse_fleet`/`load_fleet` so errors can name lines."""
 
@@ -296,6 +311,7 @@ class FleetSpec(_Model):
     policy_name: PolicyTemplate = Field(default=None, validate_default=True)
     device_types: list[DeviceTypeSpec] = Field(min_length=1)
     provisioning: ProvisioningSpec | None = None
+    auth: AuthSpec | None = None
     _source: str = PrivateAttr(default="<fleet>")
     _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
     _devices: list[DeviceSpec] | None = PrivateAttr(default=None)
@@ -307,6 +323,12 @@ class FleetSpec(_Model):
         if fleet is not None and not _POLICY_NAME.fullmatch(name := value.render({"fleet": fleet})):
             raise PydanticCustomError("policy_name", "{name!r} is not a valid AWS policy name", {"name": name})
         return value
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> FleetSpec:
+        if self.auth is not None and self.provisioning is not None:
+            raise PydanticCustomError("auth", "a fleet has either `auth` (no certificates) or `provisioning`, not both")
+        return self
 
     @property
     def device_count(self) -> int:
@@ -323,7 +345,7 @@ _FIELD_NAMES = sorted(
     {
         name
         for model in (
-            *(FleetSpec, DeviceTypeSpec, ShadowSpec, CommandSpec, FaultSpec, OfflineWindow, ProvisioningSpec),
+            *(FleetSpec, DeviceTypeSpec, ShadowSpec, CommandSpec, FaultSpec, OfflineWindow, ProvisioningSpec, AuthSpec),
             *get_args(get_args(ProfileSpec)[0]),
         )
         for name in model.model_fields

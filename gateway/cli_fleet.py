@@ -114,6 +114,7 @@ def run(
     ] = None,
 ) -> None:
     """Provision (unless --no-provision) and run a fleet with a live view; Ctrl-C stops cleanly with a summary."""
+    from devices.custom_auth import AuthOptions
     from devices.device import Target
     from devices.fleet import FleetOptions, run_in_process, run_processes
     from devices.provision import Provisioner, iot_client
@@ -137,6 +138,8 @@ def run(
 
         files, claim = provisioning_setup(spec, devices, endpoint, certs, no_provision)
         jit = spec.provisioning.by != "claim"
+    elif where.tls and spec.auth is not None:
+        pass  # a custom authorizer judges each connection: no certificates to provision
     elif where.tls:
         provisioner = Provisioner(iot_client(endpoint), spec, certs, shared_cert)
         if no_provision:
@@ -165,7 +168,8 @@ def run(
             err_console.print(f"[red]error:[/red] CA certificate {ca_file} not found; pass --ca")
             raise typer.Exit(1)
     options = FleetOptions(
-        where, ca_file if where.tls else None, connect_rate, duration, processes, slice_, files, claim, jit
+        where, ca_file if where.tls else None, connect_rate, duration, processes, slice_, files, claim, jit,
+        AuthOptions.from_spec(spec.auth) if spec.auth is not None else None,
     )
     title = f"fleet {spec.fleet} → {target}"
     live_view = not as_json or sys.stderr.isatty()

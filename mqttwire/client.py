@@ -106,6 +106,7 @@ class AsyncMqttClient(ClientState):
                     raise MqttError(f"{self.client_id}: cannot connect to {self._host}:{self._port}: {exc}") from exc
                 self._conn = conn
                 request = Connect(self.client_id, self.protocol, self._clean_start, self._keepalive,
+                                  username=self._username, password=self._password,
                                   properties=self._connect_props or None)  # fmt: skip
                 conn.write(codec.encode(request, self.protocol))
                 await connack

@@ -4,11 +4,22 @@ provisions itself over the MQTT API, stores its own certificate and reconnects w
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from conftest import GatewayProcess
 from test_api_iot import client
 from test_fleet import finish, fleet_cmd, start_fleet
+from test_lambda import create
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """One gateway for the module, with the ALPN port custom-authorizer devices connect to."""
+    gw = GatewayProcess(tmp_path_factory.mktemp("fleetid"), extra_args=["--alpn-port", "0"]).start()
+    yield gw
+    gw.stop()
 
 FLEET = """
 fleet: {name}
@@ -113,3 +124,48 @@ def test_fleet_provisions_itself_just_in_time(gateway: GatewayProcess, tmp_path:
     assert thing["thingName"] == f"{name}-probe-0004"
     principals = iot.list_thing_principals(thingName=f"{name}-probe-0004")["principals"]
     assert len(principals) == 1
+
+
+AUTHORIZER = """
+import base64, json
+
+def handler(event, context):
+    mqtt = event.get("protocolData", {}).get("mqtt", {})
+    ok = base64.b64decode(mqtt.get("password", "")).decode() == "fleet-secret"
+    arn = "arn:aws:iot:us-east-1:123456789012:"
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "iot:Connect", "Resource": arn + "client/*"},
+        {"Effect": "Allow", "Action": "iot:Publish", "Resource": arn + "topic/dt/*"}]}
+    return {"isAuthenticated": ok, "principalId": "fleet", "disconnectAfterInSeconds": 3600,
+            "refreshAfterInSeconds": 600, "policyDocuments": [json.dumps(policy)]}
+"""
+
+AUTH_FLEET = """
+fleet: {name}
+auth: {{by: custom-authorizer, authorizer: {name}-auth, password: {password}}}
+device_types:
+  - name: tag
+    count: 6
+    interval: 500ms
+    qos: 1
+    payload: {{seq: "{{seq}}"}}
+"""
+
+
+def test_fleet_connects_through_a_custom_authorizer(gateway: GatewayProcess, tmp_path: Path, unique: str) -> None:
+    """`auth: custom-authorizer`: no certificates; TLS with ALPN `mqtt` on the ALPN port, username and password."""
+    name = f"ca{unique}"
+    fn = create(client(gateway, "lambda"), f"{name}-fn", AUTHORIZER)
+    client(gateway, "iot").create_authorizer(authorizerName=f"{name}-auth", authorizerFunctionArn=fn["FunctionArn"],
+                                             signingDisabled=True, status="ACTIVE")  # fmt: skip
+    fleet_file = tmp_path / "auth.yaml"
+    fleet_file.write_text(AUTH_FLEET.format(name=name, password="fleet-secret"))
+    alpn = ["--target", f"mqtts://127.0.0.1:{gateway.ports['alpn']}"]
+    cmd = [*fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "4"), *alpn]
+    summary = finish(start_fleet(cmd, tmp_path))
+    assert summary["connects"] >= 6 and summary["acked"] > 6 and not summary["errors"]
+    # A wrong password: the authorizer says no, and the run says why.
+    fleet_file.write_text(AUTH_FLEET.format(name=name, password="wrong"))
+    proc = start_fleet([*fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "2"), *alpn], tmp_path)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and json.loads(out)["connects"] == 0
