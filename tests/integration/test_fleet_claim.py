@@ -65,14 +65,14 @@ def test_fleet_provisions_itself_by_claim(gateway: GatewayProcess, tmp_path: Pat
     )  # fmt: skip
     fleet_file = tmp_path / "claim.yaml"
     fleet_file.write_text(FLEET.format(name=name))
-    summary = finish(start_fleet(fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "5"), tmp_path))
+    summary = finish(start_fleet(fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "4"), tmp_path))
     assert summary["provisioned"] == 20 and summary["provisioning_failures"] == 0
     assert summary["connects"] >= 20 and summary["acked"] > 20
     assert iot.describe_thing(thingName=f"{name}-gauge-0003")["attributes"] == {"serial": "sn-3"}
     own = tmp_path / "fleet-certs" / name / f"{name}-meter-0000.cert.pem"
     assert own.exists() and (own.with_name(f"{name}-meter-0000.private.key").stat().st_mode & 0o777) == 0o600
     # The next boot uses the stored certificate: nothing is provisioned again.
-    again = finish(start_fleet(fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "2"), tmp_path))
+    again = finish(start_fleet(fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "1.5"), tmp_path))
     assert again["provisioned"] == 0 and again["connects"] >= 20
 
 
@@ -118,7 +118,7 @@ def test_fleet_provisions_itself_just_in_time(gateway: GatewayProcess, tmp_path:
     )  # fmt: skip
     fleet_file = tmp_path / "jitp.yaml"
     fleet_file.write_text(JITP_FLEET.format(name=name))
-    summary = finish(start_fleet(fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "6"), tmp_path))
+    summary = finish(start_fleet(fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "4"), tmp_path))
     assert summary["provisioned"] == 10 and summary["acked"] > 10
     thing = iot.describe_thing(thingName=f"{name}-probe-0004")
     assert thing["thingName"] == f"{name}-probe-0004"
@@ -161,11 +161,11 @@ def test_fleet_connects_through_a_custom_authorizer(gateway: GatewayProcess, tmp
     fleet_file = tmp_path / "auth.yaml"
     fleet_file.write_text(AUTH_FLEET.format(name=name, password="fleet-secret"))
     alpn = ["--target", f"mqtts://127.0.0.1:{gateway.ports['alpn']}"]
-    cmd = [*fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "4"), *alpn]
+    cmd = [*fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "3"), *alpn]
     summary = finish(start_fleet(cmd, tmp_path))
     assert summary["connects"] >= 6 and summary["acked"] > 6 and not summary["errors"]
     # A wrong password: the authorizer says no, and the run says why.
     fleet_file.write_text(AUTH_FLEET.format(name=name, password="wrong"))
-    proc = start_fleet([*fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "2"), *alpn], tmp_path)
+    proc = start_fleet([*fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "1.5"), *alpn], tmp_path)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1 and json.loads(out)["connects"] == 0

@@ -173,7 +173,7 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     value=_json,
     condition=_json,
@@ -195,7 +195,7 @@ def test_fuzz_only_typed_errors(value: Any, condition: Any, kind: str, params: d
         evaluate(parse_template(json.dumps(body)), params)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.text(max_size=200) | st.binary(max_size=50).map(lambda b: b.decode("latin-1")))
 def test_fuzz_raw_bodies(body: str) -> None:
     with contextlib.suppress(TemplateError):
