@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -324,3 +325,21 @@ def test_answers_go_only_to_the_requesting_connection(gw: GatewayProcess, claim:
     finally:
         dev.close()
         other.close()
+
+
+def test_provisioning_claim_gets_a_device_provisioned(gw: GatewayProcess, tmp_path: Path) -> None:
+    """CreateProvisioningClaim's temporary certificate (five minutes) may use the MQTT API for its template."""
+    iot = client(gw, "iot")
+    claim = iot.create_provisioning_claim(templateName="fleet")
+    assert 0 < claim["expiration"].timestamp() - time.time() <= 300
+    cert, key = _write(tmp_path, "temp-claim", claim["certificatePem"], claim["keyPair"]["PrivateKey"])
+    creds = Creds("none", cert, key, gw.ca_file, claim["certificateId"])
+    dev = Mqtt3Identity(gw, creds, f"trusted-{uuid.uuid4().hex[:6]}")
+    try:
+        _, keys = dev.create_keys()
+        kind, done = dev.register("fleet", keys.certificate_ownership_token, {"SerialNumber": "tu1"})
+        assert (kind, done.thing_name) == ("accepted", "dev-tu1")
+    finally:
+        dev.close()
+    with pytest.raises(iot.exceptions.ResourceNotFoundException):
+        iot.create_provisioning_claim(templateName="no-such-template")
