@@ -343,3 +343,28 @@ def test_provisioning_claim_gets_a_device_provisioned(gw: GatewayProcess, tmp_pa
         dev.close()
     with pytest.raises(iot.exceptions.ResourceNotFoundException):
         iot.create_provisioning_claim(templateName="no-such-template")
+
+
+def test_cbor_topics_with_paho(gw: GatewayProcess, claim: Creds) -> None:
+    """The `/cbor` variants (as the embedded C SDK's fleet provisioning library uses them), and a bad payload."""
+    from mqtt_helpers import Device
+
+    from gateway.provisioning import cbor
+
+    dev = Device(gw.ports["mqtts"], f"cbor-{uuid.uuid4().hex[:6]}", claim.cert, claim.key, claim.ca).connect()
+    try:
+        assert dev.subscribe("$aws/certificates/create/cbor/+") == [1]
+        assert dev.subscribe("$aws/provisioning-templates/fleet/provision/cbor/+") == [1]
+        assert dev.publish("$aws/certificates/create/cbor", b"")
+        answer = dev.expect()
+        assert answer.topic == "$aws/certificates/create/cbor/accepted"
+        keys = cbor.loads(answer.payload)
+        request = {"certificateOwnershipToken": keys["certificateOwnershipToken"], "parameters": {"SerialNumber": "c1"}}
+        assert dev.publish("$aws/provisioning-templates/fleet/provision/cbor", cbor.dumps(request))
+        done = dev.expect()
+        assert done.topic.endswith("/provision/cbor/accepted") and cbor.loads(done.payload)["thingName"] == "dev-c1"
+        assert dev.publish("$aws/provisioning-templates/fleet/provision/cbor", b"\xff\x00")
+        bad = dev.expect()
+        assert bad.topic.endswith("/rejected") and cbor.loads(bad.payload)["errorCode"] == "InvalidPayload"
+    finally:
+        dev.close()
