@@ -39,7 +39,7 @@ class FleetOptions:
     shard: tuple[int, int] | None = None
     files: dict[str, DeviceFiles] = field(default_factory=dict)  # thing name -> certificate and key
     claim: ClaimOptions | None = None  # provisioning by claim: `files` is where each device stores its own identity
-    jit: bool = False  # JITP/JITR: a device's first successful connect is its provisioning
+    fresh: frozenset[str] = frozenset()  # JITP/JITR: devices whose first successful connect is their provisioning
     auth: AuthOptions | None = None  # custom authorizer: no client certificates, TLS with ALPN "mqtt"
 
 
@@ -107,7 +107,7 @@ async def run_devices(
             continue
         context = contexts.get(options.files.get(spec.thing_name)) if options.target.tls else None
         credentials = options.auth.credentials(spec) if options.auth is not None else None
-        sims.append(SimDevice(spec, options.target, context, figures, ramp, epoch, jit=options.jit,
+        sims.append(SimDevice(spec, options.target, context, figures, ramp, epoch, jit=spec.thing_name in options.fresh,
                               credentials=credentials))  # fmt: skip
     tasks = [loop.create_task(_guarded(sim, figures), name=f"device-{sim.spec.thing_name}") for sim in sims]
     # The devices live as long as the run: keep the cyclic collector from re-walking them (tens of thousands of

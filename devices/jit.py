@@ -52,6 +52,7 @@ class JitProvisioner(Provisioner):
         super().__init__(iot, spec, certs_dir)
         self.by = by
         self.template = template
+        self.fresh: set[str] = set()  # devices given a certificate just now: their first connect provisions them
 
     def _fleet_ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         files = DeviceFiles(self.dir / f"{CA}.cert.pem", self.dir / f"{CA}.private.key")
@@ -95,6 +96,7 @@ class JitProvisioner(Provisioner):
             own = files[device.thing_name]
             if own.cert.exists() and own.key.exists():
                 continue
+            self.fresh.add(device.thing_name)
             device_key = ec.generate_private_key(ec.SECP256R1())
             signed = _sign(device.thing_name, device_key.public_key(), cert.subject, key, ca=False)
             _write_private(own.key, _key_pem(device_key))

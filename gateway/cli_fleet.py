@@ -132,12 +132,11 @@ def run(
     ca_file = ca or default_certs_dir() / "root-ca.pem"
     ui = Console(stderr=True)
     files: dict[str, DeviceFiles] = {}
-    claim, jit = None, False
+    claim, fresh = None, frozenset[str]()
     if where.tls and spec.provisioning is not None:
         from gateway.cli_fleet_provisioning import provisioning_setup
 
-        files, claim = provisioning_setup(spec, devices, endpoint, certs, no_provision)
-        jit = spec.provisioning.by != "claim"
+        files, claim, fresh = provisioning_setup(spec, devices, endpoint, certs, no_provision)
     elif where.tls and spec.auth is not None:
         pass  # a custom authorizer judges each connection: no certificates to provision
     elif where.tls:
@@ -168,7 +167,7 @@ def run(
             err_console.print(f"[red]error:[/red] CA certificate {ca_file} not found; pass --ca")
             raise typer.Exit(1)
     options = FleetOptions(
-        where, ca_file if where.tls else None, connect_rate, duration, processes, slice_, files, claim, jit,
+        where, ca_file if where.tls else None, connect_rate, duration, processes, slice_, files, claim, fresh,
         AuthOptions.from_spec(spec.auth) if spec.auth is not None else None,
     )
     title = f"fleet {spec.fleet} → {target}"

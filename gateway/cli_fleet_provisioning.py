@@ -18,9 +18,10 @@ if TYPE_CHECKING:
 
 def provisioning_setup(
     spec: FleetSpec, devices: list[DeviceSpec], endpoint: str, certs: Path, no_provision: bool
-) -> tuple[dict[str, DeviceFiles], ClaimOptions | None]:
-    """Each device's certificate files (for `claim`: where it will store the one it gets) and, for `claim`, what the
-    devices need to provision themselves. A gateway refusal is one clear line and exit 1."""
+) -> tuple[dict[str, DeviceFiles], ClaimOptions | None, frozenset[str]]:
+    """Each device's certificate files (for `claim`: where it will store the one it gets); for `claim`, what the
+    devices need to provision themselves; for JITP/JITR, the devices whose first connect will provision them. A
+    gateway refusal is one clear line and exit 1."""
     from botocore.exceptions import ClientError, EndpointConnectionError
 
     from devices.claim import ClaimOptions
@@ -33,8 +34,9 @@ def provisioning_setup(
         if setup.by != "claim":
             jit = JitProvisioner(iot_client(endpoint), spec, certs, setup.by, setup.template)
             if no_provision:
-                return {d.thing_name: jit.files(d) for d in devices}, None
-            return jit.provision_jit(devices), None
+                return {d.thing_name: jit.files(d) for d in devices}, None, frozenset()
+            files = jit.provision_jit(devices)
+            return files, None, frozenset(jit.fresh)
         assert setup.template is not None
         provisioner = ClaimProvisioner(iot_client(endpoint), spec, certs, setup.template)
         if no_provision:
@@ -53,4 +55,4 @@ def provisioning_setup(
         err_console.print(f"[red]error:[/red] provisioning: {error.get('Code')}: {error.get('Message')}")
         raise typer.Exit(1) from exc
     parameters = {name: template.text for name, template in setup.parameters.items()}
-    return files, ClaimOptions(setup.template, claim.cert, claim.key, parameters)
+    return files, ClaimOptions(setup.template, claim.cert, claim.key, parameters), frozenset()

@@ -11,7 +11,7 @@ import pytest
 from conftest import GatewayProcess
 from test_api_iot import client
 from test_fleet import finish, fleet_cmd, start_fleet
-from test_lambda import create
+from test_lambda import create, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,36 @@ device_types:
     qos: 1
     payload: {{seq: "{{seq}}"}}
 """
+
+
+def test_jitr_fleet_gets_in_once_a_rule_activates_it(gateway: GatewayProcess, tmp_path: Path, unique: str) -> None:
+    """`by: jitr`: the first connects register the certificates PENDING_ACTIVATION; the documented rule + Lambda
+    activates them, and the devices get in on a retry."""
+    from test_jit_registration import ACTIVATOR
+    from test_rules import rule
+
+    name = f"jitr{unique}"
+    arn = create(client(gateway, "lambda"), f"{name}-activate", ACTIVATOR, Timeout=30)["FunctionArn"]
+    client(gateway, "iot").create_topic_rule(ruleName=f"{name}_activate", topicRulePayload=rule(
+        "SELECT * FROM '$aws/events/certificates/registered/+'", {"lambda": {"functionArn": arn}}))  # fmt: skip
+    fleet_file = tmp_path / "jitr.yaml"
+    fleet_file.write_text(JITP_FLEET.format(name=name).replace(f"{{by: jitp, template: {name}-jitp}}", "{by: jitr}"))
+    # The first connects register the certificates and are refused; a device backs off between attempts as firmware
+    # does, so on a busy machine some may still be waiting when this short run ends.
+    proc = start_fleet(fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "4"), tmp_path)
+    out, _ = proc.communicate(timeout=90)
+    first = json.loads(out)
+    iot = client(gateway, "iot")
+    ca_id = iot.list_ca_certificates()["certificates"][-1]["certificateId"]
+
+    def all_active() -> bool:
+        certs = iot.list_certificates_by_ca(caCertificateId=ca_id)["certificates"]
+        return len(certs) == 10 and {c["status"] for c in certs} == {"ACTIVE"}
+
+    wait_for(all_active, 30)  # the rule's Lambda activates every one
+    again = finish(start_fleet(fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "1.5"), tmp_path))
+    assert again["connects"] >= 10 and again["provisioned"] == 0  # not fresh any more
+    assert first["provisioned"] + first["connect_errors"].get("closed before CONNACK", 0) >= 10
 
 
 def test_fleet_provisions_itself_just_in_time(gateway: GatewayProcess, tmp_path: Path, unique: str) -> None:
