@@ -87,6 +87,7 @@ class SimDevice:
         *,
         jit: bool = False,
         credentials: tuple[str, bytes | None] | None = None,
+        websocket_path: str | None = None,
     ) -> None:
         self.spec = spec
         self.figures = figures
@@ -103,6 +104,7 @@ class SimDevice:
         self.target = target
         self.claim = claim
         self.credentials = credentials  # (username, password) for a custom authorizer
+        self.websocket_path = websocket_path  # MQTT over a WebSocket (a SigV4-presigned /mqtt URL)
         self.awaiting_jit = jit  # JITP/JITR: the first connect that gets in is this device's provisioning
         self.client = self._new_client(ssl_context)
         self.properties = TelemetryProperties(spec, self.variables)
@@ -127,6 +129,7 @@ class SimDevice:
             topic_aliases=spec.topic_aliases,
             username=self.credentials[0] if self.credentials else None,
             password=self.credentials[1] if self.credentials else None,
+            websocket_path=self.websocket_path,
         )
 
     # ---- life

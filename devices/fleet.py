@@ -95,7 +95,8 @@ async def run_devices(
     loop = asyncio.get_running_loop()
     epoch = loop.time()
     ramp = ConnectRamp(options.connect_rate)
-    contexts = ContextCache(options.ca, ["mqtt"] if options.auth is not None else None)
+    custom_auth = options.auth is not None and not options.auth.websocket
+    contexts = ContextCache(options.ca, ["mqtt"] if custom_auth else None)
     figures.devices += len(devices)
     sims = []
     claim = options.claim if options.target.tls else None
@@ -107,8 +108,11 @@ async def run_devices(
             continue
         context = contexts.get(options.files.get(spec.thing_name)) if options.target.tls else None
         credentials = options.auth.credentials(spec) if options.auth is not None else None
+        ws_path = None
+        if options.auth is not None and options.auth.websocket:
+            ws_path = options.auth.websocket_path(options.target.host, options.target.port)
         sims.append(SimDevice(spec, options.target, context, figures, ramp, epoch, jit=spec.thing_name in options.fresh,
-                              credentials=credentials))  # fmt: skip
+                              credentials=credentials, websocket_path=ws_path))  # fmt: skip
     tasks = [loop.create_task(_guarded(sim, figures), name=f"device-{sim.spec.thing_name}") for sim in sims]
     # The devices live as long as the run: keep the cyclic collector from re-walking them (tens of thousands of
     # objects per thousand devices) on every full collection.

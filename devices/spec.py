@@ -292,15 +292,27 @@ class ProvisioningSpec(_Model):
 class AuthSpec(_Model):
     """`by: custom-authorizer`: devices connect without a client certificate (TLS with ALPN `mqtt`, AWS IoT's port 443
     way) and send `<username>?x-amz-customauthorizer-name=<authorizer>` (plus the token, if any) and the password,
-    for the named custom authorizer to judge."""
+    for the named custom authorizer to judge. `by: sigv4-websocket`: devices connect over a WebSocket at a
+    SigV4-presigned `/mqtt?X-Amz-...` URL (keys from the file, else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+    AWS_SESSION_TOKEN)."""
 
-    by: Literal["custom-authorizer"]
-    authorizer: str = Field(pattern=r"^[\w=,@-]{1,128}$")
+    by: Literal["custom-authorizer", "sigv4-websocket"]
+    authorizer: str | None = Field(default=None, pattern=r"^[\w=,@-]{1,128}$")
+    access_key_id: str | None = Field(default=None, min_length=1)
+    secret_access_key: str | None = Field(default=None, min_length=1)
+    session_token: str | None = None
+    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
     username: ClientTemplate = Field(default="{thing_name}", validate_default=True)
     password: str | None = None
     token_key_name: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9_-]{1,128}$")
     token: str | None = None
     signature: str | None = None
+
+    @model_validator(mode="after")
+    def _authorizer_named(self) -> AuthSpec:
+        if self.by == "custom-authorizer" and self.authorizer is None:
+            raise PydanticCustomError("authorizer", "`by: custom-authorizer` needs an `authorizer`")
+        return self
 
 
 class FleetSpec(_Model):

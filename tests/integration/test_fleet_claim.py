@@ -199,3 +199,35 @@ def test_fleet_connects_through_a_custom_authorizer(gateway: GatewayProcess, tmp
     proc = start_fleet([*fleet_cmd(tmp_path, gateway, str(fleet_file), "--duration", "1.5"), *alpn], tmp_path)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1 and json.loads(out)["connects"] == 0
+
+
+KEY, SECRET = "AKIAEDGESIMFLEET0001", "fleet-secret-access-key"
+SIGV4_FLEET = """
+fleet: {name}
+auth: {{by: sigv4-websocket, access_key_id: {key}, secret_access_key: {secret}}}
+device_types:
+  - name: web
+    count: 5
+    interval: 500ms
+    qos: 1
+    payload: {{seq: "{{seq}}"}}
+"""
+
+
+def test_fleet_connects_over_sigv4_websockets(tmp_path: Path, unique: str) -> None:
+    """`auth: sigv4-websocket`: MQTT over a WebSocket at a presigned /mqtt URL; the access key's IoT policy governs."""
+    (tmp_path / "gw").mkdir()
+    gw = GatewayProcess(tmp_path / "gw", extra_args=["--require-sigv4", f"{KEY}:{SECRET}"]).start()
+    try:
+        iot = client(gw, "iot", KEY, SECRET)
+        doc = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
+        iot.create_policy(policyName="fleet-key", policyDocument=json.dumps(doc))
+        iot.attach_policy(policyName="fleet-key", target=KEY)
+        name = f"ws{unique}"
+        fleet_file = tmp_path / "ws.yaml"
+        wss = ["--target", f"mqtts://127.0.0.1:{gw.ports['wss']}"]
+        fleet_file.write_text(SIGV4_FLEET.format(name=name, key=KEY, secret=SECRET))
+        summary = finish(start_fleet([*fleet_cmd(tmp_path, gw, str(fleet_file), "--duration", "3"), *wss], tmp_path))
+        assert summary["connects"] >= 5 and summary["acked"] > 5 and not summary["errors"]
+    finally:
+        gw.stop()

@@ -60,3 +60,26 @@ def test_custom_authorizer_credentials() -> None:
     assert password == b"pw"
     bare = AuthOptions("a").credentials(expand(spec)[0])
     assert bare == ("f-s-0000?x-amz-customauthorizer-name=a", None)
+
+
+def test_sigv4_presigned_path_adds_the_token_after_signing() -> None:
+    spec = parse_fleet("fleet: f\nauth: {by: sigv4-websocket, access_key_id: AKID, secret_access_key: s}" + TYPES)
+    assert spec.auth is not None
+    plain = AuthOptions.from_spec(spec.auth).websocket_path("127.0.0.1", 8084)
+    assert plain.startswith("/mqtt?X-Amz-Algorithm=AWS4-HMAC-SHA256&") and "X-Amz-Signature=" in plain
+    assert "iotdevicegateway" in plain and "X-Amz-Security-Token" not in plain
+    with_token = AuthOptions.from_spec(spec.auth.model_copy(update={"session_token": "t/1"}))
+    assert with_token.websocket_path("127.0.0.1", 8084).endswith("&X-Amz-Security-Token=t%2F1")
+    assert AuthOptions.from_spec(spec.auth).credentials(expand(spec)[0]) is None
+
+
+def test_websocket_frames_are_masked_and_sized() -> None:
+    from mqttwire.websocket import frame
+
+    for size in (0, 5, 125, 126, 70000):
+        payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        data = frame(payload)
+        assert data[0] == 0x82 and data[1] & 0x80  # final binary frame, masked
+        offset = {True: 2, False: 4 if size < 65536 else 10}[size < 126]
+        mask, body = data[offset : offset + 4], data[offset + 4 :]
+        assert bytes(b ^ mask[i % 4] for i, b in enumerate(body)) == payload
