@@ -1,5 +1,7 @@
-"""`edgesim fleet run` with `provisioning: {by: claim}`: every device boots with the fleet's claim certificate,
-provisions itself over the MQTT API, stores its own certificate and reconnects with it; a second run reuses it."""
+"""`edgesim fleet run` with the identity modes a fleet file can name: `provisioning: {by: claim}` (each device boots
+with the claim certificate, provisions itself over the MQTT API, stores its certificate and reconnects with it; a
+second run reuses it), `by: jitp` and `by: jitr` (a fleet CA, certificates registered on first connect), and
+`auth: custom-authorizer` / `auth: sigv4-websocket` (no client certificates)."""
 
 from __future__ import annotations
 
