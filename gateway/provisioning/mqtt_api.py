@@ -200,6 +200,8 @@ class ProvisioningMqttApi:
             template, settings = self.templates.template(name)
         except AwsError:
             raise Rejected(404, "ResourceNotFound", f"The provisioning template {name} does not exist") from None
+        if settings["type"] != "FLEET_PROVISIONING":
+            raise Rejected(400, "InvalidRequest", f"The provisioning template {name} is not for fleet provisioning")
         if not settings["enabled"]:
             raise Rejected(400, "InvalidRequest", f"The provisioning template {name} is disabled")
         params = {**params, "AWS::IoT::Certificate::Id": certificate_id}

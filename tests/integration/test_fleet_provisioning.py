@@ -51,7 +51,7 @@ def claim_policy(template: str) -> dict[str, Any]:
             {
                 "Effect": "Allow",
                 "Action": ["iot:Publish", "iot:Receive"],
-                "Resource": [f"{arn}:topic/$aws/certificates/create/*",
+                "Resource": [f"{arn}:topic/$aws/certificates/create/*", f"{arn}:topic/$aws/provisioning-templates/*",
                              f"{arn}:topic/$aws/certificates/create-from-csr/*",
                              f"{arn}:topic/$aws/provisioning-templates/{template}/provision/*"],
             },
@@ -59,6 +59,7 @@ def claim_policy(template: str) -> dict[str, Any]:
                 "Effect": "Allow",
                 "Action": "iot:Subscribe",
                 "Resource": [f"{arn}:topicfilter/$aws/certificates/create/*",
+                             f"{arn}:topicfilter/$aws/provisioning-templates/*",
                              f"{arn}:topicfilter/$aws/certificates/create-from-csr/*",
                              f"{arn}:topicfilter/$aws/provisioning-templates/{template}/provision/*"],
             },
@@ -209,6 +210,12 @@ def test_sdk_mqtt311_create_keys_then_register_thing(gw: GatewayProcess, claim: 
         assert (err.error_code, err.error_message) == (
             "InvalidParameters", "Cannot resolve reference value: SerialNumber"
         )
+        iot = client(gw, "iot")
+        iot.create_provisioning_template(templateName="off", templateBody="{}", provisioningRoleArn=ROLE)
+        kind, err = dev.register("off", keys.certificate_ownership_token, {})
+        assert (kind, err.error_code) == ("rejected", "InvalidRequest")  # not enabled
+        kind, err = dev.register("nothere", keys.certificate_ownership_token, {})
+        assert (kind, err.status_code, err.error_code) == ("rejected", 404, "ResourceNotFound")
         kind, done = dev.register("fleet", keys.certificate_ownership_token, {"SerialNumber": "311"})
         assert kind == "accepted", done
         assert done.thing_name == "dev-311" and done.device_configuration == {"fw": "1.0"}
