@@ -63,11 +63,17 @@ class RegistryEvents:
 
     # ---- configuration
     def describe(self) -> dict[str, Any]:
-        enabled = self._enabled_map()
-        return {"eventConfigurations": {t: {"Enabled": enabled.get(t, False)} for t in EVENT_TYPES}}
+        rows = self.store.query("SELECT * FROM event_configurations")
+        enabled = {r["event_type"]: bool(r["enabled"]) for r in rows}
+        times = [r["modified_ms"] for r in rows] or [self.clock.wall_ms()]
+        return {
+            "eventConfigurations": {t: {"Enabled": enabled.get(t, False)} for t in EVENT_TYPES},
+            "creationDate": min(times) / 1000,
+            "lastModifiedDate": max(times) / 1000,
+        }
 
     def update(self, configurations: Mapping[str, Any] | None) -> None:
-        changes: list[tuple[str, int]] = []
+        changes: list[tuple[str, int, int]] = []
         for key, value in (configurations or {}).items():
             if key not in EVENT_TYPES:
                 raise InvalidRequestException(
@@ -76,16 +82,13 @@ class RegistryEvents:
                 )
             if not isinstance(value, Mapping):
                 raise InvalidRequestException(f"eventConfigurations.{key} must be an object with Enabled")
-            changes.append((key, int(bool(value.get("Enabled")))))
+            changes.append((key, int(bool(value.get("Enabled"))), self.clock.wall_ms()))
         with self.store.transaction():
             self.store.db.executemany(
-                "INSERT INTO event_configurations(event_type, enabled) VALUES (?,?)"
-                " ON CONFLICT(event_type) DO UPDATE SET enabled=excluded.enabled",
+                "INSERT INTO event_configurations(event_type, enabled, modified_ms) VALUES (?,?,?)"
+                " ON CONFLICT(event_type) DO UPDATE SET enabled=excluded.enabled, modified_ms=excluded.modified_ms",
                 changes,
             )
-
-    def _enabled_map(self) -> dict[str, bool]:
-        return {r["event_type"]: bool(r["enabled"]) for r in self.store.query("SELECT * FROM event_configurations")}
 
     def enabled(self, event_type: str) -> bool:
         if self.publish is None:
