@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from devices.behaviour import FaultPlan, reported_for_delta, shadow_prefix, spoil
+from devices.claim import ClaimRefused, DeviceClaim, provision_by_claim, store_identity
 from devices.connect_errors import CAUSE_PREFIX, connect_cause
 from devices.figures import Figures
 from devices.payload import PayloadBuilder
@@ -82,6 +83,11 @@ class SimDevice:
         figures: Figures,
         ramp: ConnectRamp,
         epoch: float,
+        claim: DeviceClaim | None = None,
+        *,
+        jit: bool = False,
+        credentials: tuple[str, bytes | None] | None = None,
+        websocket_path: str | None = None,
     ) -> None:
         self.spec = spec
         self.figures = figures
@@ -95,10 +101,25 @@ class SimDevice:
         shadow = spec.shadow
         self.initial = PayloadBuilder(shadow.initial, spec.seed + 1) if shadow is not None else None
         self.prefix = shadow_prefix(spec.thing_name, shadow.name if shadow is not None else None)
-        self.client = AsyncMqttClient(
+        self.target = target
+        self.claim = claim
+        self.credentials = credentials  # (username, password) for a custom authorizer
+        self.websocket_path = websocket_path  # MQTT over a WebSocket (a SigV4-presigned /mqtt URL)
+        self.awaiting_jit = jit  # JITP/JITR: the first connect that gets in is this device's provisioning
+        self.client = self._new_client(ssl_context)
+        self.properties = TelemetryProperties(spec, self.variables)
+        self.seq = 0
+        self.reported_initial = False
+        self.state = "idle"
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._loop = asyncio.get_running_loop()  # devices are built by the fleet's coroutine, on the loop they run on
+
+    def _new_client(self, ssl_context: ssl.SSLContext | None) -> AsyncMqttClient:
+        spec = self.spec
+        return AsyncMqttClient(
             spec.client_id,
-            target.host,
-            target.port,
+            self.target.host,
+            self.target.port,
             ssl_context=ssl_context,
             on_message=self._on_message,
             on_connection_lost=self._on_lost,
@@ -106,13 +127,10 @@ class SimDevice:
             clean_start=spec.session_expiry == 0,  # a device with a session expiry resumes it on reconnect
             session_expiry=spec.session_expiry,
             topic_aliases=spec.topic_aliases,
+            username=self.credentials[0] if self.credentials else None,
+            password=self.credentials[1] if self.credentials else None,
+            websocket_path=self.websocket_path,
         )
-        self.properties = TelemetryProperties(spec, self.variables)
-        self.seq = 0
-        self.reported_initial = False
-        self.state = "idle"
-        self._timers: set[asyncio.TimerHandle] = set()
-        self._loop = asyncio.get_running_loop()  # devices are built by the fleet's coroutine, on the loop they run on
 
     # ---- life
 
@@ -128,6 +146,8 @@ class SimDevice:
         self.state = state
 
     async def run(self) -> None:
+        if self.claim is not None:
+            await self._provision(self.claim)
         backoff = 1.0
         disconnect_in = self.faults.next_disconnect_in()
         disconnect_at = None if disconnect_in is None else self._t() + disconnect_in
@@ -154,6 +174,30 @@ class SimDevice:
             elif ended == "offline":
                 self.client.abort()
 
+    async def _provision(self, claim: DeviceClaim) -> None:
+        """Fleet provisioning by claim until this device has a certificate of its own, then use it."""
+        backoff = 1.0
+        files = claim.files
+        while not (files.cert.exists() and files.key.exists()):
+            self._gauge("connecting")
+            try:
+                async with self.ramp.slots:
+                    await self.ramp.wait()
+                    cert, key, _ = await provision_by_claim(
+                        self.spec.client_id, self.target.host, self.target.port, claim.claim_context,
+                        claim.options.template, claim.options.render(self.spec), self.spec.protocol,
+                    )  # fmt: skip
+            except (ClaimRefused, MqttError, TimeoutError, OSError) as exc:
+                self.figures.inc("provisioning_failures")
+                log.debug("%s: provisioning by claim failed: %s", self.spec.client_id, exc)
+                self._gauge("failed")
+                await asyncio.sleep(backoff * (0.5 + self.rng.random()))
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            store_identity(files.cert, files.key, cert, key)
+            self.figures.inc("provisioned")
+        self.client = self._new_client(claim.context_for(files))
+
     async def _connect(self) -> bool:
         self._gauge("connecting")
         try:
@@ -173,6 +217,9 @@ class SimDevice:
             self._gauge("failed")
             return False
         self.figures.inc("connects")
+        if self.awaiting_jit:
+            self.awaiting_jit = False
+            self.figures.inc("provisioned")
         self._gauge("connected")
         try:
             await self._subscribe_and_report()

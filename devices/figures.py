@@ -76,6 +76,8 @@ class Figures:
             "shadow_reports": counts.get("shadow_reports", 0),
             "deltas_applied": counts.get("deltas_applied", 0),
             "commands": counts.get("commands", 0),
+            "provisioned": counts.get("provisioned", 0),
+            "provisioning_failures": counts.get("provisioning_failures", 0),
             "faults": {k.removeprefix("faults."): v for k, v in counts.items() if k.startswith("faults.")},
             "errors": self.errors(),
         }

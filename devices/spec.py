@@ -36,6 +36,7 @@ from devices.template import Template, TemplateError, compile_template
 
 __all__ = [
     "PAYLOAD_VARIABLES",
+    "AuthSpec",
     "CommandSpec",
     "DeviceSpec",
     "DeviceTypeSpec",
@@ -45,6 +46,7 @@ __all__ = [
     "FleetSpec",
     "OfflineWindow",
     "PayloadValue",
+    "ProvisioningSpec",
     "ShadowSpec",
     "expand",
     "load_fleet",
@@ -267,6 +269,52 @@ class DeviceTypeSpec(_Model):
         return value
 
 
+class ProvisioningSpec(_Model):
+    """How devices get their certificates. `claim`: every device boots with the fleet's claim certificate and gets its
+    own through the provisioning MQTT API (`template` names the provisioning template; `parameters` are rendered per
+    device). `jitp` / `jitr`: every device has a certificate from the fleet's own CA, registered with
+    auto-registration (and, for `jitp`, the JITP provisioning template `template`); the gateway registers it on the
+    device's first connect."""
+
+    by: Literal["claim", "jitp", "jitr"]
+    template: str | None = Field(default=None, pattern=r"^[0-9A-Za-z_-]{1,36}$")
+    parameters: dict[Annotated[str, Field(min_length=1, max_length=2048)], ClientTemplate] = Field(
+        default={"ThingName": "{thing_name}"}, validate_default=True
+    )
+
+    @model_validator(mode="after")
+    def _template_when_needed(self) -> ProvisioningSpec:
+        if self.by != "jitr" and self.template is None:
+            raise PydanticCustomError("template", "`by: {by}` needs a `template`", {"by": self.by})
+        return self
+
+
+class AuthSpec(_Model):
+    """`by: custom-authorizer`: devices connect without a client certificate (TLS with ALPN `mqtt`, AWS IoT's port 443
+    way) and send `<username>?x-amz-customauthorizer-name=<authorizer>` (plus the token, if any) and the password,
+    for the named custom authorizer to judge. `by: sigv4-websocket`: devices connect over a WebSocket at a
+    SigV4-presigned `/mqtt?X-Amz-...` URL (keys from the file, else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+    AWS_SESSION_TOKEN)."""
+
+    by: Literal["custom-authorizer", "sigv4-websocket"]
+    authorizer: str | None = Field(default=None, pattern=r"^[\w=,@-]{1,128}$")
+    access_key_id: str | None = Field(default=None, min_length=1)
+    secret_access_key: str | None = Field(default=None, min_length=1)
+    session_token: str | None = None
+    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
+    username: ClientTemplate = Field(default="{thing_name}", validate_default=True)
+    password: str | None = None
+    token_key_name: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9_-]{1,128}$")
+    token: str | None = None
+    signature: str | None = None
+
+    @model_validator(mode="after")
+    def _authorizer_named(self) -> AuthSpec:
+        if self.by == "custom-authorizer" and self.authorizer is None:
+            raise PydanticCustomError("authorizer", "`by: custom-authorizer` needs an `authorizer`")
+        return self
+
+
 class FleetSpec(_Model):
     """A whole fleet file. Build it with `parse_fleet`/`load_fleet` so errors can name lines."""
 
@@ -274,6 +322,8 @@ class FleetSpec(_Model):
     seed: int = 0
     policy_name: PolicyTemplate = Field(default=None, validate_default=True)
     device_types: list[DeviceTypeSpec] = Field(min_length=1)
+    provisioning: ProvisioningSpec | None = None
+    auth: AuthSpec | None = None
     _source: str = PrivateAttr(default="<fleet>")
     _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
     _devices: list[DeviceSpec] | None = PrivateAttr(default=None)
@@ -285,6 +335,12 @@ class FleetSpec(_Model):
         if fleet is not None and not _POLICY_NAME.fullmatch(name := value.render({"fleet": fleet})):
             raise PydanticCustomError("policy_name", "{name!r} is not a valid AWS policy name", {"name": name})
         return value
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> FleetSpec:
+        if self.auth is not None and self.provisioning is not None:
+            raise PydanticCustomError("auth", "a fleet has either `auth` (no certificates) or `provisioning`, not both")
+        return self
 
     @property
     def device_count(self) -> int:
@@ -301,7 +357,7 @@ _FIELD_NAMES = sorted(
     {
         name
         for model in (
-            *(FleetSpec, DeviceTypeSpec, ShadowSpec, CommandSpec, FaultSpec, OfflineWindow),
+            *(FleetSpec, DeviceTypeSpec, ShadowSpec, CommandSpec, FaultSpec, OfflineWindow, ProvisioningSpec, AuthSpec),
             *get_args(get_args(ProfileSpec)[0]),
         )
         for name in model.model_fields

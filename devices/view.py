@@ -46,6 +46,12 @@ def table(data: dict[str, Any], title: str) -> Table:
     out.add_row("connects / connection losses", f"{data['connects']:,} / {data['disconnects']:,}")
     out.add_row("shadow reports / deltas applied", f"{data['shadow_reports']:,} / {data['deltas_applied']:,}")
     out.add_row("commands answered", f"{data['commands']:,}")
+    if data.get("provisioned") or data.get("provisioning_failures"):
+        out.add_row(
+            "provisioned by claim / failed attempts",
+            f"{data['provisioned']:,} / {data['provisioning_failures']:,}",
+            style="red" if data["provisioning_failures"] else None,
+        )
     faults = ", ".join(f"{k} {v:,}" for k, v in sorted(data["faults"].items())) or "none"
     out.add_row("faults injected", faults)
     errors = ", ".join(f"{k} {v:,}" for k, v in sorted(data["errors"].items())) or "none"

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.api.targets import REST_HANDLERS
 from gateway.identity.provisioning_template import evaluate, parse_template
+from gateway.provisioning.claims import create_provisioning_claim
 from gateway.registry.provisioning_apply import apply_plan, as_register_thing_output
 
 if TYPE_CHECKING:
@@ -35,6 +36,9 @@ HANDLERS: dict[str, Callable[[Gateway, dict[str, Any]], Any]] = {
         p["templateName"], p["versionId"]
     ),
     "RegisterThing": _register_thing,
+    "CreateProvisioningClaim": lambda gw, p: create_provisioning_claim(
+        gw.registry, gw.provisioning_templates, p["templateName"]
+    ),
 }
 
 for _name, _handler in HANDLERS.items():

@@ -1,8 +1,8 @@
 """The device provisioning MQTT API (fleet provisioning by claim), as AWS IoT documents it.
 
-    $aws/certificates/create/json                       CreateKeysAndCertificate
-    $aws/certificates/create-from-csr/json              CreateCertificateFromCsr
-    $aws/provisioning-templates/<name>/provision/json   RegisterThing
+    $aws/certificates/create/<json|cbor>                       CreateKeysAndCertificate
+    $aws/certificates/create-from-csr/<json|cbor>              CreateCertificateFromCsr
+    $aws/provisioning-templates/<name>/provision/<json|cbor>   RegisterThing
 
 each answered on `<topic>/accepted` or `<topic>/rejected` with `{"statusCode", "errorCode", "errorMessage"}`.
 Answers go to the requesting connection only (they carry private keys and tokens, and every claim device
@@ -24,6 +24,7 @@ from gateway.broker.delivery import parts
 from gateway.errors import AwsError
 from gateway.identity.provisioning_template import TemplateError, evaluate
 from gateway.messages import Message
+from gateway.provisioning import cbor
 from gateway.provisioning.templates import ProvisioningTemplates
 from gateway.registry import Registry
 from gateway.registry.provisioning_apply import apply_plan
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgesim.provisioning")
 
-CREATE = "$aws/certificates/create/json"
-CREATE_FROM_CSR = "$aws/certificates/create-from-csr/json"
 TEMPLATES_PREFIX = "$aws/provisioning-templates/"
 TOKEN_TTL_MS = 3600 * 1000  # AWS: an ownership token is good for one hour
 HOOK_TIMEOUT_S = 5.0  # AWS: the pre-provisioning hook must answer within 5 seconds
@@ -55,29 +54,40 @@ class Rejected(Exception):
 class Request:
     operation: str  # "create" | "create-from-csr" | "provision"
     template: str | None = None
+    format: str = "json"  # or "cbor": the payload's encoding, both ways
 
 
 def parse_topic(topic: str) -> Request | None:
     """The request a topic names, None for anything else (including /accepted and /rejected)."""
-    if topic == CREATE:
-        return Request("create")
-    if topic == CREATE_FROM_CSR:
-        return Request("create-from-csr")
-    if topic.startswith(TEMPLATES_PREFIX) and topic.endswith("/provision/json"):
-        name = topic[len(TEMPLATES_PREFIX) : -len("/provision/json")]
+    base, _, fmt = topic.rpartition("/")
+    if fmt not in ("json", "cbor"):
+        return None
+    if base == "$aws/certificates/create":
+        return Request("create", None, fmt)
+    if base == "$aws/certificates/create-from-csr":
+        return Request("create-from-csr", None, fmt)
+    if base.startswith(TEMPLATES_PREFIX) and base.endswith("/provision"):
+        name = base[len(TEMPLATES_PREFIX) : -len("/provision")]
         if name and "/" not in name:
-            return Request("provision", name)
+            return Request("provision", name, fmt)
     return None
 
 
-def _json_object(payload: bytes) -> dict[str, Any]:
+def decode(payload: bytes, fmt: str) -> dict[str, Any]:
     try:
-        doc = json.loads(payload) if payload.strip() else {}
-    except (ValueError, RecursionError):
-        raise Rejected(400, "InvalidPayload", "The payload is not valid JSON") from None
+        if fmt == "cbor":
+            doc = cbor.loads(payload) if payload else {}
+        else:
+            doc = json.loads(payload) if payload.strip() else {}
+    except (ValueError, RecursionError):  # CborError, JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise Rejected(400, "InvalidPayload", f"The payload is not valid {fmt.upper()}") from None
     if not isinstance(doc, dict):
-        raise Rejected(400, "InvalidPayload", "The payload must be a JSON object")
+        raise Rejected(400, "InvalidPayload", "The payload must be an object")
     return doc
+
+
+def encode(answer: dict[str, Any], fmt: str) -> bytes:
+    return cbor.dumps(answer) if fmt == "cbor" else json.dumps(answer).encode()
 
 
 class ProvisioningMqttApi:
@@ -112,10 +122,10 @@ class ProvisioningMqttApi:
             if request.operation == "create":
                 answer = self.create_keys_and_certificate()
             elif request.operation == "create-from-csr":
-                answer = self.create_certificate_from_csr(_json_object(message.payload))
+                answer = self.create_certificate_from_csr(decode(message.payload, request.format))
             else:
                 assert request.template is not None
-                answer = await self.register_thing(request.template, _json_object(message.payload), message)
+                answer = await self.register_thing(request.template, decode(message.payload, request.format), message)
             topic = message.topic + "/accepted"
         except Rejected as err:
             self.stats["rejected"] += 1
@@ -126,7 +136,7 @@ class ProvisioningMqttApi:
             answer = Rejected(500, "InternalFailure", "Internal service failure").document()
             topic = message.topic + "/rejected"
         assert message.client_id is not None
-        self._answer(message.client_id, topic, json.dumps(answer).encode(), message.properties)
+        self._answer(message.client_id, topic, encode(answer, request.format), message.properties)
 
     # ---- the three operations
     def _token_for(self, certificate_id: str) -> str:
@@ -190,6 +200,8 @@ class ProvisioningMqttApi:
             template, settings = self.templates.template(name)
         except AwsError:
             raise Rejected(404, "ResourceNotFound", f"The provisioning template {name} does not exist") from None
+        if settings["type"] != "FLEET_PROVISIONING":
+            raise Rejected(400, "InvalidRequest", f"The provisioning template {name} is not for fleet provisioning")
         if not settings["enabled"]:
             raise Rejected(400, "InvalidRequest", f"The provisioning template {name} is disabled")
         params = {**params, "AWS::IoT::Certificate::Id": certificate_id}

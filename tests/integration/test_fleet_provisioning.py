@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -50,7 +51,7 @@ def claim_policy(template: str) -> dict[str, Any]:
             {
                 "Effect": "Allow",
                 "Action": ["iot:Publish", "iot:Receive"],
-                "Resource": [f"{arn}:topic/$aws/certificates/create/*",
+                "Resource": [f"{arn}:topic/$aws/certificates/create/*", f"{arn}:topic/$aws/provisioning-templates/*",
                              f"{arn}:topic/$aws/certificates/create-from-csr/*",
                              f"{arn}:topic/$aws/provisioning-templates/{template}/provision/*"],
             },
@@ -58,6 +59,7 @@ def claim_policy(template: str) -> dict[str, Any]:
                 "Effect": "Allow",
                 "Action": "iot:Subscribe",
                 "Resource": [f"{arn}:topicfilter/$aws/certificates/create/*",
+                             f"{arn}:topicfilter/$aws/provisioning-templates/*",
                              f"{arn}:topicfilter/$aws/certificates/create-from-csr/*",
                              f"{arn}:topicfilter/$aws/provisioning-templates/{template}/provision/*"],
             },
@@ -208,6 +210,12 @@ def test_sdk_mqtt311_create_keys_then_register_thing(gw: GatewayProcess, claim: 
         assert (err.error_code, err.error_message) == (
             "InvalidParameters", "Cannot resolve reference value: SerialNumber"
         )
+        iot = client(gw, "iot")
+        iot.create_provisioning_template(templateName="off", templateBody="{}", provisioningRoleArn=ROLE)
+        kind, err = dev.register("off", keys.certificate_ownership_token, {})
+        assert (kind, err.error_code) == ("rejected", "InvalidRequest")  # not enabled
+        kind, err = dev.register("nothere", keys.certificate_ownership_token, {})
+        assert (kind, err.status_code, err.error_code) == ("rejected", 404, "ResourceNotFound")
         kind, done = dev.register("fleet", keys.certificate_ownership_token, {"SerialNumber": "311"})
         assert kind == "accepted", done
         assert done.thing_name == "dev-311" and done.device_configuration == {"fw": "1.0"}
@@ -324,3 +332,46 @@ def test_answers_go_only_to_the_requesting_connection(gw: GatewayProcess, claim:
     finally:
         dev.close()
         other.close()
+
+
+def test_provisioning_claim_gets_a_device_provisioned(gw: GatewayProcess, tmp_path: Path) -> None:
+    """CreateProvisioningClaim's temporary certificate (five minutes) may use the MQTT API for its template."""
+    iot = client(gw, "iot")
+    claim = iot.create_provisioning_claim(templateName="fleet")
+    assert 0 < claim["expiration"].timestamp() - time.time() <= 300
+    cert, key = _write(tmp_path, "temp-claim", claim["certificatePem"], claim["keyPair"]["PrivateKey"])
+    creds = Creds("none", cert, key, gw.ca_file, claim["certificateId"])
+    dev = Mqtt3Identity(gw, creds, f"trusted-{uuid.uuid4().hex[:6]}")
+    try:
+        _, keys = dev.create_keys()
+        kind, done = dev.register("fleet", keys.certificate_ownership_token, {"SerialNumber": "tu1"})
+        assert (kind, done.thing_name) == ("accepted", "dev-tu1")
+    finally:
+        dev.close()
+    with pytest.raises(iot.exceptions.ResourceNotFoundException):
+        iot.create_provisioning_claim(templateName="no-such-template")
+
+
+def test_cbor_topics_with_paho(gw: GatewayProcess, claim: Creds) -> None:
+    """The `/cbor` variants (as the embedded C SDK's fleet provisioning library uses them), and a bad payload."""
+    from mqtt_helpers import Device
+
+    from gateway.provisioning import cbor
+
+    dev = Device(gw.ports["mqtts"], f"cbor-{uuid.uuid4().hex[:6]}", claim.cert, claim.key, claim.ca).connect()
+    try:
+        assert dev.subscribe("$aws/certificates/create/cbor/+") == [1]
+        assert dev.subscribe("$aws/provisioning-templates/fleet/provision/cbor/+") == [1]
+        assert dev.publish("$aws/certificates/create/cbor", b"")
+        answer = dev.expect()
+        assert answer.topic == "$aws/certificates/create/cbor/accepted"
+        keys = cbor.loads(answer.payload)
+        request = {"certificateOwnershipToken": keys["certificateOwnershipToken"], "parameters": {"SerialNumber": "c1"}}
+        assert dev.publish("$aws/provisioning-templates/fleet/provision/cbor", cbor.dumps(request))
+        done = dev.expect()
+        assert done.topic.endswith("/provision/cbor/accepted") and cbor.loads(done.payload)["thingName"] == "dev-c1"
+        assert dev.publish("$aws/provisioning-templates/fleet/provision/cbor", b"\xff\x00")
+        bad = dev.expect()
+        assert bad.topic.endswith("/rejected") and cbor.loads(bad.payload)["errorCode"] == "InvalidPayload"
+    finally:
+        dev.close()

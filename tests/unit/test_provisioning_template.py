@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from gateway.clock import ManualClock
 from gateway.identity import ca as ca_mod
 from gateway.identity.provisioning_template import TemplateError, evaluate, parse_template
+from gateway.provisioning import cbor
 from gateway.registry import Registry
 from gateway.registry.provisioning_apply import apply_plan
 from gateway.store import Store
@@ -173,7 +174,7 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     value=_json,
     condition=_json,
@@ -195,7 +196,7 @@ def test_fuzz_only_typed_errors(value: Any, condition: Any, kind: str, params: d
         evaluate(parse_template(json.dumps(body)), params)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.text(max_size=200) | st.binary(max_size=50).map(lambda b: b.decode("latin-1")))
 def test_fuzz_raw_bodies(body: str) -> None:
     with contextlib.suppress(TemplateError):
@@ -210,3 +211,29 @@ def test_deep_nesting_is_a_typed_error() -> None:
         evaluate(parse_template({"DeviceConfiguration": {"k": node}}), {})
     with pytest.raises(TemplateError):
         parse_template("[" * 100000 + "]" * 100000)
+
+
+_cbor_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text() | st.binary(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_cbor_values)
+def test_cbor_round_trips(value: Any) -> None:
+    assert cbor.loads(cbor.dumps(value)) == value
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64))
+def test_cbor_garbage_is_a_typed_error(data: bytes) -> None:
+    with contextlib.suppress(cbor.CborError):
+        cbor.loads(data)
+
+
+def test_cbor_known_encoding() -> None:
+    # RFC 8949 appendix A: {"a": 1, "b": [2, 3]}
+    assert cbor.dumps({"a": 1, "b": [2, 3]}) == bytes.fromhex("a26161016162820203")
+    assert cbor.loads(bytes.fromhex("a26161016162820203")) == {"a": 1, "b": [2, 3]}
