@@ -12,7 +12,7 @@ from gateway.actions.sinks import ActionSinks
 from gateway.errors import AwsError, InvalidRequestException
 from gateway.messages import Message
 from gateway.rules import EvalContext
-from gateway.sinks.kinesis.shards import ProvisionedThroughputExceededException
+from gateway.sinks.kinesis.exceptions import ProvisionedThroughputExceededException
 
 ATTEMPTS = 4
 FIRST_BACKOFF_S = 0.05

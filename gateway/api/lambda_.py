@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.sinks.lambda_.service import InvalidParameterValueException, LambdaError
+from gateway.sinks.lambda_.exceptions import InvalidParameterValueException, LambdaError
 
 if TYPE_CHECKING:
     from gateway.api.parts import LambdaApiParts
