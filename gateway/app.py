@@ -151,8 +151,6 @@ class Gateway(Lifecycle):
             jobs["rules-folder-watch"] = folder.watch
         self.metrics = Metrics(self)
         self.live = LiveFeed(self)
-        self.live.start()
-        stack.push_async_callback(self.live.stop)
         self.api_token = required_token(cfg.host, cfg.api_token)
         self.fleet_index = FleetIndex(self.store, self.registry, ConnectivityTracker(self.broker))
         self.client_devices = ClientDevices(self.store)
@@ -183,6 +181,10 @@ class Gateway(Lifecycle):
         )
         stack.push_async_callback(self.api.stop)
         self.ports["api"] = await self.api.start()
+        # Started after the API, so it stops first: its closing ends the dashboard's open streams, which the API's
+        # shutdown would otherwise wait out.
+        self.live.start()
+        stack.push_async_callback(self.live.stop)
         self.ssl_context = server_ssl_context(
             str(self.local_ca.server_cert_path), str(self.local_ca.server_key_path), self._trusted_pems()
         )
