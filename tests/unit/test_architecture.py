@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import os
 from pathlib import Path
 
@@ -16,10 +17,17 @@ ROOT = Path(__file__).resolve().parents[2]
 ABOVE_APP = {"gateway/app.py", "gateway/__main__.py", "gateway/cli.py", "gateway/demo.py", "gateway/demo_view.py"}
 
 
+@functools.cache
+def nodes(path: Path) -> list[ast.AST]:
+    """The file's imports and class definitions, at any depth (parsed once for every test here)."""
+    wanted = (ast.Import, ast.ImportFrom, ast.ClassDef)
+    return [n for n in ast.walk(ast.parse(path.read_text(), str(path))) if isinstance(n, wanted)]
+
+
 def imported_modules(path: Path) -> set[str]:
     """Every module a file imports, at any depth (functions, `if TYPE_CHECKING:` blocks), as dotted names."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in nodes(path):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -103,7 +111,7 @@ def test_every_error_class_derives_from_the_root() -> None:
     stragglers = []
     for path in python_files("gateway"):
         where = str(path.relative_to(ROOT))
-        for node in ast.walk(ast.parse(path.read_text(), where)):
+        for node in nodes(path):
             if isinstance(node, ast.ClassDef):
                 bases = {b.id for b in node.bases if isinstance(b, ast.Name)}
                 if bases & BUILTIN_ERRORS and node.name not in OFF_THE_ROOT.get(where, set()):
