@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.broker.connect_auth import ConnectAuth
 from gateway.identity.authn import CertificateAuthenticator
@@ -15,7 +15,23 @@ from gateway.identity.policy_doc import PolicyDocument
 from gateway.identity.sigv4_ws import SigV4Authenticator
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.broker.core import Broker
+    from gateway.clock import Clock
+    from gateway.config import Config
+    from gateway.registry import Registry
+    from gateway.sinks.lambda_.service import LambdaService
+    from gateway.store import Store
+
+
+class AuthHost(Protocol):
+    """What the authenticators are built from (the Gateway satisfies it)."""
+
+    config: Config
+    store: Store
+    clock: Clock
+    registry: Registry
+    broker: Broker
+    lambdas: LambdaService
 
 
 @dataclass
@@ -27,7 +43,7 @@ class AuthServices:
     hook: ConnectAuth
 
 
-def install(gw: Gateway) -> AuthServices:
+def install(gw: AuthHost) -> AuthServices:
     """Build the authenticators and hang the hook on the broker (the Lambda service must be running)."""
     cfg = gw.config
     authorizers = Authorizers(gw.store, gw.clock, cfg.region, cfg.account)

@@ -167,7 +167,15 @@ def run(
             err_console.print(f"[red]error:[/red] CA certificate {ca_file} not found; pass --ca")
             raise typer.Exit(1)
     options = FleetOptions(
-        where, ca_file if where.tls else None, connect_rate, duration, processes, slice_, files, claim, fresh,
+        where,
+        ca_file if where.tls else None,
+        connect_rate,
+        duration,
+        processes,
+        slice_,
+        files,
+        claim,
+        fresh,
         AuthOptions.from_spec(spec.auth) if spec.auth is not None else None,
     )
     title = f"fleet {spec.fleet} → {target}"

@@ -125,5 +125,21 @@ class InternalFailureException(AwsError):
     http_status = 500
 
 
+# The JSON 1.1 services (Kinesis, Firehose) answer every client error with HTTP 400, "not found" included.
+class InvalidArgumentException(AwsError):
+    code = "InvalidArgumentException"
+    http_status = 400
+
+
+class JsonResourceNotFoundException(AwsError):
+    code = "ResourceNotFoundException"
+    http_status = 400
+
+
+class ResourceInUseException(AwsError):
+    code = "ResourceInUseException"
+    http_status = 400
+
+
 class ConfigError(EdgesimError):
     """The configuration (file, environment or flags) is invalid."""

@@ -21,7 +21,7 @@ from gateway.rules.tryout import evaluate_sql
 from gateway.shadow.topics import is_valid_thing_name
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.parts import ViewParts
 
 UI_DIR = Path(__file__).with_name("ui")
 # The page runs only its own scripts and talks only to this gateway, whatever a device puts in a payload.
@@ -40,7 +40,7 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
 
 
 class Dashboard:
-    def __init__(self, gateway: Gateway, feed: LiveFeed) -> None:
+    def __init__(self, gateway: ViewParts, feed: LiveFeed) -> None:
         self.gw = gateway
         self.feed = feed
 

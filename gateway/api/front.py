@@ -19,13 +19,13 @@ from gateway.errors import AwsError
 from gateway.sinks.kinesis.fanout import Subscriptions
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.parts import FrontParts
 
 FORM = "application/x-www-form-urlencoded"
 
 
 class AwsFront:
-    def __init__(self, gateway: Gateway, verify: s3_api.SignatureCheck | None = None) -> None:
+    def __init__(self, gateway: FrontParts, verify: s3_api.SignatureCheck | None = None) -> None:
         self.gateway = gateway
         self.sts = sts.StsService(gateway.config.account)
         self.s3 = s3_api.S3Api(gateway.s3, gateway.config.region)

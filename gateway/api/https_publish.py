@@ -20,7 +20,7 @@ from gateway.errors import AwsError, ForbiddenException, InternalFailureExceptio
 from gateway.identity.authorizer import Authorizer
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.parts import HttpsPublishParts
 
 log = logging.getLogger("edgesim.https")
 
@@ -28,7 +28,7 @@ log = logging.getLogger("edgesim.https")
 class HttpsPublish:
     """Thing variables never resolve here: HTTP publishes have no client id (reference §2.3)."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: HttpsPublishParts) -> None:
         self.gateway = gateway
         self._authorizers: dict[bytes, tuple[int, Authorizer]] = {}
         self._runner: web.AppRunner | None = None

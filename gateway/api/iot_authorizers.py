@@ -14,7 +14,7 @@ from gateway.identity.authn import Credentials
 from gateway.identity.custom_auth import NAME_PARAM, SIGNATURE_PARAM
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.parts import AuthParts
 
 
 class InvalidResponseException(AwsError):
@@ -33,7 +33,7 @@ def _password(raw: Any) -> bytes | None:
         return str(raw).encode()
 
 
-async def test_invoke(gw: Gateway, params: dict[str, Any]) -> dict[str, Any]:
+async def test_invoke(gw: AuthParts, params: dict[str, Any]) -> dict[str, Any]:
     """Run the authorizer as a connection would, without connecting; the function's answer comes back as is."""
     authenticator = gw.auth.custom
     name = params["authorizerName"]
@@ -70,7 +70,7 @@ async def test_invoke(gw: Gateway, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-HANDLERS: dict[str, Callable[[Gateway, dict[str, Any]], Any]] = {
+HANDLERS: dict[str, Callable[[AuthParts, dict[str, Any]], Any]] = {
     "CreateAuthorizer": lambda gw, p: gw.auth.authorizers.create(p),
     "DescribeAuthorizer": lambda gw, p: gw.auth.authorizers.describe(p["authorizerName"]),
     "ListAuthorizers": lambda gw, p: gw.auth.authorizers.list(p),

@@ -11,15 +11,15 @@ from gateway.provisioning.claims import create_provisioning_claim
 from gateway.registry.provisioning_apply import apply_plan, as_register_thing_output
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.parts import ProvisioningParts
 
 
-def _register_thing(gw: Gateway, p: dict[str, Any]) -> dict[str, Any]:
+def _register_thing(gw: ProvisioningParts, p: dict[str, Any]) -> dict[str, Any]:
     plan = evaluate(parse_template(p["templateBody"]), p.get("parameters") or {})
     return as_register_thing_output(apply_plan(gw.registry, plan))
 
 
-HANDLERS: dict[str, Callable[[Gateway, dict[str, Any]], Any]] = {
+HANDLERS: dict[str, Callable[[ProvisioningParts, dict[str, Any]], Any]] = {
     "CreateProvisioningTemplate": lambda gw, p: gw.provisioning_templates.create(p),
     "DescribeProvisioningTemplate": lambda gw, p: gw.provisioning_templates.describe(p["templateName"]),
     "ListProvisioningTemplates": lambda gw, p: gw.provisioning_templates.list(p.get("maxResults"), p.get("nextToken")),

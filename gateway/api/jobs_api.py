@@ -21,14 +21,13 @@ from gateway.errors import AwsError, InternalFailureException, InvalidRequestExc
 from gateway.jobs.service import JobsService
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.parts import JobsHost
 
 log = logging.getLogger("edgesim.api")
 
 
-
-def _control(name: str) -> Callable[[Gateway, dict[str, Any]], Any]:
-    def handler(gw: Gateway, params: dict[str, Any]) -> Any:
+def _control(name: str) -> Callable[[JobsHost, dict[str, Any]], Any]:
+    def handler(gw: JobsHost, params: dict[str, Any]) -> Any:
         return getattr(gw.jobs.control, name)(params)
 
     return handler
@@ -59,7 +58,7 @@ def register() -> None:
         REST_HANDLERS[("iot", operation)] = _control(method)
 
 
-def build(gw: Gateway) -> JobsService:
+def build(gw: JobsHost) -> JobsService:
     """The Jobs service wired into the gateway: broker hook, registry listener, HTTP operations."""
     cfg = gw.config
     presign = S3Presigner(lambda: f"http://{cfg.host}:{gw.ports.get('api', cfg.api_port)}", cfg.region,

@@ -78,9 +78,7 @@ def verify_query(request: web.Request, secrets: Mapping[str, str]) -> None:
     if secret is None:
         raise UnrecognizedClientException("The AWS access key Id you provided does not exist in our records.")
     # SigV4's canonical query: every parameter but the signature, each side encoded as RFC 3986 asks, sorted.
-    pairs = sorted(
-        (quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in query.items() if k != "X-Amz-Signature"
-    )
+    pairs = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in query.items() if k != "X-Amz-Signature")
     signed_headers = query.get("X-Amz-SignedHeaders", "host").split(";")
     canonical = "\n".join(
         [

@@ -39,7 +39,7 @@ from gateway.errors import (
 )
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.parts import RestParts
 
 log = logging.getLogger("edgesim.api")
 
@@ -75,7 +75,7 @@ SIGNING_NAMES = {
 
 
 class RestDispatcher:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: RestParts) -> None:
         self.gateway = gateway
         self.models = {name: load_service(name) for name in ("iot-data", "iot", "lambda", "greengrassv2", "greengrass")}
 

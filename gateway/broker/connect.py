@@ -8,6 +8,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from gateway.broker.exceptions import PublishRefused
+from gateway.errors import EdgesimError
 from gateway.identity.authorizer import Authorizer, ConnectionContext
 from mqttwire import codec, reasons
 from mqttwire import properties as mp
@@ -22,7 +23,7 @@ log = logging.getLogger("edgesim.broker")
 TOPIC_ALIAS_MAXIMUM = 8  # AWS IoT's quota for topic aliases a client may set up
 
 
-class Refused(Exception):
+class Refused(EdgesimError):
     def __init__(self, why: str, v5_code: int, v3_code: int | None = None) -> None:
         super().__init__(why)
         self.why = why

@@ -186,7 +186,7 @@ class _Evaluator:
         if isinstance(node, str) and node.lower() in ("true", "false"):
             return node.lower() == "true"
         if isinstance(node, Mapping) and len(node) == 1:
-            (fn, arg), = node.items()
+            ((fn, arg),) = node.items()
             if fn == "Condition":
                 return self.condition(arg, depth)
             if fn == "Fn::Equals":
@@ -223,7 +223,7 @@ class _Evaluator:
         if not isinstance(node, Mapping):
             return node
         if len(node) == 1:
-            (fn, arg), = node.items()
+            ((fn, arg),) = node.items()
             if fn == "Ref":
                 return self.ref(arg)
             if fn in _FUNCTIONS:

@@ -138,15 +138,17 @@ class ProvisioningTemplates:
         templates = []
         for row in page:
             record = json.loads(row["record"])
-            templates.append({
-                "templateArn": self.arn(row["name"]),
-                "templateName": row["name"],
-                "description": record["description"],
-                "creationDate": record["created_ms"] / 1000,
-                "lastModifiedDate": record["modified_ms"] / 1000,
-                "enabled": record["enabled"],
-                "type": record["type"],
-            })
+            templates.append(
+                {
+                    "templateArn": self.arn(row["name"]),
+                    "templateName": row["name"],
+                    "description": record["description"],
+                    "creationDate": record["created_ms"] / 1000,
+                    "lastModifiedDate": record["modified_ms"] / 1000,
+                    "enabled": record["enabled"],
+                    "type": record["type"],
+                }
+            )
         out: dict[str, Any] = {"templates": templates}
         if token:
             out["nextToken"] = token
@@ -190,9 +192,7 @@ class ProvisioningTemplates:
             vid = int(version_id)
         except (TypeError, ValueError):
             raise InvalidRequestException(f"Invalid versionId: {version_id}") from None
-        row = self.store.one(
-            "SELECT * FROM provisioning_template_versions WHERE name=? AND version_id=?", (name, vid)
-        )
+        row = self.store.one("SELECT * FROM provisioning_template_versions WHERE name=? AND version_id=?", (name, vid))
         if row is None:
             raise ResourceNotFoundException(f"Version {vid} of provisioning template {name} does not exist")
         return row

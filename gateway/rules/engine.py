@@ -10,7 +10,7 @@ import sqlite3
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gateway.actions import cloudwatch as _cloudwatch  # noqa: F401 - registers the action types
 from gateway.actions import dynamodb as _dynamodb  # noqa: F401 - registers the action type
@@ -22,6 +22,8 @@ from gateway.actions import republish as _republish  # noqa: F401 - registers th
 from gateway.actions import s3 as _s3  # noqa: F401 - registers the action type
 from gateway.actions import sqs as _sqs  # noqa: F401 - registers the action type
 from gateway.actions.base import Action, make_action
+from gateway.actions.sinks import ActionSinks
+from gateway.clock import Clock
 from gateway.messages import AckHold, Message
 from gateway.rules import CompiledRule, EvalContext, compile_rule
 from gateway.rules.index import RuleIndex
@@ -29,9 +31,6 @@ from gateway.rules.model import TopicRule
 from gateway.rules.mqtt5 import sql_properties
 from gateway.tasks import cancel_and_wait
 from gateway.topics import split_basic_ingest
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 log = logging.getLogger("edgesim.rules")
 
@@ -123,11 +122,11 @@ class _Job:
     output: Any
 
 
-def build_runtime(rule: TopicRule, gateway: Gateway) -> RuleRuntime:
+def build_runtime(rule: TopicRule, sinks: ActionSinks) -> RuleRuntime:
     """Compile a rule's SQL and actions; SqlParseException and invalid actions surface here, before storing."""
     compiled = compile_rule(rule.sql, rule.sql_version)
-    actions = [make_action(a.kind, a.fields, gateway) for a in rule.actions]
-    error = make_action(rule.error_action.kind, rule.error_action.fields, gateway) if rule.error_action else None
+    actions = [make_action(a.kind, a.fields, sinks) for a in rule.actions]
+    error = make_action(rule.error_action.kind, rule.error_action.fields, sinks) if rule.error_action else None
     holds_ack = any(a.kind not in ACK_WITHOUT_WAITING for a in actions)
     return RuleRuntime(rule, compiled, actions, error, holds_ack=holds_ack)
 
@@ -136,9 +135,9 @@ class RuleExecutor:
     """Runs one rule's actions for matched messages through bounded per-type queues and worker tasks."""
 
     def __init__(
-        self, gateway: Gateway, queue_size: int = 10000, workers_per_kind: int = 128, action_timeout_s: float = 30.0
+        self, clock: Clock, queue_size: int = 10000, workers_per_kind: int = 128, action_timeout_s: float = 30.0
     ) -> None:
-        self.gateway = gateway
+        self.clock = clock
         self.queue_size = queue_size
         self.workers_per_kind = workers_per_kind
         self.action_timeout_s = action_timeout_s
@@ -208,7 +207,7 @@ class RuleExecutor:
             metrics.action_success += 1
         else:
             metrics.action_failure += 1
-            metrics.record_error(self.gateway.clock.wall_ms(), job.action.failed_action_name, error, inv.ctx.trace_id)
+            metrics.record_error(self.clock.wall_ms(), job.action.failed_action_name, error, inv.ctx.trace_id)
             log.warning(
                 "rule %s: %s failed: %s",
                 inv.runtime.rule.name,
@@ -229,7 +228,7 @@ class RuleExecutor:
             return
         metrics.invocations += 1
         metrics.recent_invocations.append(
-            RecentInvocation(inv.ctx, inv.message.topic, self.gateway.clock.wall_ms(), inv.outcomes)
+            RecentInvocation(inv.ctx, inv.message.topic, self.clock.wall_ms(), inv.outcomes)
         )
         try:
             if inv.failures and inv.runtime.error_action is not None:
@@ -286,13 +285,21 @@ def _safe_resource(action: Action, ctx: EvalContext) -> str:
         return action.kind
 
 
+class ShadowReader(Protocol):
+    """get_thing_shadow() in rule SQL reads the shadow service."""
+
+    def get_thing_shadow(self, thing: str, shadow: str | None) -> bytes: ...
+
+
 class RulesEngine:
     """Holds the live rules; the broker calls `on_message` for every message from every door."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def __init__(self, sinks: ActionSinks, shadows: ShadowReader) -> None:
+        self.sinks = sinks  # what every installed rule's actions deliver to, chosen once at start-up
+        self.clock = sinks.clock
+        self.shadows = shadows
         self.index: RuleIndex[RuleRuntime] = RuleIndex()
-        self.executor = RuleExecutor(gateway)
+        self.executor = RuleExecutor(sinks.clock)
         self.stats = {"messages": 0, "evaluation_errors": 0, "ingest_unknown_rule": 0}
 
     def install(self, runtime: RuleRuntime) -> None:
@@ -343,7 +350,7 @@ class RulesEngine:
         except Exception as exc:  # evaluation must never take the broker down
             self.stats["evaluation_errors"] += 1
             metrics.evaluation_errors += 1
-            metrics.record_error(self.gateway.clock.wall_ms(), "evaluation", str(exc), ctx.trace_id)
+            metrics.record_error(self.clock.wall_ms(), "evaluation", str(exc), ctx.trace_id)
             return
         if not evaluation.matched:
             return
@@ -361,7 +368,7 @@ class RulesEngine:
             self.executor.submit(_Job(invocation, action, evaluation.output))
 
     def _get_thing_shadow(self, thing: str, shadow_name: str | None) -> Any:
-        return json.loads(self.gateway.shadows.get_thing_shadow(thing, shadow_name))
+        return json.loads(self.shadows.get_thing_shadow(thing, shadow_name))
 
     async def stop(self) -> None:
         await self.executor.stop()

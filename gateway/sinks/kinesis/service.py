@@ -12,18 +12,15 @@ from typing import Any
 
 from gateway.clock import Clock
 from gateway.errors import AwsError
-from gateway.sinks.kinesis.extras import encryption_json
-from gateway.sinks.kinesis.iterators import decode_iterator, encode_iterator
-from gateway.sinks.kinesis.shards import (
+from gateway.sinks.kinesis.exceptions import (
     InvalidArgumentException,
     KinesisResourceNotFoundException,
     ProvisionedThroughputExceededException,
     ResourceInUseException,
-    SequenceNumbers,
-    Shard,
-    ShardMap,
-    parse_sequence,
 )
+from gateway.sinks.kinesis.extras import encryption_json
+from gateway.sinks.kinesis.iterators import decode_iterator, encode_iterator
+from gateway.sinks.kinesis.shards import SequenceNumbers, Shard, ShardMap, parse_sequence
 from gateway.store import Store
 
 STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")

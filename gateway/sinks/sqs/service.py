@@ -22,15 +22,12 @@ from urllib.parse import urlsplit
 from gateway.clock import Clock
 from gateway.sinks.sqs.attributes import (
     MAX_WAIT_TIME_SECONDS,
-    InvalidParameterValue,
     MessageAttribute,
-    QueueDoesNotExist,
-    QueueNameExists,
-    SqsError,
     parse_queue_attributes,
     validate_batch_ids,
     validate_batch_size,
 )
+from gateway.sinks.sqs.exceptions import InvalidParameterValue, QueueDoesNotExist, QueueNameExists, SqsError
 from gateway.sinks.sqs.moves import MessageMoves
 from gateway.sinks.sqs.queue import Queue, Received, SendResult
 from gateway.store import Store
