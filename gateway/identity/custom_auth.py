@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from gateway.errors import MalformedPolicyException
+from gateway.errors import EdgesimError, MalformedPolicyException
 from gateway.identity.authn import Credentials
 from gateway.identity.policy_doc import PolicyDocument, parse_policy_document
 
@@ -32,7 +32,7 @@ MAX_POLICY_DOCUMENT_CHARS = 2048
 _PRINCIPAL = re.compile(r"[a-zA-Z0-9]{1,128}")
 
 
-class InvalidAnswer(Exception):
+class InvalidAnswer(EdgesimError):
     """The authorizer function's answer is not one AWS IoT accepts."""
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.clock import Clock
+from gateway.errors import EdgesimError
 from gateway.identity import custom_auth
 from gateway.identity.authn import Authentication, Credentials
 from gateway.identity.authorizer import ConnectionContext
@@ -25,7 +26,7 @@ KIND = "custom-authorizer"
 _HTTP_CACHE_SIZE = 4096
 
 
-class AuthorizerFailed(Exception):
+class AuthorizerFailed(EdgesimError):
     """The function raised, timed out or answered something AWS IoT does not accept (InvalidResponseException)."""
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote
 
+from gateway.errors import EdgesimError
 from gateway.identity.authn import Authentication, Credentials
 from gateway.identity.authorizer import ConnectionContext
 from gateway.identity.policy_doc import PolicyDocument
@@ -21,7 +22,7 @@ MAX_EXPIRES_S = 7 * 24 * 3600
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
-class SignatureRefused(Exception):
+class SignatureRefused(EdgesimError):
     """Why a signed upgrade is refused (HTTP 403 before the WebSocket opens)."""
 
 

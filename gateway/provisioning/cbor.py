@@ -6,10 +6,12 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from gateway.errors import EdgesimError
+
 MAX_DEPTH = 32
 
 
-class CborError(ValueError):
+class CborError(EdgesimError):
     pass
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.broker.connection import Connection
 from gateway.broker.delivery import parts
-from gateway.errors import AwsError
+from gateway.errors import AwsError, EdgesimError
 from gateway.identity.provisioning_template import TemplateError, evaluate
 from gateway.messages import Message
 from gateway.provisioning import cbor
@@ -41,7 +41,7 @@ HOOK_TIMEOUT_S = 5.0  # AWS: the pre-provisioning hook must answer within 5 seco
 Invoke = Callable[[str, bytes], Awaitable[tuple[bytes, str | None]]]
 
 
-class Rejected(Exception):
+class Rejected(EdgesimError):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
@@ -79,7 +79,7 @@ def decode(payload: bytes, fmt: str) -> dict[str, Any]:
             doc = cbor.loads(payload) if payload else {}
         else:
             doc = json.loads(payload) if payload.strip() else {}
-    except (ValueError, RecursionError):  # CborError, JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (cbor.CborError, ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise Rejected(400, "InvalidPayload", f"The payload is not valid {fmt.upper()}") from None
     if not isinstance(doc, dict):
         raise Rejected(400, "InvalidPayload", "The payload must be an object")
@@ -235,7 +235,7 @@ class ProvisioningMqttApi:
         try:
             raw, error = await asyncio.wait_for(self.invoke(target, json.dumps(event).encode()), HOOK_TIMEOUT_S)
             answer = json.loads(raw) if error is None else None
-        except (AwsError, TimeoutError, ValueError, RecursionError) as exc:
+        except (AwsError, TimeoutError, cbor.CborError, ValueError, RecursionError) as exc:
             log.warning("pre-provisioning hook %s failed: %s", target, exc)
             answer = None
         if not isinstance(answer, dict) or not isinstance(answer.get("allowProvisioning"), bool):
