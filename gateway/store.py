@@ -295,6 +295,15 @@ def private_file(path: Path) -> None:
             pass
 
 
+class _Commit(asyncio.Future[T]):
+    """What `commit_soon` returns. Several waiters may share one (a service registers one write per turn), so a
+    waiter that is cancelled (a timeout) must not cancel it for the others: `cancel()` refuses, and the cancelled
+    task stops once the commit has settled. Cheaper than an `asyncio.shield` per waiter."""
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
+
+
 class _Group:
     """The writes of one loop turn and their waiters; `outcomes` are what each write returned (or raised)."""
 
@@ -374,9 +383,10 @@ class Store:
         """Run `write(db)` at the end of this loop turn, in one transaction with every other write of the turn, and
         resolve the returned future with its result once that transaction has committed. It fails with the write's
         own exception if the write raised (only its changes are undone), or with the COMMIT's error if that failed
-        (then every write of the group fails). Needs a running loop."""
+        (then every write of the group fails). The future cannot be cancelled, so many may await it. Needs a running
+        loop."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future[T] = _Commit(loop=loop)
         self._pending.append((write, future))
         if not self._scheduled and self._inflight is None:
             self._scheduled = True

@@ -389,7 +389,7 @@ class KinesisService:
         committed = self._rows_committed
         if committed is None:
             committed = self._rows_committed = self.store.commit_soon(self._write_rows)
-        await asyncio.shield(committed)  # a waiter that times out must not cancel the others' commit
+        await committed  # shared with the turn's other records; a store commit future cannot be cancelled
         return {"ShardId": shard.shard_id, "SequenceNumber": str(seq)}
 
     def _write_rows(self, db: sqlite3.Connection) -> None:

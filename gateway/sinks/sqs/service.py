@@ -174,7 +174,7 @@ class SqsService:
     async def durable(self) -> None:
         """Wait until every change made so far is committed (returns at once when nothing is pending)."""
         if self._flushed is not None:
-            await asyncio.shield(self._flushed)
+            await self._flushed  # shared; a store commit future cannot be cancelled
 
     def _reload(self, names: list[str]) -> None:
         """Undo in memory what a failed commit did not store: the queues as the database has them, so nothing a
