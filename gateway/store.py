@@ -1,12 +1,30 @@
-"""The one SQLite database: connection, schema migrations and transactions."""
+"""The one SQLite database: connection, schema migrations, transactions and the one group-commit owner.
+
+`commit_soon(write)` is how every service makes a change durable before it acknowledges it: the writes registered
+in one event-loop turn run in order in ONE transaction at the end of the turn and share one COMMIT (one fsync).
+The COMMIT itself runs on a writer thread (sqlite releases the GIL while it syncs), so the loop keeps taking
+requests meanwhile; writes registered while a commit is in flight form the next group. One failure rule: a write
+that raises fails only its own waiter (its savepoint is rolled back); a COMMIT that fails fails every waiter of the
+group, and nothing of it is stored.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
+import logging
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger("edgesim.store")
+
+T = TypeVar("T")
+Write = Callable[[sqlite3.Connection], Any]
 
 # Each entry moves the schema one version forward; never edit a released entry, append a new one.
 MIGRATIONS: list[str] = [
@@ -329,6 +347,35 @@ MIGRATIONS: list[str] = [
         modified_ms INTEGER NOT NULL
     );
     """,
+    # Tables that were created outside this list (IF NOT EXISTS: older databases already have them), and the edge
+    # core's spool, which had a database file and a migration list of its own.
+    """
+    CREATE TABLE IF NOT EXISTS fleet_indexing (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS dynamic_thing_groups (
+        name TEXT PRIMARY KEY, query TEXT NOT NULL, index_name TEXT NOT NULL, query_version TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS gg_connectivity (thing TEXT PRIMARY KEY, info TEXT NOT NULL, version TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS gg_client_devices (
+        core TEXT NOT NULL, thing TEXT NOT NULL, associated_ms INTEGER NOT NULL, PRIMARY KEY (core, thing)
+    );
+    CREATE TABLE IF NOT EXISTS gg_core_cas (core TEXT PRIMARY KEY, cas TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS dashboard_edge_reports (
+        core TEXT PRIMARY KEY, entry TEXT NOT NULL, received_ms INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS edge_fleet_status (id INTEGER PRIMARY KEY, sequence INTEGER);
+    CREATE TABLE IF NOT EXISTS edge_shadow_sync (
+        thing TEXT NOT NULL, shadow TEXT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (thing, shadow)
+    );
+    CREATE TABLE IF NOT EXISTS spool (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        enqueued_ms INTEGER NOT NULL,
+        properties BLOB
+    );
+    """,
 ]
 
 
@@ -344,23 +391,79 @@ def private_file(path: Path) -> None:
             pass
 
 
-class Store:
-    """A SQLite database in WAL mode with numbered migrations."""
+class _Commit(asyncio.Future[T]):
+    """What `commit_soon` returns. Several waiters may share one (a service registers one write per turn), so a
+    waiter that is cancelled (a timeout) must not cancel it for the others: `cancel()` refuses, and the cancelled
+    task stops once the commit has settled. Cheaper than an `asyncio.shield` per waiter."""
 
-    def __init__(self, path: Path | str) -> None:
+    def cancel(self, msg: Any = None) -> bool:
+        return False
+
+
+class _Group:
+    """The writes of one loop turn and their waiters; `outcomes` are what each write returned (or raised)."""
+
+    __slots__ = ("outcomes", "settled")
+
+    def __init__(self, outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+        self.outcomes = outcomes
+        self.settled = False
+
+    def settle(self, error: BaseException | None) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        for future, result, own_error in self.outcomes:
+            if future.done() or future.get_loop().is_closed():  # closed: committed at close(), nobody waits
+                continue
+            failure = error or own_error
+            if failure is None:
+                future.set_result(result)
+            else:
+                future.set_exception(failure)
+                future.exception()  # retrieved: a waiter that was cancelled must not warn
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly what `transaction()` spans.
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns: acknowledged means durable
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
+class Store:
+    """A SQLite database in WAL mode with numbered migrations.
+
+    Two connections to one file: `db` for reads and synchronous transactions on the loop thread, and the group
+    writer's, whose COMMIT runs on a thread of its own. Readers therefore see only what has committed. While a
+    group's writes run, `db` IS the writer's connection, so code called from a write needs no other handle.
+    """
+
+    def __init__(self, path: Path | str, *, commit_thread: bool = True) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
+        memory = str(path) == ":memory:"
+        if not memory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             private_file(self.path)
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly what `transaction()` spans.
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db = _connect(str(path))
         self._depth = 0
+        self._pending: list[tuple[Write, asyncio.Future[Any]]] = []
+        self._scheduled = False
+        self._inflight: tuple[concurrent.futures.Future[None], _Group] | None = None
+        self.commits = 0  # group commits done (tests and benchmarks read it)
         self._migrate()
+        self._reader = self.db
+        # An in-memory database is private to its connection: its group writes and commits on the loop thread.
+        self._writer = self.db if memory else _connect(str(path))
+        self._thread = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edgesim-commit")
+            if commit_thread and not memory
+            else None
+        )
 
     def _migrate(self) -> None:
         current = int(self.db.execute("PRAGMA user_version").fetchone()[0])
@@ -371,9 +474,141 @@ class Store:
                         self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version={number}")
 
+    # ---- the one group-commit owner
+    def commit_soon(self, write: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Run `write(db)` at the end of this loop turn, in one transaction with every other write of the turn, and
+        resolve the returned future with its result once that transaction has committed. It fails with the write's
+        own exception if the write raised (only its changes are undone), or with the COMMIT's error if that failed
+        (then every write of the group fails). The future cannot be cancelled, so many may await it. Needs a running
+        loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = _Commit(loop=loop)
+        self._pending.append((write, future))
+        if not self._scheduled and self._inflight is None:
+            self._scheduled = True
+            loop.call_soon(self._start_group)
+        return future
+
+    def _start_group(self) -> None:
+        self._scheduled = False
+        if self._inflight is not None or not self._pending:
+            return  # a commit is in flight: its completion starts this group
+        group = self._write_group()
+        if group is None:
+            return
+        if self._thread is None:
+            self._settle(group, self._commit_writer())
+            return
+        loop = asyncio.get_running_loop()
+        done = self._thread.submit(self._commit_writer_in_thread)
+        self._inflight = (done, group)
+        done.add_done_callback(functools.partial(_notify, loop, self._commit_done))
+
+    def _write_group(self) -> _Group | None:
+        """Run the pending writes in one open transaction on the writer's connection (on the loop thread)."""
+        batch, self._pending = self._pending, []
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        db = self._writer
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            _Group([(future, None, None) for _, future in batch]).settle(exc)
+            log.error("group commit of %d write(s) could not begin: %s", len(batch), exc)
+            return None
+        self.db, self._depth = db, 1  # code called from a write joins this transaction
+        try:
+            single = len(batch) == 1
+            for write, future in batch:
+                # A cancelled waiter's write still runs: services hand over state they already changed in memory.
+                if single:  # nothing else in the group to protect: no savepoint needed
+                    try:
+                        outcomes.append((future, write(db), None))
+                    except Exception as exc:
+                        outcomes.append((future, None, exc))
+                        _rollback(db)
+                        db.execute("BEGIN IMMEDIATE")
+                    continue
+                db.execute("SAVEPOINT w")
+                try:
+                    result = write(db)
+                except Exception as exc:  # this write's own failure: undo it alone
+                    db.execute("ROLLBACK TO w")
+                    outcomes.append((future, None, exc))
+                else:
+                    outcomes.append((future, result, None))
+                db.execute("RELEASE w")
+        except sqlite3.Error as exc:  # the savepoint machinery itself failed: the whole group goes
+            self.db, self._depth = self._reader, 0
+            _rollback(db)
+            _Group(outcomes + [(f, None, None) for _, f in batch if not any(f is o[0] for o in outcomes)]).settle(exc)
+            return None
+        finally:
+            self.db, self._depth = self._reader, 0
+        return _Group(outcomes)
+
+    def _commit_writer(self) -> BaseException | None:
+        try:
+            self._writer.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # A failed COMMIT (a deferred constraint, a full disk) can leave the transaction open: end it.
+            _rollback(self._writer)
+            return exc
+        return None
+
+    def _commit_writer_in_thread(self) -> None:
+        error = self._commit_writer()
+        if error is not None:
+            raise error
+
+    def _commit_done(self, done: concurrent.futures.Future[None]) -> None:
+        if self._inflight is None or self._inflight[0] is not done:
+            return  # settled already by flush()
+        group = self._inflight[1]
+        self._inflight = None
+        self._settle(group, done.exception())
+        if self._pending and not self._scheduled:
+            # After the waiters' callbacks (scheduled by settle): a service that undoes its memory after a failed
+            # commit does so before its next write runs.
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_group)
+
+    def _settle(self, group: _Group, error: BaseException | None) -> None:
+        if error is not None:
+            waiting = sum(1 for f, _, _ in group.outcomes if not f.done())
+            log.error("group commit failed; none of its %d write(s) is acknowledged: %s", waiting, error)
+        else:
+            self.commits += 1
+        group.settle(error)
+
+    @property
+    def total_changes(self) -> int:
+        """Rows changed through either connection since the store opened."""
+        changes = self._reader.total_changes
+        return changes if self._writer is self._reader else changes + self._writer.total_changes
+
+    def flush(self) -> None:
+        """Commit now (blocking): the commit in flight, then every write registered so far. Synchronous writers and
+        readers that must see earlier writes of this turn call this first, so changes land in the order made."""
+        if self._depth:
+            return  # called from inside a write or a transaction: the enclosing one commits it all
+        if self._inflight is not None:
+            done, group = self._inflight
+            self._inflight = None
+            try:
+                done.result()
+                error: BaseException | None = None
+            except BaseException as exc:
+                error = exc
+            self._settle(group, error)
+        if self._pending:
+            pending = self._write_group()
+            if pending is not None:
+                self._settle(pending, self._commit_writer())
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Run a block atomically; nested blocks join the outer transaction."""
+        """Run a block atomically and commit it before returning; nested blocks (and blocks inside a group write)
+        join the outer transaction. Pending group writes are committed first, so the order of changes holds."""
         if self._depth:
             self._depth += 1
             try:
@@ -381,6 +616,7 @@ class Store:
             finally:
                 self._depth -= 1
             return
+        self.flush()
         self.db.execute("BEGIN IMMEDIATE")
         self._depth = 1
         try:
@@ -400,8 +636,7 @@ class Store:
             self._depth = 0
 
     def _rollback(self) -> None:
-        if self.db.in_transaction:
-            self.db.execute("ROLLBACK")
+        _rollback(self.db)
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         return self.db.execute(sql, params).fetchall()
@@ -411,4 +646,25 @@ class Store:
         return row
 
     def close(self) -> None:
-        self.db.close()
+        if self._pending or self._inflight is not None:
+            self.flush()
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+        if self._writer is not self._reader:
+            self._writer.close()
+        self._reader.close()
+
+
+def _notify(
+    loop: asyncio.AbstractEventLoop,
+    callback: Callable[[concurrent.futures.Future[None]], None],
+    done: concurrent.futures.Future[None],
+) -> None:
+    """From the writer thread: hand the finished commit to the loop (unless the loop is gone: close() settles it)."""
+    with suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, done)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        db.execute("ROLLBACK")

@@ -6,11 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS dashboard_edge_reports "
-    "(core TEXT PRIMARY KEY, entry TEXT NOT NULL, received_ms INTEGER NOT NULL)"
-)
-
 
 class _Store(Protocol):
     def transaction(self) -> Any: ...
@@ -21,9 +16,7 @@ class _Store(Protocol):
 class EdgeReports:
     def __init__(self, store: _Store, keep: int) -> None:
         self.store = store
-        self.keep = keep
-        with store.transaction() as db:
-            db.execute(_SCHEMA)
+        self.keep = keep  # the table comes from gateway.store's migrations
 
     def load(self) -> dict[str, dict[str, Any]]:
         """Oldest first (the page's dict is in arrival order), at most `keep` cores."""

@@ -23,13 +23,6 @@ from gateway.store import Store
 if TYPE_CHECKING:
     from gateway.api.parts import GreengrassParts
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS gg_connectivity (thing TEXT PRIMARY KEY, info TEXT NOT NULL, version TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS gg_client_devices (
-    core TEXT NOT NULL, thing TEXT NOT NULL, associated_ms INTEGER NOT NULL, PRIMARY KEY (core, thing)
-);
-CREATE TABLE IF NOT EXISTS gg_core_cas (core TEXT PRIMARY KEY, cas TEXT NOT NULL)
-"""
 MAX_ENTRIES = 100
 MAX_RESULTS = 100
 CA_PATH = "/edgesim/greengrass/coreDevices/{core}/certificateAuthorities"
@@ -47,11 +40,7 @@ class ValidationException(AwsError):
 
 class ClientDevices:
     def __init__(self, store: Store) -> None:
-        self.store = store
-        with store.transaction() as db:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+        self.store = store  # its tables come from gateway.store's migrations
 
     # ---- connectivity info (greengrass v1 API, which v2 cores and the discovery service still use)
     def update_connectivity(self, thing: str, entries: list[dict[str, Any]]) -> dict[str, Any]:

@@ -5,8 +5,10 @@ and the stand-in that receives for them."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -92,15 +94,18 @@ class SessionStore:
                 "SELECT client_id FROM mqtt_sessions UNION SELECT client_id FROM mqtt_session_messages"
             )
         }
-        # Messages for offline sessions and acknowledged ones, written together once per loop turn; the
-        # publishers' acknowledgements wait for that commit through their holds.
+        # Messages for offline sessions and acknowledged ones, written by one store write per loop turn (the group
+        # commit); the publishers' acknowledgements wait for that commit through their holds.
         self._buffer: list[tuple[str, bytes, bytes, int]] = []
         self._acked: list[tuple[int]] = []
         self._holds: list[AckHold] = []
+        self._written: asyncio.Future[None] | None = None
 
     def _soon(self) -> None:
-        if not self._buffer and not self._acked:
-            asyncio.get_running_loop().call_soon(self.flush)
+        if self._written is None:
+            holds: list[AckHold] = []
+            self._written = self.store.commit_soon(functools.partial(self._write, holds))
+            self._written.add_done_callback(functools.partial(self._written_done, holds))
 
     def enqueue_soon(self, client_id: str, head: bytes, tail: bytes, hold: AckHold | None, expires_ms: int = 0) -> None:
         self._soon()
@@ -115,30 +120,31 @@ class SessionStore:
         self._soon()
         self._acked.append((seq,))
 
-    def flush(self) -> None:
-        """Write what was buffered (every reader and writer below calls this first, to keep order)."""
+    def _write(self, holds: list[AckHold], db: sqlite3.Connection) -> None:
         buffer, self._buffer = self._buffer, []
         acked, self._acked = self._acked, []
-        holds, self._holds = self._holds, []
-        if buffer or acked:
-            try:
-                with self.store.transaction() as db:
-                    db.executemany(
-                        "INSERT INTO mqtt_session_messages(client_id, head, tail, expires_ms) VALUES (?, ?, ?, ?)",
-                        buffer,
-                    )
-                    db.executemany("DELETE FROM mqtt_session_messages WHERE seq = ?", acked)
-            except Exception as exc:
-                # Nothing of this turn is stored: the publishers get no acknowledgement and send again; the
-                # acknowledged rows stay and go out once more (with DUP), as at-least-once allows.
-                log.error(
-                    "writing %d queued and %d acknowledged session messages failed: %s", len(buffer), len(acked), exc
-                )
-                for hold in holds:
-                    hold.fail()
-                return
+        holds.extend(self._holds)
+        self._holds, self._written = [], None
+        db.executemany(
+            "INSERT INTO mqtt_session_messages(client_id, head, tail, expires_ms) VALUES (?, ?, ?, ?)", buffer
+        )
+        db.executemany("DELETE FROM mqtt_session_messages WHERE seq = ?", acked)
+
+    @staticmethod
+    def _written_done(holds: list[AckHold], written: asyncio.Future[None]) -> None:
+        if written.cancelled() or written.exception() is not None:
+            # Nothing of this turn is stored: the publishers get no acknowledgement and send again; the
+            # acknowledged rows stay and go out once more (with DUP), as at-least-once allows.
+            log.error("writing queued and acknowledged session messages failed: %s", written.exception())
+            for hold in holds:
+                hold.fail()
+            return
         for hold in holds:
             hold.release()
+
+    def flush(self) -> None:
+        """Commit what was buffered now (every reader and writer below calls this first, to keep order)."""
+        self.store.flush()
 
     def load(self, now_ms: int) -> dict[str, StoredSession]:
         """Every unexpired session; expired ones are deleted on the way."""
@@ -189,6 +195,7 @@ class SessionStore:
         """Queue now (a client that just went away: what it had not acknowledged)."""
         if messages:
             self.stored.add(client_id)
+            self._soon()
             self._buffer.extend((client_id, head, tail, 0) for head, tail in messages)
             self.flush()
 

@@ -30,7 +30,7 @@ from gateway.edge.components import ComponentRunner
 from gateway.edge.config import EdgeConfig
 from gateway.edge.forwarder import Forwarder
 from gateway.edge.identity import CoreCredentials, provision_core
-from gateway.edge.spool import Spool, SpoolPolicy
+from gateway.edge.spool import Spool, SpoolPolicy, import_legacy_spool
 from gateway.edge.status import (
     ComponentFigures,
     CoreFigures,
@@ -60,8 +60,6 @@ log = logging.getLogger("edgesim.edge")
 
 LOCAL_DEVICES_POLICY = "edgesim-edge-local-devices"
 STATUS_FILE = "edge.json"
-# The last fleet status sequence number, so it keeps increasing across restarts.
-_STATUS_SEQUENCE_SCHEMA = "CREATE TABLE IF NOT EXISTS edge_fleet_status (id INTEGER PRIMARY KEY, sequence INTEGER)"
 
 
 def parse_target(url: str) -> tuple[str, int]:
@@ -88,7 +86,7 @@ class EdgeCore(Lifecycle):
         self.components: dict[str, ComponentRunner] = {}
         self.bridge_rejected = 0
         self.local_ca: LocalCA | None = None  # with local_broker.tls_port: the CA of the local devices' certificates
-        self._committed: asyncio.Future[None] | None = None  # the open spool group's commit
+        self._committed: asyncio.Future[None] | None = None  # the spool's open group write
         self._acknowledging: Message | None = None  # the local PUBLISH the bridge is forwarding right now
         self._tasks: list[asyncio.Task[None]] = []
         self.host = host_info()
@@ -102,10 +100,10 @@ class EdgeCore(Lifecycle):
         cfg = self.config
         self.home.mkdir(parents=True, exist_ok=True)
         self.store = open_store(stack, self.home / "edge.db")
-        self.store.db.execute(_STATUS_SEQUENCE_SCHEMA)
         row = self.store.one("SELECT sequence FROM edge_fleet_status WHERE id = 1")
         self.status_schedule.sequence = int(row["sequence"]) if row is not None else 0
-        self.spool = Spool(self.home / "spool.db", SpoolPolicy(**cfg.spooler.model_dump()))
+        import_legacy_spool(self.store, self.home / "spool.db")
+        self.spool = Spool(self.store, SpoolPolicy(**cfg.spooler.model_dump()))
         stack.callback(self.spool.close)
         creds = await asyncio.to_thread(self._credentials)
         await self._start_local(stack)
@@ -399,28 +397,21 @@ class EdgeCore(Lifecycle):
     ) -> asyncio.Future[None]:
         """Spool a cloud-bound message: LimitExceededException if refused, else a future done once it is committed.
         Appends of one loop turn share a commit (one fsync), so whoever acknowledges them waits for that future."""
-        if self._committed is None:
-            self.spool.begin_group()
-            self._committed = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().call_soon(self._commit_spool)
         block = mp.encode_properties(properties) if properties else None
-        result = self.spool.append(topic, payload, qos, False, self.clock.wall_ms(), self.cloud.online, block)
-        if not result.accepted:
+        result, committed = self.spool.append_soon(topic, payload, qos, self.clock.wall_ms(), self.cloud.online, block)
+        if not result.accepted or committed is None:
             raise LimitExceededException(result.reason or "the spool refused the message")
-        return self._committed
+        if committed is not self._committed:  # the first append of this group write: wake the drain once it is in
+            self._committed = committed
+            committed.add_done_callback(self._spool_committed)
+        return committed
 
-    def _commit_spool(self) -> None:
-        committed, self._committed = self._committed, None
-        try:
-            self.spool.commit()
-        except Exception as exc:
-            log.error("spool commit failed: the messages of this loop turn are not acknowledged: %s", exc)
-            if committed is not None:
-                committed.set_exception(exc)
-                committed.exception()  # retrieved: a group whose every append failed has nobody waiting
+    def _spool_committed(self, committed: asyncio.Future[None]) -> None:
+        if self._committed is committed:
+            self._committed = None
+        if committed.cancelled() or committed.exception() is not None:
+            log.error("spool commit failed: the messages of this group are not acknowledged: %s", committed.exception())
             return
-        if committed is not None:
-            committed.set_result(None)
         self.forwarder.wake()
 
     def _bridge_to_cloud(self, topic: str, payload: bytes, qos: int, properties: mp.Properties | None = None) -> None:
@@ -450,7 +441,7 @@ class EdgeCore(Lifecycle):
 
 
 def _release_after_commit(hold: AckHold, committed: asyncio.Future[None]) -> None:
-    if committed.cancelled() or committed.exception() is not None:  # logged by _commit_spool
+    if committed.cancelled() or committed.exception() is not None:  # logged by _spool_committed
         hold.fail()
     else:
         hold.release()
@@ -486,7 +477,7 @@ class EdgeOpsForCore:
         self.core.pubsub.publish(topic, payload)
 
     async def publish_to_iot_core(self, topic: str, payload: bytes, qos: int) -> None:
-        await self.core.to_cloud(topic, payload, qos)
+        await asyncio.shield(self.core.to_cloud(topic, payload, qos))  # shared by the group: never cancel it
 
     async def get_thing_shadow(self, thing: str, shadow: str | None) -> bytes:
         return self.core.shadows.get_thing_shadow(thing, shadow)

@@ -13,7 +13,7 @@ from mqttwire.client import MqttError, PublishError
 
 log = logging.getLogger("edgesim.edge.forwarder")
 
-# PUBACKed seqs are deleted together: one commit per batch instead of one per message.
+# PUBACKed seqs are deleted together, in the store's group commit: one commit per batch, not one per message.
 ACK_BATCH = 256
 # MQTT 5 refusals worth another try (rate, quota, busy): the message stays spooled and goes again after a pause.
 _RETRYABLE = frozenset({reasons.SERVER_BUSY, reasons.MESSAGE_RATE_TOO_HIGH, reasons.QUOTA_EXCEEDED})
@@ -103,4 +103,4 @@ class Forwarder:
         self._flush_scheduled = False
         acked, self._acked = self._acked, []
         if acked:
-            self.spool.ack(acked)
+            self.spool.ack_soon(acked)  # with the store's group commit; if it fails they go again (at least once)

@@ -12,6 +12,8 @@ Reference §11.2. Sizes count payload bytes only. Two behaviours when the spool 
 A message larger than the whole spool is always rejected, and while offline a QoS 0 message is rejected up front
 unless ``keep_qos0_when_offline``; when the link drops, queued QoS 0 messages go too (``connection_interrupted``).
 
+The spool is the `spool` table of the edge core's store (gateway.store: one migration list, one commit owner).
+
 Drain order: a drain loop calls ``peek(n)`` (oldest pending first, in-flight ones skipped), ``mark_in_flight`` on what
 it publishes, then ``ack`` each message once the cloud has it (PUBACK for QoS 1, the write for QoS 0) or ``release`` it
 on failure, which puts it back at its original place so the next ``peek`` returns it before anything newer. In-flight
@@ -20,16 +22,20 @@ marks live in memory only: after a restart every stored message is pending again
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, NamedTuple
 
 from gateway.errors import InvalidRequestException
-from gateway.store import private_file
+from gateway.store import Store
+
+log = logging.getLogger("edgesim.edge.spool")
 
 DEFAULT_MAX_SIZE_BYTES = 2_621_440  # mqtt.spooler.maxSizeInBytes default: 2.5 MB (reference §11.2)
 
@@ -143,98 +149,93 @@ class SpoolStats:
     acked: int = 0
 
 
-# The edge core's own database file, so its schema numbering is its own too. Append entries; never edit one.
-# AUTOINCREMENT: a seq is never reused, so a late ack for an evicted message cannot delete a newer one.
-_MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE spool (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        topic TEXT NOT NULL,
-        payload BLOB NOT NULL,
-        qos INTEGER NOT NULL,
-        retain INTEGER NOT NULL,
-        enqueued_ms INTEGER NOT NULL
-    )
-    """,
-    "ALTER TABLE spool ADD COLUMN properties BLOB",
-]
-
 _COLUMNS = "seq, topic, payload, qos, retain, enqueued_ms, properties"
+_INSERT = "INSERT INTO spool(seq, topic, payload, qos, retain, enqueued_ms, properties) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_DELETE = "DELETE FROM spool WHERE seq = ?"
+Row = tuple[int, str, bytes, int, int, int, "bytes | None"]
+
+
+def _is_row(op: Row | tuple[int, ...]) -> bool:
+    return len(op) == 7 and isinstance(op[1], str)
+
+
+class _Undone(sqlite3.OperationalError):
+    """Appends made on top of a group whose commit failed: they fail with it (never acknowledged)."""
 
 
 class Spool:
-    """A durable FIFO of cloud-bound messages in its own SQLite file; every change is committed before it returns,
-    unless a group is open (`begin_group`): then at the group's `commit()`."""
+    """A durable FIFO of cloud-bound messages in the `spool` table of a `Store` (the edge core's database). Every
+    change is committed before it returns, except `append_soon`, whose appends join the store's group commit."""
 
-    def __init__(self, path: Path, policy: SpoolPolicy | None = None) -> None:
+    def __init__(self, store: Store | Path, policy: SpoolPolicy | None = None) -> None:
         self.policy = policy or SpoolPolicy()
         self.stats = SpoolStats()
-        self._group_open = False
-        path.parent.mkdir(parents=True, exist_ok=True)
-        private_file(path)
-        # Same settings as gateway.store: we issue BEGIN/COMMIT ourselves; WAL with a full fsync per commit.
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
-        rows = self._db.execute("SELECT seq, length(payload), qos FROM spool ORDER BY seq").fetchall()
+        self._own_store = not isinstance(store, Store)
+        self.store = Store(store) if isinstance(store, Path) else store
+        # Changes of the open group write, in order: rows to insert, or seqs to delete.
+        self._ops: list[Row | tuple[int, ...]] = []
+        self._written: asyncio.Future[None] | None = None
+        self._generation = 0  # bumped when a group fails: appends made before that fail with it
+        self._deleting: set[int] = set()  # rows gone from the index whose delete has not committed yet
+        self._load()
+
+    def _load(self) -> None:
+        rows = self.store.query("SELECT seq, length(payload), qos FROM spool ORDER BY seq")
         # seq -> entry, in seq order (seqs only grow, and dicts keep insertion order).
         self._entries: dict[int, SpoolEntry] = {seq: SpoolEntry(seq, size, qos) for seq, size, qos in rows}
         self._size = sum(entry.size for entry in self._entries.values())
-        self._in_flight: set[int] = set()
+        self._in_flight: set[int] = getattr(self, "_in_flight", set()) & set(self._entries)
+        # seqs are given here, never reused (AUTOINCREMENT keeps its high-water mark even for deleted rows).
+        top = self.store.one("SELECT seq FROM sqlite_sequence WHERE name = 'spool'")
+        floor = max(int(top[0]) if top is not None else 0, max(self._entries, default=0))
+        self._next_seq = max(floor + 1, getattr(self, "_next_seq", 1))
 
-    def _migrate(self) -> None:
-        current = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-        for number, script in enumerate(_MIGRATIONS[current:], start=current + 1):
-            with self._transaction() as db:
-                db.execute(script)
-                db.execute(f"PRAGMA user_version={number}")
+    def _apply(self, db: sqlite3.Connection, ops: list[Row | tuple[int, ...]]) -> None:
+        inserts: list[Row] = []
+        for op in ops:
+            if _is_row(op):
+                inserts.append(op)  # type: ignore[arg-type]
+                continue
+            if inserts:
+                db.executemany(_INSERT, inserts)
+                inserts = []
+            db.executemany(_DELETE, [(seq,) for seq in op])
+        if inserts:
+            db.executemany(_INSERT, inserts)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        if self._group_open:  # joins the open group; commit() makes it durable with the rest
-            yield self._db
+    def _change(self, op: Row | tuple[int, ...], *, soon: bool) -> None:
+        if soon:
+            if self._written is None:
+                deleted: list[int] = []
+                self._written = self.store.commit_soon(functools.partial(self._write, self._generation, deleted))
+                self._written.add_done_callback(functools.partial(self._write_done, deleted))
+            if not _is_row(op):
+                self._deleting.update(op)  # type: ignore[arg-type]
+            self._ops.append(op)
             return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
+        with self.store.transaction() as db:
+            self._apply(db, [op])
 
-    def begin_group(self) -> None:
-        """Group commit: the changes until `commit()` share one transaction (one fsync); nothing in the group may be
-        acknowledged to anyone before commit() returns."""
-        if not self._group_open:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._group_open = True
+    def _write(self, generation: int, deleted: list[int], db: sqlite3.Connection) -> None:
+        ops, self._ops, self._written = self._ops, [], None
+        deleted.extend(seq for op in ops if not _is_row(op) for seq in op)  # type: ignore[misc]
+        if generation != self._generation:
+            raise _Undone("an earlier spool commit failed; these appends were undone with it")
+        self._apply(db, ops)
 
-    def commit(self) -> None:
-        if self._group_open:
-            self._group_open = False
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error:
-                self.abort()
-                raise
+    def _write_done(self, deleted: list[int], written: asyncio.Future[None]) -> None:
+        self._deleting.difference_update(deleted)  # committed, or back in the index after a failure
+        if written.cancelled() or written.exception() is None:
+            return
+        if not isinstance(written.exception(), _Undone):
+            # The index may hold what the failed group added: read it again from the file, and fail the appends
+            # made on top of it that are not written yet.
+            self._generation += 1
+            self._load()
 
-    def abort(self) -> None:
-        """The open group failed (a write in it, or its COMMIT): undo all of it and forget what it added, so the
-        index matches the file again; whoever waited for the group is told it failed."""
-        self._group_open = False
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
-        rows = self._db.execute("SELECT seq, length(payload), qos FROM spool ORDER BY seq").fetchall()
-        self._entries = {seq: SpoolEntry(seq, size, qos) for seq, size, qos in rows}
-        self._size = sum(entry.size for entry in self._entries.values())
-        self._in_flight &= set(self._entries)
-
-    @property
-    def group_open(self) -> bool:
-        return self._group_open
+    def flush(self) -> None:
+        """Commit the open group now."""
+        self.store.flush()
 
     def _pending(self) -> Iterator[SpoolEntry]:
         return (entry for seq, entry in self._entries.items() if seq not in self._in_flight)
@@ -244,9 +245,6 @@ class Spool:
         for seq in seqs:
             self._size -= self._entries.pop(seq).size
             self._in_flight.discard(seq)
-
-    def _delete(self, db: sqlite3.Connection, seqs: tuple[int, ...]) -> None:
-        db.executemany("DELETE FROM spool WHERE seq = ?", [(seq,) for seq in seqs])
 
     def _count_evicted(self, seqs: tuple[int, ...]) -> None:
         self.stats.evicted += len(seqs)
@@ -277,21 +275,39 @@ class Spool:
         properties: bytes | None = None,
     ) -> SpoolResult:
         """Spool one message; evictions and the insert commit in one transaction before this returns."""
+        return self._append(topic, payload, qos, retain, now_ms, online, properties, soon=False)
+
+    def append_soon(
+        self, topic: str, payload: bytes, qos: int, now_ms: int, online: bool, properties: bytes | None = None
+    ) -> tuple[SpoolResult, asyncio.Future[None] | None]:
+        """Spool one message as part of the store's group commit: the result now, and the future that is done once
+        it (and the evictions it caused) committed; no future when nothing changed."""
+        result = self._append(topic, payload, qos, False, now_ms, online, properties, soon=True)
+        return result, self._written if result.accepted or result.evicted else None
+
+    def _append(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        now_ms: int,
+        online: bool,
+        properties: bytes | None,
+        *,
+        soon: bool,
+    ) -> SpoolResult:
         if qos not in (0, 1):
             raise InvalidRequestException(f"QoS must be 0 or 1, got {qos}")
         payload = bytes(payload)
         decision = admit(self._pending(), self._size, self.policy, online=online, size=len(payload), qos=qos)
         seq: int | None = None
-        if decision.accepted or decision.evict:
-            with self._transaction() as db:
-                self._delete(db, decision.evict)
-                if decision.accepted:
-                    cursor = db.execute(
-                        "INSERT INTO spool(topic, payload, qos, retain, enqueued_ms, properties)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        (topic, payload, qos, int(retain), now_ms, properties),
-                    )
-                    seq = cursor.lastrowid
+        if decision.evict:
+            self._change(decision.evict, soon=soon)
+        if decision.accepted:
+            seq = self._next_seq
+            self._change((seq, topic, payload, qos, int(retain), now_ms, properties), soon=soon)
+            self._next_seq += 1
         self._count_evicted(decision.evict)
         self._forget(decision.evict)
         if seq is None:
@@ -306,11 +322,12 @@ class Spool:
         """Up to `limit` pending messages, oldest first, leaving out those in flight. Changes nothing."""
         if limit <= 0 or not self._entries:
             return []
-        # The first limit + len(in flight) rows hold at least `limit` pending ones, if there are that many.
-        rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM spool ORDER BY seq LIMIT ?", (limit + len(self._in_flight),)
-        ).fetchall()
-        pending = (row for row in rows if row[0] not in self._in_flight)
+        # The first limit + len(in flight) + len(deleting) rows hold at least `limit` pending ones, if there are that
+        # many: the file still has rows whose delete is not committed yet, which the index has forgotten.
+        skip = len(self._in_flight) + len(self._deleting)
+        rows = self.store.query(f"SELECT {_COLUMNS} FROM spool ORDER BY seq LIMIT ?", (limit + skip,))
+        entries, in_flight = self._entries, self._in_flight
+        pending = (row for row in rows if row[0] in entries and row[0] not in in_flight)
         return [
             SpooledMessage(s, t, bytes(p), q, bool(r), ms, None if props is None else bytes(props))
             for s, t, p, q, r, ms, props in pending
@@ -328,8 +345,16 @@ class Spool:
         """Delete delivered messages in one transaction; returns how many were still stored (evicted ones are not)."""
         known = tuple(seq for seq in dict.fromkeys(seqs) if seq in self._entries)
         if known:
-            with self._transaction() as db:
-                self._delete(db, known)
+            self._change(known, soon=False)
+            self._forget(known)
+            self.stats.acked += len(known)
+        return len(known)
+
+    def ack_soon(self, seqs: Iterable[int]) -> int:
+        """`ack` as part of the store's group commit (nobody waits: if it fails, the messages are pending again)."""
+        known = tuple(seq for seq in dict.fromkeys(seqs) if seq in self._entries)
+        if known:
+            self._change(known, soon=True)
             self._forget(known)
             self.stats.acked += len(known)
         return len(known)
@@ -338,15 +363,16 @@ class Spool:
         """The cloud link dropped: delete the pending QoS 0 messages the policy does not keep offline; returns them."""
         dropped = dropped_on_interrupt(self._pending(), self.policy)
         if dropped:
-            with self._transaction() as db:
-                self._delete(db, dropped)
+            self._change(dropped, soon=False)
             self._count_evicted(dropped)
             self._forget(dropped)
         return dropped
 
     def close(self) -> None:
-        self.commit()
-        self._db.close()
+        if self._own_store:
+            self.store.close()
+        else:
+            self.store.flush()
 
     def __enter__(self) -> Spool:
         return self
@@ -355,3 +381,26 @@ class Spool:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def import_legacy_spool(store: Store, path: Path) -> int:
+    """Move the messages of a spool file an earlier version kept apart (`spool.db`) into the store's spool table,
+    then rename the file so it is read only once. Returns how many messages moved."""
+    if not path.exists():
+        return 0
+    old = sqlite3.connect(str(path))
+    try:
+        columns = {row[1] for row in old.execute("PRAGMA table_info(spool)")}
+        props = "properties" if "properties" in columns else "NULL"
+        rows = old.execute(f"SELECT seq, topic, payload, qos, retain, enqueued_ms, {props} FROM spool ORDER BY seq")
+        moved = rows.fetchall() if columns else []
+    finally:
+        old.close()
+    with store.transaction() as db:
+        top = db.execute("SELECT coalesce(max(seq), 0) FROM spool").fetchone()[0]
+        # Keep their order ahead of anything spooled since: renumber after the store's own rows if needed.
+        shift = max(0, int(top) + 1 - (moved[0][0] if moved else 0))
+        db.executemany(_INSERT, [(seq + shift, *rest) for seq, *rest in moved])
+    path.rename(path.with_name(path.name + ".imported"))
+    log.info("moved %d spooled message(s) from %s into the edge store", len(moved), path)
+    return len(moved)

@@ -34,9 +34,6 @@ log = logging.getLogger("edgesim.edge.sync")
 Pair = tuple[str, str | None]
 Side = Literal["local", "cloud"]
 
-_SCHEMA = """CREATE TABLE IF NOT EXISTS edge_shadow_sync (
-    thing TEXT NOT NULL, shadow TEXT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (thing, shadow))"""
-
 
 class ShadowSyncer:
     def __init__(
@@ -54,7 +51,6 @@ class ShadowSyncer:
         self.local = local
         self.cloud = cloud
         self.store = store
-        store.db.execute(_SCHEMA)
         self.states: dict[Pair, SyncState] = dict.fromkeys(self.pairs, SyncState())
         for row in store.query("SELECT thing, shadow, state FROM edge_shadow_sync"):
             pair = (row["thing"], row["shadow"] or None)

@@ -20,12 +20,6 @@ THING_MODES = ("OFF", "REGISTRY", "REGISTRY_AND_SHADOW")
 CONNECTIVITY_MODES = ("OFF", "STATUS")
 QUERY_VERSION = "2017-09-30"
 MAX_RESULTS = 500
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS fleet_indexing (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS dynamic_thing_groups (
-    name TEXT PRIMARY KEY, query TEXT NOT NULL, index_name TEXT NOT NULL, query_version TEXT NOT NULL
-)
-"""
 
 Connectivity = Callable[[str], dict[str, Any]]
 
@@ -34,11 +28,7 @@ class FleetIndex:
     def __init__(self, store: Store, registry: Any, connectivity: Connectivity) -> None:
         self.store = store
         self.registry = registry
-        self.connectivity = connectivity
-        with store.transaction() as db:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+        self.connectivity = connectivity  # the tables come from gateway.store's migrations
 
     # ---- configuration
     def configuration(self) -> dict[str, Any]:

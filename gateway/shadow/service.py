@@ -1,11 +1,14 @@
 """The shadow service: load → pure document rules → commit → publish, for MQTT topics and the REST API.
 
-MQTT requests that arrive in one event-loop turn are applied in order and committed together (group commit):
-one fsync per batch, and every `/accepted` goes out only after its change is on disk.
+MQTT requests that arrive in one event-loop turn are applied in order as one write of the store's group commit
+(`Store.commit_soon`): every `/accepted` goes out only after its change is on disk. A batch whose commit failed is
+retried request by request, each in its own transaction, so one bad request fails only its sender.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 from collections import OrderedDict
@@ -41,6 +44,8 @@ Key = tuple[str, str]  # (thing, shadow name or "" for the classic shadow)
 Pending = tuple[ShadowTopic, bytes, "tuple[int, str] | None", "dict[int, Any] | None"]
 # (topic, document, the request's MQTT 5 correlation properties for its own reply or None)
 Outgoing = list[tuple[str, Any, "dict[int, Any] | None"]]
+# (the requests of one group write, the counters before it: restored when it is retried one by one)
+Batch = tuple[list[Pending], dict[str, int], dict[int, int]]
 
 
 _dumps = jsonutil.dumps
@@ -84,6 +89,7 @@ class ShadowService:
         self.cache_size = cache_size
         self._cache: OrderedDict[Key, ShadowState | None] = OrderedDict()
         self._pending: list[Pending] = []
+        self._batches: dict[asyncio.Future[Outgoing], list[Batch]] = {}  # group writes not yet answered
         self._inflight: dict[str, int] = {}
         self.max_inflight = max_inflight
         self.stats = {"updates": 0, "gets": 0, "deletes": 0, "rejected": 0}
@@ -173,7 +179,10 @@ class ShadowService:
             return
         if not self._pending:
             self._inflight.clear()
-            self.broker.loop.call_soon(self.flush)
+            box: list[Batch] = []
+            written = self.store.commit_soon(functools.partial(self._write_batch, box))
+            self._batches[written] = box
+            written.add_done_callback(self._batch_done)
         reply = _reply_properties(message.properties)
         if message.client_id is not None:
             # AWS answers 429 past 10 requests in flight on one connection; a batch's requests all are.
@@ -184,47 +193,63 @@ class ShadowService:
                 return
         self._pending.append((topic, message.payload, None, reply))
 
-    def flush(self) -> None:
+    def _write_batch(self, box: list[Batch], db: object) -> Outgoing:
+        """The store's group write: apply the requests received so far; their replies go out once it committed."""
         batch, self._pending = self._pending, []
-        if not batch:
+        box.append((batch, dict(self.stats), dict(self.rejections)))
+        return self._apply(batch)
+
+    def flush(self) -> None:
+        """Commit the requests received so far and publish their replies now (REST keeps its order with MQTT)."""
+        self.store.flush()
+        for written in [w for w in self._batches if w.done()]:
+            self._batch_done(written)
+
+    def _batch_done(self, written: asyncio.Future[Outgoing]) -> None:
+        box = self._batches.pop(written, None)
+        if not box:
+            return  # handled by flush() already, or the write never ran
+        batch, stats, rejections = box[0]
+        if not written.cancelled() and written.exception() is None:
+            self._publish(written.result())
             return
-        stats, rejections = dict(self.stats), dict(self.rejections)
-        try:
-            out = self._commit(batch)
-        except Exception as exc:
-            # One request may have poisoned the shared commit: each again on its own, so only its sender fails.
-            log.warning("shadow batch of %d failed to commit (%s); retrying one by one", len(batch), exc)
-            self._cache.clear()  # the cache may hold changes that were rolled back
-            self.stats, self.rejections = stats, rejections  # counted again below
-            out = []
-            for item in batch:
-                try:
-                    out += self._commit([item])
-                except Exception as item_exc:
-                    self._cache.clear()
-                    topic, payload, _, reply = item
-                    log.error("shadow %s of %s failed to commit: %s", topic.operation, topic.thing, item_exc)
-                    failure = ShadowRejected(500, "Internal service failure", client_token=_token_of(payload))
-                    self._rejected(500)
-                    document = error_document(failure, None, self.clock.wall_ms() // 1000)
-                    out.append((topic.reply("rejected"), document, reply))
+        # One request may have poisoned the shared commit: each again on its own, so only its sender fails.
+        log.warning("shadow batch of %d failed to commit (%s); retrying one by one", len(batch), written.exception())
+        self._cache.clear()  # the cache may hold changes that were rolled back
+        self.stats, self.rejections = stats, rejections  # counted again below
+        out: Outgoing = []
+        for item in batch:
+            try:
+                out += self._commit([item])
+            except Exception as item_exc:
+                self._cache.clear()
+                topic, payload, _, reply = item
+                log.error("shadow %s of %s failed to commit: %s", topic.operation, topic.thing, item_exc)
+                failure = ShadowRejected(500, "Internal service failure", client_token=_token_of(payload))
+                self._rejected(500)
+                document = error_document(failure, None, self.clock.wall_ms() // 1000)
+                out.append((topic.reply("rejected"), document, reply))
         self._publish(out)
 
     def _commit(self, batch: list[Pending]) -> Outgoing:
-        """Apply requests in one transaction; the replies to publish once it has committed."""
-        out: Outgoing = []
+        """Apply requests in a transaction of their own; the replies to publish (it has committed)."""
         with self.store.transaction():
-            for topic, payload, refusal, reply in batch:
-                try:
-                    if refusal is not None:
-                        raise ShadowRejected(refusal[0], refusal[1], client_token=_token_of(payload))
-                    self._execute(topic, payload, out, reply)
-                except ShadowRejected as err:
-                    self._rejected(err.code)
-                    if err.client_token is None:
-                        err.client_token = _token_of(payload)
-                    document = error_document(err, None, self.clock.wall_ms() // 1000)
-                    out.append((topic.reply("rejected"), document, reply))
+            return self._apply(batch)
+
+    def _apply(self, batch: list[Pending]) -> Outgoing:
+        """Apply requests inside the caller's transaction; the replies to publish once it has committed."""
+        out: Outgoing = []
+        for topic, payload, refusal, reply in batch:
+            try:
+                if refusal is not None:
+                    raise ShadowRejected(refusal[0], refusal[1], client_token=_token_of(payload))
+                self._execute(topic, payload, out, reply)
+            except ShadowRejected as err:
+                self._rejected(err.code)
+                if err.client_token is None:
+                    err.client_token = _token_of(payload)
+                document = error_document(err, None, self.clock.wall_ms() // 1000)
+                out.append((topic.reply("rejected"), document, reply))
         return out
 
     # ---- REST (iot-data)

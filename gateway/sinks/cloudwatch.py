@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,41 +101,29 @@ class CloudWatchSink:
         if self._flushed is not None:
             return
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:
-            self._write()
+            with self.store.transaction() as db:
+                self._write(db)
             return
-        self._flushed = loop.create_future()
-        loop.call_soon(self._flush)
+        self._flushed = self.store.commit_soon(self._write)
 
-    def _flush(self) -> None:
-        done, self._flushed = self._flushed, None
-        try:
-            self._write()
-        except Exception as exc:  # nothing pending was committed: every waiter hears it
-            log.exception("CloudWatch commit failed")
-            if done is not None and not done.done():
-                done.set_exception(exc)
-                done.exception()
-            return
-        if done is not None and not done.done():
-            done.set_result(None)
-
-    def _write(self) -> None:
+    def _write(self, db: sqlite3.Connection) -> None:
+        """One write of the store's group commit (its waiters all fail if that commit fails)."""
+        self._flushed = None
         logs, self._logs = self._logs, []
         points, self._points = self._points, []
-        with self.store.transaction() as db:
-            db.executemany(
-                "INSERT INTO cloudwatch_log_events(log_group, timestamp_ms, message) VALUES (?,?,?)",
-                [(e.group, e.timestamp_ms, e.message) for e in logs],
-            )
-            db.executemany(
-                "INSERT INTO cloudwatch_datapoints(namespace, name, value, unit, timestamp_ms) VALUES (?,?,?,?,?)",
-                [(p.namespace, p.name, p.value, p.unit, p.timestamp_ms) for p in points],
-            )
-            for table in ("cloudwatch_log_events", "cloudwatch_datapoints"):
-                if logs if table == "cloudwatch_log_events" else points:
-                    db.execute(f"DELETE FROM {table} WHERE seq <= (SELECT MAX(seq) FROM {table}) - ?", (KEEP_ROWS,))
+        db.executemany(
+            "INSERT INTO cloudwatch_log_events(log_group, timestamp_ms, message) VALUES (?,?,?)",
+            [(e.group, e.timestamp_ms, e.message) for e in logs],
+        )
+        db.executemany(
+            "INSERT INTO cloudwatch_datapoints(namespace, name, value, unit, timestamp_ms) VALUES (?,?,?,?,?)",
+            [(p.namespace, p.name, p.value, p.unit, p.timestamp_ms) for p in points],
+        )
+        for table in ("cloudwatch_log_events", "cloudwatch_datapoints"):
+            if logs if table == "cloudwatch_log_events" else points:
+                db.execute(f"DELETE FROM {table} WHERE seq <= (SELECT MAX(seq) FROM {table}) - ?", (KEEP_ROWS,))
 
     # ---- reading (CLI, dashboard)
     def log_events(self, group: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

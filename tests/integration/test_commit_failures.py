@@ -240,7 +240,7 @@ def test_edge_spool_group_that_fails_to_commit_acknowledges_nothing_it_lost(gw: 
     edge = EdgeProcess(tmp_path, gw).start()
     try:
         edge.offline()  # everything bridged stays in the spool
-        con = sqlite3.connect(edge.home / "spool.db", isolation_level=None, timeout=10)
+        con = sqlite3.connect(edge.home / "edge.db", isolation_level=None, timeout=10)
         # RAISE(ROLLBACK) undoes the whole open group: what other devices appended in the same loop turn is gone too,
         # so the group's COMMIT fails and none of its waiters may be acknowledged.
         con.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import tempfile
 from collections.abc import Iterator
@@ -25,8 +26,10 @@ from gateway.edge.spool import (
     REASON_FULL,
     REASON_QOS0_OFFLINE,
     REASON_TOO_LARGE,
+    import_legacy_spool,
 )
 from gateway.errors import InvalidRequestException
+from gateway.store import Store
 
 T0 = 1_700_000_000_000
 REJECT_NEW = SpoolPolicy(max_size_bytes=100)
@@ -361,9 +364,9 @@ def test_rejects_qos2(tmp_path: Path) -> None:
         spool.append("dt/x", b"1", 2, False, T0, True)
 
 
-def test_mqtt5_properties_are_kept_and_an_old_spool_file_gains_the_column(tmp_path: Path) -> None:
-    path = tmp_path / "edge.db"
-    old = sqlite3.connect(str(path))
+def test_mqtt5_properties_are_kept_and_an_old_spool_file_moves_into_the_store(tmp_path: Path) -> None:
+    legacy = tmp_path / "spool.db"
+    old = sqlite3.connect(str(legacy))
     old.execute(
         "CREATE TABLE spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,"
         " qos INTEGER NOT NULL, retain INTEGER NOT NULL, enqueued_ms INTEGER NOT NULL)"
@@ -372,9 +375,68 @@ def test_mqtt5_properties_are_kept_and_an_old_spool_file_gains_the_column(tmp_pa
     old.execute("PRAGMA user_version=1")
     old.commit()
     old.close()
+    store = Store(tmp_path / "edge.db")
+    assert import_legacy_spool(store, legacy) == 1
+    assert not legacy.exists() and import_legacy_spool(store, legacy) == 0  # read once
     block = b"\x05\x03\x00\x02hi"  # an encoded property block: Content Type "hi"
-    with Spool(path, SpoolPolicy()) as spool:
-        spool.append("dt/new", b"2", 1, False, T0, True, block)
-        assert [(m.topic, m.properties) for m in spool.peek(10)] == [("dt/old", None), ("dt/new", block)]
-    with Spool(path, SpoolPolicy()) as reopened:
+    spool = Spool(store, SpoolPolicy())
+    spool.append("dt/new", b"2", 1, False, T0, True, block)
+    assert [(m.topic, m.properties) for m in spool.peek(10)] == [("dt/old", None), ("dt/new", block)]
+    spool.close()
+    store.close()
+    with Spool(tmp_path / "edge.db", SpoolPolicy()) as reopened:
         assert [m.properties for m in reopened.peek(10)] == [None, block]
+
+
+def test_appends_of_one_turn_share_the_store_commit_and_a_failed_one_acknowledges_none(tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db")
+    spool = Spool(store, SpoolPolicy())
+
+    async def scenario() -> None:
+        commits = store.commits
+        first, done = spool.append_soon("dt/a", b"1", 1, T0, True)
+        second, same = spool.append_soon("dt/b", b"2", 1, T0, True)
+        assert done is same and done is not None and first.seq is not None and second.seq is not None
+        await done
+        assert store.commits == commits + 1 and [m.topic for m in spool.peek(10)] == ["dt/a", "dt/b"]
+        # A trigger that rolls the open group back makes its write fail: none of its appends is acknowledged.
+        store.db.execute(
+            "CREATE TRIGGER poison BEFORE INSERT ON spool WHEN NEW.topic = 'dt/doomed' "
+            "BEGIN SELECT RAISE(ROLLBACK, 'injected'); END"
+        )
+        _, fine = spool.append_soon("dt/fine", b"3", 1, T0, True)
+        _, doomed = spool.append_soon("dt/doomed", b"4", 1, T0, True)
+        assert fine is doomed and fine is not None
+        with pytest.raises(sqlite3.Error):
+            await fine
+        await asyncio.sleep(0)  # the spool reloads its index
+        assert spool.depth == 2 and [m.topic for m in spool.peek(10)] == ["dt/a", "dt/b"]
+        store.db.execute("DROP TRIGGER poison")
+        result, later = spool.append_soon("dt/later", b"5", 1, T0, True)
+        assert later is not None
+        await later
+        assert result.seq is not None and result.seq > second.seq  # seqs are never reused
+        assert [m.topic for m in spool.peek(10)] == ["dt/a", "dt/b", "dt/later"]
+
+    asyncio.run(scenario())
+    spool.close()
+    store.close()
+
+
+def test_acked_messages_are_not_peeked_again_while_their_delete_commits(tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db")
+    spool = Spool(store, SpoolPolicy())
+    seqs = [put(spool, f"dt/{i}", b"x") for i in range(3)]
+
+    async def scenario() -> None:
+        spool.mark_in_flight(seqs[:2])
+        assert spool.ack_soon(seqs[:2]) == 2
+        assert [m.seq for m in spool.peek(1)] == [seqs[2]]  # the rows are still in the file until the commit
+        await asyncio.sleep(0.05)
+        store.flush()
+        assert [m.seq for m in spool.peek(10)] == [seqs[2]] and spool.depth == 1
+
+    asyncio.run(scenario())
+    spool.close()
+    assert [row[0] for row in store.query("SELECT seq FROM spool")] == [seqs[2]]
+    store.close()

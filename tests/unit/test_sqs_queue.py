@@ -469,12 +469,12 @@ def test_no_double_delivery_and_nothing_lost(ops: list[tuple[str, int, int]], is
     assert not (seen & gone)
 
 
-def _apply(rows: dict[str, dict[str, object]], q: Queue) -> None:
+def _apply(rows: dict[str, list[object]], q: Queue) -> None:
     changes = q.drain_changes()
     if changes.purged:
         rows.clear()
     for raw in changes.upserts:
-        rows[str(raw["message_id"])] = raw
+        rows[str(raw[0])] = raw
     for mid in changes.removed:
         rows.pop(mid, None)
 
@@ -489,7 +489,7 @@ def test_incremental_rows_mirror_the_queue(ops: list[tuple[str, int, int]], is_f
         if is_fifo
         else std(MessageRetentionPeriod="600")
     )
-    rows: dict[str, dict[str, object]] = {}
+    rows: dict[str, list[object]] = {}
     handles: list[str] = []
     now = T0
     for n, (op, a, b) in enumerate(ops):
@@ -512,7 +512,7 @@ def test_incremental_rows_mirror_the_queue(ops: list[tuple[str, int, int]], is_f
             with contextlib.suppress(PurgeQueueInProgress):
                 q.purge(now=now)
         _apply(rows, q)
-    assert rows == {m["message_id"]: m for m in q.messages_state()}
+    assert rows == {m[0]: m for m in q.messages_state()}
     rebuilt = Queue.from_state(json.loads(json.dumps(q.to_state())), json.loads(json.dumps(list(rows.values()))))
     assert rebuilt.drain_changes().upserts == []  # loaded from rows: nothing to write back
     assert rebuilt.counts(now=now) == q.counts(now=now)

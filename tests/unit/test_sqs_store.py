@@ -43,10 +43,10 @@ def test_one_commit_per_loop_turn_and_changes_survive_reopen(tmp_path: Path) -> 
         await svc.durable()
         for i in range(50):
             svc.send_message(url, SendEntry(body=f"m{i}"))
-        changes_before = store.db.total_changes
+        changes_before = store.total_changes
         await svc.durable()
         # 50 sends in one turn: one flush wrote 50 message rows and the queue row once.
-        assert store.db.total_changes - changes_before == 51
+        assert store.total_changes - changes_before == 51
         got = await svc.receive_message(url, 10)
         for m in got[:4]:
             svc.delete_message(url, m.receipt_handle)

@@ -7,11 +7,11 @@ import base64
 import json
 import os
 import re
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.clock import Clock
-from gateway.errors import AwsError
 from gateway.sinks.kinesis.exceptions import (
     InvalidArgumentException,
     KinesisResourceNotFoundException,
@@ -23,6 +23,8 @@ from gateway.sinks.kinesis.iterators import decode_iterator, encode_iterator
 from gateway.sinks.kinesis.shards import SequenceNumbers, Shard, ShardMap, parse_sequence
 from gateway.store import Store
 
+_COUNTER_LIMIT = SequenceNumbers.MAX_COUNTER + 1
+_INSERT = "INSERT INTO kinesis_records(stream, shard, seq, partition_key, data, arrival_ms) VALUES (?,?,?,?,?,?)"
 STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
 MAX_RECORD_BYTES = 1024 * 1024
 MAX_PUT_RECORDS = 500
@@ -121,7 +123,9 @@ class KinesisService:
         self.enforce_limits = enforce_limits
         self._secret = os.urandom(32)  # iterators from a previous run are invalid, as AWS's expire anyway
         self._usage: dict[tuple[str, int], list[int]] = {}
-        self._group: list[tuple[str, bytes, str, asyncio.Future[dict[str, Any]]]] = []
+        # Rule-action records not yet written, and the store's future for the write that will take them all.
+        self._rows: list[tuple[str, int, str, str, bytes, int]] = []
+        self._rows_committed: asyncio.Future[None] | None = None
         self.streams: dict[str, Stream] = {}
         self.throttles: dict[str, int] = {}  # stream -> writes refused by the per-shard quota
         for row in store.query("SELECT name, state FROM kinesis_streams"):
@@ -146,12 +150,12 @@ class KinesisService:
             "INSERT OR REPLACE INTO kinesis_streams(name, state) VALUES (?,?)", (stream.name, stream.state_json())
         )
 
-    def _charge(self, stream: Stream, shard: Shard, size: int) -> bool:
+    def _charge(self, stream: Stream, number: int, size: int) -> bool:
         """Per-shard write quota: 1,000 records or 1 MiB per second (AWS's limits; off with enforce_limits)."""
         if not self.enforce_limits:
             return True
         second = self.clock.wall_ms() // 1000
-        usage = self._usage.setdefault((stream.name, shard.number), [second, 0, 0])
+        usage = self._usage.setdefault((stream.name, number), [second, 0, 0])
         if usage[0] != second:
             usage[:] = [second, 0, 0]
         if usage[1] + 1 > SHARD_RECORDS_PER_S or usage[2] + size > SHARD_BYTES_PER_S:
@@ -160,9 +164,10 @@ class KinesisService:
         usage[2] += size
         return True
 
-    def _append(
+    def _place(
         self, stream: Stream, data: bytes, partition_key: str, explicit_hash_key: str | None, now_ms: int
-    ) -> tuple[Shard, int]:
+    ) -> tuple[Shard, int, tuple[str, int, str, str, bytes, int]]:
+        """Check a record and give it its shard and sequence number; the row to insert for it."""
         if not 1 <= len(partition_key) <= 256:
             raise InvalidArgumentException("PartitionKey must be between 1 and 256 characters long")
         if len(data) + len(partition_key.encode()) > MAX_RECORD_BYTES:
@@ -170,18 +175,24 @@ class KinesisService:
                 f"Record size exceeds the maximum of {MAX_RECORD_BYTES} bytes (data plus partition key)"
             )
         shard = stream.shards.shard_for_key(partition_key, explicit_hash_key)
-        if not self._charge(stream, shard, len(data) + len(partition_key)):
+        number = shard.number
+        if not self._charge(stream, number, len(data) + len(partition_key)):
             self.throttles[stream.name] = self.throttles.get(stream.name, 0) + 1
             raise ProvisionedThroughputExceededException(
                 f"Rate exceeded for shard {shard.shard_id} in stream {stream.name} under account {self.account}."
             )
-        counter = stream.counters.get(shard.number, 1)
-        stream.counters[shard.number] = counter + 1
-        seq = SequenceNumbers.for_shard(shard, counter)
-        self.store.db.execute(
-            "INSERT INTO kinesis_records(stream, shard, seq, partition_key, data, arrival_ms) VALUES (?,?,?,?,?,?)",
-            (stream.name, shard.number, str(seq), partition_key, data, now_ms),
-        )
+        counter = stream.counters.get(number, 1)
+        stream.counters[number] = counter + 1
+        # SequenceNumbers.for_shard without decoding the shard's number again: the counter is the low digits.
+        start = shard.starting_sequence
+        seq = start - start % _COUNTER_LIMIT + counter
+        return shard, seq, (stream.name, number, str(seq), partition_key, data, now_ms)
+
+    def _append(
+        self, stream: Stream, data: bytes, partition_key: str, explicit_hash_key: str | None, now_ms: int
+    ) -> tuple[Shard, int]:
+        shard, seq, row = self._place(stream, data, partition_key, explicit_hash_key, now_ms)
+        self.store.db.execute(_INSERT, row)
         return shard, seq
 
     # ---- streams
@@ -366,40 +377,21 @@ class KinesisService:
         return {"ShardId": shard.shard_id, "SequenceNumber": str(seq), **_encryption_type(stream)}
 
     async def put_record_durable(self, name: str, data: bytes, partition_key: str) -> dict[str, Any]:
-        """PutRecord for rule actions with group commit: every record appended in one event-loop turn shares one
-        transaction (one fsync); each caller resumes once its record is committed."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        if not self._group:
-            loop.call_soon(self._commit_group)
-        self._group.append((name, data, partition_key, future))
-        return await future
+        """PutRecord for rule actions: the record is checked and numbered now, and written with every other record
+        of the loop turn (one INSERT for all of them) through the store's group commit; this returns once the
+        record is committed, and raises the commit's error if it was not."""
+        stream = self._stream(name)
+        shard, seq, row = self._place(stream, data, partition_key, None, self.clock.wall_ms())
+        self._rows.append(row)
+        committed = self._rows_committed
+        if committed is None:
+            committed = self._rows_committed = self.store.commit_soon(self._write_rows)
+        await committed  # shared with the turn's other records; a store commit future cannot be cancelled
+        return {"ShardId": shard.shard_id, "SequenceNumber": str(seq)}
 
-    def _commit_group(self) -> None:
-        batch, self._group = self._group, []
-        now = self.clock.wall_ms()
-        outcomes: list[tuple[asyncio.Future[dict[str, Any]], dict[str, Any] | AwsError]] = []
-        try:
-            with self.store.transaction():
-                for name, data, key, future in batch:
-                    try:
-                        stream = self._stream(name)
-                        shard, seq = self._append(stream, data, key, None, now)
-                        outcomes.append((future, {"ShardId": shard.shard_id, "SequenceNumber": str(seq)}))
-                    except AwsError as exc:
-                        outcomes.append((future, exc))
-        except Exception as exc:  # the commit failed: nobody's record is durable
-            for _, _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for future, outcome in outcomes:
-            if future.done():
-                continue
-            if isinstance(outcome, AwsError):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+    def _write_rows(self, db: sqlite3.Connection) -> None:
+        rows, self._rows, self._rows_committed = self._rows, [], None
+        db.executemany(_INSERT, rows)
 
     def put_records(self, name: str | None, records: list[dict[str, Any]], arn: str | None = None) -> dict[str, Any]:
         stream = self._stream(name, arn)

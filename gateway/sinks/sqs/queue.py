@@ -69,7 +69,7 @@ class Message:
 @dataclass(frozen=True, slots=True)
 class QueueChanges:
     purged: bool
-    upserts: list[dict[str, Any]]
+    upserts: list[list[Any]]  # message rows (`message_row`): the message id first
     removed: list[str]
 
 
@@ -589,19 +589,19 @@ class Queue:
             "dedup": [[list(key), *self._dedup[key]] for _, key in self._dedup_order if key in self._dedup],
         }
 
-    def messages_state(self) -> list[dict[str, Any]]:
-        return [_message_to_json(m) for m in sorted(self._messages.values(), key=lambda m: m.seq)]
+    def messages_state(self) -> list[list[Any]]:
+        return [message_row(m) for m in sorted(self._messages.values(), key=lambda m: m.seq)]
 
     def drain_changes(self) -> QueueChanges:
         """The messages added, changed and removed since the last call, for the shell to persist as rows."""
         changed, self._changed = self._changed, {}
         purged, self._purged = self._purged, False
-        upserts = [_message_to_json(m) for m in changed.values() if m is not None]
+        upserts = [message_row(m) for m in changed.values() if m is not None]
         removed = [mid for mid, m in changed.items() if m is None]
         return QueueChanges(purged, upserts, removed)
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any], messages: Iterable[Mapping[str, Any]] = ()) -> Queue:
+    def from_state(cls, state: Mapping[str, Any], messages: Iterable[Mapping[str, Any] | list[Any]] = ()) -> Queue:
         attrs = parse_queue_attributes(state["name"], state["attributes"])
         queue = cls(
             state["name"], state["arn"], attrs, state["fifo"], created_at=state["created_at"], id_seed=state["id_seed"]
@@ -611,8 +611,7 @@ class Queue:
         for key, mid, seqnum, expires in state["dedup"]:
             queue._dedup[(key[0], key[1])] = (mid, seqnum, expires)
             queue._dedup_order.append((expires, (key[0], key[1])))
-        for raw in sorted([*state.get("messages", ()), *messages], key=lambda m: int(m["seq"])):
-            msg = _message_from_json(raw)
+        for msg in sorted(map(_message_from_json, [*state.get("messages", ()), *messages]), key=lambda m: m.seq):
             queue._insert(msg, queue._now)
             if msg.state == INFLIGHT and msg.group_id is not None and queue.fifo:
                 queue._groups[msg.group_id].batch.append(msg.message_id)
@@ -639,15 +638,25 @@ def _attr_from_json(raw: Mapping[str, str]) -> MessageAttribute:
     return MessageAttribute(raw["DataType"], string_value=raw["StringValue"])
 
 
-def _message_to_json(msg: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {f.name: getattr(msg, f.name) for f in fields(Message)}
-    out["attributes"] = {k: _attr_to_json(v) for k, v in msg.attributes.items()}
-    out["system_attributes"] = {k: _attr_to_json(v) for k, v in msg.system_attributes.items()}
-    return out
+_MESSAGE_FIELDS = tuple(f.name for f in fields(Message))  # computed once: fields() is slow per message
+_ATTRIBUTES = _MESSAGE_FIELDS.index("attributes")
+_SYSTEM_ATTRIBUTES = _MESSAGE_FIELDS.index("system_attributes")
 
 
-def _message_from_json(raw: Mapping[str, Any]) -> Message:
-    values = dict(raw)
-    values["attributes"] = {k: _attr_from_json(v) for k, v in raw["attributes"].items()}
-    values["system_attributes"] = {k: _attr_from_json(v) for k, v in raw["system_attributes"].items()}
+def message_row(msg: Message) -> list[Any]:
+    """A message as a JSON-compatible list in field order (message id first): half the bytes of an object and
+    quicker to encode, for the one row per message the shell stores."""
+    row = [getattr(msg, name) for name in _MESSAGE_FIELDS]
+    row[_ATTRIBUTES] = {k: _attr_to_json(v) for k, v in msg.attributes.items()} if msg.attributes else {}
+    row[_SYSTEM_ATTRIBUTES] = (
+        {k: _attr_to_json(v) for k, v in msg.system_attributes.items()} if msg.system_attributes else {}
+    )
+    return row
+
+
+def _message_from_json(raw: Mapping[str, Any] | list[Any]) -> Message:
+    """A message from its row (`message_row`) or from the object form earlier versions stored."""
+    values = dict(zip(_MESSAGE_FIELDS, raw, strict=True)) if isinstance(raw, list) else dict(raw)
+    values["attributes"] = {k: _attr_from_json(v) for k, v in values["attributes"].items()}
+    values["system_attributes"] = {k: _attr_from_json(v) for k, v in values["system_attributes"].items()}
     return Message(**values)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
@@ -55,6 +56,10 @@ class SendEntry:
         return total
 
 
+class _Undone(sqlite3.OperationalError):
+    """Changes made on top of a failed commit's in-memory state, failed with it (never acknowledged)."""
+
+
 def _no_queue() -> QueueDoesNotExist:
     return QueueDoesNotExist("The specified queue does not exist.")
 
@@ -78,7 +83,8 @@ class SqsService:
         self.queues: dict[str, Queue] = {}
         self._wakers: dict[str, asyncio.Event] = {}
         self._dirty: dict[str, Queue] = {}
-        self._flushed: asyncio.Future[None] | None = None
+        self._flushed: asyncio.Future[None] | None = None  # the store's write that takes the dirty queues
+        self._poisoned = False  # an earlier commit failed: the pending write must fail too
         self.moves = MessageMoves(self)
         for row in store.query("SELECT name, state FROM sqs_queues"):
             rows = store.query("SELECT state FROM sqs_messages WHERE queue=?", (row["name"],))
@@ -125,39 +131,47 @@ class SqsService:
             self._wake(queue.name)
 
     def _save(self, *queues: Queue) -> None:
-        """Mark queues changed; the next flush (scheduled on the running loop) persists them."""
+        """Mark queues changed; their rows are written by one store write per loop turn (the group commit)."""
         for queue in queues:
             self._dirty[queue.name] = queue
         if self._flushed is None:
             try:
-                loop = asyncio.get_running_loop()
+                asyncio.get_running_loop()
             except RuntimeError:  # no loop (scripts, tests of the service): write through
                 with self.store.transaction() as db:
                     self._flush_into(db)
                 return
-            self._flushed = loop.create_future()
-            loop.call_soon(self._flush)
+            written: list[str] = []
+            self._flushed = self.store.commit_soon(functools.partial(self._write, written))
+            self._flushed.add_done_callback(functools.partial(self._after_commit, written))
+
+    def _write(self, written: list[str], db: sqlite3.Connection) -> None:
+        self._flushed = None  # changes from now on go into the next write
+        if self._poisoned:
+            raise _Undone("an earlier SQS commit failed; these changes were undone with it")
+        written.extend(self._dirty)
+        self._flush_into(db)
+
+    def _after_commit(self, written: list[str], done: asyncio.Future[None]) -> None:
+        if done.cancelled() or done.exception() is None:
+            return
+        # Nobody's change is durable. Changes made since (their write not run yet) were made on the same in-memory
+        # queues: that write fails too, so nothing is acknowledged that the reload below undoes.
+        log.error("SQS commit of %d queue(s) failed: %s", len(written), done.exception())
+        names = [*written, *self._dirty]
+        self._dirty = {}
+        if self._flushed is not None and not isinstance(done.exception(), _Undone):
+            self._poisoned = True
+            self._flushed.add_done_callback(self._unpoison)
+        self._reload(list(dict.fromkeys(names)))
+
+    def _unpoison(self, _: asyncio.Future[None]) -> None:
+        self._poisoned = False
 
     async def durable(self) -> None:
         """Wait until every change made so far is committed (returns at once when nothing is pending)."""
         if self._flushed is not None:
-            await asyncio.shield(self._flushed)
-
-    def _flush(self) -> None:
-        done, self._flushed = self._flushed, None
-        names = list(self._dirty)
-        try:
-            with self.store.transaction() as db:
-                self._flush_into(db)
-        except Exception as exc:  # nobody's change is durable: every waiter hears about it
-            log.error("SQS commit of %d queue(s) failed: %s", len(names), exc)
-            self._reload(names)
-            if done is not None and not done.done():
-                done.set_exception(exc)
-                done.exception()  # retrieved here too, so a flush nobody awaited does not warn
-            return
-        if done is not None and not done.done():
-            done.set_result(None)
+            await self._flushed  # shared; a store commit future cannot be cancelled
 
     def _reload(self, names: list[str]) -> None:
         """Undo in memory what a failed commit did not store: the queues as the database has them, so nothing a
@@ -181,7 +195,7 @@ class SqsService:
             if changes.upserts:
                 db.executemany(
                     "INSERT OR REPLACE INTO sqs_messages(queue, message_id, state) VALUES (?,?,?)",
-                    [(name, raw["message_id"], json.dumps(raw, separators=(",", ":"))) for raw in changes.upserts],
+                    [(name, row[0], json.dumps(row, separators=(",", ":"))) for row in changes.upserts],
                 )
             if changes.removed:
                 db.executemany(

@@ -1,0 +1,178 @@
+"""Store.commit_soon: the one group-commit owner (one COMMIT per loop turn, one failure rule)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.store import Store
+
+Write = Callable[[sqlite3.Connection], object]
+
+
+def _store(tmp_path: Path) -> Store:
+    store = Store(tmp_path / "s.db")
+    # A child row without its parent breaks a deferred foreign key: found out only at COMMIT.
+    store.db.executescript(
+        """
+        CREATE TABLE parent(id INTEGER PRIMARY KEY);
+        CREATE TABLE child(id INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);
+        CREATE TABLE a(v TEXT);
+        CREATE TABLE b(v TEXT);
+        """
+    )
+    return store
+
+
+def _insert(table: str, value: object) -> Write:
+    return lambda db: db.execute(f"INSERT INTO {table} VALUES (?)", (value,)).rowcount
+
+
+def _rows(store: Store, table: str) -> list[object]:
+    return [row[0] for row in store.query(f"SELECT * FROM {table} ORDER BY rowid")]
+
+
+def test_writes_of_different_services_in_one_turn_commit_once(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+
+    async def turn() -> list[object]:
+        futures = [store.commit_soon(_insert("a", "kinesis")), store.commit_soon(_insert("b", "sqs"))]
+        futures.append(store.commit_soon(_insert("a", "shadow")))
+        return list(await asyncio.gather(*futures))
+
+    before = store.commits
+    assert asyncio.run(turn()) == [1, 1, 1]  # each waiter gets what its write returned
+    assert store.commits == before + 1
+    store.close()
+    reopened = Store(tmp_path / "s.db")
+    assert _rows(reopened, "a") == ["kinesis", "shadow"] and _rows(reopened, "b") == ["sqs"]
+    reopened.close()
+
+
+def test_a_failed_commit_fails_every_waiter_of_its_turn_and_the_next_turn_succeeds(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+
+    async def scenario() -> None:
+        doomed = store.commit_soon(_insert("child", 7))  # fails at COMMIT, not when written
+        fine = store.commit_soon(_insert("a", "same turn"))
+        for future in (doomed, fine):
+            with pytest.raises(sqlite3.IntegrityError):
+                await future
+        assert _rows(store, "a") == [] and _rows(store, "child") == []  # nothing of the turn is stored
+        await store.commit_soon(_insert("a", "next turn"))
+
+    asyncio.run(scenario())
+    assert _rows(store, "a") == ["next turn"]
+    assert not store.db.in_transaction
+    store.close()
+
+
+def test_a_write_that_raises_fails_only_its_own_waiter(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+
+    def bad(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO a VALUES ('half done')")
+        raise ValueError("bad input")
+
+    async def scenario() -> None:
+        first = store.commit_soon(_insert("a", "before"))
+        broken = store.commit_soon(bad)
+        last = store.commit_soon(_insert("b", "after"))
+        assert await first == 1 and await last == 1
+        with pytest.raises(ValueError, match="bad input"):
+            await broken
+
+    asyncio.run(scenario())
+    assert _rows(store, "a") == ["before"] and _rows(store, "b") == ["after"]
+    store.close()
+
+
+def test_a_synchronous_transaction_commits_earlier_writes_first(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+
+    async def scenario() -> None:
+        pending = store.commit_soon(_insert("a", 1))
+        with store.transaction() as db:  # e.g. an HTTP request answered synchronously in the same turn
+            assert [r[0] for r in db.execute("SELECT v FROM a")] == ["1"]
+            db.execute("INSERT INTO a VALUES (2)")
+        assert pending.done() and pending.result() == 1
+
+    asyncio.run(scenario())
+    assert _rows(store, "a") == ["1", "2"]
+    store.close()
+
+
+def test_writes_made_while_a_commit_is_in_flight_form_the_next_group(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+
+    async def scenario() -> None:
+        first = store.commit_soon(_insert("a", "first"))
+        await asyncio.sleep(0)  # the first group is written and its COMMIT handed to the writer thread
+        later = [store.commit_soon(_insert("a", n)) for n in range(5)]
+        await asyncio.gather(first, *later)
+
+    before = store.commits
+    asyncio.run(scenario())
+    assert store.commits - before <= 2
+    assert len(_rows(store, "a")) == 6
+    store.close()
+
+
+def test_a_kinesis_record_and_an_sqs_message_of_one_turn_fail_together_and_are_not_kept(tmp_path: Path) -> None:
+    from gateway.clock import ManualClock
+    from gateway.sinks.kinesis.service import KinesisService
+    from gateway.sinks.sqs.service import SendEntry, SqsService
+
+    store = _store(tmp_path)
+    clock = ManualClock()
+    kinesis = KinesisService(store, clock, "us-east-1", "123456789012", enforce_limits=False)
+    sqs = SqsService(store, clock, "us-east-1", "123456789012", "127.0.0.1", lambda: 4566)
+    kinesis.create_stream("k", 1)
+    url = sqs.create_queue("q")["QueueUrl"]
+    # The doomed record breaks a deferred foreign key, so the turn's one COMMIT fails for both services.
+    store.db.execute(
+        "CREATE TRIGGER poison AFTER INSERT ON kinesis_records WHEN NEW.partition_key = 'doomed' "
+        "BEGIN INSERT INTO child VALUES (1); END"
+    )
+
+    async def scenario() -> None:
+        record = asyncio.ensure_future(kinesis.put_record_durable("k", b"lost", "doomed"))
+        sqs.send_message(url, SendEntry(body="lost too"))
+        with pytest.raises(sqlite3.IntegrityError):
+            await sqs.durable()
+        with pytest.raises(sqlite3.IntegrityError):
+            await record
+        assert await sqs.receive_message(url, 10) == []  # undone in memory as well
+        await kinesis.put_record_durable("k", b"kept", "fine")
+        sqs.send_message(url, SendEntry(body="kept"))
+        await sqs.durable()
+        assert [m.body for m in await sqs.receive_message(url, 10)] == ["kept"]
+
+    asyncio.run(scenario())
+    assert [bytes(r[0]) for r in store.query("SELECT data FROM kinesis_records")] == [b"kept"]
+    store.close()
+
+
+def test_a_waiter_that_is_cancelled_does_not_cancel_the_commit_it_shares(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+
+    async def scenario() -> None:
+        shared = store.commit_soon(_insert("a", "shared"))
+
+        async def waiter() -> object:
+            return await shared
+
+        impatient, patient = asyncio.ensure_future(waiter()), asyncio.ensure_future(waiter())
+        await asyncio.sleep(0)  # both wait on the shared future now
+        impatient.cancel()  # as a rule action's timeout does
+        assert await patient == 1 and not shared.cancelled()
+        with pytest.raises(asyncio.CancelledError):
+            await impatient
+
+    asyncio.run(scenario())
+    assert _rows(store, "a") == ["shared"]
+    store.close()
