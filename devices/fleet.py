@@ -19,6 +19,7 @@ from typing import Any
 
 from devices.device import ConnectRamp, SimDevice, Target
 from devices.figures import Figures
+from devices.job_agent import Downloader
 from devices.provision import DeviceFiles
 from devices.spec import DeviceSpec, expand, load_fleet
 
@@ -89,10 +90,12 @@ async def run_devices(
     ramp = ConnectRamp(options.connect_rate)
     contexts = ContextCache(options.ca)
     figures.devices += len(devices)
+    # Job files come from edgesim's S3 API: trust the fleet's CA for an https URL.
+    downloader = Downloader(contexts.get(None) if options.ca is not None else None)
     sims = []
     for spec in devices:
         context = contexts.get(options.files.get(spec.thing_name)) if options.target.tls else None
-        sims.append(SimDevice(spec, options.target, context, figures, ramp, epoch))
+        sims.append(SimDevice(spec, options.target, context, figures, ramp, epoch, downloader))
     tasks = [loop.create_task(_guarded(sim, figures), name=f"device-{sim.spec.thing_name}") for sim in sims]
     # The devices live as long as the run: keep the cyclic collector from re-walking them (tens of thousands of
     # objects per thousand devices) on every full collection.
@@ -104,6 +107,7 @@ async def run_devices(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(sim.close() for sim in sims), return_exceptions=True)
+        await downloader.close()
 
 
 def install_stop(stop: asyncio.Event, duration: float | None) -> None:
