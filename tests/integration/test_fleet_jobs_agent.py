@@ -121,8 +121,11 @@ def test_job_agents_follow_the_jobs_mqtt_api(mosquitto: int) -> None:  # noqa: F
     devices = expand(parse_fleet(FLEET))
 
     async def main() -> tuple[Figures, Responder]:
+        async def firmware(request: web.Request) -> web.Response:
+            return web.Response(body=FIRMWARE)
+
         app = web.Application()
-        app.router.add_get("/fw.bin", lambda request: web.Response(body=FIRMWARE))
+        app.router.add_get("/fw.bin", firmware)
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
