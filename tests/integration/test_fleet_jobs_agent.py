@@ -183,3 +183,19 @@ def test_job_agents_follow_the_jobs_mqtt_api(mosquitto: int) -> None:  # noqa: F
             assert cfg.status == "FAILED" and d.thing_name not in responder.shadow_reports
         for update in ota.updates + cfg.updates:
             assert all(isinstance(v, str) for v in update["statusDetails"].values())  # AWS: a map of strings
+
+    from rich.console import Console
+
+    from devices.view import summary, table
+
+    data = summary(figures, 3.0)
+    assert {k: data["jobs"][k] for k in ("in_progress", "succeeded", "failed", "reboots")} == {
+        "in_progress": 0,
+        "succeeded": 6,
+        "failed": 6,
+        "reboots": 6,
+    }
+    console = Console(width=120, record=True)
+    console.print(table(data, "jobs"))
+    shown = console.export_text()
+    assert "job executions in progress / succeeded / failed / dropped" in shown and "0 / 6 / 6 / 0" in shown
