@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 from conftest import GatewayProcess
+from playwright.sync_api import Page, expect
 from test_api_iot import client
 from test_dashboard_browser import browser, page  # noqa: F401 - fixtures
-
-from playwright.sync_api import Page, expect
 
 ROLE = "arn:aws:iam::123456789012:role/ota"
 CAMS, PLUGS = 4, 3
@@ -131,7 +130,7 @@ def campaign(gateway: GatewayProcess, tmp_path_factory: pytest.TempPathFactory) 
         yield Campaign(gateway, fleet, job, cams, plugs)
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]
 
 
@@ -180,7 +179,7 @@ def test_an_aborted_job_says_so(campaign: Campaign, page: Page) -> None:  # noqa
             "criteriaList": [
                 {"failureType": "FAILED", "action": "CANCEL", "thresholdPercentage": 50, "minNumberOfExecutedThings": 1}
             ]
-        },  # fmt: skip
+        },
     )
     wait_until(lambda: iot.describe_job(jobId=job)["job"]["status"] == "CANCELED", 30, "the abort")
     page.goto(campaign.url + f"#/jobs/{job}")
