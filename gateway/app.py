@@ -13,6 +13,7 @@ from gateway.api.fleet_api import ConnectivityTracker
 from gateway.api.front import AwsFront
 from gateway.api.greengrass import ClientDevices
 from gateway.api.https_publish import HttpsPublish
+from gateway.api.jobs_api import build as build_jobs
 from gateway.api.live import LiveFeed
 from gateway.api.rest import RestDispatcher
 from gateway.api.server import ApiServer
@@ -26,6 +27,7 @@ from gateway.datadir import DataDirLock
 from gateway.identity.authorizer import DEV_POLICY_DOCUMENT
 from gateway.identity.keystore import ensure_local_ca
 from gateway.identity.policy_doc import PolicyDocument
+from gateway.jobs.service import JobsService
 from gateway.metrics import Metrics
 from gateway.netguard import descriptor_budget, quiet_accept_errors, raise_descriptor_limit
 from gateway.registry import Registry, RegistryChange
@@ -73,6 +75,7 @@ class Gateway(Lifecycle):
     live: LiveFeed
     fleet_index: FleetIndex
     client_devices: ClientDevices
+    jobs: JobsService
     api_token: str | None = None
 
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
@@ -140,6 +143,8 @@ class Gateway(Lifecycle):
         self.rules = RulesService(self, self.rules_engine)
         self.rules.load()
         self.broker.message_hooks.append(self.rules_engine.on_message)
+        self.jobs = build_jobs(self)
+        self._tasks.append(asyncio.create_task(self.jobs.run(), name="jobs-scheduler"))
         if cfg.rules_dir is not None:
             folder = RulesFolder(self.rules, cfg.rules_dir)
             folder.sync()

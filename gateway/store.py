@@ -233,6 +233,59 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX cloudwatch_datapoints_by_metric ON cloudwatch_datapoints(namespace, name, seq);
     """,
+    # IoT Jobs: jobs, their executions, targets still waiting for the rollout, templates, event switches.
+    """
+    CREATE TABLE jobs (
+        job_id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        target_selection TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        document TEXT,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        completed_ms INTEGER,
+        started_ms INTEGER,
+        force_canceled INTEGER NOT NULL DEFAULT 0,
+        reason_code TEXT,
+        comment TEXT,
+        rollout_window INTEGER NOT NULL DEFAULT 0,
+        rollout_released INTEGER NOT NULL DEFAULT 0,
+        notified INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE job_rollout_queue (
+        job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        thing TEXT NOT NULL,
+        PRIMARY KEY (job_id, thing)
+    );
+    CREATE INDEX job_rollout_queue_order ON job_rollout_queue(job_id, seq);
+    CREATE TABLE job_executions (
+        job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+        thing TEXT NOT NULL,
+        execution_number INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        version INTEGER NOT NULL DEFAULT 1,
+        status_details TEXT NOT NULL DEFAULT '{}',
+        queued_ms INTEGER NOT NULL,
+        started_ms INTEGER,
+        updated_ms INTEGER NOT NULL,
+        step_deadline_ms INTEGER,
+        retry_attempt INTEGER NOT NULL DEFAULT 0,
+        force_canceled INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (job_id, thing, execution_number)
+    );
+    CREATE INDEX job_executions_by_thing ON job_executions(thing, status, queued_ms);
+    CREATE INDEX job_executions_by_status ON job_executions(status, job_id);
+    CREATE TABLE job_templates (
+        template_id TEXT PRIMARY KEY,
+        record TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE event_configurations (
+        event_type TEXT PRIMARY KEY,
+        enabled INTEGER NOT NULL
+    );
+    """,
 ]
 
 

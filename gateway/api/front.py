@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.api import greengrass, kinesis_fanout, sqs_query, sts
+from gateway.api import greengrass, jobs_api, kinesis_fanout, presign, sqs_query, sts
 from gateway.api import s3 as s3_api
 from gateway.api.auth import TOKEN_CHECKED
 from gateway.api.wire import json_protocol_error, signing_service
@@ -44,7 +44,11 @@ class AwsFront:
         service = signing_service(request.headers.get("Authorization")) or _presigned_service(request)
         bucket = s3_api.virtual_bucket(request.host, self.gateway.config.host)
         if service == "s3" or bucket is not None:
-            return await self.s3.handle(request, bucket, self._checked)
+            return presign.expired(request, self.gateway.clock.wall_ms()) or await self.s3.handle(
+                request, bucket, self._checked
+            )
+        if service == "iot-jobs-data":
+            return await jobs_api.handle_data_plane(request, self.gateway.jobs, self._checked)
         target = request.headers.get("X-Amz-Target")
         if target == kinesis_fanout.TARGET:
             try:

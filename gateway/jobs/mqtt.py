@@ -1,0 +1,126 @@
+"""The Jobs MQTT API: requests on `$aws/things/<thing>/jobs/...`, answers on `/accepted` and `/rejected` (with the
+clientToken echoed and, for MQTT 5, the request's correlation data)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.clock import Clock
+from gateway.errors import AwsError
+from gateway.jobs.device import DeviceJobs
+from gateway.jobs.engine import Publish
+from gateway.jobs.exceptions import JobsRejected, mqtt_code
+from gateway.messages import Message
+from mqttwire import properties as mqtt5
+
+log = logging.getLogger("edgesim.jobs")
+
+PREFIX = "$aws/things/"
+_THING = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
+_JOB = re.compile(r"[a-zA-Z0-9_-]{1,64}|\$next")
+
+
+@dataclass(frozen=True)
+class JobsTopic:
+    thing: str
+    operation: str  # "get" (pending list), "start-next", "describe", "update"
+    job_id: str | None
+    base: str  # the request topic; replies add /accepted or /rejected
+
+
+def parse_jobs_topic(topic: str) -> JobsTopic | None:
+    """A Jobs request topic, or None (replies, notifications and anything else)."""
+    if not topic.startswith(PREFIX):
+        return None
+    parts = topic[len(PREFIX) :].split("/")
+    if len(parts) < 3 or parts[1] != "jobs" or _THING.fullmatch(parts[0]) is None:
+        return None
+    thing, rest = parts[0], parts[2:]
+    if rest == ["get"]:
+        return JobsTopic(thing, "get", None, topic)
+    if rest == ["start-next"]:
+        return JobsTopic(thing, "start-next", None, topic)
+    if len(rest) == 2 and rest[1] in ("get", "update") and _JOB.fullmatch(rest[0]):
+        return JobsTopic(thing, "describe" if rest[1] == "get" else "update", rest[0], topic)
+    return None
+
+
+class JobsMqtt:
+    def __init__(self, device: DeviceJobs, clock: Clock, publish: Publish) -> None:
+        self.device = device
+        self.clock = clock
+        self.publish = publish
+        self.stats = {"requests": 0, "rejected": 0}
+
+    def on_message(self, message: Message) -> None:
+        """Broker hook: every routed message passes here; Jobs requests are answered after the current routing."""
+        if message.door == "jobs" or not message.topic.startswith(PREFIX) or "/jobs/" not in message.topic:
+            return
+        topic = parse_jobs_topic(message.topic)
+        if topic is None:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self.handle, topic, message.payload, message.properties)
+        except RuntimeError:
+            self.handle(topic, message.payload, message.properties)
+
+    def handle(self, topic: JobsTopic, payload: bytes, properties: dict[int, Any] | None) -> None:
+        self.stats["requests"] += 1
+        token: Any = None
+        try:
+            try:
+                request = json.loads(payload or b"{}")
+            except ValueError as exc:
+                raise JobsRejected("InvalidJson", f"The request is not valid UTF-8 JSON: {exc}") from exc
+            if not isinstance(request, dict):
+                raise JobsRejected("InvalidJson", "The request must be a JSON object")
+            token = request.get("clientToken")
+            if token is not None and (not isinstance(token, str) or not 1 <= len(token) <= 64):
+                token = None
+                raise JobsRejected("InvalidRequest", "clientToken must be a string of 1 to 64 characters")
+            body = self._execute(topic, request)
+            self._reply(f"{topic.base}/accepted", body, token, properties)
+        except AwsError as error:
+            self.stats["rejected"] += 1
+            rejected: dict[str, Any] = {"code": mqtt_code(error), "message": error.message}
+            state = getattr(error, "execution_state", None)
+            if state is not None:
+                rejected["executionState"] = state
+            self._reply(f"{topic.base}/rejected", rejected, token, properties)
+        except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
+            log.error("jobs %s for %s failed: %s", topic.operation, topic.thing, exc)
+            self.stats["rejected"] += 1
+            self._reply(f"{topic.base}/rejected", {"code": "InternalError", "message": "Internal service failure"},
+                        token, properties)  # fmt: skip
+
+    def _execute(self, topic: JobsTopic, request: dict[str, Any]) -> dict[str, Any]:
+        if topic.operation == "get":
+            return self.device.get_pending(topic.thing)
+        if topic.operation == "start-next":
+            return self.device.start_next(topic.thing, request)
+        assert topic.job_id is not None
+        if topic.operation == "describe":
+            return self.device.describe(topic.thing, topic.job_id, request)
+        if topic.job_id == "$next":
+            raise JobsRejected("InvalidTopic", "$next can only be described, not updated")
+        return self.device.update(topic.thing, topic.job_id, request)
+
+    def _reply(self, topic: str, body: dict[str, Any], token: Any, request_props: dict[int, Any] | None) -> None:
+        now = self.clock.wall_ms()
+        body["timestamp"] = now // 1000
+        if token is not None:
+            body["clientToken"] = token
+        payload = json.dumps(body).encode()
+        props = None
+        if request_props and mqtt5.CORRELATION_DATA in request_props:
+            props = {mqtt5.CORRELATION_DATA: request_props[mqtt5.CORRELATION_DATA]}
+        response_topic = (request_props or {}).get(mqtt5.RESPONSE_TOPIC)
+        if response_topic is not None and response_topic != topic:
+            self.publish(Message(response_topic, payload, 1, False, None, None, now, "jobs", properties=props))
+        self.publish(Message(topic, payload, 1, False, None, None, now, "jobs", properties=props))
