@@ -1,6 +1,6 @@
 """The AWS IoT Device SDK v2's jobs flows against the gateway, as its samples use them: the `iotjobs.IotJobsClient`
-agent loop of the jobs sample over MQTT 3.1.1 and the same client on an MQTT 5 client (jobs_mqtt5), and the
-request-response `IotJobsClientV2` of the current sample; jobs created with boto3."""
+agent loop of the jobs sample over MQTT 3.1.1, the same client built on an MQTT 5 client (as the jobs_mqtt5 sample
+does), and the request-response `IotJobsClientV2` of the current sample; jobs created with boto3."""
 
 from __future__ import annotations
 
@@ -76,7 +76,14 @@ class SampleAgent:
                 return
             self.working, self.waiting = True, False
         request = self.iotjobs.StartNextPendingJobExecutionRequest(thing_name=self.thing)
-        self.jobs.publish_start_next_pending_job_execution(request, self.qos).result(10)
+        # Not waited on: this runs in the client's callbacks too (the sample adds a done callback).
+        self.jobs.publish_start_next_pending_job_execution(request, self.qos).add_done_callback(self.published)
+
+    def published(self, future: Any) -> None:
+        if future.exception() is not None:
+            with self.changed:
+                self.rejections.append(f"publish failed: {future.exception()}")
+                self.changed.notify_all()
 
     def finished(self) -> None:
         with self.lock:
@@ -106,8 +113,10 @@ class SampleAgent:
             status_details={"by": "sdk-sample"},
             expected_version=execution.version_number,
         )
-        # From a thread of its own, as the sample's job_thread_fn: a callback must not wait on the client.
-        threading.Thread(target=lambda: self.jobs.publish_update_job_execution(request, self.qos).result(10)).start()
+        # From a thread of its own, as the sample's job_thread_fn.
+        threading.Thread(
+            target=lambda: self.jobs.publish_update_job_execution(request, self.qos).add_done_callback(self.published)
+        ).start()
 
     def on_update_accepted(self, response: Any) -> None:
         with self.changed:
@@ -191,7 +200,7 @@ def test_jobs_sample_on_an_mqtt5_client(gw: GatewayProcess) -> None:
     thing = f"sdkjobs5-{uuid.uuid4().hex[:8]}"
     mqtt5, stopped = mqtt5_client(gw, thing)
     try:
-        run_sample(gw, iotjobs.IotJobsClient.new_from_mqtt5_client(mqtt5), thing)
+        run_sample(gw, iotjobs.IotJobsClient(mqtt5), thing)
     finally:
         mqtt5.stop()
         stopped.result(10)
@@ -262,7 +271,6 @@ def test_request_response_jobs_client_v2(gw: GatewayProcess) -> None:
         ).result(15)
         assert described.execution.status == "SUCCEEDED"
         assert described.execution.status_details == {"step": "download"}
-        stream.close()
     finally:
         mqtt5.stop()
         stopped.result(10)
