@@ -9,7 +9,8 @@ reports progress, and ends SUCCEEDED (90%) or FAILED after 2-8 s. The things are
 API with one shared certificate and put in one thing group; the job (created with boto3, SNAPSHOT, the group as its
 target, `jobExecutionsRolloutConfig.maximumPerMinute` = R) is followed with DescribeJob every 2 s.
 
-Reported: completion time against the rollout's own bound (devices / R minutes plus one execution), the executions'
+Reported: completion time against the rollout's own bound (the last of N executions may start after ceil(N/R) - 1
+minutes; plus the longest execution), the executions'
 state counts over time, the rollout rate achieved, gateway CPU (seconds and % of one core) and RSS, and the
 simulator's own view (executions started, succeeded, failed, downloads). 10,000 devices at 1,000/min by default;
 --quick: 300 at 600/min.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -183,6 +185,7 @@ def run(s: Settings, home: Path, keep: bool) -> dict[str, Any]:
         console.log(f"{len(devices):,} things in group bench-jobs in {group_s:.1f} s")
         upload_firmware(endpoint)
         sim.start(text, f"mqtts://{HOST}:{gw.port}", mat.ca, files, s.connect_rate)
+        sim.wait_for("built_s", 120)
         status, why = sim.wait_connected(timeout_s=600, stall_s=60)
         if why is not None:
             raise RuntimeError(f"simulator: {why}: {status}")
@@ -203,7 +206,8 @@ def run(s: Settings, home: Path, keep: bool) -> dict[str, Any]:
             jobExecutionsRolloutConfig={"maximumPerMinute": s.per_minute},
         )
         followed = follow(gw, endpoint, "bench-ota", len(devices), s.timeout_s)
-        bound_s = 60.0 * len(devices) / s.per_minute
+        # maximumPerMinute lets R executions start in each minute: the last starts after ceil(N/R) - 1 minutes.
+        bound_s = 60.0 * (math.ceil(len(devices) / s.per_minute) - 1)
         results = {
             "devices": len(devices),
             "per_minute": s.per_minute,
@@ -232,7 +236,7 @@ def report(r: dict[str, Any]) -> Table:
     sim = r["simulator"].get("jobs", {})
     rows = [
         ("job status", r["status"]),
-        ("completion time / rollout bound + one execution", f"{r['completion_s']:.1f} s / {r['expected_s']:.1f} s"),
+        ("completion time / rollout bound + longest execution", f"{r['completion_s']:.1f} s / {r['expected_s']:.1f} s"),
         ("executions succeeded / failed / timed out / canceled",
          f"{final.get('succeeded', 0):,} / {final.get('failed', 0):,} / {final.get('timed_out', 0):,} / "
          f"{final.get('canceled', 0):,}"),
