@@ -53,6 +53,7 @@ class Execution:
     status: str = "QUEUED"
     version: int = 1
     updates: list[dict[str, Any]] = field(default_factory=list)
+    cancel_on_update: bool = False  # canceled (with force) while the device works on it
 
 
 class Responder:
@@ -104,8 +105,12 @@ class Responder:
             )
         else:
             e = next(e for e in self.queues[thing] if e.job == parts[4])
+            if e.cancel_on_update and e.status == "IN_PROGRESS":
+                e.status = "CANCELED"
+                self.answer(f"{base}/notify-next", {})
             if e.status != "IN_PROGRESS":
                 self.answer(f"{base}/{e.job}/update/rejected", {"code": "InvalidStateTransition", "message": "no"})
+                self.check_done()
                 return
             e.updates.append(body)
             e.status, e.version = body["status"], e.version + 1
@@ -113,8 +118,11 @@ class Responder:
             if e.status != "IN_PROGRESS":
                 following = self.next_for(thing)
                 self.answer(f"{base}/notify-next", {"execution": self.data(thing, following)} if following else {})
-            if all(e.status in ("SUCCEEDED", "FAILED") for q in self.queues.values() for e in q):
-                self.done.set()
+            self.check_done()
+
+    def check_done(self) -> None:
+        if all(e.status in ("SUCCEEDED", "FAILED", "CANCELED") for q in self.queues.values() for e in q):
+            self.done.set()
 
 
 def test_job_agents_follow_the_jobs_mqtt_api(mosquitto: int) -> None:  # noqa: F811
@@ -136,6 +144,7 @@ def test_job_agents_follow_the_jobs_mqtt_api(mosquitto: int) -> None:  # noqa: F
             d.thing_name: [
                 Execution("ota-1", {"operation": "ota", "files": [{"url": url}], "version": "2.0.0"}),
                 Execution("cfg-2", {"operation": "config", "version": 3}),
+                Execution("gone-3", {"operation": "config", "version": 4}, cancel_on_update=True),
             ]
             for d in devices
         }
@@ -146,7 +155,10 @@ def test_job_agents_follow_the_jobs_mqtt_api(mosquitto: int) -> None:  # noqa: F
         options = FleetOptions(Target("127.0.0.1", mosquitto, tls=False))
         fleet = asyncio.get_running_loop().create_task(run_devices(devices, options, figures, stop))
         try:
-            await asyncio.wait_for(responder.done.wait(), 30)
+            async with asyncio.timeout(30):
+                await responder.done.wait()
+                while figures.counters.get("jobs.update_rejected") < len(devices):  # noqa: ASYNC110 - the devices' view
+                    await asyncio.sleep(0.05)
         finally:
             stop.set()
             await fleet
@@ -156,13 +168,15 @@ def test_job_agents_follow_the_jobs_mqtt_api(mosquitto: int) -> None:  # noqa: F
 
     figures, responder = asyncio.run(main())
     counts = figures.counters.as_dict()
-    assert counts["jobs.started"] == 12
-    assert counts["jobs.succeeded"] == 6 and counts["jobs.failed"] == 6
+    assert counts["jobs.started"] == 18
+    assert counts["jobs.update_rejected"] == 6 and counts["jobs.abandoned"] == 3  # the plugs had already failed it
+    assert counts["jobs.succeeded"] == 6 and counts["jobs.failed"] == 6 + 3
     assert counts["jobs.reboots"] == 6 and counts["connects"] == 6 + 6  # every successful job restarts a cam
     assert counts["jobs.downloads"] == 6 and counts["jobs.downloaded_bytes"] == 6 * len(FIRMWARE)
     assert figures.errors() == {}
     for d in devices:
-        ota, cfg = responder.queues[d.thing_name]
+        ota, cfg, gone = responder.queues[d.thing_name]
+        assert gone.status == "CANCELED" and gone.updates == []
         progress = [u["statusDetails"].get("progress") for u in ota.updates]
         if d.type_name == "cam":
             assert progress == ["downloading", "downloaded", "installing 1/2", "installing 2/2", "rebooting", "done"]
@@ -192,10 +206,10 @@ def test_job_agents_follow_the_jobs_mqtt_api(mosquitto: int) -> None:  # noqa: F
     assert {k: data["jobs"][k] for k in ("in_progress", "succeeded", "failed", "reboots")} == {
         "in_progress": 0,
         "succeeded": 6,
-        "failed": 6,
+        "failed": 9,
         "reboots": 6,
     }
     console = Console(width=120, record=True)
     console.print(table(data, "jobs"))
     shown = console.export_text()
-    assert "job executions in progress / succeeded / failed / dropped" in shown and "0 / 6 / 6 / 0" in shown
+    assert "job executions in progress / succeeded / failed / dropped" in shown and "0 / 6 / 9 / 3" in shown
