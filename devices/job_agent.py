@@ -153,6 +153,8 @@ class JobAgent:
             execution = document.get("execution")
             if isinstance(execution, dict):
                 self._on_execution(execution)
+            elif self.rebooted_for is not None:  # the job went away while the device restarted
+                self.rebooted_for = self.current = None
         elif suffix == "start-next/rejected":
             self.awaiting_start = False
             self.figures.inc("jobs.start_rejected")
@@ -177,6 +179,7 @@ class JobAgent:
             return
         if job == self.current:
             return  # still working on it (a reconnect in the middle of the run)
+        self.rebooted_for = None  # a restart's job that went away: this one comes instead
         self.current = job
         self.figures.inc("jobs.started")
         self.task = asyncio.get_running_loop().create_task(self._run(job, execution), name=f"job-{self.thing}")
