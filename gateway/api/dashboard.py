@@ -60,7 +60,7 @@ class Dashboard:
         r.add_get(PREFIX + "/s3/{bucket}", self.s3_object)
         r.add_get(f"{PREFIX}/edge", self.edge)
         r.add_get(f"{PREFIX}/events", self.events)
-        JobsPage(self.gw.jobs.control).routes(app)
+        JobsPage(self.gw.jobs.control, self.gw.jobs.control.repo).routes(app)
 
     # ---- files
     async def index(self, request: web.Request) -> web.StreamResponse:

@@ -1,10 +1,11 @@
 """The dashboard's jobs pages as JSON: every job with its executions by state, and one job's campaign (executions by
-state over time, rollout rate, aborts), read through the jobs control plane's own AWS-shaped operations."""
+state over time, rollout rate, aborts), read through the jobs control plane's AWS-shaped operations and, for a job's
+executions, one read of the stored records (ListJobExecutionsForJob would take a page per 250 of them)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -14,8 +15,6 @@ from gateway.errors import AwsError
 
 PREFIX = "/edgesim/dash/jobs"
 MAX_JOBS = 50
-MAX_EXECUTIONS = 20_000  # a page is drawn from at most this many executions
-PAGE = 250  # AWS's maximum maxResults for ListJobExecutionsForJob
 SHOWN = ("jobId", "status", "targetSelection", "createdAt", "completedAt", "lastUpdatedAt", "description",
          "jobProcessDetails", "jobExecutionsRolloutConfig", "abortConfig", "timeoutConfig", "comment", "reasonCode",
          "forceCanceled")  # fmt: skip
@@ -28,7 +27,26 @@ class JobsReader(Protocol):
 
     def describe_job(self, params: dict[str, Any]) -> dict[str, Any]: ...
 
-    def list_job_executions_for_job(self, params: dict[str, Any]) -> dict[str, Any]: ...
+
+class ExecutionRecord(Protocol):
+    """A stored job execution (times in epoch milliseconds)."""
+
+    @property
+    def thing(self) -> str: ...
+    @property
+    def execution_number(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def queued_ms(self) -> int: ...
+    @property
+    def started_ms(self) -> int | None: ...
+    @property
+    def updated_ms(self) -> int: ...
+
+
+class ExecutionSource(Protocol):
+    def executions_for_job(self, job_id: str) -> Sequence[ExecutionRecord]: ...
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -36,8 +54,9 @@ def _error(status: int, message: str) -> web.Response:
 
 
 class JobsPage:
-    def __init__(self, jobs: JobsReader, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, jobs: JobsReader, executions: ExecutionSource, now: Callable[[], float] = time.time) -> None:
         self.jobs = jobs
+        self.records = executions
         self.now = now
 
     def routes(self, app: web.Application) -> None:
@@ -45,19 +64,23 @@ class JobsPage:
         app.router.add_get(PREFIX + "/{job}", self.job)
 
     def _executions(self, job_id: str) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"jobId": job_id, "maxResults": PAGE}
-        while len(out) < MAX_EXECUTIONS:
-            page = self.jobs.list_job_executions_for_job(params)
-            for item in page.get("executionSummaries", []):
-                summary = dict(item.get("jobExecutionSummary", {}))
-                summary["thingName"] = str(item.get("thingArn", "")).rpartition("/")[2]
-                out.append(summary)
-            token = page.get("nextToken")
-            if not token:
-                break
-            params = {**params, "nextToken": token}
-        return out
+        """Each thing's latest execution, shaped as ListJobExecutionsForJob's summaries (epoch seconds)."""
+        latest: dict[str, ExecutionRecord] = {}
+        for record in self.records.executions_for_job(job_id):
+            seen = latest.get(record.thing)
+            if seen is None or record.execution_number > seen.execution_number:
+                latest[record.thing] = record
+        return [
+            {
+                "thingName": r.thing,
+                "status": r.status,
+                "queuedAt": r.queued_ms / 1000,
+                "startedAt": None if r.started_ms is None else r.started_ms / 1000,
+                "lastUpdatedAt": r.updated_ms / 1000,
+                "executionNumber": r.execution_number,
+            }
+            for r in latest.values()
+        ]
 
     async def list(self, request: web.Request) -> web.Response:
         listed = self.jobs.list_jobs({"maxResults": MAX_JOBS}).get("jobs", [])

@@ -15,6 +15,7 @@ const COUNTERS = {
   numberOfCanceledThings: "CANCELED",
 };
 const RELOAD_MS = 2000;
+const DONE_RELOAD_MS = 10_000;
 const W = 300;
 const H = 100;
 
@@ -162,6 +163,7 @@ export function create(main, arg, ctx) {
   const body = h("div", { class: "jobs-view" });
   main.append(body);
   let lastLoad = 0;
+  let every = RELOAD_MS;
   const path = arg ? `/edgesim/dash/jobs/${encodeURIComponent(arg)}` : "/edgesim/dash/jobs";
   return {
     query: { view: "jobs" },
@@ -169,10 +171,14 @@ export function create(main, arg, ctx) {
       lastLoad = Date.now();
       return api(path);
     },
-    render: (data) => body.replaceChildren(...[arg ? jobView(data) : listView(data)].flat()),
+    render: (data) => {
+      // A finished job changes no more (but may be deleted): look less often.
+      every = arg && data.job.completedAt ? DONE_RELOAD_MS : RELOAD_MS;
+      body.replaceChildren(...[arg ? jobView(data) : listView(data)].flat());
+    },
     on: {
       tick: () => {
-        if (Date.now() - lastLoad >= RELOAD_MS) ctx.reload();
+        if (Date.now() - lastLoad >= every) ctx.reload();
       },
     },
   };
