@@ -21,6 +21,7 @@ from gateway.cli_examples import examples_command, packaged_examples
 from gateway.cli_fleet import fleet_app
 from gateway.cli_functions import functions_app
 from gateway.cli_help import install as install_help_conventions
+from gateway.cli_jobs import jobs_app
 from gateway.cli_queues import queues_app
 from gateway.cli_registry import certs_app, policies_app, things_app
 from gateway.cli_rules import rules_app
@@ -42,6 +43,7 @@ app.add_typer(s3_app, name="s3")
 app.add_typer(streams_app, name="streams")
 app.add_typer(queues_app, name="queues")
 app.add_typer(functions_app, name="functions")
+app.add_typer(jobs_app, name="jobs")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(edge_app, name="edge")
 app.command("examples")(examples_command)

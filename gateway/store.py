@@ -272,10 +272,12 @@ MIGRATIONS: list[str] = [
         step_deadline_ms INTEGER,
         retry_attempt INTEGER NOT NULL DEFAULT 0,
         force_canceled INTEGER NOT NULL DEFAULT 0,
+        superseded INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (job_id, thing, execution_number)
     );
     CREATE INDEX job_executions_by_thing ON job_executions(thing, status, queued_ms);
     CREATE INDEX job_executions_by_status ON job_executions(status, job_id);
+    CREATE INDEX job_executions_counts ON job_executions(job_id, superseded, status);
     CREATE TABLE job_templates (
         template_id TEXT PRIMARY KEY,
         record TEXT NOT NULL,

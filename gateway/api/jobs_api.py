@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway.api import iot
 from gateway.api.guard import read_body
 from gateway.api.model import load_service, match_route, parse_input, validate_input
 from gateway.api.presign import S3Presigner
@@ -76,9 +77,13 @@ def describe_event_configurations(gw: Gateway, params: dict[str, Any]) -> dict[s
 def register() -> None:
     for operation, method in CONTROL_OPERATIONS.items():
         REST_HANDLERS[("iot", operation)] = _control(method)
-    # Registry events may bring their own event configuration; these are used only when nothing else registered.
-    REST_HANDLERS.setdefault(("iot", "UpdateEventConfigurations"), update_event_configurations)
-    REST_HANDLERS.setdefault(("iot", "DescribeEventConfigurations"), describe_event_configurations)
+    # Registry events may bring their own event configuration; these are used only when nothing else answers them.
+    for operation, handler in (
+        ("UpdateEventConfigurations", update_event_configurations),
+        ("DescribeEventConfigurations", describe_event_configurations),
+    ):
+        if operation not in iot.HANDLERS:
+            REST_HANDLERS.setdefault(("iot", operation), handler)
 
 
 def build(gw: Gateway) -> JobsService:
@@ -113,7 +118,8 @@ def _data_call(jobs: JobsService, operation: str, params: dict[str, Any]) -> Any
     if operation == "StartNextPendingJobExecution":
         return _as_string(device.start_next(thing, params))
     if operation == "DescribeJobExecution":
-        return _as_string(device.describe(thing, params["jobId"], params))
+        # Over HTTPS the document comes only when asked for (over MQTT unless declined).
+        return _as_string(device.describe(thing, params["jobId"], {"includeJobDocument": False, **params}))
     if operation == "UpdateJobExecution":
         return _as_string(device.update(thing, params["jobId"], params))
     raise InvalidRequestException(f"{operation} is not supported by edgesim yet")

@@ -124,7 +124,7 @@ class JobsControl:
 
     def describe_job(self, params: Params) -> dict[str, Any]:
         job = self._job(params["jobId"])
-        view = views.job_view(job, self.engine.job_arn(job.job_id), self.repo.counts(job.job_id),
+        view = views.job_view(job, self.engine.job_arn(job.job_id), self.engine.counts(job.job_id),
                               self.repo.awaiting_rollout(job.job_id))  # fmt: skip
         out: dict[str, Any] = {"job": view}
         if job.spec.get("documentSource"):
@@ -180,6 +180,7 @@ class JobsControl:
             for e in self.repo.pending_for_job(job.job_id):
                 self.engine.touch(e.thing)
             self.repo.delete_job(job.job_id)  # its executions and rollout queue go with it
+            self.engine.forget_counts(job.job_id)
             self.engine.job_event(job, "deleted", now)
 
     # ---- executions
@@ -241,6 +242,7 @@ class JobsControl:
             states.check_delete_execution(e.status, bool(params.get("force")), e.job_id, e.thing)
             self.engine.touch(e.thing)
             self.repo.delete_execution(e.job_id, e.thing, e.execution_number)
+            self.engine.forget_counts(e.job_id)
 
     # ---- templates
     def create_job_template(self, params: Params) -> dict[str, Any]:

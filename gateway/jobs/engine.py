@@ -16,6 +16,7 @@ from gateway.jobs.repo import Execution, Job, JobsRepo
 from gateway.messages import Message
 from gateway.store import Store
 
+MAX_RELEASE_PER_ROUND = 2000
 Snapshot = tuple[tuple[tuple[str, str], ...], tuple[str, int] | None]
 
 
@@ -46,7 +47,13 @@ class JobsEngine:
         self.publish = publish
         self.presign = presign
         self._touched: dict[str, Snapshot] | None = None
+        # Things per execution state, per job: kept as executions move, so a device's update costs no count query.
+        self._counts: dict[str, dict[str, int]] = {}
+        # Whether JOB / JOB_EXECUTION events are on (UpdateEventConfigurations); replaceable by the registry's own.
+        self.events_enabled: Callable[[str], bool] = self.repo.event_enabled
         self._out: list[tuple[str, dict[str, Any], dict[int, Any] | None]] = []
+        self._views: dict[str, tuple[Job | None, str | None]] = {}
+        self._memo = False
 
     # ---- change bracket: commit first, then publish
     @contextmanager
@@ -60,11 +67,18 @@ class JobsEngine:
             with self.store.transaction():
                 yield
             touched, out = self._touched, self._out
+        except BaseException:
+            self._counts.clear()  # it may hold moves that were rolled back
+            raise
         finally:
-            self._touched, self._out = None, []
+            self._touched, self._out, self._views = None, [], {}
         now = self.clock.wall_ms()
-        for thing, before in touched.items():
-            self._notify(thing, before, now)
+        self._memo = True  # the notifications below share each job's document view
+        try:
+            for thing, before in touched.items():
+                self._notify(thing, before, now)
+        finally:
+            self._memo, self._views = False, {}
         for topic, body, props in out:
             self._send(topic, body, props)
 
@@ -105,6 +119,26 @@ class JobsEngine:
                 body["execution"] = self.device_view(pending[0], now)
             self._send(f"{base}/notify-next", body, None)
 
+    def counts(self, job_id: str) -> dict[str, int]:
+        counts = self._counts.get(job_id)
+        if counts is None:
+            counts = self._counts[job_id] = self.repo.counts(job_id)
+        return dict(counts)
+
+    def _moved(self, job_id: str, old: str | None, new: str | None) -> None:
+        counts = self._counts.get(job_id)
+        if counts is None:
+            return
+        if old is not None:
+            counts[old] = counts.get(old, 0) - 1
+            if counts[old] <= 0:
+                del counts[old]
+        if new is not None:
+            counts[new] = counts.get(new, 0) + 1
+
+    def forget_counts(self, job_id: str) -> None:
+        self._counts.pop(job_id, None)
+
     # ---- views that need state
     def job_arn(self, job_id: str) -> str:
         return self.registry.arn("job", job_id)
@@ -122,8 +156,15 @@ class JobsEngine:
         return rollout.timeout_deadline(e.status, e.started_ms, minutes, e.step_deadline_ms)
 
     def device_view(self, e: Execution, now: int, include_document: bool = True) -> dict[str, Any]:
-        job = self.repo.job(e.job_id)
-        document = self.document_for_device(job) if job and include_document else None
+        # One change notifies many things of the same job: its document and timeout are read (and signed) once.
+        memo = self._views.get(e.job_id)
+        if memo is None:
+            job = self.repo.job(e.job_id)
+            memo = (job, self.document_for_device(job) if job else None)
+            if self._memo or self._touched is not None:
+                self._views[e.job_id] = memo
+        job, document = memo
+        document = document if include_document else None
         return views.device_execution(e, document, now, self.deadline(e, job), include_document=include_document)
 
     # ---- executions
@@ -131,6 +172,9 @@ class JobsEngine:
         self.touch(thing)
         latest = retry_of or self.repo.latest(job.job_id, thing)
         number = latest.execution_number + 1 if latest else 1
+        if latest is not None:
+            self.repo.supersede(latest)
+        self._moved(job.job_id, latest.status if latest else None, states.QUEUED)
         e = Execution(job.job_id, thing, number, states.QUEUED, now, now,
                       retry_attempt=(retry_of.retry_attempt + 1) if retry_of else 0)  # fmt: skip
         self.repo.save_execution(e)
@@ -140,6 +184,7 @@ class JobsEngine:
         """Move an execution (already checked against the state diagram) and record it; terminal ones may retry and
         may complete or abort their job."""
         self.touch(e.thing)
+        self._moved(e.job_id, e.status, status)
         e.status = status
         e.version += 1
         e.updated_ms = now
@@ -162,22 +207,22 @@ class JobsEngine:
         self.settle(job, now)
 
     def _execution_event(self, e: Execution, now: int) -> None:
-        if self.repo.event_enabled("JOB_EXECUTION"):
+        if self.events_enabled("JOB_EXECUTION"):
             body = views.execution_event(e, self.thing_arn(e.thing), now)
             self.emit(f"$aws/events/jobExecution/{e.job_id}/{e.status.lower()}", body)
 
     def job_event(self, job: Job, operation: str, now: int) -> None:
-        if self.repo.event_enabled("JOB"):
+        if self.events_enabled("JOB"):
             self.emit(
                 f"$aws/events/job/{job.job_id}/{operation}",
-                views.job_event(job, operation, now, self.repo.counts(job.job_id)),
+                views.job_event(job, operation, now, self.counts(job.job_id)),
             )
 
     # ---- jobs
     def settle(self, job: Job, now: int) -> None:
         """After executions changed: abort when the failure criteria say so, complete a finished snapshot job, end a
         cancellation once nothing runs."""
-        counts = self.repo.counts(job.job_id)
+        counts = self.counts(job.job_id)
         if job.status == states.IN_PROGRESS:
             reason = rollout.abort_reason(job.spec.get("abortConfig"), counts)
             if reason is not None:
@@ -228,13 +273,15 @@ class JobsEngine:
         """Create executions for as many queued targets as the rollout rate allows now."""
         if job.status != states.IN_PROGRESS or job.started_ms is None:
             return 0
-        counts = self.repo.counts(job.job_id)
+        counts = self.counts(job.job_id)
         rate = rollout.rollout_rate(job.spec.get("jobExecutionsRolloutConfig"), job.notified,
                                     counts.get(states.SUCCEEDED, 0))  # fmt: skip
         allowance, window = rollout.rollout_allowance(
             rate, job.started_ms, now, rollout.RolloutWindow(job.rollout_window, job.rollout_released)
         )
-        things = self.repo.queued_targets(job.job_id, allowance) if allowance else []
+        # A round notifies at most MAX_RELEASE_PER_ROUND things, so a huge job never stalls the event loop for long:
+        # the scheduler's next round, a second later, goes on.
+        things = self.repo.queued_targets(job.job_id, min(allowance, MAX_RELEASE_PER_ROUND)) if allowance else []
         for thing in things:
             self.new_execution(job, thing, now)
         self.repo.dequeue(job.job_id, things)

@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import re
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,26 +50,72 @@ def parse_jobs_topic(topic: str) -> JobsTopic | None:
     return None
 
 
+Request = tuple[JobsTopic, bytes, "dict[int, Any] | None"]
+# (reply topic, body, clientToken, the request's MQTT 5 properties)
+Reply = tuple[str, dict[str, Any], Any, "dict[int, Any] | None"]
+
+
+def _token(payload: bytes) -> Any:
+    try:
+        token = json.loads(payload).get("clientToken")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return token if isinstance(token, str) and 1 <= len(token) <= 64 else None
+
+
 class JobsMqtt:
     def __init__(self, device: DeviceJobs, clock: Clock, publish: Publish) -> None:
         self.device = device
+        self.engine = device.engine
         self.clock = clock
         self.publish = publish
         self.stats = {"requests": 0, "rejected": 0}
+        self._pending: list[Request] = []
 
     def on_message(self, message: Message) -> None:
-        """Broker hook: every routed message passes here; Jobs requests are answered after the current routing."""
+        """Broker hook: every routed message passes here. Jobs requests that arrive in one event-loop turn are
+        answered together after one commit (group commit), each reply only once its change is on disk."""
         if message.door == "jobs" or not message.topic.startswith(PREFIX) or "/jobs/" not in message.topic:
             return
         topic = parse_jobs_topic(message.topic)
         if topic is None:
             return
+        self._pending.append((topic, message.payload, message.properties))
+        if len(self._pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:
+                self.flush()
+
+    def flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
         try:
-            asyncio.get_running_loop().call_soon(self.handle, topic, message.payload, message.properties)
-        except RuntimeError:
-            self.handle(topic, message.payload, message.properties)
+            with self.engine.change():
+                replies = [self._answer(*request) for request in batch]
+        except Exception as exc:  # a failed commit: each request again on its own, so only its sender hears of it
+            log.warning("jobs batch of %d failed to commit (%s); retrying one by one", len(batch), exc)
+            replies = []
+            for request in batch:
+                try:
+                    with self.engine.change():
+                        replies.append(self._answer(*request))
+                except Exception as item_exc:
+                    log.error("jobs %s for %s failed: %s", request[0].operation, request[0].thing, item_exc)
+                    self.stats["rejected"] += 1
+                    failure = {"code": "InternalError", "message": "Internal service failure"}
+                    replies.append((f"{request[0].base}/rejected", failure, _token(request[1]), request[2]))
+        for reply in replies:
+            self._reply(*reply)
 
     def handle(self, topic: JobsTopic, payload: bytes, properties: dict[int, Any] | None) -> None:
+        """One request on its own (tests, callers outside the event loop)."""
+        self._pending.append((topic, payload, properties))
+        self.flush()
+
+    def _answer(self, topic: JobsTopic, payload: bytes, properties: dict[int, Any] | None) -> Reply:
+        """Apply one request inside the batch's transaction: the reply to send once it commits."""
         self.stats["requests"] += 1
         token: Any = None
         try:
@@ -84,20 +129,14 @@ class JobsMqtt:
             if token is not None and (not isinstance(token, str) or not 1 <= len(token) <= 64):
                 token = None
                 raise JobsRejected("InvalidRequest", "clientToken must be a string of 1 to 64 characters")
-            body = self._execute(topic, request)
-            self._reply(f"{topic.base}/accepted", body, token, properties)
+            return f"{topic.base}/accepted", self._execute(topic, request), token, properties
         except AwsError as error:
             self.stats["rejected"] += 1
             rejected: dict[str, Any] = {"code": mqtt_code(error), "message": error.message}
             state = getattr(error, "execution_state", None)
             if state is not None:
                 rejected["executionState"] = state
-            self._reply(f"{topic.base}/rejected", rejected, token, properties)
-        except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
-            log.error("jobs %s for %s failed: %s", topic.operation, topic.thing, exc)
-            self.stats["rejected"] += 1
-            self._reply(f"{topic.base}/rejected", {"code": "InternalError", "message": "Internal service failure"},
-                        token, properties)  # fmt: skip
+            return f"{topic.base}/rejected", rejected, token, properties
 
     def _execute(self, topic: JobsTopic, request: dict[str, Any]) -> dict[str, Any]:
         if topic.operation == "get":

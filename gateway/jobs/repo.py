@@ -107,7 +107,10 @@ class JobsRepo:
         return [Job.from_row(r) for r in self.store.query(sql + " ORDER BY created_ms DESC, job_id", args)]
 
     def active_jobs(self) -> list[Job]:
-        rows = self.store.query("SELECT * FROM jobs WHERE status IN ('IN_PROGRESS','SCHEDULED','CANCELED')")
+        rows = self.store.query(
+            "SELECT * FROM jobs WHERE status IN ('IN_PROGRESS','SCHEDULED') "
+            "OR (status='CANCELED' AND completed_ms IS NULL)"  # canceled, with executions still running
+        )
         return [Job.from_row(r) for r in rows]
 
     # ---- rollout queue
@@ -138,7 +141,9 @@ class JobsRepo:
     # ---- executions
     def save_execution(self, e: Execution) -> None:
         self.store.db.execute(
-            f"INSERT OR REPLACE INTO job_executions({_EXEC_COLUMNS}) VALUES ({','.join('?' * 12)})",
+            f"INSERT INTO job_executions({_EXEC_COLUMNS}) VALUES ({','.join('?' * 12)}) "
+            "ON CONFLICT(job_id, thing, execution_number) DO UPDATE SET "
+            + ", ".join(f"{c}=excluded.{c}" for c in _EXEC_COLUMNS.split(", ")[3:]),
             (
                 e.job_id, e.thing, e.execution_number, e.status, e.version, json.dumps(e.status_details),
                 e.queued_ms, e.started_ms, e.updated_ms, e.step_deadline_ms, e.retry_attempt, int(e.force_canceled),
@@ -195,17 +200,30 @@ class JobsRepo:
         return [Execution.from_row(r) for r in rows]
 
     def counts(self, job_id: str) -> dict[str, int]:
-        """Things per state of their latest execution."""
+        """Things per state of their latest execution (a retried execution is superseded by its retry)."""
         rows = self.store.query(
-            "SELECT status, COUNT(*) AS n FROM job_executions e WHERE job_id=? AND execution_number = "
-            "(SELECT MAX(execution_number) FROM job_executions WHERE job_id=e.job_id AND thing=e.thing) "
-            "GROUP BY status",
+            "SELECT status, COUNT(*) AS n FROM job_executions WHERE job_id=? AND superseded=0 GROUP BY status",
             (job_id,),
         )
         return {r["status"]: r["n"] for r in rows}
 
-    def in_progress(self) -> list[Execution]:
-        rows = self.store.query("SELECT * FROM job_executions WHERE status=?", (IN_PROGRESS,))
+    def supersede(self, e: Execution) -> None:
+        self.store.db.execute(
+            "UPDATE job_executions SET superseded=1 WHERE job_id=? AND thing=? AND execution_number=?",
+            (e.job_id, e.thing, e.execution_number),
+        )
+
+    def step_timed_out(self, now_ms: int) -> list[Execution]:
+        rows = self.store.query(
+            "SELECT * FROM job_executions WHERE status=? AND step_deadline_ms <= ?", (IN_PROGRESS, now_ms)
+        )
+        return [Execution.from_row(r) for r in rows]
+
+    def started_before(self, job_id: str, started_ms: int) -> list[Execution]:
+        rows = self.store.query(
+            "SELECT * FROM job_executions WHERE job_id=? AND status=? AND started_ms <= ?",
+            (job_id, IN_PROGRESS, started_ms),
+        )
         return [Execution.from_row(r) for r in rows]
 
     # ---- templates

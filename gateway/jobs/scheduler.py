@@ -9,6 +9,7 @@ from gateway.jobs.documents import parse_schedule_time
 from gateway.jobs.engine import JobsEngine
 from gateway.jobs.exceptions import ResourceNotFoundException
 from gateway.jobs.repo import Job
+from gateway.jobs.rollout import MINUTE_MS
 
 
 class JobsScheduler:
@@ -29,14 +30,18 @@ class JobsScheduler:
 
     def tick(self, now: int) -> None:
         reconcile, self.membership_dirty = self.membership_dirty, False
+        overdue = self.repo.step_timed_out(now)
         for job in self.repo.active_jobs():
             with self.engine.change():
                 self._job_round(job, now, reconcile)
-        for e in self.repo.in_progress():
-            deadline = self.engine.deadline(e, self.repo.job(e.job_id))
-            if deadline is not None and deadline <= now:
-                with self.engine.change():
-                    self.engine.set_status(e, states.TIMED_OUT, now)
+            minutes = (job.spec.get("timeoutConfig") or {}).get("inProgressTimeoutInMinutes")
+            if minutes:
+                overdue += self.repo.started_before(job.job_id, now - int(minutes) * MINUTE_MS)
+        for e in overdue:
+            with self.engine.change():
+                current = self.repo.execution(e.job_id, e.thing, e.execution_number)
+                if current is not None and current.status == states.IN_PROGRESS:
+                    self.engine.set_status(current, states.TIMED_OUT, now)
 
     def _job_round(self, job: Job, now: int, reconcile: bool) -> None:
         scheduling = job.spec.get("schedulingConfig") or {}

@@ -4,12 +4,15 @@ events reach subscribers, and bad input gets AWS's errors without touching anyth
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aws_cli import aws, aws_json
 from botocore.exceptions import ClientError
 from conftest import GatewayProcess, allow_all_policy
 from mqtt5_helpers import V5Client
@@ -61,7 +64,12 @@ def test_group_job_runs_over_mqtt_311_and_completes(gw: GatewayProcess, iot: Any
         iot.add_thing_to_thing_group(thingGroupName=group, thingName=thing)
         devices.append(dev)
     iot.update_event_configurations(eventConfigurations={"JOB": {"Enabled": True}, "JOB_EXECUTION": {"Enabled": True}})
+    iot.create_topic_rule(ruleName=f"jobs_done_{unique}", topicRulePayload={
+        "sql": "SELECT jobId, status FROM '$aws/events/job/+/completed'", "awsIotSqlVersion": "2016-03-23",
+        "actions": [{"republish": {"roleArn": "arn:aws:iam::123456789012:role/r", "topic": f"done/{unique}"}}],
+    })  # fmt: skip
     watcher = device(gw, f"watch-{unique}")
+    watcher.subscribe(f"done/{unique}")
     watcher.subscribe(f"$aws/events/job/job-{unique}/#")
     watcher.subscribe(f"$aws/events/jobExecution/job-{unique}/#")
     created = iot.create_job(
@@ -107,6 +115,7 @@ def test_group_job_runs_over_mqtt_311_and_completes(gw: GatewayProcess, iot: Any
         assert illegal["code"] == "InvalidStateTransition" and illegal["executionState"]["status"] == "SUCCEEDED"
     done = payload_on(watcher, f"$aws/events/job/job-{unique}/completed")
     assert done["jobProcessDetails"]["numberOfSucceededThings"] == 2 and done["status"] == "COMPLETED"
+    assert payload_on(watcher, f"done/{unique}") == {"jobId": f"job-{unique}", "status": "COMPLETED"}  # via a rule
     described = iot.describe_job(jobId=f"job-{unique}")["job"]
     assert described["status"] == "COMPLETED" and described["jobProcessDetails"]["numberOfSucceededThings"] == 2
     summaries = iot.list_job_executions_for_job(jobId=f"job-{unique}")["executionSummaries"]
@@ -218,7 +227,11 @@ def test_template_document_source_and_presigned_url(gw: GatewayProcess, iot: Any
     iot.create_job(jobId=f"ota-{unique}", targets=[iot.describe_thing(thingName=thing)["thingArn"]],
                    jobTemplateArn=template["jobTemplateArn"])  # fmt: skip
     assert iot.describe_job(jobId=f"ota-{unique}")["documentSource"].endswith("/jobs/install.json")
-    execution = client(gw, "iot-jobs-data").describe_job_execution(thingName=thing, jobId=f"ota-{unique}")["execution"]
+    data = client(gw, "iot-jobs-data")
+    assert "jobDocument" not in data.describe_job_execution(thingName=thing, jobId=f"ota-{unique}")["execution"]
+    execution = data.describe_job_execution(thingName=thing, jobId=f"ota-{unique}", includeJobDocument=True)[
+        "execution"
+    ]
     url = json.loads(execution["jobDocument"])["url"]
     assert url.startswith(f"http://127.0.0.1:{gw.ports['api']}/{bucket}/fw/v2.bin?") and "X-Amz-Expires=120" in url
     with urllib.request.urlopen(url, timeout=5) as response:
@@ -251,3 +264,33 @@ def test_continuous_job_reaches_new_group_members(gw: GatewayProcess, iot: Any, 
     assert iot.describe_job(jobId=f"cj-{unique}")["job"]["status"] == "IN_PROGRESS"  # continuous jobs never complete
     iot.cancel_job(jobId=f"cj-{unique}", force=True)
     assert iot.describe_job(jobId=f"cj-{unique}")["job"]["forceCanceled"] is True
+
+
+def test_aws_cli_and_edgesim_cli(gw: GatewayProcess, iot: Any, unique: str) -> None:
+    thing = f"cli-{unique}"
+    iot.create_thing(thingName=thing)
+    arn = iot.describe_thing(thingName=thing)["thingArn"]
+    created = aws_json(gw, "iot", "create-job", "--job-id", f"cli-{unique}", "--targets", arn, "--document", DOC,
+                       "--job-executions-rollout-config", '{"maximumPerMinute": 10}')  # fmt: skip
+    assert created["jobId"] == f"cli-{unique}"
+    job = iot.describe_job(jobId=f"cli-{unique}")["job"]
+    assert job["jobExecutionsRolloutConfig"] == {"maximumPerMinute": 10} and job["status"] == "IN_PROGRESS"
+    failed = aws(gw, "iot", "cancel-job-execution", "--job-id", f"cli-{unique}", "--thing-name", thing,
+                 "--expected-version", "9", check=False)  # fmt: skip
+    assert failed.returncode != 0 and "VersionConflictException" in failed.stderr
+
+    def edgesim(*args: str) -> subprocess.CompletedProcess[str]:
+        endpoint = f"http://127.0.0.1:{gw.ports['api']}"
+        command = [sys.executable, "-m", "gateway", "jobs", *args, "--endpoint", endpoint]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    made = edgesim("create", f"es-{unique}", "--thing", thing, "--document", DOC, "--max-per-minute", "5", "--json")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["jobId"] == f"es-{unique}"
+    executions = iot.list_job_executions_for_thing(thingName=thing)["executionSummaries"]
+    assert {e["jobId"] for e in executions} == {f"cli-{unique}", f"es-{unique}"}
+    again = edgesim("create", f"es-{unique}", "--thing", thing, "--document", DOC)
+    assert again.returncode == 1 and "ResourceAlreadyExistsException" in again.stderr
+    assert "Traceback" not in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    iot.delete_job(jobId=f"es-{unique}", force=True)
+    assert f"es-{unique}" not in [j["jobId"] for j in iot.list_jobs()["jobs"]]

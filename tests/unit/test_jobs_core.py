@@ -88,8 +88,9 @@ def test_maximum_per_minute_releases_in_one_minute_windows(h: Harness) -> None:
 
 def test_exponential_rate_grows_with_notified_things(h: Harness) -> None:
     group = h.fleet("e", 40)
-    h.create("exp", group, jobExecutionsRolloutConfig={"exponentialRate": {
-        "baseRatePerMinute": 2, "incrementFactor": 2, "rateIncreaseCriteria": {"numberOfNotifiedThings": 2}}})  # fmt: skip
+    criteria = {"numberOfNotifiedThings": 2}
+    exponential = {"baseRatePerMinute": 2, "incrementFactor": 2, "rateIncreaseCriteria": criteria}
+    h.create("exp", group, jobExecutionsRolloutConfig={"exponentialRate": exponential})
     released = [h.counts("exp")["QUEUED"]]
     for _ in range(3):
         h.advance(60)
@@ -99,8 +100,8 @@ def test_exponential_rate_grows_with_notified_things(h: Harness) -> None:
 
 def test_abort_cancels_the_job_past_the_failure_threshold(h: Harness) -> None:
     group = h.fleet("a", 6)
-    h.create("abort", group, abortConfig={"criteriaList": [
-        {"failureType": "FAILED", "action": "CANCEL", "thresholdPercentage": 50, "minNumberOfExecutedThings": 2}]})  # fmt: skip
+    criterion = {"failureType": "FAILED", "action": "CANCEL", "thresholdPercentage": 50, "minNumberOfExecutedThings": 2}
+    h.create("abort", group, abortConfig={"criteriaList": [criterion]})
     h.finish("abort", "a-0", "FAILED")
     assert h.jobs.engine.repo.job("abort").status == states.IN_PROGRESS  # type: ignore[union-attr]
     h.finish("abort", "a-1", "FAILED")
