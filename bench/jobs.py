@@ -11,8 +11,8 @@ target, `jobExecutionsRolloutConfig.maximumPerMinute` = R) is followed with Desc
 
 Reported: completion time against the rollout's own bound (the last of N executions may start after ceil(N/R) - 1
 minutes; plus the longest execution), the executions' state counts over time, the rollout rate achieved, gateway CPU
-(seconds and % of one core) and RSS, and the simulator's own view (executions started, succeeded, failed, downloads). 10,000 devices at 1,000/min by default;
---quick: 300 at 600/min.
+(seconds and % of one core) and RSS, and the simulator's own view (executions started, succeeded, failed,
+downloads). 10,000 devices at 1,000/min by default; --quick: 300 at 600/min.
 """
 
 from __future__ import annotations
