@@ -154,7 +154,7 @@ class JobAgent:
             if isinstance(execution, dict):
                 self._on_execution(execution)
             elif self.rebooted_for is not None:  # the job went away while the device restarted
-                self.rebooted_for = self.current = None
+                self._forget_restart()
         elif suffix == "start-next/rejected":
             self.awaiting_start = False
             self.figures.inc("jobs.start_rejected")
@@ -179,10 +179,15 @@ class JobAgent:
             return
         if job == self.current:
             return  # still working on it (a reconnect in the middle of the run)
-        self.rebooted_for = None  # a restart's job that went away: this one comes instead
+        if self.rebooted_for is not None:  # a restart's job that went away: this one comes instead
+            self._forget_restart()
         self.current = job
         self.figures.inc("jobs.started")
         self.task = asyncio.get_running_loop().create_task(self._run(job, execution), name=f"job-{self.thing}")
+
+    def _forget_restart(self) -> None:
+        self.figures.inc("jobs.abandoned")
+        self.rebooted_for = self.current = None
 
     def _on_update_rejected(self, job: str, document: dict[str, Any]) -> None:
         """Canceled or removed under us (or a terminal state already reached): drop the job, ask for the next one."""

@@ -157,7 +157,9 @@ def test_job_agents_follow_the_jobs_mqtt_api(mosquitto: int) -> None:  # noqa: F
         try:
             async with asyncio.timeout(30):
                 await responder.done.wait()
-                while figures.counters.get("jobs.update_rejected") < len(devices):  # noqa: ASYNC110 - the devices' view
+                # The devices' view: every camera dropped the canceled job, every plug heard its failure rejected.
+                counters = figures.counters
+                while counters.get("jobs.abandoned") < 3 or counters.get("jobs.update_rejected") < 6:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
         finally:
             stop.set()
@@ -169,7 +171,9 @@ def test_job_agents_follow_the_jobs_mqtt_api(mosquitto: int) -> None:  # noqa: F
     figures, responder = asyncio.run(main())
     counts = figures.counters.as_dict()
     assert counts["jobs.started"] == 18
-    assert counts["jobs.update_rejected"] == 6 and counts["jobs.abandoned"] == 3  # the plugs had already failed it
+    # Each device's first update of the canceled job is rejected (a camera may have sent its next progress update
+    # before the answer came); cameras drop the job, plugs had already failed it.
+    assert counts["jobs.update_rejected"] >= 6 and counts["jobs.abandoned"] == 3
     assert counts["jobs.succeeded"] == 6 and counts["jobs.failed"] == 6 + 3
     assert counts["jobs.reboots"] == 6 and counts["connects"] == 6 + 6  # every successful job restarts a cam
     assert counts["jobs.downloads"] == 6 and counts["jobs.downloaded_bytes"] == 6 * len(FIRMWARE)
