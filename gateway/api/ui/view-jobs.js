@@ -163,17 +163,21 @@ export function create(main, arg, ctx) {
   const body = h("div", { class: "jobs-view" });
   main.append(body);
   let lastLoad = 0;
+  let took = 0;
   let every = RELOAD_MS;
   const path = arg ? `/edgesim/dash/jobs/${encodeURIComponent(arg)}` : "/edgesim/dash/jobs";
   return {
     query: { view: "jobs" },
-    fetch: () => {
+    fetch: async () => {
       lastLoad = Date.now();
-      return api(path);
+      const data = await api(path);
+      took = Date.now() - lastLoad;
+      return data;
     },
     render: (data) => {
-      // A finished job changes no more (but may be deleted): look less often.
-      every = arg && data.job.completedAt ? DONE_RELOAD_MS : RELOAD_MS;
+      // A finished job changes no more (but may be deleted): look less often. A big campaign costs the gateway
+      // more per look: keep that to about a tenth of its time.
+      every = Math.max(arg && data.job.completedAt ? DONE_RELOAD_MS : RELOAD_MS, 10 * took);
       body.replaceChildren(...[arg ? jobView(data) : listView(data)].flat());
     },
     on: {
