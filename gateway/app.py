@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from gateway.actions.remote import RemoteSinks
+from gateway.api import iot_provisioning  # noqa: F401  (registers the provisioning template operations)
 from gateway.api.auth import required_token
 from gateway.api.dashboard import Dashboard
 from gateway.api.fleet_api import ConnectivityTracker
@@ -28,10 +29,14 @@ from gateway.identity.authorizer import DEV_POLICY_DOCUMENT
 from gateway.identity.keystore import ensure_local_ca
 from gateway.identity.policy_doc import PolicyDocument
 from gateway.jobs.service import JobsService
+from gateway.messages import Message
 from gateway.metrics import Metrics
 from gateway.netguard import descriptor_budget, quiet_accept_errors, raise_descriptor_limit
+from gateway.provisioning.mqtt_api import ProvisioningMqttApi
+from gateway.provisioning.templates import ProvisioningTemplates
 from gateway.registry import Registry, RegistryChange
 from gateway.registry.fleet_index import FleetIndex
+from gateway.registry.jit import JustInTime
 from gateway.rules.destinations import TopicRuleDestinations
 from gateway.rules.engine import RulesEngine
 from gateway.rules.files import RulesFolder
@@ -58,6 +63,8 @@ class Gateway(Lifecycle):
     registry: Registry
     broker: Broker
     shadows: ShadowService
+    provisioning_templates: ProvisioningTemplates
+    provisioning: ProvisioningMqttApi
     kinesis: KinesisService
     s3: ObjectStore
     firehose: FirehoseService
@@ -107,6 +114,7 @@ class Gateway(Lifecycle):
             cfg, self.registry, self.clock, RetainedStore(self.store), dev_policy, SessionStore(self.store)
         )
         self.broker.start()
+        self.registry.events.publish = self._publish_event
         self.shadows = ShadowService(self.store, self.broker, self.clock, ShadowLimits())
         self.kinesis = KinesisService(self.store, self.clock, cfg.region, cfg.account)
         self.s3 = ObjectStore(cfg.data_dir / "s3")
@@ -143,6 +151,11 @@ class Gateway(Lifecycle):
         self.rules = RulesService(self, self.rules_engine)
         self.rules.load()
         self.broker.message_hooks.append(self.rules_engine.on_message)
+        self.provisioning_templates = ProvisioningTemplates(self.store, self.clock, cfg.region, cfg.account)
+        self.registry.jit = JustInTime(self.registry, self.provisioning_templates.template)
+        self.provisioning = ProvisioningMqttApi(
+            self.broker, self.registry, self.provisioning_templates, self._invoke_for_firehose
+        )
         self.jobs = build_jobs(self)
         self._tasks.append(asyncio.create_task(self.jobs.run(), name="jobs-scheduler"))
         if cfg.rules_dir is not None:
@@ -204,6 +217,8 @@ class Gateway(Lifecycle):
 
     async def _stop(self) -> None:
         await cancel_and_wait(self._tasks)
+        if hasattr(self, "provisioning"):
+            await self.provisioning.close()
         if hasattr(self, "live"):
             await self.live.stop()
         if hasattr(self, "rules_engine"):
@@ -233,6 +248,10 @@ class Gateway(Lifecycle):
 
     def _dev_policy(self) -> PolicyDocument:
         return self.registry.ensure_policy(self.config.dev_policy_name, DEV_POLICY_DOCUMENT)
+
+    def _publish_event(self, topic: str, payload: bytes) -> None:
+        """Registry and JITR events: routed like any message, so rules see them as well as subscribers."""
+        self.broker.route(Message(topic, payload, 1, received_ms=self.clock.wall_ms(), door="events"))
 
     def _trusted_pems(self) -> list[str]:
         rows = self.store.query("SELECT pem FROM ca_certificates")

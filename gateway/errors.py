@@ -63,6 +63,11 @@ class CertificateValidationException(AwsError):
     http_status = 400
 
 
+class RegistrationCodeValidationException(AwsError):
+    code = "RegistrationCodeValidationException"
+    http_status = 400
+
+
 class CertificateConflictException(AwsError):
     code = "CertificateConflictException"
     http_status = 409

@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gateway.jobs.metrics import jobs_metrics
+
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
@@ -45,6 +47,8 @@ class GatewayCollector(Collector):
         yield from self._sinks()
         yield from self._cloudwatch()
         yield from self._edge()
+        if hasattr(self.gw, "jobs"):
+            yield from jobs_metrics(self.gw.store, self.gw.jobs.mqtt)
         yield GaugeMetricFamily("edgesim_event_loop_lag_seconds", "How late the last timer fired", self.lag.last_s)
         yield GaugeMetricFamily("edgesim_event_loop_lag_max_seconds", "The largest lag seen", self.lag.max_s)
 

@@ -233,7 +233,43 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX cloudwatch_datapoints_by_metric ON cloudwatch_datapoints(namespace, name, seq);
     """,
-    # IoT Jobs: jobs, their executions, targets still waiting for the rollout, templates, event switches.
+    # Fleet provisioning: provisioning templates and their versions; certificate ownership tokens.
+    """
+    CREATE TABLE provisioning_templates (
+        name TEXT PRIMARY KEY,
+        record TEXT NOT NULL,
+        default_version INTEGER NOT NULL,
+        next_version INTEGER NOT NULL
+    );
+    CREATE TABLE provisioning_template_versions (
+        name TEXT NOT NULL,
+        version_id INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (name, version_id)
+    );
+    CREATE TABLE certificate_ownership_tokens (
+        token TEXT PRIMARY KEY,
+        certificate_id TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );
+    """,
+    # CA registration (issue 20b): a CA's certificate mode and JITP registration config; the account's registration
+    # code; which registry events are enabled (all off until UpdateEventConfigurations, as on AWS).
+    """
+    ALTER TABLE ca_certificates ADD COLUMN mode TEXT NOT NULL DEFAULT 'DEFAULT';
+    ALTER TABLE ca_certificates ADD COLUMN registration_config TEXT;
+    CREATE TABLE registration_code (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        code TEXT NOT NULL
+    );
+    CREATE TABLE event_configurations (
+        event_type TEXT PRIMARY KEY,
+        enabled INTEGER NOT NULL,
+        modified_ms INTEGER NOT NULL
+    );
+    """,
+    # IoT Jobs: jobs, their executions, targets still waiting for the rollout, templates.
     """
     CREATE TABLE jobs (
         job_id TEXT PRIMARY KEY,
@@ -282,10 +318,6 @@ MIGRATIONS: list[str] = [
         template_id TEXT PRIMARY KEY,
         record TEXT NOT NULL,
         created_ms INTEGER NOT NULL
-    );
-    CREATE TABLE event_configurations (
-        event_type TEXT PRIMARY KEY,
-        enabled INTEGER NOT NULL
     );
     """,
 ]

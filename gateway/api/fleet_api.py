@@ -14,7 +14,8 @@ from gateway.registry.fleet_index import FleetIndex
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-PRESENCE_FILTER = "$aws/events/presence/+/+"
+# Disconnects only: with no listener for connects, a connect builds no lifecycle event at all.
+PRESENCE_FILTER = "$aws/events/presence/disconnected/+"
 MAX_GROUPS_PER_CALL = 10
 
 

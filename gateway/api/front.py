@@ -34,7 +34,10 @@ class AwsFront:
 
     def _checked(self, request: web.Request, body: bytes) -> None:
         if self._verify is not None and self.gateway.config.sigv4_credentials and not request.get(TOKEN_CHECKED):
-            self._verify(request, body)
+            if presign.is_presigned(request):  # a presigned URL (job documents' downloads) signs its query string
+                presign.verify_query(request, self.gateway.config.sigv4_credentials)
+            else:
+                self._verify(request, body)
 
     async def __call__(self, request: web.Request) -> web.StreamResponse | None:
         """The response when this request is S3, STS or query-protocol SQS; None leaves it to the other routes."""

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.api import iot
 from gateway.api.guard import read_body
 from gateway.api.model import load_service, match_route, parse_input, validate_input
 from gateway.api.presign import S3Presigner
@@ -26,10 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgesim.api")
 
-EVENT_TYPES = (
-    "THING", "THING_GROUP", "THING_TYPE", "THING_GROUP_MEMBERSHIP", "THING_GROUP_HIERARCHY",
-    "THING_TYPE_ASSOCIATION", "JOB", "JOB_EXECUTION", "POLICY", "CERTIFICATE", "CA_CERTIFICATE",
-)  # fmt: skip
 
 
 def _control(name: str) -> Callable[[Gateway, dict[str, Any]], Any]:
@@ -59,31 +54,9 @@ CONTROL_OPERATIONS = {
 }
 
 
-def update_event_configurations(gw: Gateway, params: dict[str, Any]) -> None:
-    configs = params.get("eventConfigurations") or {}
-    for event_type in configs:
-        if event_type not in EVENT_TYPES:
-            raise InvalidRequestException(f"{event_type} is not an event type")
-    with gw.store.transaction():
-        for event_type, config in configs.items():
-            gw.jobs.engine.repo.set_event(event_type, bool((config or {}).get("Enabled")))
-
-
-def describe_event_configurations(gw: Gateway, params: dict[str, Any]) -> dict[str, Any]:
-    switches = gw.jobs.engine.repo.event_switches()
-    return {"eventConfigurations": {t: {"Enabled": switches.get(t, False)} for t in EVENT_TYPES}}
-
-
 def register() -> None:
     for operation, method in CONTROL_OPERATIONS.items():
         REST_HANDLERS[("iot", operation)] = _control(method)
-    # Registry events may bring their own event configuration; these are used only when nothing else answers them.
-    for operation, handler in (
-        ("UpdateEventConfigurations", update_event_configurations),
-        ("DescribeEventConfigurations", describe_event_configurations),
-    ):
-        if operation not in iot.HANDLERS:
-            REST_HANDLERS.setdefault(("iot", operation), handler)
 
 
 def build(gw: Gateway) -> JobsService:

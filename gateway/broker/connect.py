@@ -156,6 +156,8 @@ def authorize_connection(broker: Broker, conn: Connection) -> str | None:
     else:
         grant = broker.registry.connection_grant(conn.cert_der, conn.client_id, conn.peer_ip)
         if grant.refusal is not None or grant.context is None:
+            if grant.unregistered and not conn.connected and broker.registry.jit is not None:
+                broker.registry.jit.on_unknown_certificate(conn.cert_der)  # JITR / JITP: gateway/registry/jit.py
             return grant.refusal or "certificate refused"
         conn.principal = grant.context.cert_id
         conn.authorizer = Authorizer.compile(grant.documents, grant.context)

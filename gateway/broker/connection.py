@@ -28,7 +28,7 @@ from mqttwire.packets import (
     Unsubscribe,
     Will,
 )
-from mqttwire.properties import REASON_STRING
+from mqttwire.properties import REASON_STRING, Properties
 
 if TYPE_CHECKING:
     from gateway.broker.core import Broker, Subscription
@@ -77,6 +77,7 @@ class Connection(asyncio.Protocol):
         "quota_window",
         "read_blocks",
         "resume_after",
+        "seen_properties",
         "session_expiry",
         "session_id",
         "stored",
@@ -115,6 +116,7 @@ class Connection(asyncio.Protocol):
         self.subscriptions: dict[str, Subscription] = {}
         self.will: Will | None = None
         self.aliases: dict[int, str] = {}  # MQTT 5 topic aliases the client set up
+        self.seen_properties: tuple[bytes, Properties] | None = None  # the last PUBLISH's block, decoded
         self.problem_info = True  # MQTT 5 Request Problem Information
         self.window = broker.inflight_window  # QoS 1 deliveries in flight at most (the client's Receive Maximum)
         self.max_out = 0  # the client's Maximum Packet Size (0: no limit of its own)

@@ -343,10 +343,12 @@ class Broker:
             self.denied("iot:Publish")
             raise ProtocolViolation("QoS 2 is not supported by AWS IoT", None, reasons.QOS_NOT_SUPPORTED)
         v5 = conn.version == V5
-        topic, pid, payload, props, block = codec.parse_publish_block(first, buf, start, end, v5)
+        topic, pid, payload, props, block = codec.parse_publish_block(first, buf, start, end, v5, conn.seen_properties)
         if props is not None:
             if mp.TOPIC_ALIAS in props:
                 block = None  # a topic alias is one hop's: what subscribers get is encoded again
+            elif block is not None:
+                conn.seen_properties = (block, props)  # read-only from here on: the next PUBLISH may share it
             topic = self._resolve_alias(conn, topic, props)
         if conn.generation != self.registry.generation and not self.refresh(conn):
             return

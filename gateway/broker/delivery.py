@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgesim.broker")
 
+
 def parts(message: Message, version: int, retain: bool, qos: int, now_ms: int) -> tuple[bytes, bytes]:
     """The PUBLISH of `message` for a receiver speaking `version`, made once per message: for QoS 1 split around its
     packet id, for QoS 0 the whole packet and b"".

@@ -4,6 +4,7 @@ the next one, describe one, update one."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from gateway.jobs import rollout, states, views
@@ -18,6 +19,7 @@ from gateway.jobs.repo import Execution
 
 NEXT = "$next"
 MAX_STATUS_DETAILS = 10
+_DETAIL_KEY = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 
 
 def _details(value: Any) -> dict[str, str] | None:
@@ -28,8 +30,10 @@ def _details(value: Any) -> dict[str, str] | None:
     if len(value) > MAX_STATUS_DETAILS:
         raise InvalidRequestException(f"statusDetails may hold at most {MAX_STATUS_DETAILS} entries")
     for k, v in value.items():
-        if not 1 <= len(k) <= 128 or not 1 <= len(v) <= 1024:
-            raise InvalidRequestException("statusDetails keys are 1-128 characters and values 1-1024")
+        if _DETAIL_KEY.fullmatch(k) is None or not 1 <= len(v) <= 1024 or not v.isprintable():
+            raise InvalidRequestException(
+                "statusDetails keys are 1-128 characters of [a-zA-Z0-9:_-], values 1-1024 printable characters"
+            )
     return dict(value)
 
 
@@ -38,6 +42,13 @@ def _step(value: Any) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not (value == -1 or 1 <= value <= 10080):
         raise InvalidRequestException("stepTimeoutInMinutes must be between 1 and 10080 (or -1 to clear it)")
+    return value
+
+
+def _execution_number(params: dict[str, Any]) -> int | None:
+    value = params.get("executionNumber")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidRequestException("executionNumber must be a number")
     return value
 
 
@@ -76,7 +87,7 @@ class DeviceJobs:
 
     def describe(self, thing: str, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
         include_document = _flag(params, "includeJobDocument", True)
-        number = params.get("executionNumber")
+        number = _execution_number(params)
         now = self.engine.clock.wall_ms()
         if job_id == NEXT:
             pending = self.repo.pending_for_thing(thing)
@@ -84,7 +95,7 @@ class DeviceJobs:
                 return {}
             e: Execution | None = pending[0]
         elif number is not None:
-            e = self.repo.execution(job_id, thing, int(number))
+            e = self.repo.execution(job_id, thing, number)
         else:
             e = self.repo.latest(job_id, thing)
         if e is None:
@@ -102,7 +113,7 @@ class DeviceJobs:
         expected = params.get("expectedVersion")
         if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int)):
             raise InvalidRequestException("expectedVersion must be a number")
-        number = params.get("executionNumber")
+        number = _execution_number(params)
         now = self.engine.clock.wall_ms()
         with self.engine.change():
             e = self.repo.latest(job_id, thing)

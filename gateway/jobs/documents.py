@@ -32,7 +32,7 @@ def check_document(document: str) -> str:
         raise LimitExceededException(f"The job document exceeds the maximum size of {MAX_DOCUMENT_BYTES} bytes")
     try:
         parsed = json.loads(document)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise InvalidRequestException(f"The job document is not valid JSON: {exc}") from exc
     if not isinstance(parsed, dict):
         raise InvalidRequestException("The job document must be a JSON object")

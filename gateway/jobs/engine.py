@@ -49,7 +49,7 @@ class JobsEngine:
         self._touched: dict[str, Snapshot] | None = None
         # Things per execution state, per job: kept as executions move, so a device's update costs no count query.
         self._counts: dict[str, dict[str, int]] = {}
-        # Whether JOB / JOB_EXECUTION events are on (UpdateEventConfigurations); replaceable by the registry's own.
+        # Whether JOB / JOB_EXECUTION events are on: UpdateEventConfigurations' switches (the registry writes them).
         self.events_enabled: Callable[[str], bool] = self.repo.event_enabled
         self._out: list[tuple[str, dict[str, Any], dict[int, Any] | None]] = []
         self._views: dict[str, tuple[Job | None, str | None]] = {}
@@ -244,6 +244,7 @@ class JobsEngine:
             self.job_event(job, "canceled", now)
 
     def cancel(self, job: Job, now: int, *, force: bool, comment: str | None, reason_code: str | None) -> None:
+        already = job.status == states.CANCELED
         job.status = states.CANCELED
         job.force_canceled = job.force_canceled or force
         job.comment = comment if comment is not None else job.comment
@@ -251,13 +252,18 @@ class JobsEngine:
         job.updated_ms = now
         self.repo.save_job(job)
         self.repo.clear_queue(job.job_id)
-        self.job_event(job, "cancellation_in_progress", now)
+        if not already:
+            self.job_event(job, "cancellation_in_progress", now)
         for e in self.repo.pending_for_job(job.job_id):
             if e.status == states.QUEUED or force:
                 if force and e.status == states.IN_PROGRESS:
                     e.force_canceled = True
                 self.set_status(e, states.CANCELED, now)
-        self.settle(job, now)
+        # Each execution's move settled a fresh copy of the job; settle what is stored now, not this stale one.
+        stored = self.repo.job(job.job_id)
+        if stored is not None:
+            self.settle(stored, now)
+            job.completed_ms = stored.completed_ms
 
     def start(self, job: Job, things: list[str], now: int) -> None:
         """Begin a job's rollout: its targets wait in the queue, and as many as the rate allows are notified now."""

@@ -28,7 +28,7 @@ _JOB = re.compile(r"[a-zA-Z0-9_-]{1,64}|\$next")
 @dataclass(frozen=True)
 class JobsTopic:
     thing: str
-    operation: str  # "get" (pending list), "start-next", "describe", "update"
+    operation: str  # "get" (pending list), "start-next", "describe", "update", "invalid" (no such API)
     job_id: str | None
     base: str  # the request topic; replies add /accepted or /rejected
 
@@ -47,7 +47,10 @@ def parse_jobs_topic(topic: str) -> JobsTopic | None:
         return JobsTopic(thing, "start-next", None, topic)
     if len(rest) == 2 and rest[1] in ("get", "update") and _JOB.fullmatch(rest[0]):
         return JobsTopic(thing, "describe" if rest[1] == "get" else "update", rest[0], topic)
-    return None
+    if rest[-1] in ("accepted", "rejected") or rest in (["notify"], ["notify-next"]):
+        return None  # the service's own answers and notifications
+    # In the Jobs namespace but no API: answered with InvalidTopic.
+    return JobsTopic(thing, "invalid", None, topic)
 
 
 Request = tuple[JobsTopic, bytes, "dict[int, Any] | None"]
@@ -121,7 +124,7 @@ class JobsMqtt:
         try:
             try:
                 request = json.loads(payload or b"{}")
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise JobsRejected("InvalidJson", f"The request is not valid UTF-8 JSON: {exc}") from exc
             if not isinstance(request, dict):
                 raise JobsRejected("InvalidJson", "The request must be a JSON object")
@@ -139,6 +142,8 @@ class JobsMqtt:
             return f"{topic.base}/rejected", rejected, token, properties
 
     def _execute(self, topic: JobsTopic, request: dict[str, Any]) -> dict[str, Any]:
+        if topic.operation == "invalid":
+            raise JobsRejected("InvalidTopic", f"{topic.base} does not map to any Jobs API")
         if topic.operation == "get":
             return self.device.get_pending(topic.thing)
         if topic.operation == "start-next":

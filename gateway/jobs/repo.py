@@ -244,15 +244,7 @@ class JobsRepo:
     def delete_template(self, template_id: str) -> None:
         self.store.db.execute("DELETE FROM job_templates WHERE template_id=?", (template_id,))
 
-    # ---- event switches
+    # ---- event switches (UpdateEventConfigurations writes them)
     def event_enabled(self, event_type: str) -> bool:
         row = self.store.one("SELECT enabled FROM event_configurations WHERE event_type=?", (event_type,))
         return bool(row and row["enabled"])
-
-    def event_switches(self) -> dict[str, bool]:
-        return {r["event_type"]: bool(r["enabled"]) for r in self.store.query("SELECT * FROM event_configurations")}
-
-    def set_event(self, event_type: str, enabled: bool) -> None:
-        self.store.db.execute(
-            "INSERT OR REPLACE INTO event_configurations(event_type, enabled) VALUES (?,?)", (event_type, int(enabled))
-        )

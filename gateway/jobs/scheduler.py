@@ -71,6 +71,10 @@ class JobsScheduler:
             return
         if reconcile and job.target_selection == "CONTINUOUS":
             self._follow_groups(job, now)
+            stored = self.repo.job(job.job_id)  # executions that moved may have settled the stored job
+            if stored is None or stored.status != states.IN_PROGRESS:
+                return
+            job = stored
         self.engine.release(job, now)
         self.engine.settle(job, now)
 

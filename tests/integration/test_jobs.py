@@ -120,6 +120,12 @@ def test_group_job_runs_over_mqtt_311_and_completes(gw: GatewayProcess, iot: Any
     assert described["status"] == "COMPLETED" and described["jobProcessDetails"]["numberOfSucceededThings"] == 2
     summaries = iot.list_job_executions_for_job(jobId=f"job-{unique}")["executionSummaries"]
     assert sorted(s["jobExecutionSummary"]["status"] for s in summaries) == ["SUCCEEDED", "SUCCEEDED"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{gw.ports['api']}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert (
+        'edgesim_jobs{status="COMPLETED"}' in metrics
+        and 'edgesim_jobs_mqtt_requests_total{reply="rejected"}' in metrics
+    )
     ex = iot.describe_job_execution(jobId=f"job-{unique}", thingName=things[0])["execution"]
     assert ex["statusDetails"]["detailsMap"] == {"step": "done"} and ex["versionNumber"] == 3
     for dev in (*devices, watcher):
@@ -143,6 +149,9 @@ def test_mqtt5_requests_carry_correlation_data(gw: GatewayProcess, iot: Any, uni
     dev.publish(f"$aws/things/{thing}/jobs/j5-{unique}/update", b"not json", **request)
     bad = expect_on(dev, f"$aws/things/{thing}/jobs/j5-{unique}/update/rejected")
     assert json.loads(bad.payload)["code"] == "InvalidJson" and bad.properties.CorrelationData == b"\x07\x08"
+    dev.publish(f"$aws/things/{thing}/jobs/j5-{unique}/cancel", json.dumps({"clientToken": "nope"}))
+    nowhere = json.loads(expect_on(dev, f"$aws/things/{thing}/jobs/j5-{unique}/cancel/rejected").payload)
+    assert (nowhere["code"], nowhere["clientToken"]) == ("InvalidTopic", "nope")
     dev.close()
 
 
@@ -241,6 +250,7 @@ def test_template_document_source_and_presigned_url(gw: GatewayProcess, iot: Any
     )
     with pytest.raises(urllib.error.HTTPError) as denied:
         urllib.request.urlopen(expired, timeout=5)
+    denied.value.close()  # the error holds the response's socket
     assert denied.value.code == 403
     iot.delete_job_template(jobTemplateId=f"tpl-{unique}")
     with pytest.raises(iot.exceptions.ResourceNotFoundException):

@@ -194,11 +194,89 @@ def test_events_only_when_enabled(h: Harness) -> None:
     h.create("quiet", thing)
     h.finish("quiet", "ev-0", "SUCCEEDED")
     assert not [t for t in h.topics() if t.startswith("$aws/events/")]
-    with h.store.transaction():
-        h.jobs.engine.repo.set_event("JOB", True)
-        h.jobs.engine.repo.set_event("JOB_EXECUTION", True)
+    h.registry.events.update({"JOB": {"Enabled": True}, "JOB_EXECUTION": {"Enabled": True}})
     h.create("loud", thing)
     h.finish("loud", "ev-0", "REJECTED")
     events = {m.topic: json.loads(m.payload) for m in h.sent if m.topic.startswith("$aws/events/")}
     assert events["$aws/events/jobExecution/loud/rejected"]["thingArn"].endswith(":thing/ev-0")
     assert events["$aws/events/job/loud/completed"]["jobProcessDetails"]["numberOfRejectedThings"] == 1
+
+
+def test_state_survives_a_restart(h: Harness, tmp_path: Path) -> None:
+    group = h.fleet("p", 4)
+    h.create("persist", group, jobExecutionsRolloutConfig={"maximumPerMinute": 2})
+    h.jobs.device.start_next("p-0", {"statusDetails": {"step": "1"}})
+    h.store.close()
+    again = Harness.__new__(Harness)
+    again.clock, again.sent = h.clock, []
+    again.store = Store(tmp_path / "db.sqlite")
+    again.registry = Registry(again.store, again.clock, "us-east-1", "123456789012")
+    again.jobs = JobsService(again.store, again.registry, again.clock, again.sent.append)
+    assert again.counts("persist") == {"IN_PROGRESS": 1, "QUEUED": 1}
+    assert again.jobs.device.describe("p-0", "persist", {})["execution"]["statusDetails"] == {"step": "1"}
+    again.advance(30)
+    assert again.counts("persist") == {"IN_PROGRESS": 1, "QUEUED": 1}  # the rollout window was kept
+    again.advance(30)
+    assert again.counts("persist") == {"IN_PROGRESS": 1, "QUEUED": 3}
+
+
+def test_update_job_changes_the_rollout_and_templates_copy_a_job(h: Harness) -> None:
+    group = h.fleet("u", 8)
+    h.create("upd", group, jobExecutionsRolloutConfig={"maximumPerMinute": 1}, description="first")
+    h.jobs.control.update_job({"jobId": "upd", "jobExecutionsRolloutConfig": {"maximumPerMinute": 5},
+                               "description": "faster"})  # fmt: skip
+    h.advance(60)
+    assert h.counts("upd") == {"QUEUED": 6}
+    listed = h.jobs.control.list_jobs({"status": "IN_PROGRESS", "thingGroupName": "u"})["jobs"]
+    assert [j["jobId"] for j in listed] == ["upd"]
+    made = h.jobs.control.create_job_template({"jobTemplateId": "from-job", "description": "copy",
+                                               "jobArn": h.jobs.engine.job_arn("upd")})  # fmt: skip
+    template = h.jobs.control.describe_job_template({"jobTemplateId": "from-job"})
+    assert template["document"] == DOC and template["jobExecutionsRolloutConfig"] == {"maximumPerMinute": 5}
+    h.jobs.control.create_job({"jobId": "copy", "targets": [h.registry.arn("thing", "u-0")],
+                               "jobTemplateArn": made["jobTemplateArn"]})  # fmt: skip
+    assert h.jobs.engine.repo.job("copy").document == DOC  # type: ignore[union-attr]
+    h.jobs.control.cancel_job({"jobId": "copy"})
+    with pytest.raises(InvalidStateTransitionException):
+        h.jobs.control.cancel_job({"jobId": "copy"})
+
+
+def test_hostile_mqtt_requests_are_rejected_without_spoiling_their_batch(h: Harness) -> None:
+    from gateway.jobs.mqtt import parse_jobs_topic
+
+    thing = h.fleet("m", 1)
+    h.create("mq", thing)
+    base = "$aws/things/m-0/jobs"
+    requests = [
+        (f"{base}/mq/get", b"[" * 5000 + b"]" * 5000),
+        (f"{base}/mq/get", json.dumps({"executionNumber": "one", "clientToken": "a"}).encode()),
+        (f"{base}/mq/update", json.dumps({"status": "IN_PROGRESS", "statusDetails": {"k": 1}}).encode()),
+        (f"{base}/mq/update", json.dumps({"status": "IN_PROGRESS", "clientToken": "ok"}).encode()),
+        (f"{base}/mq/update", b"\xff\xfe"),
+    ]
+    for topic, payload in requests:
+        h.jobs.mqtt._pending.append((parse_jobs_topic(topic), payload, None))  # type: ignore[arg-type]
+    h.jobs.mqtt.flush()
+    replies = [(m.topic.rsplit("/", 1)[1], json.loads(m.payload)) for m in h.sent if m.topic.endswith("ed")]
+    assert [(kind, body.get("code")) for kind, body in replies] == [
+        ("rejected", "InvalidJson"), ("rejected", "InvalidRequest"), ("rejected", "InvalidRequest"),
+        ("accepted", None), ("rejected", "InvalidJson"),
+    ]  # fmt: skip
+    assert replies[1][1]["clientToken"] == "a" and replies[3][1]["clientToken"] == "ok"
+    assert h.counts("mq") == {"IN_PROGRESS": 1}
+
+
+def test_a_canceled_job_reports_canceled_once(h: Harness) -> None:
+    group = h.fleet("x", 3)
+    h.registry.events.update({"JOB": {"Enabled": True}})
+    h.create("once", group)
+    h.jobs.device.start_next("x-0", {})
+    h.jobs.control.cancel_job({"jobId": "once"})
+    assert [t for t in h.topics() if t.startswith("$aws/events/job/")] == [
+        "$aws/events/job/once/cancellation_in_progress"
+    ]
+    h.jobs.device.update("x-0", "once", {"status": "SUCCEEDED"})  # the running one may still finish
+    h.jobs.control.cancel_job({"jobId": "once", "force": True})
+    events = [t.rsplit("/", 1)[1] for t in h.topics() if t.startswith("$aws/events/job/")]
+    assert events == ["cancellation_in_progress", "canceled"]
+    assert h.counts("once") == {"SUCCEEDED": 1, "CANCELED": 2}

@@ -17,8 +17,10 @@ def test_topics() -> None:
     update = parse_jobs_topic("$aws/things/t1/jobs/j-1/update")
     assert (update.thing, update.operation, update.job_id) == ("t1", "update", "j-1")  # type: ignore[union-attr]
     assert parse_jobs_topic("$aws/things/t1/jobs/$next/get").job_id == "$next"  # type: ignore[union-attr]
-    for reply in ("get/accepted", "j/update/rejected", "notify", "notify-next", "j/bad", "a b/get"):
+    for reply in ("get/accepted", "j/update/rejected", "notify", "notify-next"):
         assert parse_jobs_topic(f"$aws/things/t1/jobs/{reply}") is None
+    for nonsense in ("j/bad", "a b/get", "get/more"):
+        assert parse_jobs_topic(f"$aws/things/t1/jobs/{nonsense}").operation == "invalid"  # type: ignore[union-attr]
     assert parse_jobs_topic("$aws/things/t1/shadow/get") is None
 
 
