@@ -10,6 +10,7 @@ import os
 import random
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from devices.behaviour import FaultPlan, reported_for_delta, shadow_prefix, spoi
 from devices.claim import ClaimRefused, DeviceClaim, provision_by_claim, store_identity
 from devices.connect_errors import CAUSE_PREFIX, connect_cause
 from devices.figures import Figures
+from devices.job_agent import Downloader, JobAgent
 from devices.payload import PayloadBuilder
 from devices.properties import TelemetryProperties
 from devices.spec import DeviceSpec
@@ -88,6 +90,7 @@ class SimDevice:
         jit: bool = False,
         credentials: tuple[str, bytes | None] | None = None,
         websocket_path: str | None = None,
+        downloader: Downloader | None = None,
     ) -> None:
         self.spec = spec
         self.figures = figures
@@ -113,6 +116,11 @@ class SimDevice:
         self.state = "idle"
         self._timers: set[asyncio.TimerHandle] = set()
         self._loop = asyncio.get_running_loop()  # devices are built by the fleet's coroutine, on the loop they run on
+        self._rebooting: asyncio.Future[None] | None = None
+        self.jobs: JobAgent | None = None
+        if spec.jobs is not None:
+            rng = random.Random(spec.seed ^ 0x10B5)
+            self.jobs = JobAgent(spec.thing_name, spec.jobs, rng, figures, self, downloader)
 
     def _new_client(self, ssl_context: ssl.SSLContext | None) -> AsyncMqttClient:
         spec = self.spec
@@ -152,6 +160,11 @@ class SimDevice:
         disconnect_in = self.faults.next_disconnect_in()
         disconnect_at = None if disconnect_in is None else self._t() + disconnect_in
         while True:
+            if self._rebooting is not None:
+                await self._rebooting
+                if self.client.connected:  # the reboot reconnected: back to the schedule
+                    await self._session(disconnect_at)
+                    continue
             until = self.faults.offline_until(self._t())
             if until is not None:
                 self._gauge("offline")
@@ -237,6 +250,8 @@ class SimDevice:
             filters += [(f"{self.prefix}/update/delta", 1), (f"{self.prefix}/get/accepted", 1)]
         if self.spec.command_topic is not None:
             filters.append((self.spec.command_topic, 1))
+        if self.jobs is not None:
+            filters += self.jobs.filters()
         if filters:
             granted = await self.client.subscribe(filters)
             if any(code >= 0x80 for code in granted):
@@ -248,6 +263,8 @@ class SimDevice:
         if self.spec.shadow is not None and self.spec.shadow.apply_delta:
             # Deltas that arrived while offline are in the document's `delta`: ask for it, as AWS's samples do.
             self._publish(f"{self.prefix}/get", b"", 1, count=None)
+        if self.jobs is not None:
+            self.jobs.on_connected()
 
     async def _session(self, disconnect_at: float | None) -> str:
         """Publish on an absolute schedule until the connection is lost, a fault is due, or an offline window opens.
@@ -346,7 +363,9 @@ class SimDevice:
 
     def _on_message(self, message: Message) -> None:
         topic = message.topic
-        if topic.startswith(self.prefix):
+        if self.jobs is not None and self.jobs.owns(topic):
+            self.jobs.on_message(topic, message.payload)
+        elif topic.startswith(self.prefix):
             self._on_shadow(topic[len(self.prefix) :], message.payload)
         elif self.spec.command_topic is not None:
             self._on_command(message)
@@ -391,10 +410,45 @@ class SimDevice:
             command = message.payload.decode("utf-8", "replace")
         self._publish(reply, {"ok": True, "command": command}, 1, count=None)
 
+    # ---- the job agent's host
+
+    @property
+    def connected(self) -> bool:
+        return self.client.connected
+
+    def publish_json(self, topic: str, body: dict[str, Any], on_done: Callable[[Exception | None], None]) -> None:
+        self.client.send(topic, orjson.dumps(body), 1, on_done)
+
+    def report_firmware(self, field: str, version: str) -> None:
+        self._publish(f"{self.prefix}/update", {"state": {"reported": {field: version}}}, 1, count="shadow_reports")
+
+    async def reboot(self, downtime: float) -> None:
+        """Go offline as a restarting device does (a clean DISCONNECT after the pending PUBACKs), come back after
+        `downtime` seconds; the run loop waits for this instead of reconnecting on its own."""
+        self.figures.inc("jobs.reboots")
+        self._rebooting = self._loop.create_future()
+        try:
+            deadline = self._loop.time() + DRAIN_TIMEOUT_S
+            while self.client.connected and self.client.pending and self._loop.time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            if self.client.connected:
+                try:
+                    await self.client.disconnect(timeout=2.0)
+                except MqttError:
+                    self.client.abort()
+            self._gauge("offline")
+            await asyncio.sleep(downtime)
+            await self._connect()
+        finally:
+            self._rebooting.set_result(None)
+            self._rebooting = None
+
     async def close(self) -> None:
         """Wait (bounded) for unacknowledged publishes, then DISCONNECT."""
         for handle in self._timers:
             handle.cancel()
+        if self.jobs is not None:
+            self.jobs.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DRAIN_TIMEOUT_S
         while self.client.connected and self.client.pending and loop.time() < deadline:  # noqa: ASYNC110 - bounded

@@ -21,6 +21,7 @@ from devices.claim import ClaimOptions, DeviceClaim
 from devices.custom_auth import AuthOptions
 from devices.device import ConnectRamp, SimDevice, Target
 from devices.figures import Figures
+from devices.job_agent import Downloader
 from devices.provision import DeviceFiles
 from devices.spec import DeviceSpec, expand, load_fleet
 
@@ -98,13 +99,17 @@ async def run_devices(
     custom_auth = options.auth is not None and not options.auth.websocket
     contexts = ContextCache(options.ca, ["mqtt"] if custom_auth else None)
     figures.devices += len(devices)
+    # Job files come from edgesim's S3 API: trust the fleet's CA for an https URL.
+    downloader = Downloader(contexts.get(None) if options.ca is not None else None)
     sims = []
     claim = options.claim if options.target.tls else None
     claim_context = contexts.get(DeviceFiles(claim.claim_cert, claim.claim_key)) if claim is not None else None
     for spec in devices:
         if claim is not None and claim_context is not None:
             own = DeviceClaim(claim, claim_context, options.files[spec.thing_name], contexts.get)
-            sims.append(SimDevice(spec, options.target, claim_context, figures, ramp, epoch, own))
+            sims.append(
+                SimDevice(spec, options.target, claim_context, figures, ramp, epoch, own, downloader=downloader)
+            )
             continue
         context = contexts.get(options.files.get(spec.thing_name)) if options.target.tls else None
         credentials = options.auth.credentials(spec) if options.auth is not None else None
@@ -112,7 +117,7 @@ async def run_devices(
         if options.auth is not None and options.auth.websocket:
             ws_path = options.auth.websocket_path(options.target.host, options.target.port)
         sims.append(SimDevice(spec, options.target, context, figures, ramp, epoch, jit=spec.thing_name in options.fresh,
-                              credentials=credentials, websocket_path=ws_path))  # fmt: skip
+                              credentials=credentials, websocket_path=ws_path, downloader=downloader))  # fmt: skip
     tasks = [loop.create_task(_guarded(sim, figures), name=f"device-{sim.spec.thing_name}") for sim in sims]
     # The devices live as long as the run: keep the cyclic collector from re-walking them (tens of thousands of
     # objects per thousand devices) on every full collection.
@@ -124,6 +129,7 @@ async def run_devices(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(sim.close() for sim in sims), return_exceptions=True)
+        await downloader.close()
 
 
 def install_stop(stop: asyncio.Event, duration: float | None) -> None:

@@ -76,6 +76,11 @@ def fleet_policy(devices: Iterable[DeviceSpec]) -> dict[str, Any]:
             receive.add(_resource("topic", d.command_topic.replace("+", "*").replace("#", "*"), d))
         if d.reply_topic is not None:
             publish.add(_resource("topic", d.reply_topic, d))
+        if d.jobs is not None:
+            jobs = f"$aws/things/{d.thing_name}/jobs/*"
+            publish.add(_resource("topic", jobs, d))
+            subscribe.add(_resource("topicfilter", jobs, d))
+            receive.add(_resource("topic", jobs, d))
     statements = [
         {"Effect": "Allow", "Action": action, "Resource": sorted(resources)}
         for action, resources in (

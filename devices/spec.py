@@ -44,9 +44,11 @@ __all__ = [
     "FleetFileError",
     "FleetProblem",
     "FleetSpec",
+    "JobsSpec",
     "OfflineWindow",
     "PayloadValue",
     "ProvisioningSpec",
+    "RebootSpec",
     "ShadowSpec",
     "expand",
     "load_fleet",
@@ -222,6 +224,31 @@ class CommandSpec(_Model):
     reply_topic: TopicTemplate | None = None
 
 
+class RebootSpec(_Model):
+    """After installing, the device goes offline for `downtime` (a clean DISCONNECT), reconnects, and only then reports
+    the execution SUCCEEDED, as a firmware update that needs a restart does."""
+
+    downtime: SecondsRange = (1.0, 3.0)
+
+
+class JobsSpec(_Model):
+    """The device runs a job agent (AWS IoT Jobs MQTT API): on `notify-next` it starts the next execution, downloads
+    the URL in the job document, reports progress in `statusDetails` and ends SUCCEEDED with probability
+    `success_rate`, else FAILED, after a duration drawn from `duration` by `distribution`."""
+
+    success_rate: Fraction = 1.0
+    duration: SecondsRange = (1.0, 5.0)
+    distribution: Literal["uniform", "normal", "exponential"] = "uniform"
+    progress_steps: int = Field(default=2, ge=0, le=20)
+    download: bool = True
+    url_field: str | None = Field(default=None, min_length=1, max_length=256)  # dotted path; default: the first URL
+    firmware_version: str = Field(default="1.0.0", min_length=1, max_length=128)
+    version_field: str = Field(default="version", min_length=1, max_length=256)  # dotted path in the job document
+    shadow_field: str | None = Field(default="firmware_version", pattern=r"^[A-Za-z0-9_-]{1,128}$")
+    reboot: RebootSpec | None = None
+    step_timeout_minutes: int | None = Field(default=None, ge=1, le=10080)
+
+
 class DeviceTypeSpec(_Model):
     """`count` devices sharing templates, timing, payload, shadow, commands and faults."""
 
@@ -244,6 +271,7 @@ class DeviceTypeSpec(_Model):
     shadow: ShadowSpec | None = None
     commands: CommandSpec | None = None
     faults: FaultSpec = FaultSpec()
+    jobs: JobsSpec | None = None
 
     @field_validator("user_properties", "content_type", "session_expiry")
     @classmethod
@@ -357,7 +385,18 @@ _FIELD_NAMES = sorted(
     {
         name
         for model in (
-            *(FleetSpec, DeviceTypeSpec, ShadowSpec, CommandSpec, FaultSpec, OfflineWindow, ProvisioningSpec, AuthSpec),
+            *(
+                FleetSpec,
+                DeviceTypeSpec,
+                ShadowSpec,
+                CommandSpec,
+                FaultSpec,
+                OfflineWindow,
+                ProvisioningSpec,
+                AuthSpec,
+                JobsSpec,
+                RebootSpec,
+            ),
             *get_args(get_args(ProfileSpec)[0]),
         )
         for name in model.model_fields
@@ -462,6 +501,7 @@ class DeviceSpec:
     content_type: str | None = None
     topic_aliases: bool = True
     session_expiry: int = 0
+    jobs: JobsSpec | None = None
 
     def variables(self) -> dict[str, object]:
         """Payload template variables; the caller adds the per-message `seq` and `timestamp`."""
@@ -598,7 +638,7 @@ class _Expander:
                     ordinal + i, fleet, name, i, count, thing, client, dtype.thing_type, attrs, topic,
                     dtype.interval, dtype.jitter, dtype.qos, dtype.payload, dtype.shadow,
                     command_topic, reply_topic, faults, seed, skew, protocol, user_properties,
-                    dtype.content_type, dtype.topic_aliases, dtype.session_expiry,
+                    dtype.content_type, dtype.topic_aliases, dtype.session_expiry, dtype.jobs,
                 )
             )  # fmt: skip
 

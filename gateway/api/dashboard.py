@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway import jsonutil
 from gateway.api import dashboard_views as views
+from gateway.api.dashboard_jobs import JobsPage
 from gateway.api.guard import read_body
 from gateway.api.live import HEARTBEAT_S, VIEWS, LiveFeed
 from gateway.errors import AwsError, EdgesimError
@@ -59,6 +60,7 @@ class Dashboard:
         r.add_get(PREFIX + "/s3/{bucket}", self.s3_object)
         r.add_get(f"{PREFIX}/edge", self.edge)
         r.add_get(f"{PREFIX}/events", self.events)
+        JobsPage(self.gw.jobs.control, self.gw.jobs.control.repo).routes(app)
 
     # ---- files
     async def index(self, request: web.Request) -> web.StreamResponse:

@@ -42,7 +42,7 @@ SHADOW_FILTERS = [
     "$aws/things/+/shadow/name/+/delete/accepted",
 ]
 PRESENCE_FILTER = "$aws/events/presence/+/+"
-VIEWS = ("fleet", "thing", "tail", "rules", "sinks", "edge")
+VIEWS = ("fleet", "thing", "tail", "rules", "sinks", "edge", "jobs")
 
 
 def sse(event: str, data: Any) -> bytes:

@@ -109,6 +109,7 @@ class ViewParts(Protocol):
     firehose: FirehoseService
     s3: ObjectStore
     cloudwatch: CloudWatchSink
+    jobs: JobsService
 
 
 class FrontParts(GreengrassParts, Protocol):
