@@ -43,6 +43,7 @@ test: $(STAMP) apt-deps
 lint: $(STAMP)
 	$(BIN)/ruff check gateway devices mqttwire tests bench
 	$(BIN)/mypy gateway devices mqttwire
+	$(BIN)/lint-imports --no-cache
 
 bench: $(BENCH_STAMP) apt-deps
 	$(BIN)/python bench/broker.py

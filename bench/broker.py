@@ -1,6 +1,6 @@
 """Broker benchmark: edgesim against bare amqtt and mosquitto, same mTLS settings, one broker at a time.
 
-usage: python bench/broker.py [--quick] [--only edgesim,amqtt,mosquitto] [--phases main,connections]
+usage: python bench/broker.py [--quick] [--only edgesim,amqtt,mosquitto] [--phases main,connections,auth]
                               [--connections N] [--connect-limit S] [--json out.json] [--keep]
 
 Each broker runs alone in its own process on 127.0.0.1 (start, measure, stop); the load generator
@@ -12,6 +12,8 @@ Phases, each on a freshly started broker process:
                with and without user properties on edgesim and mosquitto, with v5/v3 ratios), QoS 0 flood
   connections  N idle mTLS connections held at once (10,000; 500 with --quick): broker RSS with N connected and
                KB per connection, against the goals <= 40 KB per connection and < 500 MB RSS at 10,000
+  auth         edgesim only: connects/s by authentication method (bench/auth_connects.py): mTLS, a custom
+               authorizer on the ALPN port with its function cold and warm, SigV4-presigned WebSocket upgrades
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import auth_connects
 from common import write_json
 from mqttload import (
     CONNACK,
@@ -61,7 +64,7 @@ BENCH = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 BROKERS = ("edgesim", "amqtt", "mosquitto")
 ALIASES = {"gateway": "edgesim"}
-PHASES = ("main", "connections")
+PHASES = ("main", "connections", "auth")
 ALLOW_ALL = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
 
 console = Console()
@@ -240,6 +243,8 @@ class Edgesim(BrokerProcess):
         super().__init__(mat)
         self.ports_file = mat.home / "edgesim-ports.json"
         self.api_port = 0
+        self.extra_args: list[str] = []  # the auth phase's listeners and access key
+        self.ports: dict[str, int] = {}
         self.version = "edgesim (this tree)"
 
     def command(self) -> list[str]:
@@ -252,10 +257,12 @@ class Edgesim(BrokerProcess):
             "--ports-file", str(self.ports_file),
             "--publishes-per-second", "0",
             "--log-level", "warning",
+            *self.extra_args,
         ]  # fmt: skip
 
     def wait_ready(self, deadline: float) -> None:
         ports = self._wait_file(self.ports_file, deadline)
+        self.ports = ports
         self.port, self.api_port = int(ports["mqtts"]), int(ports["api"])
 
     def broker_stats(self) -> dict[str, Any] | None:
@@ -1136,7 +1143,11 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = {"version": broker.version}
             console.rule(f"{name}  ({broker.version})")
             for phase in phases:  # each phase on a fresh broker process
+                if phase == "auth" and not isinstance(broker, Edgesim):
+                    continue  # custom authorizers and SigV4 are edgesim's alone
                 try:
+                    if isinstance(broker, Edgesim):
+                        broker.extra_args = auth_connects.GATEWAY_FLAGS if phase == "auth" else []
                     broker.start()
                     console.log(f"{name} listening on {HOST}:{broker.port} (pid {broker.pid}) for the {phase} phase")
                     if phase == "main":
@@ -1144,6 +1155,12 @@ def main(argv: list[str] | None = None) -> int:
                         summary = v5_summary(results[name])
                         if summary is not None:
                             results[name]["v5"] = summary
+                    elif phase == "auth":
+                        assert isinstance(broker, Edgesim)
+                        auth_connects.setup(broker.api_port)
+                        count = 200 if args.quick else 1000
+                        results[name]["auth"] = asyncio.run(auth_connects.measure(
+                            broker.ports, mat.ca, mat.client_cert, mat.client_key, count, 10))  # fmt: skip
                     else:
                         results[name]["connections"] = asyncio.run(hold_connections(broker, mat, settings))
                 except KeyboardInterrupt:
@@ -1176,12 +1193,17 @@ def main(argv: list[str] | None = None) -> int:
     if results:
         # Wide enough for every column even when stdout is not a terminal.
         wide = Console(width=max(console.width, 150))
-        wide.print(report(results, settings, args.quick))
+        if any(key in res for res in results.values() for key in ("connect", "connections", "error")):
+            wide.print(report(results, settings, args.quick))
         if target is not None:
             wide.print(goals_line(target))
         versions = v5_table(results)
         if versions is not None:
             wide.print(versions)
+        if "auth" in results.get("edgesim", {}):
+            wide.print("connects/s by authentication method (edgesim):")
+            for line in auth_connects.summary_lines(results["edgesim"]["auth"]):
+                wide.print("  " + line)
         for name, res in results.items():
             if "error" in res:
                 console.print(f"[red]{name}: {res['error']}[/red]")

@@ -10,14 +10,17 @@ import os
 import random
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from devices.behaviour import FaultPlan, reported_for_delta, shadow_prefix, spoil
+from devices.claim import ClaimRefused, DeviceClaim, provision_by_claim, store_identity
 from devices.connect_errors import CAUSE_PREFIX, connect_cause
 from devices.figures import Figures
+from devices.job_agent import Downloader, JobAgent
 from devices.payload import PayloadBuilder
 from devices.properties import TelemetryProperties
 from devices.spec import DeviceSpec
@@ -82,6 +85,12 @@ class SimDevice:
         figures: Figures,
         ramp: ConnectRamp,
         epoch: float,
+        claim: DeviceClaim | None = None,
+        *,
+        jit: bool = False,
+        credentials: tuple[str, bytes | None] | None = None,
+        websocket_path: str | None = None,
+        downloader: Downloader | None = None,
     ) -> None:
         self.spec = spec
         self.figures = figures
@@ -95,10 +104,30 @@ class SimDevice:
         shadow = spec.shadow
         self.initial = PayloadBuilder(shadow.initial, spec.seed + 1) if shadow is not None else None
         self.prefix = shadow_prefix(spec.thing_name, shadow.name if shadow is not None else None)
-        self.client = AsyncMqttClient(
+        self.target = target
+        self.claim = claim
+        self.credentials = credentials  # (username, password) for a custom authorizer
+        self.websocket_path = websocket_path  # MQTT over a WebSocket (a SigV4-presigned /mqtt URL)
+        self.awaiting_jit = jit  # JITP/JITR: the first connect that gets in is this device's provisioning
+        self.client = self._new_client(ssl_context)
+        self.properties = TelemetryProperties(spec, self.variables)
+        self.seq = 0
+        self.reported_initial = False
+        self.state = "idle"
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._loop = asyncio.get_running_loop()  # devices are built by the fleet's coroutine, on the loop they run on
+        self._rebooting: asyncio.Future[None] | None = None
+        self.jobs: JobAgent | None = None
+        if spec.jobs is not None:
+            rng = random.Random(spec.seed ^ 0x10B5)
+            self.jobs = JobAgent(spec.thing_name, spec.jobs, rng, figures, self, downloader)
+
+    def _new_client(self, ssl_context: ssl.SSLContext | None) -> AsyncMqttClient:
+        spec = self.spec
+        return AsyncMqttClient(
             spec.client_id,
-            target.host,
-            target.port,
+            self.target.host,
+            self.target.port,
             ssl_context=ssl_context,
             on_message=self._on_message,
             on_connection_lost=self._on_lost,
@@ -106,13 +135,10 @@ class SimDevice:
             clean_start=spec.session_expiry == 0,  # a device with a session expiry resumes it on reconnect
             session_expiry=spec.session_expiry,
             topic_aliases=spec.topic_aliases,
+            username=self.credentials[0] if self.credentials else None,
+            password=self.credentials[1] if self.credentials else None,
+            websocket_path=self.websocket_path,
         )
-        self.properties = TelemetryProperties(spec, self.variables)
-        self.seq = 0
-        self.reported_initial = False
-        self.state = "idle"
-        self._timers: set[asyncio.TimerHandle] = set()
-        self._loop = asyncio.get_running_loop()  # devices are built by the fleet's coroutine, on the loop they run on
 
     # ---- life
 
@@ -128,10 +154,17 @@ class SimDevice:
         self.state = state
 
     async def run(self) -> None:
+        if self.claim is not None:
+            await self._provision(self.claim)
         backoff = 1.0
         disconnect_in = self.faults.next_disconnect_in()
         disconnect_at = None if disconnect_in is None else self._t() + disconnect_in
         while True:
+            if self._rebooting is not None:
+                await self._rebooting
+                if self.client.connected:  # the reboot reconnected: back to the schedule
+                    await self._session(disconnect_at)
+                    continue
             until = self.faults.offline_until(self._t())
             if until is not None:
                 self._gauge("offline")
@@ -154,6 +187,30 @@ class SimDevice:
             elif ended == "offline":
                 self.client.abort()
 
+    async def _provision(self, claim: DeviceClaim) -> None:
+        """Fleet provisioning by claim until this device has a certificate of its own, then use it."""
+        backoff = 1.0
+        files = claim.files
+        while not (files.cert.exists() and files.key.exists()):
+            self._gauge("connecting")
+            try:
+                async with self.ramp.slots:
+                    await self.ramp.wait()
+                    cert, key, _ = await provision_by_claim(
+                        self.spec.client_id, self.target.host, self.target.port, claim.claim_context,
+                        claim.options.template, claim.options.render(self.spec), self.spec.protocol,
+                    )  # fmt: skip
+            except (ClaimRefused, MqttError, TimeoutError, OSError) as exc:
+                self.figures.inc("provisioning_failures")
+                log.debug("%s: provisioning by claim failed: %s", self.spec.client_id, exc)
+                self._gauge("failed")
+                await asyncio.sleep(backoff * (0.5 + self.rng.random()))
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            store_identity(files.cert, files.key, cert, key)
+            self.figures.inc("provisioned")
+        self.client = self._new_client(claim.context_for(files))
+
     async def _connect(self) -> bool:
         self._gauge("connecting")
         try:
@@ -173,6 +230,9 @@ class SimDevice:
             self._gauge("failed")
             return False
         self.figures.inc("connects")
+        if self.awaiting_jit:
+            self.awaiting_jit = False
+            self.figures.inc("provisioned")
         self._gauge("connected")
         try:
             await self._subscribe_and_report()
@@ -190,6 +250,8 @@ class SimDevice:
             filters += [(f"{self.prefix}/update/delta", 1), (f"{self.prefix}/get/accepted", 1)]
         if self.spec.command_topic is not None:
             filters.append((self.spec.command_topic, 1))
+        if self.jobs is not None:
+            filters += self.jobs.filters()
         if filters:
             granted = await self.client.subscribe(filters)
             if any(code >= 0x80 for code in granted):
@@ -201,6 +263,8 @@ class SimDevice:
         if self.spec.shadow is not None and self.spec.shadow.apply_delta:
             # Deltas that arrived while offline are in the document's `delta`: ask for it, as AWS's samples do.
             self._publish(f"{self.prefix}/get", b"", 1, count=None)
+        if self.jobs is not None:
+            self.jobs.on_connected()
 
     async def _session(self, disconnect_at: float | None) -> str:
         """Publish on an absolute schedule until the connection is lost, a fault is due, or an offline window opens.
@@ -299,7 +363,9 @@ class SimDevice:
 
     def _on_message(self, message: Message) -> None:
         topic = message.topic
-        if topic.startswith(self.prefix):
+        if self.jobs is not None and self.jobs.owns(topic):
+            self.jobs.on_message(topic, message.payload)
+        elif topic.startswith(self.prefix):
             self._on_shadow(topic[len(self.prefix) :], message.payload)
         elif self.spec.command_topic is not None:
             self._on_command(message)
@@ -344,10 +410,45 @@ class SimDevice:
             command = message.payload.decode("utf-8", "replace")
         self._publish(reply, {"ok": True, "command": command}, 1, count=None)
 
+    # ---- the job agent's host
+
+    @property
+    def connected(self) -> bool:
+        return self.client.connected
+
+    def publish_json(self, topic: str, body: dict[str, Any], on_done: Callable[[Exception | None], None]) -> None:
+        self.client.send(topic, orjson.dumps(body), 1, on_done)
+
+    def report_firmware(self, field: str, version: str) -> None:
+        self._publish(f"{self.prefix}/update", {"state": {"reported": {field: version}}}, 1, count="shadow_reports")
+
+    async def reboot(self, downtime: float) -> None:
+        """Go offline as a restarting device does (a clean DISCONNECT after the pending PUBACKs), come back after
+        `downtime` seconds; the run loop waits for this instead of reconnecting on its own."""
+        self.figures.inc("jobs.reboots")
+        self._rebooting = self._loop.create_future()
+        try:
+            deadline = self._loop.time() + DRAIN_TIMEOUT_S
+            while self.client.connected and self.client.pending and self._loop.time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            if self.client.connected:
+                try:
+                    await self.client.disconnect(timeout=2.0)
+                except MqttError:
+                    self.client.abort()
+            self._gauge("offline")
+            await asyncio.sleep(downtime)
+            await self._connect()
+        finally:
+            self._rebooting.set_result(None)
+            self._rebooting = None
+
     async def close(self) -> None:
         """Wait (bounded) for unacknowledged publishes, then DISCONNECT."""
         for handle in self._timers:
             handle.cancel()
+        if self.jobs is not None:
+            self.jobs.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DRAIN_TIMEOUT_S
         while self.client.connected and self.client.pending and loop.time() < deadline:  # noqa: ASYNC110 - bounded

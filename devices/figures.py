@@ -76,6 +76,19 @@ class Figures:
             "shadow_reports": counts.get("shadow_reports", 0),
             "deltas_applied": counts.get("deltas_applied", 0),
             "commands": counts.get("commands", 0),
+            "provisioned": counts.get("provisioned", 0),
+            "provisioning_failures": counts.get("provisioning_failures", 0),
             "faults": {k.removeprefix("faults."): v for k, v in counts.items() if k.startswith("faults.")},
             "errors": self.errors(),
+            "jobs": jobs_summary(counts),
         }
+
+
+def jobs_summary(counts: dict[str, int]) -> dict[str, int]:
+    """The job agents' executions by state as the devices see them, and their downloads and reboots ({} without)."""
+    jobs = {k.removeprefix("jobs."): v for k, v in counts.items() if k.startswith("jobs.")}
+    if not jobs:
+        return {}
+    done = jobs.get("succeeded", 0) + jobs.get("failed", 0) + jobs.get("abandoned", 0)
+    jobs["in_progress"] = max(0, jobs.get("started", 0) - done)
+    return jobs

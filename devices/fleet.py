@@ -17,8 +17,11 @@ from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 from typing import Any
 
+from devices.claim import ClaimOptions, DeviceClaim
+from devices.custom_auth import AuthOptions
 from devices.device import ConnectRamp, SimDevice, Target
 from devices.figures import Figures
+from devices.job_agent import Downloader
 from devices.provision import DeviceFiles
 from devices.spec import DeviceSpec, expand, load_fleet
 
@@ -36,13 +39,17 @@ class FleetOptions:
     processes: int = 1
     shard: tuple[int, int] | None = None
     files: dict[str, DeviceFiles] = field(default_factory=dict)  # thing name -> certificate and key
+    claim: ClaimOptions | None = None  # provisioning by claim: `files` is where each device stores its own identity
+    fresh: frozenset[str] = frozenset()  # JITP/JITR: devices whose first successful connect is their provisioning
+    auth: AuthOptions | None = None  # custom authorizer: no client certificates, TLS with ALPN "mqtt"
 
 
 class ContextCache:
     """One SSLContext per distinct client certificate (a shared fleet certificate means one for all devices)."""
 
-    def __init__(self, ca: Path | None) -> None:
+    def __init__(self, ca: Path | None, alpn: list[str] | None = None) -> None:
         self.ca = ca
+        self.alpn = alpn
         self._contexts: dict[Path, ssl.SSLContext] = {}
         self._plain: ssl.SSLContext | None = None
 
@@ -60,6 +67,8 @@ class ContextCache:
     def _new(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.alpn:
+            context.set_alpn_protocols(self.alpn)
         if self.ca is not None:
             context.load_verify_locations(self.ca)
         else:
@@ -87,12 +96,28 @@ async def run_devices(
     loop = asyncio.get_running_loop()
     epoch = loop.time()
     ramp = ConnectRamp(options.connect_rate)
-    contexts = ContextCache(options.ca)
+    custom_auth = options.auth is not None and not options.auth.websocket
+    contexts = ContextCache(options.ca, ["mqtt"] if custom_auth else None)
     figures.devices += len(devices)
+    # Job files come from edgesim's S3 API: trust the fleet's CA for an https URL.
+    downloader = Downloader(contexts.get(None) if options.ca is not None else None)
     sims = []
+    claim = options.claim if options.target.tls else None
+    claim_context = contexts.get(DeviceFiles(claim.claim_cert, claim.claim_key)) if claim is not None else None
     for spec in devices:
+        if claim is not None and claim_context is not None:
+            own = DeviceClaim(claim, claim_context, options.files[spec.thing_name], contexts.get)
+            sims.append(
+                SimDevice(spec, options.target, claim_context, figures, ramp, epoch, own, downloader=downloader)
+            )
+            continue
         context = contexts.get(options.files.get(spec.thing_name)) if options.target.tls else None
-        sims.append(SimDevice(spec, options.target, context, figures, ramp, epoch))
+        credentials = options.auth.credentials(spec) if options.auth is not None else None
+        ws_path = None
+        if options.auth is not None and options.auth.websocket:
+            ws_path = options.auth.websocket_path(options.target.host, options.target.port)
+        sims.append(SimDevice(spec, options.target, context, figures, ramp, epoch, jit=spec.thing_name in options.fresh,
+                              credentials=credentials, websocket_path=ws_path, downloader=downloader))  # fmt: skip
     tasks = [loop.create_task(_guarded(sim, figures), name=f"device-{sim.spec.thing_name}") for sim in sims]
     # The devices live as long as the run: keep the cyclic collector from re-walking them (tens of thousands of
     # objects per thousand devices) on every full collection.
@@ -104,6 +129,7 @@ async def run_devices(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(sim.close() for sim in sims), return_exceptions=True)
+        await downloader.close()
 
 
 def install_stop(stop: asyncio.Event, duration: float | None) -> None:

@@ -76,6 +76,11 @@ def fleet_policy(devices: Iterable[DeviceSpec]) -> dict[str, Any]:
             receive.add(_resource("topic", d.command_topic.replace("+", "*").replace("#", "*"), d))
         if d.reply_topic is not None:
             publish.add(_resource("topic", d.reply_topic, d))
+        if d.jobs is not None:
+            jobs = f"$aws/things/{d.thing_name}/jobs/*"
+            publish.add(_resource("topic", jobs, d))
+            subscribe.add(_resource("topicfilter", jobs, d))
+            receive.add(_resource("topic", jobs, d))
     statements = [
         {"Effect": "Allow", "Action": action, "Resource": sorted(resources)}
         for action, resources in (
@@ -198,3 +203,54 @@ class Provisioner:
             for _ in pool.map(one, devices):
                 pass
         return {d.thing_name: self.files(d) for d in devices}
+
+
+CLAIM = "_claim"  # file stem of the fleet's claim certificate
+
+
+def claim_policy(template: str) -> dict[str, Any]:
+    """What AWS's guide gives a claim certificate: connect, and the provisioning MQTT API for one template."""
+    topics = ["$aws/certificates/create/*", f"$aws/provisioning-templates/{template}/provision/*"]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"},
+            {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"],
+             "Resource": [f"arn:aws:iot:*:*:topic/{t}" for t in topics]},
+            {"Effect": "Allow", "Action": "iot:Subscribe",
+             "Resource": [f"arn:aws:iot:*:*:topicfilter/{t}" for t in topics]},
+        ],
+    }  # fmt: skip
+
+
+class ClaimProvisioner(Provisioner):
+    """Fleet provisioning by claim: the gateway side is only the fleet's device policy (for the template to attach),
+    a claim policy and one claim certificate; each device then provisions itself over MQTT."""
+
+    def __init__(self, iot: Any, spec: FleetSpec, certs_dir: Path, template: str) -> None:
+        super().__init__(iot, spec, certs_dir)
+        self.template = template
+        self.claim_policy_name = f"{self.policy_name}-claim"[:128]
+
+    def files_for_claim(self) -> DeviceFiles:
+        return DeviceFiles(self.dir / f"{CLAIM}.cert.pem", self.dir / f"{CLAIM}.private.key")
+
+    def provision_claim(self, devices: list[DeviceSpec]) -> tuple[DeviceFiles, dict[str, DeviceFiles]]:
+        """The claim certificate's files, and where each device keeps (or will keep) its own identity. Cached device
+        certificates the gateway no longer has active are dropped, so those devices provision again."""
+        self.iot.describe_provisioning_template(templateName=self.template)  # ResourceNotFoundException: say so early
+        self._policy(devices)
+        self._ignore_exists(self.iot.create_policy, policyName=self.claim_policy_name,
+                            policyDocument=json.dumps(claim_policy(self.template)))  # fmt: skip
+        known = self._known_certificates()
+        claim = self.files_for_claim()
+        if self._cert_arn(claim, known) is None:
+            created = self.iot.create_keys_and_certificate(setAsActive=True)
+            _write_private(claim.key, created["keyPair"]["PrivateKey"])
+            claim.cert.write_text(created["certificatePem"])
+            self.iot.attach_policy(policyName=self.claim_policy_name, target=created["certificateArn"])
+        files = {d.thing_name: self.files(d) for d in devices}
+        for own in files.values():
+            if own.cert.exists() and certificate_id(own.cert.read_bytes()) not in known:
+                own.cert.unlink()
+        return claim, files

@@ -36,6 +36,7 @@ from devices.template import Template, TemplateError, compile_template
 
 __all__ = [
     "PAYLOAD_VARIABLES",
+    "AuthSpec",
     "CommandSpec",
     "DeviceSpec",
     "DeviceTypeSpec",
@@ -43,8 +44,11 @@ __all__ = [
     "FleetFileError",
     "FleetProblem",
     "FleetSpec",
+    "JobsSpec",
     "OfflineWindow",
     "PayloadValue",
+    "ProvisioningSpec",
+    "RebootSpec",
     "ShadowSpec",
     "expand",
     "load_fleet",
@@ -220,6 +224,31 @@ class CommandSpec(_Model):
     reply_topic: TopicTemplate | None = None
 
 
+class RebootSpec(_Model):
+    """After installing, the device goes offline for `downtime` (a clean DISCONNECT), reconnects, and only then reports
+    the execution SUCCEEDED, as a firmware update that needs a restart does."""
+
+    downtime: SecondsRange = (1.0, 3.0)
+
+
+class JobsSpec(_Model):
+    """The device runs a job agent (AWS IoT Jobs MQTT API): on `notify-next` it starts the next execution, downloads
+    the URL in the job document, reports progress in `statusDetails` and ends SUCCEEDED with probability
+    `success_rate`, else FAILED, after a duration drawn from `duration` by `distribution`."""
+
+    success_rate: Fraction = 1.0
+    duration: SecondsRange = (1.0, 5.0)
+    distribution: Literal["uniform", "normal", "exponential"] = "uniform"
+    progress_steps: int = Field(default=2, ge=0, le=20)
+    download: bool = True
+    url_field: str | None = Field(default=None, min_length=1, max_length=256)  # dotted path; default: the first URL
+    firmware_version: str = Field(default="1.0.0", min_length=1, max_length=128)
+    version_field: str = Field(default="version", min_length=1, max_length=256)  # dotted path in the job document
+    shadow_field: str | None = Field(default="firmware_version", pattern=r"^[A-Za-z0-9_-]{1,128}$")
+    reboot: RebootSpec | None = None
+    step_timeout_minutes: int | None = Field(default=None, ge=1, le=10080)
+
+
 class DeviceTypeSpec(_Model):
     """`count` devices sharing templates, timing, payload, shadow, commands and faults."""
 
@@ -242,6 +271,7 @@ class DeviceTypeSpec(_Model):
     shadow: ShadowSpec | None = None
     commands: CommandSpec | None = None
     faults: FaultSpec = FaultSpec()
+    jobs: JobsSpec | None = None
 
     @field_validator("user_properties", "content_type", "session_expiry")
     @classmethod
@@ -267,6 +297,52 @@ class DeviceTypeSpec(_Model):
         return value
 
 
+class ProvisioningSpec(_Model):
+    """How devices get their certificates. `claim`: every device boots with the fleet's claim certificate and gets its
+    own through the provisioning MQTT API (`template` names the provisioning template; `parameters` are rendered per
+    device). `jitp` / `jitr`: every device has a certificate from the fleet's own CA, registered with
+    auto-registration (and, for `jitp`, the JITP provisioning template `template`); the gateway registers it on the
+    device's first connect."""
+
+    by: Literal["claim", "jitp", "jitr"]
+    template: str | None = Field(default=None, pattern=r"^[0-9A-Za-z_-]{1,36}$")
+    parameters: dict[Annotated[str, Field(min_length=1, max_length=2048)], ClientTemplate] = Field(
+        default={"ThingName": "{thing_name}"}, validate_default=True
+    )
+
+    @model_validator(mode="after")
+    def _template_when_needed(self) -> ProvisioningSpec:
+        if self.by != "jitr" and self.template is None:
+            raise PydanticCustomError("template", "`by: {by}` needs a `template`", {"by": self.by})
+        return self
+
+
+class AuthSpec(_Model):
+    """`by: custom-authorizer`: devices connect without a client certificate (TLS with ALPN `mqtt`, AWS IoT's port 443
+    way) and send `<username>?x-amz-customauthorizer-name=<authorizer>` (plus the token, if any) and the password,
+    for the named custom authorizer to judge. `by: sigv4-websocket`: devices connect over a WebSocket at a
+    SigV4-presigned `/mqtt?X-Amz-...` URL (keys from the file, else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+    AWS_SESSION_TOKEN)."""
+
+    by: Literal["custom-authorizer", "sigv4-websocket"]
+    authorizer: str | None = Field(default=None, pattern=r"^[\w=,@-]{1,128}$")
+    access_key_id: str | None = Field(default=None, min_length=1)
+    secret_access_key: str | None = Field(default=None, min_length=1)
+    session_token: str | None = None
+    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
+    username: ClientTemplate = Field(default="{thing_name}", validate_default=True)
+    password: str | None = None
+    token_key_name: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9_-]{1,128}$")
+    token: str | None = None
+    signature: str | None = None
+
+    @model_validator(mode="after")
+    def _authorizer_named(self) -> AuthSpec:
+        if self.by == "custom-authorizer" and self.authorizer is None:
+            raise PydanticCustomError("authorizer", "`by: custom-authorizer` needs an `authorizer`")
+        return self
+
+
 class FleetSpec(_Model):
     """A whole fleet file. Build it with `parse_fleet`/`load_fleet` so errors can name lines."""
 
@@ -274,6 +350,8 @@ class FleetSpec(_Model):
     seed: int = 0
     policy_name: PolicyTemplate = Field(default=None, validate_default=True)
     device_types: list[DeviceTypeSpec] = Field(min_length=1)
+    provisioning: ProvisioningSpec | None = None
+    auth: AuthSpec | None = None
     _source: str = PrivateAttr(default="<fleet>")
     _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
     _devices: list[DeviceSpec] | None = PrivateAttr(default=None)
@@ -285,6 +363,12 @@ class FleetSpec(_Model):
         if fleet is not None and not _POLICY_NAME.fullmatch(name := value.render({"fleet": fleet})):
             raise PydanticCustomError("policy_name", "{name!r} is not a valid AWS policy name", {"name": name})
         return value
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> FleetSpec:
+        if self.auth is not None and self.provisioning is not None:
+            raise PydanticCustomError("auth", "a fleet has either `auth` (no certificates) or `provisioning`, not both")
+        return self
 
     @property
     def device_count(self) -> int:
@@ -301,7 +385,18 @@ _FIELD_NAMES = sorted(
     {
         name
         for model in (
-            *(FleetSpec, DeviceTypeSpec, ShadowSpec, CommandSpec, FaultSpec, OfflineWindow),
+            *(
+                FleetSpec,
+                DeviceTypeSpec,
+                ShadowSpec,
+                CommandSpec,
+                FaultSpec,
+                OfflineWindow,
+                ProvisioningSpec,
+                AuthSpec,
+                JobsSpec,
+                RebootSpec,
+            ),
             *get_args(get_args(ProfileSpec)[0]),
         )
         for name in model.model_fields
@@ -406,6 +501,7 @@ class DeviceSpec:
     content_type: str | None = None
     topic_aliases: bool = True
     session_expiry: int = 0
+    jobs: JobsSpec | None = None
 
     def variables(self) -> dict[str, object]:
         """Payload template variables; the caller adds the per-message `seq` and `timestamp`."""
@@ -542,7 +638,7 @@ class _Expander:
                     ordinal + i, fleet, name, i, count, thing, client, dtype.thing_type, attrs, topic,
                     dtype.interval, dtype.jitter, dtype.qos, dtype.payload, dtype.shadow,
                     command_topic, reply_topic, faults, seed, skew, protocol, user_properties,
-                    dtype.content_type, dtype.topic_aliases, dtype.session_expiry,
+                    dtype.content_type, dtype.topic_aliases, dtype.session_expiry, dtype.jobs,
                 )
             )  # fmt: skip
 

@@ -46,6 +46,17 @@ def table(data: dict[str, Any], title: str) -> Table:
     out.add_row("connects / connection losses", f"{data['connects']:,} / {data['disconnects']:,}")
     out.add_row("shadow reports / deltas applied", f"{data['shadow_reports']:,} / {data['deltas_applied']:,}")
     out.add_row("commands answered", f"{data['commands']:,}")
+    if data.get("provisioned") or data.get("provisioning_failures"):
+        out.add_row(
+            "provisioned by claim / failed attempts",
+            f"{data['provisioned']:,} / {data['provisioning_failures']:,}",
+            style="red" if data["provisioning_failures"] else None,
+        )
+    jobs = data.get("jobs") or {}
+    if jobs:
+        states = " / ".join(f"{jobs.get(k, 0):,}" for k in ("in_progress", "succeeded", "failed", "abandoned"))
+        out.add_row("job executions in progress / succeeded / failed / dropped", states)
+        out.add_row("job downloads / reboots", f"{jobs.get('downloads', 0):,} / {jobs.get('reboots', 0):,}")
     faults = ", ".join(f"{k} {v:,}" for k, v in sorted(data["faults"].items())) or "none"
     out.add_row("faults injected", faults)
     errors = ", ".join(f"{k} {v:,}" for k, v in sorted(data["errors"].items())) or "none"

@@ -3,38 +3,46 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
-from gateway.actions.remote import RemoteSinks
+from gateway import auth_setup
+from gateway.actions.local import local_sinks
+from gateway.actions.remote import RemoteSinks, remote_sinks
+from gateway.actions.sinks import ActionSinks
+from gateway.api import iot_provisioning  # noqa: F401  (registers the provisioning template operations)
 from gateway.api.auth import required_token
 from gateway.api.dashboard import Dashboard
 from gateway.api.fleet_api import ConnectivityTracker
 from gateway.api.front import AwsFront
 from gateway.api.greengrass import ClientDevices
 from gateway.api.https_publish import HttpsPublish
+from gateway.api.jobs_api import build as build_jobs
 from gateway.api.live import LiveFeed
 from gateway.api.rest import RestDispatcher
 from gateway.api.server import ApiServer
+from gateway.broker.alpn import alpn_ssl_context, start_alpn
 from gateway.broker.core import Broker
 from gateway.broker.listeners import Listeners, server_ssl_context
-from gateway.broker.retained import RetainedStore
-from gateway.broker.sessions import SessionStore
 from gateway.clock import Clock, SystemClock
+from gateway.composition import open_store, start_mqtt_core
 from gateway.config import Config
 from gateway.datadir import DataDirLock
-from gateway.identity.authorizer import DEV_POLICY_DOCUMENT
 from gateway.identity.keystore import ensure_local_ca
-from gateway.identity.policy_doc import PolicyDocument
+from gateway.jobs.service import JobsService
+from gateway.messages import Message
 from gateway.metrics import Metrics
 from gateway.netguard import descriptor_budget, quiet_accept_errors, raise_descriptor_limit
+from gateway.provisioning.mqtt_api import ProvisioningMqttApi
+from gateway.provisioning.templates import ProvisioningTemplates
 from gateway.registry import Registry, RegistryChange
 from gateway.registry.fleet_index import FleetIndex
+from gateway.registry.jit import JustInTime
 from gateway.rules.destinations import TopicRuleDestinations
 from gateway.rules.engine import RulesEngine
 from gateway.rules.files import RulesFolder
 from gateway.rules.service import RulesService
-from gateway.shadow.document import ShadowLimits
 from gateway.shadow.service import ShadowService
 from gateway.sinks.cloudwatch import CloudWatchSink
 from gateway.sinks.firehose.service import FirehoseService
@@ -44,7 +52,7 @@ from gateway.sinks.lambda_.service import LambdaService
 from gateway.sinks.s3 import ObjectStore
 from gateway.sinks.sqs.service import SqsService
 from gateway.store import Store
-from gateway.tasks import Lifecycle, cancel_and_wait
+from gateway.tasks import Job, Lifecycle, start_tasks
 
 log = logging.getLogger("edgesim")
 
@@ -69,18 +77,23 @@ class Gateway(Lifecycle):
     rules: RulesService
     listeners: Listeners
     api: ApiServer
-    https: HttpsPublish
     live: LiveFeed
     fleet_index: FleetIndex
     client_devices: ClientDevices
     api_token: str | None = None
+    provisioning_templates: ProvisioningTemplates
+    provisioning: ProvisioningMqttApi
+    jobs: JobsService
+    auth: auth_setup.AuthServices
+    front: AwsFront
 
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
-        self.clock = clock or SystemClock()
+        self.clock: Clock = clock or SystemClock()
         self.ports: dict[str, int] = {}
         self._started = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.https: HttpsPublish | None = None
 
     async def __aenter__(self) -> Gateway:
         if self._started:
@@ -88,33 +101,34 @@ class Gateway(Lifecycle):
         self._started = True
         return await super().__aenter__()
 
-    async def _start(self) -> None:
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         cfg = self.config
-        self._lock = DataDirLock(cfg.data_dir)
-        self._lock.acquire()  # before anything that could touch another gateway's state
+        lock = DataDirLock(cfg.data_dir)
+        lock.acquire()  # before anything that could touch another gateway's state
+        stack.callback(lock.release)
         budget = descriptor_budget(raise_descriptor_limit())
         self.accept_errors = quiet_accept_errors(asyncio.get_running_loop())
         self.local_ca, _ = ensure_local_ca(cfg.certs_dir, hostnames=("localhost", *cfg.server_names))
-        self.store = Store(cfg.db_path)
-        self.registry = Registry(self.store, self.clock, cfg.region, cfg.account)
-        self.registry.local_ca = self.local_ca.root
-        self.registry.ensure_ca_registered(self.local_ca.root.cert_pem.decode())
-        dev_policy = self._dev_policy() if cfg.insecure_port is not None else None
-        self.broker = Broker(
-            cfg, self.registry, self.clock, RetainedStore(self.store), dev_policy, SessionStore(self.store)
+        self.store = open_store(stack, cfg.db_path)
+        dev_policy = cfg.dev_policy_name if cfg.insecure_port is not None else None
+        core = start_mqtt_core(stack, cfg, self.store, self.clock, self.local_ca, dev_policy)
+        self.registry, self.broker, self.listeners, self.shadows = (
+            core.registry,
+            core.broker,
+            core.listeners,
+            core.shadows,
         )
-        self.broker.start()
-        self.shadows = ShadowService(self.store, self.broker, self.clock, ShadowLimits())
+        self.registry.events.publish = self._publish_event
         self.kinesis = KinesisService(self.store, self.clock, cfg.region, cfg.account)
         self.s3 = ObjectStore(cfg.data_dir / "s3")
         self.firehose = FirehoseService(
             self.store, self.s3, self.clock, cfg.region, cfg.account, invoke=self._invoke_for_firehose
         )
-        self._tasks.append(asyncio.create_task(self._flush_firehose(), name="firehose-buffers"))
+        stack.callback(self.firehose.flush_all)  # buffered records are durable anyway; this delivers them before exit
         self.sqs = SqsService(
             self.store, self.clock, cfg.region, cfg.account, cfg.host, lambda: self.ports.get("api", cfg.api_port)
         )
-        self._tasks.append(asyncio.create_task(self._trim_streams(), name="kinesis-retention"))
+        stack.push_async_callback(self.sqs.moves.close)
         self.lambdas = LambdaService(
             self.store,
             self.clock,
@@ -124,10 +138,15 @@ class Gateway(Lifecycle):
             api_endpoint=lambda: f"http://{cfg.host}:{self.ports.get('api', cfg.api_port)}",
             sqs=self.sqs,
         )
+        stack.push_async_callback(self.lambdas.stop)
         await self.lambdas.start()
-        self.event_sources = EventSourceMappings(self)
+        self.auth = auth_setup.install(self)
+        stack.push_async_callback(self.auth.hook.stop)
+        self.event_sources = EventSourceMappings(
+            self.store, self.clock, self.lambdas, self.kinesis, self.sqs, cfg.region, cfg.account
+        )
+        stack.push_async_callback(self.event_sources.stop)
         await self.event_sources.start()
-        self.remote_sinks = RemoteSinks(cfg.sink_endpoint_url, cfg.region) if cfg.sink_backend == "aws" else None
         self.cloudwatch = CloudWatchSink(self.store)
         self.destinations = TopicRuleDestinations(
             self.store,
@@ -136,23 +155,31 @@ class Gateway(Lifecycle):
             cfg.account,
             lambda: f"http://{cfg.host}:{self.ports.get('api', cfg.api_port)}",
         )
-        self.rules_engine = RulesEngine(self)
-        self.rules = RulesService(self, self.rules_engine)
+        stack.push_async_callback(self.destinations.stop)
+        self.rules_engine = RulesEngine(self._action_sinks(), self.shadows)
+        stack.push_async_callback(self.rules_engine.stop)
+        self.rules = RulesService(self.rules_engine, self.store, self.clock, self.registry.arn, self.destinations)
         self.rules.load()
         self.broker.message_hooks.append(self.rules_engine.on_message)
+        self.provisioning_templates = ProvisioningTemplates(self.store, self.clock, cfg.region, cfg.account)
+        self.registry.jit = JustInTime(self.registry, self.provisioning_templates.template)
+        self.provisioning = ProvisioningMqttApi(
+            self.broker, self.registry, self.provisioning_templates, self._invoke_for_firehose
+        )
+        stack.push_async_callback(self.provisioning.close)
+        self.jobs = build_jobs(self)
+        jobs: dict[str, Job] = {"jobs-scheduler": self.jobs.run}
         if cfg.rules_dir is not None:
             folder = RulesFolder(self.rules, cfg.rules_dir)
             folder.sync()
-            self._tasks.append(asyncio.create_task(folder.watch(), name="rules-folder-watch"))
-        self.listeners = Listeners(self.broker)
+            jobs["rules-folder-watch"] = folder.watch
         self.metrics = Metrics(self)
-        self._tasks.append(asyncio.create_task(self.metrics.lag.run(), name="event-loop-lag"))
         self.live = LiveFeed(self)
-        self.live.start()
         self.api_token = required_token(cfg.host, cfg.api_token)
-        self.fleet_index = FleetIndex(self.store, self.registry, ConnectivityTracker(self))
+        self.fleet_index = FleetIndex(self.store, self.registry, ConnectivityTracker(self.broker))
         self.client_devices = ClientDevices(self.store)
         rest = RestDispatcher(self)
+        self.front = AwsFront(self, rest.verify_signature)
         self.api = ApiServer(
             cfg.host,
             cfg.api_port,
@@ -172,15 +199,26 @@ class Gateway(Lifecycle):
             routes=Dashboard(self, self.live).routes,
             token=self.api_token,
             check_signature=rest.verify_signature if cfg.sigv4_credentials else None,
-            front=AwsFront(self, rest.verify_signature),
+            front=self.front,
             max_connections=cfg.http.max_connections or max(16, budget // 4),
             header_timeout_s=cfg.http.header_timeout_s,
             body_timeout_s=cfg.http.body_timeout_s,
         )
+        stack.push_async_callback(self.api.stop)
         self.ports["api"] = await self.api.start()
+        # Started after the API, so it stops first: its closing ends the dashboard's open streams, which the API's
+        # shutdown would otherwise wait out.
+        self.live.start()
+        stack.push_async_callback(self.live.stop)
         self.ssl_context = server_ssl_context(
             str(self.local_ca.server_cert_path), str(self.local_ca.server_key_path), self._trusted_pems()
         )
+        # Asks for a client certificate without requiring one: SigV4 and custom-authorizer clients have none.
+        self.optional_cert_contexts = [
+            alpn_ssl_context(str(self.local_ca.server_cert_path), str(self.local_ca.server_key_path),
+                             self._trusted_pems(), alpn=alpn)
+            for alpn in (False, True)
+        ]  # fmt: skip
         self.registry.subscribe(self._trust_new_anchors)
         # Descriptors: a quarter of the budget for the API port, the rest shared by the MQTT ports.
         mqtt_share = max(16, (budget - budget // 4) // (2 if cfg.insecure_port is not None else 1))
@@ -188,46 +226,51 @@ class Gateway(Lifecycle):
             "mqtts", cfg.host, cfg.mqtts_port, self.ssl_context, mqtt_share
         )
         if cfg.wss_port is not None:
-            self.ports["wss"] = await self.listeners.start_websocket(cfg.host, cfg.wss_port, self.ssl_context)
+            self.ports["wss"] = await self.listeners.start_websocket(
+                cfg.host, cfg.wss_port, self.optional_cert_contexts[0]
+            )
         if cfg.https_port is not None:
             self.https = HttpsPublish(self)
+            stack.push_async_callback(self.https.stop)
             self.ports["https"] = await self.https.start(cfg.host, cfg.https_port, self.ssl_context)
         if cfg.insecure_port is not None:
             self.ports["mqtt"] = await self.listeners.start_mqtt("mqtt", cfg.host, cfg.insecure_port, None, mqtt_share)
-        self._tasks.append(asyncio.create_task(self._watch_other_writers(), name="registry-watch"))
+        if cfg.alpn_port is not None:
+            http = self.https.protocol_factory() if self.https is not None else None
+            self.ports["alpn"] = await start_alpn(
+                self.listeners, cfg.host, cfg.alpn_port, self.optional_cert_contexts[1], http, mqtt_share
+            )
+        jobs["firehose-buffers"] = self._flush_firehose
+        jobs["kinesis-retention"] = self._trim_streams
+        jobs["event-loop-lag"] = self.metrics.lag.run
+        jobs["registry-watch"] = self._watch_other_writers
+        self._tasks = start_tasks(stack, jobs)
         self.api.ready = True
 
-    async def _stop(self) -> None:
-        await cancel_and_wait(self._tasks)
-        if hasattr(self, "live"):
-            await self.live.stop()
-        if hasattr(self, "rules_engine"):
-            await self.rules_engine.stop()
-        if hasattr(self, "destinations"):
-            await self.destinations.stop()
-        if hasattr(self, "event_sources"):
-            await self.event_sources.stop()
-        if hasattr(self, "lambdas"):
-            await self.lambdas.stop()
-        if hasattr(self, "sqs"):
-            await self.sqs.moves.close()
-        if hasattr(self, "broker"):
-            await self.broker.stop()
-        if hasattr(self, "listeners"):
-            await self.listeners.stop()
-        if hasattr(self, "https"):
-            await self.https.stop()
-        if hasattr(self, "api"):
-            await self.api.stop()
-        if hasattr(self, "firehose"):
-            self.firehose.flush_all()  # buffered records are durable anyway; this just delivers them before exit
-        if hasattr(self, "store"):
-            self.store.close()
-        if hasattr(self, "_lock"):
-            self._lock.release()
+    def _action_sinks(self) -> ActionSinks:
+        """Where rule actions deliver: this gateway's own services, or (--sink-backend aws) the real ones. Chosen
+        here, once; no action asks again."""
+        cfg = self.config
+        if cfg.sink_backend == "aws":
+            self.remote_sinks = RemoteSinks(cfg.sink_endpoint_url, cfg.region)
+            return remote_sinks(
+                self.remote_sinks, self.clock, self.sqs, self.cloudwatch, self.broker, self.destinations
+            )
+        return local_sinks(
+            self.clock,
+            self.kinesis,
+            self.sqs,
+            self.lambdas,
+            self.firehose,
+            self.s3,
+            self.cloudwatch,
+            self.broker,
+            self.destinations,
+        )
 
-    def _dev_policy(self) -> PolicyDocument:
-        return self.registry.ensure_policy(self.config.dev_policy_name, DEV_POLICY_DOCUMENT)
+    def _publish_event(self, topic: str, payload: bytes) -> None:
+        """Registry and JITR events: routed like any message, so rules see them as well as subscribers."""
+        self.broker.route(Message(topic, payload, 1, received_ms=self.clock.wall_ms(), door="events"))
 
     def _trusted_pems(self) -> list[str]:
         rows = self.store.query("SELECT pem FROM ca_certificates")
@@ -238,7 +281,8 @@ class Gateway(Lifecycle):
         # OpenSSL's store only grows; removal is enforced by our own status check after the handshake.
         if change.kind in ("ca", "certificate"):
             for pem in self._trusted_pems():
-                self.ssl_context.load_verify_locations(cadata=pem)
+                for ctx in (self.ssl_context, *self.optional_cert_contexts):
+                    ctx.load_verify_locations(cadata=pem)
 
     async def _trim_streams(self) -> None:
         while True:

@@ -21,6 +21,7 @@ from gateway.cli_examples import examples_command, packaged_examples
 from gateway.cli_fleet import fleet_app
 from gateway.cli_functions import functions_app
 from gateway.cli_help import install as install_help_conventions
+from gateway.cli_jobs import jobs_app
 from gateway.cli_queues import queues_app
 from gateway.cli_registry import certs_app, policies_app, things_app
 from gateway.cli_rules import rules_app
@@ -42,6 +43,7 @@ app.add_typer(s3_app, name="s3")
 app.add_typer(streams_app, name="streams")
 app.add_typer(queues_app, name="queues")
 app.add_typer(functions_app, name="functions")
+app.add_typer(jobs_app, name="jobs")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(edge_app, name="edge")
 app.command("examples")(examples_command)
@@ -196,6 +198,14 @@ def up(
             help="Allow --insecure-port with a --host beyond loopback: anonymous MQTT, open to the network.",
         ),
     ] = False,
+    alpn_port: Annotated[
+        int,
+        typer.Option(
+            "--alpn-port",
+            help="One TLS port multiplexed by ALPN like AWS IoT's 443: x-amzn-mqtt-ca, mqtt (custom authorizers, "
+            "no client certificate), x-amzn-http-ca (0: any free port, -1: off).",
+        ),
+    ] = -1,
 ) -> None:
     """Run the gateway in the foreground until Ctrl-C."""
     _configure_logging(log_level, log_format)
@@ -228,6 +238,9 @@ def up(
     cfg.mqtt.min_keep_alive_s = min_keep_alive
     cfg.mqtt.max_session_expiry_s = max_session_expiry
     cfg.mqtt.connect_timeout_s = connect_timeout
+    if alpn_port >= 0:
+        flags["--alpn-port"] = _port_flag(alpn_port, "--alpn-port")
+        cfg.alpn_port = alpn_port
     for pair in require_sigv4 or []:
         key, sep, secret = pair.partition(":")
         if not sep or not key or not secret:

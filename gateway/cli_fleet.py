@@ -19,6 +19,7 @@ from gateway.config import default_certs_dir
 
 if TYPE_CHECKING:
     from devices.figures import Figures
+    from devices.provision import DeviceFiles
     from devices.spec import FleetSpec
 
 fleet_app = typer.Typer(help="Fleets of simulated devices: validate a fleet file, run it.", no_args_is_help=True)
@@ -113,9 +114,10 @@ def run(
     ] = None,
 ) -> None:
     """Provision (unless --no-provision) and run a fleet with a live view; Ctrl-C stops cleanly with a summary."""
+    from devices.custom_auth import AuthOptions
     from devices.device import Target
     from devices.fleet import FleetOptions, run_in_process, run_processes
-    from devices.provision import DeviceFiles, Provisioner, iot_client
+    from devices.provision import Provisioner, iot_client
     from devices.spec import expand
     from devices.view import connect_trouble, summary, table
 
@@ -130,7 +132,14 @@ def run(
     ca_file = ca or default_certs_dir() / "root-ca.pem"
     ui = Console(stderr=True)
     files: dict[str, DeviceFiles] = {}
-    if where.tls:
+    claim, fresh = None, frozenset[str]()
+    if where.tls and spec.provisioning is not None:
+        from gateway.cli_fleet_provisioning import provisioning_setup
+
+        files, claim, fresh = provisioning_setup(spec, devices, endpoint, certs, no_provision)
+    elif where.tls and spec.auth is not None:
+        pass  # a custom authorizer judges each connection: no certificates to provision
+    elif where.tls:
         provisioner = Provisioner(iot_client(endpoint), spec, certs, shared_cert)
         if no_provision:
             files = {d.thing_name: provisioner.files(d) for d in devices}
@@ -157,7 +166,18 @@ def run(
         if not ca_file.exists():
             err_console.print(f"[red]error:[/red] CA certificate {ca_file} not found; pass --ca")
             raise typer.Exit(1)
-    options = FleetOptions(where, ca_file if where.tls else None, connect_rate, duration, processes, slice_, files)
+    options = FleetOptions(
+        where,
+        ca_file if where.tls else None,
+        connect_rate,
+        duration,
+        processes,
+        slice_,
+        files,
+        claim,
+        fresh,
+        AuthOptions.from_spec(spec.auth) if spec.auth is not None else None,
+    )
     title = f"fleet {spec.fleet} → {target}"
     live_view = not as_json or sys.stderr.isatty()
     elapsed = 0.0

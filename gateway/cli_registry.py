@@ -157,14 +157,47 @@ def certs_register(
 def certs_register_ca(
     ca_file: Path,
     active: Annotated[bool, typer.Option(help="Register as ACTIVE.")] = True,
+    verification_cert: Annotated[
+        Path | None, typer.Option(help="Proof of possession: CN = the registration code, signed by the CA.")
+    ] = None,
+    ca_key: Annotated[
+        Path | None, typer.Option(help="The CA's private key: make the verification certificate here (DEFAULT mode).")
+    ] = None,
+    auto_registration: Annotated[bool, typer.Option(help="allowAutoRegistration (JITR / JITP).")] = False,
+    template: Annotated[Path | None, typer.Option(help="A JITP provisioning template (registrationConfig).")] = None,
     endpoint: Endpoint = DEFAULT_ENDPOINT,
     as_json: JsonOut = False,
 ) -> None:
-    """RegisterCACertificate: trust device certificates signed by this CA."""
+    """RegisterCACertificate: trust device certificates signed by this CA. With --verification-cert or --ca-key it is
+    registered in DEFAULT mode with proof of possession, without either in SNI_ONLY mode."""
     pem = read_text(ca_file, "CA certificate")
+    args: dict[str, Any] = {"caCertificate": pem, "setAsActive": active, "allowAutoRegistration": auto_registration}
+    if template is not None:
+        args["registrationConfig"] = {"templateBody": read_text(template, "provisioning template")}
     with api("iot", endpoint) as iot:
-        out = iot.register_ca_certificate(caCertificate=pem, setAsActive=active)
+        if verification_cert is not None:
+            args["verificationCertificate"] = read_text(verification_cert, "verification certificate")
+        elif ca_key is not None:
+            args["verificationCertificate"] = _verification_cert(pem, read_text(ca_key, "CA private key"), iot)
+        else:
+            args["certificateMode"] = "SNI_ONLY"
+        out = iot.register_ca_certificate(**args)
     emit(strip_metadata(out), True) if as_json else console.print(f"registered CA {out['certificateId']}")
+
+
+def _verification_cert(ca_pem: str, key_pem: str, iot: Any) -> str:
+    """What `openssl req/x509` would make by hand: CN = the registration code, signed by the CA's key."""
+    from datetime import UTC, datetime
+
+    from gateway.errors import AwsError
+    from gateway.identity import ca as ca_mod
+
+    try:
+        ca = ca_mod.load_issued(ca_pem.encode(), key_pem.encode())
+    except (ValueError, AwsError) as exc:
+        fail(f"the CA key cannot sign for this CA: {exc}")
+    code = iot.get_registration_code()["registrationCode"]
+    return ca_mod.issue_device_cert(ca, now=datetime.now(UTC), common_name=code, valid_days=1).cert_pem.decode()
 
 
 def _full_id(iot: Any, certificate_id: str) -> str:

@@ -90,6 +90,7 @@ class Config(BaseModel):
     wss_port: int | None = 8084
     https_port: int | None = 8443
     insecure_port: int | None = None
+    alpn_port: int | None = None  # one TLS port multiplexed by ALPN, like AWS IoT's 443 (gateway/broker/alpn.py)
     api_port: int = 4566
     data_dir: Path = Field(default_factory=default_data_dir)
     certs_dir: Path = Field(default_factory=default_certs_dir)

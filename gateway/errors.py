@@ -63,6 +63,11 @@ class CertificateValidationException(AwsError):
     http_status = 400
 
 
+class RegistrationCodeValidationException(AwsError):
+    code = "RegistrationCodeValidationException"
+    http_status = 400
+
+
 class CertificateConflictException(AwsError):
     code = "CertificateConflictException"
     http_status = 409
@@ -118,6 +123,22 @@ class RequestEntityTooLargeException(AwsError):
 class InternalFailureException(AwsError):
     code = "InternalFailureException"
     http_status = 500
+
+
+# The JSON 1.1 services (Kinesis, Firehose) answer every client error with HTTP 400, "not found" included.
+class InvalidArgumentException(AwsError):
+    code = "InvalidArgumentException"
+    http_status = 400
+
+
+class JsonResourceNotFoundException(AwsError):
+    code = "ResourceNotFoundException"
+    http_status = 400
+
+
+class ResourceInUseException(AwsError):
+    code = "ResourceInUseException"
+    http_status = 400
 
 
 class ConfigError(EdgesimError):

@@ -5,16 +5,44 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gateway.jobs.metrics import jobs_metrics
+
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.live import LiveFeed
+    from gateway.broker.core import Broker
+    from gateway.clock import Clock
+    from gateway.rules.engine import RulesEngine
+    from gateway.rules.service import RulesService
+    from gateway.shadow.service import ShadowService
+    from gateway.sinks.cloudwatch import CloudWatchSink
+    from gateway.sinks.kinesis.service import KinesisService
+    from gateway.sinks.lambda_.service import LambdaService
+    from gateway.sinks.sqs.service import SqsService
+    from gateway.store import Store
 
 LAG_INTERVAL_S = 0.5
+
+
+class MetricSources(Protocol):
+    """The parts whose counters /metrics reads at scrape time."""
+
+    clock: Clock
+    store: Store
+    broker: Broker
+    shadows: ShadowService
+    rules: RulesService
+    rules_engine: RulesEngine
+    sqs: SqsService
+    lambdas: LambdaService
+    kinesis: KinesisService
+    cloudwatch: CloudWatchSink
+    live: LiveFeed
 
 
 class LoopLag:
@@ -34,7 +62,7 @@ class LoopLag:
 
 
 class GatewayCollector(Collector):
-    def __init__(self, gateway: Gateway, lag: LoopLag) -> None:
+    def __init__(self, gateway: MetricSources, lag: LoopLag) -> None:
         self.gw = gateway
         self.lag = lag
 
@@ -45,6 +73,8 @@ class GatewayCollector(Collector):
         yield from self._sinks()
         yield from self._cloudwatch()
         yield from self._edge()
+        if hasattr(self.gw, "jobs"):
+            yield from jobs_metrics(self.gw.store, self.gw.jobs.mqtt)
         yield GaugeMetricFamily("edgesim_event_loop_lag_seconds", "How late the last timer fired", self.lag.last_s)
         yield GaugeMetricFamily("edgesim_event_loop_lag_max_seconds", "The largest lag seen", self.lag.max_s)
 
@@ -193,7 +223,7 @@ class GatewayCollector(Collector):
 class Metrics:
     """One registry per gateway: several gateways in one process (tests) keep their own figures."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: MetricSources) -> None:
         self.lag = LoopLag()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(GatewayCollector(gateway, self.lag))

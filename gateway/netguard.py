@@ -165,7 +165,8 @@ class CappedAccept:
 
     def _accept(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        while len(self._pending) < self.BURST:  # the rest wait for these to be set up first
+        made = 0
+        while len(self._pending) + made < self.BURST:  # the rest wait for the next turn
             try:
                 conn, _ = sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -180,6 +181,18 @@ class CappedAccept:
                 conn.close()
                 continue
             conn.setblocking(False)
+            make_transport = getattr(loop, "_make_socket_transport", None)
+            if make_transport is not None:
+                # The selector loop's own step, without connect_accepted_socket's task and future per connection
+                # (a few percent of a connect storm's CPU); other loops take the public path below.
+                try:
+                    protocol = self.factory()
+                    self._register(make_transport(conn, protocol), protocol)
+                    made += 1
+                except Exception as exc:  # a failed set-up costs that connection only
+                    self._report("%s: setting up a connection failed: %s", self.name, exc)
+                    conn.close()
+                continue
             task = loop.create_task(loop.connect_accepted_socket(self.factory, conn))
             self._pending.add(task)
             task.add_done_callback(functools.partial(self._connected, conn))
@@ -221,8 +234,10 @@ class CappedAccept:
             self._report("%s: setting up a connection failed: %s", self.name, task.exception())
             conn.close()
         else:
-            transport, protocol = task.result()
-            self._live[transport] = protocol
-            if len(self._live) >= self._next_prune:  # closed ones go in amortised O(1), not only at the limit
-                self._prune()
-                self._next_prune = max(64, 2 * len(self._live))
+            self._register(*task.result())
+
+    def _register(self, transport: asyncio.BaseTransport, protocol: asyncio.BaseProtocol) -> None:
+        self._live[transport] = protocol
+        if len(self._live) >= self._next_prune:  # closed ones go in amortised O(1), not only at the limit
+            self._prune()
+            self._next_prune = max(64, 2 * len(self._live))

@@ -251,6 +251,102 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX cloudwatch_datapoints_by_metric ON cloudwatch_datapoints(namespace, name, seq);
     """,
+    # Fleet provisioning: provisioning templates and their versions; certificate ownership tokens.
+    """
+    CREATE TABLE provisioning_templates (
+        name TEXT PRIMARY KEY,
+        record TEXT NOT NULL,
+        default_version INTEGER NOT NULL,
+        next_version INTEGER NOT NULL
+    );
+    CREATE TABLE provisioning_template_versions (
+        name TEXT NOT NULL,
+        version_id INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (name, version_id)
+    );
+    CREATE TABLE certificate_ownership_tokens (
+        token TEXT PRIMARY KEY,
+        certificate_id TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );
+    """,
+    # CA registration (issue 20b): a CA's certificate mode and JITP registration config; the account's registration
+    # code; which registry events are enabled (all off until UpdateEventConfigurations, as on AWS).
+    """
+    ALTER TABLE ca_certificates ADD COLUMN mode TEXT NOT NULL DEFAULT 'DEFAULT';
+    ALTER TABLE ca_certificates ADD COLUMN registration_config TEXT;
+    CREATE TABLE registration_code (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        code TEXT NOT NULL
+    );
+    CREATE TABLE event_configurations (
+        event_type TEXT PRIMARY KEY,
+        enabled INTEGER NOT NULL,
+        modified_ms INTEGER NOT NULL
+    );
+    """,
+    # IoT Jobs: jobs, their executions, targets still waiting for the rollout, templates.
+    """
+    CREATE TABLE jobs (
+        job_id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        target_selection TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        document TEXT,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        completed_ms INTEGER,
+        started_ms INTEGER,
+        force_canceled INTEGER NOT NULL DEFAULT 0,
+        reason_code TEXT,
+        comment TEXT,
+        rollout_window INTEGER NOT NULL DEFAULT 0,
+        rollout_released INTEGER NOT NULL DEFAULT 0,
+        notified INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE job_rollout_queue (
+        job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        thing TEXT NOT NULL,
+        PRIMARY KEY (job_id, thing)
+    );
+    CREATE INDEX job_rollout_queue_order ON job_rollout_queue(job_id, seq);
+    CREATE TABLE job_executions (
+        job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+        thing TEXT NOT NULL,
+        execution_number INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        version INTEGER NOT NULL DEFAULT 1,
+        status_details TEXT NOT NULL DEFAULT '{}',
+        queued_ms INTEGER NOT NULL,
+        started_ms INTEGER,
+        updated_ms INTEGER NOT NULL,
+        step_deadline_ms INTEGER,
+        retry_attempt INTEGER NOT NULL DEFAULT 0,
+        force_canceled INTEGER NOT NULL DEFAULT 0,
+        superseded INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (job_id, thing, execution_number)
+    );
+    CREATE INDEX job_executions_by_thing ON job_executions(thing, status, queued_ms);
+    CREATE INDEX job_executions_by_status ON job_executions(status, job_id);
+    CREATE INDEX job_executions_counts ON job_executions(job_id, superseded, status);
+    CREATE TABLE job_templates (
+        template_id TEXT PRIMARY KEY,
+        record TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE custom_authorizers (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        is_default INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL,
+        modified_ms INTEGER NOT NULL
+    );
+    """,
     # Tables that were created outside this list (IF NOT EXISTS: older databases already have them), and the edge
     # core's spool, which had a database file and a migration list of its own.
     """
@@ -293,6 +389,15 @@ def private_file(path: Path) -> None:
                 each.chmod(0o600)
         except FileNotFoundError:
             pass
+
+
+class _Commit(asyncio.Future[T]):
+    """What `commit_soon` returns. Several waiters may share one (a service registers one write per turn), so a
+    waiter that is cancelled (a timeout) must not cancel it for the others: `cancel()` refuses, and the cancelled
+    task stops once the commit has settled. Cheaper than an `asyncio.shield` per waiter."""
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
 
 
 class _Group:
@@ -374,9 +479,10 @@ class Store:
         """Run `write(db)` at the end of this loop turn, in one transaction with every other write of the turn, and
         resolve the returned future with its result once that transaction has committed. It fails with the write's
         own exception if the write raised (only its changes are undone), or with the COMMIT's error if that failed
-        (then every write of the group fails). Needs a running loop."""
+        (then every write of the group fails). The future cannot be cancelled, so many may await it. Needs a running
+        loop."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future[T] = _Commit(loop=loop)
         self._pending.append((write, future))
         if not self._scheduled and self._inflight is None:
             self._scheduled = True

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from typing import Self
+import contextlib
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Self
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]] | Iterable[asyncio.Task[None]]) -> None:
@@ -26,22 +27,36 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]] | Iterable[async
 
 
 class Lifecycle:
-    """`async with` a process part: `_start()` it, and `_stop()` it on exit or when starting fails half-way
-    (so `_stop` must cope with whatever `_start` got to)."""
+    """`async with` a process part: `_start(stack)` starts its parts in order and registers each one's stop on the
+    one AsyncExitStack as soon as that part is up, so leaving the block (or a start that fails half-way) stops
+    exactly what started, in reverse order. The Gateway and the EdgeCore both run this way."""
 
-    async def _start(self) -> None:
-        raise NotImplementedError
+    _stack: contextlib.AsyncExitStack | None = None
 
-    async def _stop(self) -> None:
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         raise NotImplementedError
 
     async def __aenter__(self) -> Self:
+        stack = contextlib.AsyncExitStack()
         try:
-            await self._start()
+            await self._start(stack)
         except BaseException:
-            await self._stop()
+            await stack.aclose()
             raise
+        self._stack = stack
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._stop()
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+
+Job = Callable[[], Coroutine[Any, Any, None]]
+
+
+def start_tasks(stack: contextlib.AsyncExitStack, jobs: dict[str, Job]) -> list[asyncio.Task[None]]:
+    """Background loops, started together and cancelled together when the stack unwinds to this point."""
+    tasks = [asyncio.create_task(job(), name=name) for name, job in jobs.items()]
+    stack.push_async_callback(cancel_and_wait, tasks)
+    return tasks

@@ -29,6 +29,7 @@ from mqttwire.connection import Connection
 from mqttwire.frame import encode_varint
 from mqttwire.packets import Connect, Disconnect, Subscribe, SubscribeFilter, Unsubscribe
 from mqttwire.properties import Properties
+from mqttwire.websocket import WebSocketConnection
 
 __all__ = [
     "MAX_INFLIGHT",
@@ -92,7 +93,11 @@ class AsyncMqttClient(ClientState):
         if self._connected or self._connecting:
             raise MqttError(f"{self.client_id}: already connected or connecting")
         loop = self._loop = asyncio.get_running_loop()
-        conn = Connection(self, loop, self._ssl, self._host)
+        if self._websocket_path is None:
+            conn = Connection(self, loop, self._ssl, self._host)
+        else:
+            conn = WebSocketConnection(self, loop, self._ssl, self._host, self._websocket_path,
+                                       f"{self._host}:{self._port}")  # fmt: skip
         self._connack = connack = loop.create_future()
         self._connecting = True
         self.disconnect_reason = self.disconnect_reason_string = None
@@ -106,6 +111,7 @@ class AsyncMqttClient(ClientState):
                     raise MqttError(f"{self.client_id}: cannot connect to {self._host}:{self._port}: {exc}") from exc
                 self._conn = conn
                 request = Connect(self.client_id, self.protocol, self._clean_start, self._keepalive,
+                                  username=self._username, password=self._password,
                                   properties=self._connect_props or None)  # fmt: skip
                 conn.write(codec.encode(request, self.protocol))
                 await connack

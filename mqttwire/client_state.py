@@ -64,6 +64,9 @@ class ClientState:
         user_properties: Sequence[tuple[str, str]] = (),
         topic_alias_maximum: int = 0,
         topic_aliases: bool = True,
+        username: str | None = None,
+        password: bytes | None = None,
+        websocket_path: str | None = None,
     ) -> None:
         if protocol not in (V311, V5):
             raise ValueError(f"protocol {protocol}: expected 4 (MQTT 3.1.1) or 5 (MQTT 5)")
@@ -74,6 +77,8 @@ class ClientState:
         self._on_message = on_message
         self._on_connection_lost = on_connection_lost
         self._clean_start, self._session_expiry = clean_start, session_expiry
+        self._username, self._password = username, password
+        self._websocket_path = websocket_path  # MQTT over a WebSocket at this path (e.g. a presigned /mqtt?X-Amz-...)
         self._connect_props: Properties = {}
         if session_expiry:
             self._connect_props[mp.SESSION_EXPIRY_INTERVAL] = session_expiry

@@ -10,7 +10,7 @@ import struct
 
 from mqttwire import properties as mp
 from mqttwire.errors import MalformedPacket, ProtocolViolation
-from mqttwire.frame import encode_varint
+from mqttwire.frame import decode_varint, encode_varint
 from mqttwire.packets import (
     AUTH,
     CONNACK,
@@ -288,10 +288,14 @@ def parse_publish(first: int, buf: Buffer, start: int, end: int, v5: bool) -> tu
 
 
 def parse_publish_block(
-    first: int, buf: Buffer, start: int, end: int, v5: bool
+    first: int, buf: Buffer, start: int, end: int, v5: bool, seen: tuple[bytes, Properties] | None = None
 ) -> tuple[str, int, bytes, Properties | None, bytes | None]:
     """parse_publish, plus the MQTT 5 property block as received (length included), for a broker that forwards it
-    unchanged instead of encoding the same properties again."""
+    unchanged instead of encoding the same properties again.
+
+    `seen` is a block this connection sent before with its decoded properties: a device sends the same block
+    message after message (its tags, its content type), and a block equal to it is not decoded again. The
+    properties then returned are that same object, so the caller must treat them as read-only."""
     if first & 0x06 == 0x06:
         raise MalformedPacket("PUBLISH with QoS 3", "MQTT-3.3.1-4")
     if first & 0x0E == 0x08:
@@ -323,11 +327,16 @@ def parse_publish_block(
             pos += 1
         else:
             block_start = pos
-            props, pos = decode_properties(buf, pos, end, PUBLISH)
-            block = bytes(buf[block_start:pos])
-            response = props.get(mp.RESPONSE_TOPIC) if props is not None else None
-            if response is not None and (not response or "+" in response or "#" in response):
-                raise ProtocolViolation("Response Topic is empty or has a wildcard", "MQTT-3.3.2-14")
+            length, stop = decode_varint(buf, pos, end)
+            stop += length
+            if seen is not None and stop <= end and buf[block_start:stop] == seen[0]:
+                block, props, pos = seen[0], seen[1], stop
+            else:
+                props, pos = decode_properties(buf, pos, end, PUBLISH)
+                block = bytes(buf[block_start:pos])
+                response = props.get(mp.RESPONSE_TOPIC) if props is not None else None
+                if response is not None and (not response or "+" in response or "#" in response):
+                    raise ProtocolViolation("Response Topic is empty or has a wildcard", "MQTT-3.3.2-14")
     return topic, pid, bytes(buf[pos:end]), props, block
 
 

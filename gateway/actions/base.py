@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from gateway import jsonutil
+from gateway.actions.sinks import ActionSinks
 from gateway.errors import EdgesimError, InvalidRequestException
 from gateway.messages import Message
 from gateway.rules import EvalContext, Template, compile_template
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 
 class ActionError(EdgesimError):
@@ -30,7 +28,7 @@ class Action(Protocol):
     async def run(self, ctx: EvalContext, output: Any, message: Message) -> None: ...
 
 
-ActionFactory = Callable[[dict[str, Any], "Gateway"], Action]
+ActionFactory = Callable[[dict[str, Any], ActionSinks], Action]
 FACTORIES: dict[str, ActionFactory] = {}
 
 
@@ -121,11 +119,11 @@ class TemplatedFields:
         return out
 
 
-def make_action(kind: str, fields: dict[str, Any], gateway: Gateway) -> Action:
-    reason = unsupported_reason(kind, gateway.remote_sinks is not None)
+def make_action(kind: str, fields: dict[str, Any], sinks: ActionSinks) -> Action:
+    reason = unsupported_reason(kind, sinks.remote)
     if reason is not None:
         raise InvalidRequestException(reason)
-    return FACTORIES[kind](fields, gateway)
+    return FACTORIES[kind](fields, sinks)
 
 
 def output_bytes(output: Any) -> bytes:

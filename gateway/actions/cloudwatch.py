@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway import jsonutil
 from gateway.actions.base import ActionError, TemplatedFields, failed_action_name, output_bytes, register
+from gateway.actions.sinks import ActionSinks
 from gateway.errors import InvalidRequestException
 from gateway.messages import Message
 from gateway.rules import EvalContext
 from gateway.sinks.cloudwatch import UNITS, Datapoint, LogEvent
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 
 def _required(kind: str, fields: dict[str, Any], *names: str) -> None:
@@ -26,14 +24,15 @@ def _required(kind: str, fields: dict[str, Any], *names: str) -> None:
 class CloudWatchLogsAction:
     kind = "cloudwatchLogs"
 
-    def __init__(self, fields: dict[str, Any], gateway: Gateway) -> None:
+    def __init__(self, fields: dict[str, Any], sinks: ActionSinks) -> None:
         _required(self.kind, fields, "logGroupName")
         batch = fields.get("batchMode", False)
         if not isinstance(batch, bool):
             raise InvalidRequestException("cloudwatchLogs.batchMode must be a boolean")
         self.batch = batch
         self.fields = TemplatedFields.compile({"logGroupName": fields["logGroupName"]})
-        self.gateway = gateway
+        self.clock = sinks.clock
+        self.cloudwatch = sinks.cloudwatch
 
     @property
     def failed_action_name(self) -> str:
@@ -46,7 +45,7 @@ class CloudWatchLogsAction:
         group = self.resource(ctx)
         if not group:
             raise ActionError("cloudwatchLogs.logGroupName rendered empty")
-        now = self.gateway.clock.wall_ms()
+        now = self.clock.wall_ms()
         events: list[LogEvent] = []
         if self.batch:
             # batchMode: the output is an array of {"timestamp": epoch ms, "message": text} (AWS's format).
@@ -66,15 +65,15 @@ class CloudWatchLogsAction:
             except UnicodeDecodeError as exc:
                 raise ActionError("the message is not UTF-8 text; CloudWatch Logs takes text") from exc
             events.append(LogEvent(group, now, text))
-        self.gateway.cloudwatch.put_log_events(events)
-        await self.gateway.cloudwatch.durable()
+        self.cloudwatch.put_log_events(events)
+        await self.cloudwatch.durable()
 
 
 @register("cloudwatchMetric")
 class CloudWatchMetricAction:
     kind = "cloudwatchMetric"
 
-    def __init__(self, fields: dict[str, Any], gateway: Gateway) -> None:
+    def __init__(self, fields: dict[str, Any], sinks: ActionSinks) -> None:
         _required(self.kind, fields, "metricNamespace", "metricName", "metricValue", "metricUnit")
         unit = fields["metricUnit"]
         if "${" not in unit and unit not in UNITS:
@@ -83,7 +82,8 @@ class CloudWatchMetricAction:
             )
         names = ("metricNamespace", "metricName", "metricValue", "metricUnit", "metricTimestamp")
         self.fields = TemplatedFields.compile({n: str(fields[n]) for n in names if fields.get(n) is not None})
-        self.gateway = gateway
+        self.clock = sinks.clock
+        self.cloudwatch = sinks.cloudwatch
 
     @property
     def failed_action_name(self) -> str:
@@ -103,7 +103,7 @@ class CloudWatchMetricAction:
             raise ActionError(f"metricValue {fields['metricValue']!r} is not a finite number")
         if fields["metricUnit"] not in UNITS:
             raise ActionError(f"metricUnit {fields['metricUnit']!r} is not a CloudWatch unit")
-        stamp_ms = self.gateway.clock.wall_ms()
+        stamp_ms = self.clock.wall_ms()
         if fields.get("metricTimestamp"):
             try:
                 stamp_ms = int(fields["metricTimestamp"]) * 1000  # AWS takes epoch seconds here
@@ -111,7 +111,7 @@ class CloudWatchMetricAction:
                 raise ActionError(f"metricTimestamp {fields['metricTimestamp']!r} is not epoch seconds") from None
         if not fields["metricNamespace"] or not fields["metricName"]:
             raise ActionError("metricNamespace and metricName must not render empty")
-        self.gateway.cloudwatch.put_datapoint(
+        self.cloudwatch.put_datapoint(
             Datapoint(fields["metricNamespace"], fields["metricName"], value, fields["metricUnit"], stamp_ms)
         )
-        await self.gateway.cloudwatch.durable()
+        await self.cloudwatch.durable()

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from gateway.actions.base import ActionError, TemplatedFields, failed_action_name, output_bytes, register
-from gateway.errors import AwsError, InvalidRequestException
+from gateway.actions.base import TemplatedFields, failed_action_name, output_bytes, register
+from gateway.actions.sinks import ActionSinks
+from gateway.errors import InvalidRequestException
 from gateway.messages import Message
 from gateway.rules import EvalContext
-from gateway.sinks.firehose.service import MAX_BATCH_RECORDS
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 SEPARATORS = (",", "\t", "\n", "\r\n")
 
@@ -20,7 +17,7 @@ SEPARATORS = (",", "\t", "\n", "\r\n")
 class FirehoseAction:
     kind = "firehose"
 
-    def __init__(self, fields: dict[str, Any], gateway: Gateway) -> None:
+    def __init__(self, fields: dict[str, Any], sinks: ActionSinks) -> None:
         name = fields.get("deliveryStreamName")
         if not isinstance(name, str) or not name:
             raise InvalidRequestException("firehose.deliveryStreamName is required")
@@ -35,7 +32,7 @@ class FirehoseAction:
         self.fields = TemplatedFields.compile({"deliveryStreamName": name})
         self.separator = (separator or "").encode()
         self.batch_mode = batch_mode
-        self.gateway = gateway
+        self.firehose = sinks.firehose
 
     @property
     def failed_action_name(self) -> str:
@@ -46,19 +43,6 @@ class FirehoseAction:
 
     async def run(self, ctx: EvalContext, output: Any, message: Message) -> None:
         name = str(self.fields.render(ctx)["deliveryStreamName"])
-        firehose = self.gateway.firehose
-        if self.gateway.remote_sinks is not None:
-            items = output if self.batch_mode and isinstance(output, list) else [output]
-            records = [output_bytes(item) + self.separator for item in items]
-            for start in range(0, len(records), MAX_BATCH_RECORDS):
-                await self.gateway.remote_sinks.firehose_put(name, records[start : start + MAX_BATCH_RECORDS])
-            return
-        try:
-            if self.batch_mode and isinstance(output, list):
-                records = [output_bytes(item) + self.separator for item in output]
-                for start in range(0, len(records), MAX_BATCH_RECORDS):
-                    firehose.put_record_batch(name, records[start : start + MAX_BATCH_RECORDS])
-            else:
-                firehose.put_record(name, output_bytes(output) + self.separator)
-        except AwsError as exc:
-            raise ActionError(f"{exc.code}: {exc.message}") from exc
+        batch = self.batch_mode and isinstance(output, list)
+        items = output if batch else [output]
+        await self.firehose.put(name, [output_bytes(item) + self.separator for item in items], batch)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 
 from gateway.actions.base import ActionError, TemplatedFields, failed_action_name, output_bytes, register
+from gateway.actions.sinks import ActionSinks
 from gateway.errors import InvalidRequestException
 from gateway.messages import Message
 from gateway.rules import EvalContext, Template, compile_template
 from gateway.rules.destinations import check_endpoint_url
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 MAX_HEADERS = 100
 REQUEST_TIMEOUT_S = 3.0  # AWS's http action gives the endpoint 3 seconds
@@ -23,7 +21,7 @@ REQUEST_TIMEOUT_S = 3.0  # AWS's http action gives the endpoint 3 seconds
 class HttpAction:
     kind = "http"
 
-    def __init__(self, fields: dict[str, Any], gateway: Gateway) -> None:
+    def __init__(self, fields: dict[str, Any], sinks: ActionSinks) -> None:
         url = fields.get("url")
         if not isinstance(url, str) or not url:
             raise InvalidRequestException("http.url is required")
@@ -53,10 +51,10 @@ class HttpAction:
                 raise InvalidRequestException(f"http header {header['key']!r} needs a string value")
             self.headers.append((header["key"], compile_template(header["value"])))
         self.fields = TemplatedFields.compile({"url": url, "confirmationUrl": confirmation})
-        self.gateway = gateway
+        self.destinations = sinks.destinations
         # As AWS does, a rule naming a URL with no destination yet creates one (which sends the confirmation).
-        if "${" not in confirmation and gateway.destinations.find(confirmation) is None:
-            gateway.destinations.create(confirmation)
+        if "${" not in confirmation and self.destinations.find(confirmation) is None:
+            self.destinations.create(confirmation)
 
     @property
     def failed_action_name(self) -> str:
@@ -68,7 +66,7 @@ class HttpAction:
     async def run(self, ctx: EvalContext, output: Any, message: Message) -> None:
         fields = self.fields.render(ctx)
         url, confirmation = str(fields["url"]), str(fields["confirmationUrl"])
-        destination = self.gateway.destinations.find(confirmation)
+        destination = self.destinations.find(confirmation)
         if destination is None:
             raise ActionError(f"no topic rule destination for {confirmation}: create and confirm one first")
         if destination["status"] != "ENABLED":
@@ -83,7 +81,7 @@ class HttpAction:
         if not any(key.lower() == "content-type" for key in headers):
             headers["Content-Type"] = "application/octet-stream" if isinstance(output, bytes) else "application/json"
         try:
-            async with self.gateway.destinations.session().post(
+            async with self.destinations.session().post(
                 url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
             ) as response:
                 if response.status >= 300:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.actions.base import ActionError, TemplatedFields, failed_action_name, output_bytes, register
+from gateway.actions.sinks import ActionSinks
 from gateway.errors import AwsError, InvalidRequestException
 from gateway.messages import Message
 from gateway.rules import EvalContext
-from gateway.sinks.kinesis.shards import ProvisionedThroughputExceededException
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.sinks.kinesis.exceptions import ProvisionedThroughputExceededException
 
 ATTEMPTS = 4
 FIRST_BACKOFF_S = 0.05
@@ -29,14 +27,14 @@ def _random_key(rng: random.Random) -> str:
 class KinesisAction:
     kind = "kinesis"
 
-    def __init__(self, fields: dict[str, Any], gateway: Gateway) -> None:
+    def __init__(self, fields: dict[str, Any], sinks: ActionSinks) -> None:
         if not isinstance(fields.get("streamName"), str) or not fields["streamName"]:
             raise InvalidRequestException("kinesis.streamName is required")
         templated = {"streamName": fields["streamName"]}
         if fields.get("partitionKey"):
             templated["partitionKey"] = fields["partitionKey"]
         self.fields = TemplatedFields.compile(templated)
-        self.gateway = gateway
+        self.put_record = sinks.kinesis.put_record
         self.random = random.Random()
 
     @property
@@ -51,13 +49,10 @@ class KinesisAction:
         # AWS leaves the key to the caller; without one a random key spreads records over the shards.
         key = str(fields.get("partitionKey") or _random_key(self.random))
         data = output_bytes(output)
-        if self.gateway.remote_sinks is not None:
-            await self.gateway.remote_sinks.put_record(str(fields["streamName"]), data, key)
-            return
         delay = FIRST_BACKOFF_S
         for attempt in range(ATTEMPTS):
             try:
-                await self.gateway.kinesis.put_record_durable(str(fields["streamName"]), data, key)
+                await self.put_record(str(fields["streamName"]), data, key)
                 return
             except ProvisionedThroughputExceededException as exc:
                 if attempt == ATTEMPTS - 1:

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from gateway.actions.base import ActionError, TemplatedFields, failed_action_name, output_bytes, register
-from gateway.errors import AwsError, InvalidRequestException
+from gateway.actions.base import TemplatedFields, failed_action_name, output_bytes, register
+from gateway.actions.sinks import ActionSinks
+from gateway.errors import InvalidRequestException
 from gateway.messages import Message
 from gateway.rules import EvalContext
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 
 @register("lambda")
 class LambdaAction:
     kind = "lambda"
 
-    def __init__(self, fields: dict[str, Any], gateway: Gateway) -> None:
+    def __init__(self, fields: dict[str, Any], sinks: ActionSinks) -> None:
         if not isinstance(fields.get("functionArn"), str) or not fields["functionArn"]:
             raise InvalidRequestException("lambda.functionArn is required")
         self.fields = TemplatedFields.compile({"functionArn": fields["functionArn"]})
-        self.gateway = gateway
+        self.lambda_ = sinks.lambda_
 
     @property
     def failed_action_name(self) -> str:
@@ -33,10 +31,4 @@ class LambdaAction:
     async def run(self, ctx: EvalContext, output: Any, message: Message) -> None:
         # A `:alias` or `:version` suffix is accepted and ignored: edgesim runs $LATEST.
         arn = str(self.fields.render(ctx)["functionArn"])
-        if self.gateway.remote_sinks is not None:
-            await self.gateway.remote_sinks.invoke_event(arn, output_bytes(output))
-            return
-        try:
-            self.gateway.lambdas.enqueue_event(arn, output_bytes(output))
-        except AwsError as exc:
-            raise ActionError(f"{exc.code}: {exc.message}") from exc
+        await self.lambda_.invoke_event(arn, output_bytes(output))

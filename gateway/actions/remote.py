@@ -9,6 +9,11 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.actions.base import ActionError
+from gateway.actions.local import LocalSqs
+from gateway.actions.sinks import ActionSinks, CloudWatchTarget, MessageRouter, RuleDestinations
+from gateway.clock import Clock
+from gateway.sinks.firehose.service import MAX_BATCH_RECORDS
+from gateway.sinks.sqs.service import SqsService
 
 
 class RemoteSinks:
@@ -71,3 +76,52 @@ class RemoteSinks:
         except (TypeError, ValueError) as exc:
             raise ActionError(f"the output cannot be a DynamoDB item: {exc}") from exc
         await self._call("dynamodb", "put_item", TableName=table, Item=attributes)
+
+
+class RemoteSqs:
+    def __init__(self, remote: RemoteSinks, local: SqsService) -> None:
+        self.send_message = remote.send_message
+        # The FIFO refusal is the same with either backend (a FIFO queue's name ends in .fifo).
+        self.is_fifo = LocalSqs(local).is_fifo
+
+
+class RemoteFirehose:
+    def __init__(self, remote: RemoteSinks) -> None:
+        self.remote = remote
+
+    async def put(self, stream: str, records: list[bytes], batch: bool) -> None:
+        for start in range(0, len(records), MAX_BATCH_RECORDS):
+            await self.remote.firehose_put(stream, records[start : start + MAX_BATCH_RECORDS])
+
+
+class RemoteS3:
+    def __init__(self, remote: RemoteSinks) -> None:
+        self.put_object = remote.s3_put
+
+
+class RemoteDynamoDB:
+    def __init__(self, remote: RemoteSinks) -> None:
+        self.put_item = remote.dynamodb_put_item
+
+
+def remote_sinks(
+    remote: RemoteSinks,
+    clock: Clock,
+    sqs: SqsService,
+    cloudwatch: CloudWatchTarget,
+    router: MessageRouter,
+    destinations: RuleDestinations,
+) -> ActionSinks:
+    return ActionSinks(
+        clock=clock,
+        kinesis=remote,
+        sqs=RemoteSqs(remote, sqs),
+        lambda_=remote,
+        firehose=RemoteFirehose(remote),
+        s3=RemoteS3(remote),
+        dynamodb=RemoteDynamoDB(remote),
+        cloudwatch=cloudwatch,
+        router=router,
+        destinations=destinations,
+        remote=True,
+    )

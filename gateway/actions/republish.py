@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.actions.base import ActionError, TemplatedFields, failed_action_name, output_bytes, register
+from gateway.actions.sinks import ActionSinks
 from gateway.errors import InvalidRequestException
 from gateway.limits import MAX_MESSAGE_EXPIRY_S
 from gateway.messages import Message
@@ -15,9 +16,6 @@ from gateway.topics import validate_topic_name
 from mqttwire import properties as mp
 from mqttwire.topics import topic_name_error
 
-if TYPE_CHECKING:
-    from gateway.app import Gateway
-
 MAX_HOPS = 8
 
 
@@ -25,7 +23,7 @@ MAX_HOPS = 8
 class RepublishAction:
     kind = "republish"
 
-    def __init__(self, fields: dict[str, Any], gateway: Gateway) -> None:
+    def __init__(self, fields: dict[str, Any], sinks: ActionSinks) -> None:
         if not isinstance(fields.get("topic"), str) or not fields["topic"]:
             raise InvalidRequestException("republish.topic is required")
         qos = fields.get("qos", 0)
@@ -33,7 +31,8 @@ class RepublishAction:
             raise InvalidRequestException("republish.qos must be 0 or 1")
         self.fields = TemplatedFields.compile({"topic": fields["topic"], **_header_fields(fields.get("headers"))})
         self.qos = int(qos)
-        self.gateway = gateway
+        self.clock = sinks.clock
+        self.router = sinks.router
 
     @property
     def failed_action_name(self) -> str:
@@ -58,9 +57,8 @@ class RepublishAction:
         hops = message.hops + 1
         if hops > MAX_HOPS:
             raise ActionError(f"rule loop: the message has been republished {MAX_HOPS} times; dropped")
-        gw = self.gateway
         message = Message(
-            topic, output_bytes(output), self.qos, False, ctx.client_id, ctx.principal, gw.clock.wall_ms(),
+            topic, output_bytes(output), self.qos, False, ctx.client_id, ctx.principal, self.clock.wall_ms(),
             "republish", hops,
         )  # fmt: skip
         rendered = self.fields.render(ctx)
@@ -68,7 +66,7 @@ class RepublishAction:
             message.properties, expiry = _mqtt5_properties(rendered)
             if expiry is not None:
                 message.expires_ms = message.received_ms + 1000 * expiry
-        gw.broker.route(message)
+        self.router.route(message)
 
 
 _HEADERS = ("payloadFormatIndicator", "contentType", "responseTopic", "correlationData", "messageExpiry")

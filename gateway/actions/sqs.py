@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.actions.base import ActionError, TemplatedFields, failed_action_name, output_bytes, register
-from gateway.errors import AwsError, InvalidRequestException
+from gateway.actions.sinks import ActionSinks
+from gateway.errors import InvalidRequestException
 from gateway.messages import Message
 from gateway.rules import EvalContext
-from gateway.sinks.sqs.service import SendEntry
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 
 @register("sqs")
 class SqsAction:
     kind = "sqs"
 
-    def __init__(self, fields: dict[str, Any], gateway: Gateway) -> None:
+    def __init__(self, fields: dict[str, Any], sinks: ActionSinks) -> None:
         if not isinstance(fields.get("queueUrl"), str) or not fields["queueUrl"]:
             raise InvalidRequestException("sqs.queueUrl is required")
         use_base64 = fields.get("useBase64", False)
@@ -27,7 +24,7 @@ class SqsAction:
             raise InvalidRequestException("sqs.useBase64 must be a boolean")
         self.use_base64 = use_base64
         self.fields = TemplatedFields.compile({"queueUrl": fields["queueUrl"]})
-        self.gateway = gateway
+        self.sqs = sinks.sqs
 
     @property
     def failed_action_name(self) -> str:
@@ -38,10 +35,7 @@ class SqsAction:
 
     async def run(self, ctx: EvalContext, output: Any, message: Message) -> None:
         url = str(self.fields.render(ctx)["queueUrl"])
-        service = self.gateway.sqs
-        name = service.name_from_url(url)
-        queue = service.queues.get(name)
-        if name.endswith(".fifo") or (queue is not None and queue.fifo):
+        if self.sqs.is_fifo(url):
             raise ActionError(f"the sqs rule action does not support FIFO queues ({url})")
         data = output_bytes(output)
         if self.use_base64:
@@ -51,11 +45,4 @@ class SqsAction:
                 body = data.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise ActionError("the message is not valid UTF-8 text; set useBase64 to send binary payloads") from exc
-        if self.gateway.remote_sinks is not None:
-            await self.gateway.remote_sinks.send_message(url, body)
-            return
-        try:
-            service.send_message(url, SendEntry(body=body))
-        except AwsError as exc:
-            raise ActionError(f"{exc.code}: {exc.message}") from exc
-        await service.durable()
+        await self.sqs.send_message(url, body)

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway import jsonutil
 from gateway.api import dashboard_views as views
+from gateway.api.dashboard_jobs import JobsPage
 from gateway.api.guard import read_body
 from gateway.api.live import HEARTBEAT_S, VIEWS, LiveFeed
 from gateway.errors import AwsError, EdgesimError
@@ -21,7 +22,7 @@ from gateway.rules.tryout import evaluate_sql
 from gateway.shadow.topics import is_valid_thing_name
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.parts import ViewParts
 
 UI_DIR = Path(__file__).with_name("ui")
 # The page runs only its own scripts and talks only to this gateway, whatever a device puts in a payload.
@@ -40,7 +41,7 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
 
 
 class Dashboard:
-    def __init__(self, gateway: Gateway, feed: LiveFeed) -> None:
+    def __init__(self, gateway: ViewParts, feed: LiveFeed) -> None:
         self.gw = gateway
         self.feed = feed
 
@@ -59,6 +60,7 @@ class Dashboard:
         r.add_get(PREFIX + "/s3/{bucket}", self.s3_object)
         r.add_get(f"{PREFIX}/edge", self.edge)
         r.add_get(f"{PREFIX}/events", self.events)
+        JobsPage(self.gw.jobs.control, self.gw.jobs.control.repo).routes(app)
 
     # ---- files
     async def index(self, request: web.Request) -> web.StreamResponse:

@@ -14,7 +14,7 @@ from gateway.sinks.s3 import ObjectInfo
 from mqttwire import properties as mqtt5_properties
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.parts import ViewParts
     from gateway.messages import Message
     from gateway.registry.service import ConnectionGrant
 
@@ -48,7 +48,7 @@ def message_json(
 
 
 # ---------------------------------------------------------------- fleet
-def fleet(gw: Gateway) -> dict[str, Any]:
+def fleet(gw: ViewParts) -> dict[str, Any]:
     store = gw.store
     groups: dict[str, list[str]] = {}
     for row in store.query("SELECT thing_name, group_name FROM thing_group_members ORDER BY group_name"):
@@ -95,7 +95,7 @@ STANDARD_CHECKS = (
 )
 
 
-def _certificates(gw: Gateway, thing: str) -> list[tuple[str, str, Any]]:
+def _certificates(gw: ViewParts, thing: str) -> list[tuple[str, str, Any]]:
     """(principal, certificate id, certificate row) of each certificate attached to the thing."""
     out = []
     for principal in gw.registry.list_thing_principals(thing)["principals"]:
@@ -106,7 +106,7 @@ def _certificates(gw: Gateway, thing: str) -> list[tuple[str, str, Any]]:
     return out
 
 
-def _grants(gw: Gateway, thing: str) -> list[tuple[str, ConnectionGrant]]:
+def _grants(gw: ViewParts, thing: str) -> list[tuple[str, ConnectionGrant]]:
     """Each certificate attached to the thing, resolved as if it connected with client id = thing."""
     return [
         (cert_id, gw.registry.connection_grant(row["pem"].encode(), thing, None))
@@ -115,7 +115,7 @@ def _grants(gw: Gateway, thing: str) -> list[tuple[str, ConnectionGrant]]:
 
 
 def check_permission(
-    gw: Gateway, thing: str, action: str, resource: str, grants: list[tuple[str, ConnectionGrant]] | None = None
+    gw: ViewParts, thing: str, action: str, resource: str, grants: list[tuple[str, ConnectionGrant]] | None = None
 ) -> dict[str, Any]:
     """Allowed or not for `thing` connecting with its certificates, and which policy decided (the same engine)."""
     prefix = f"arn:aws:iot:{gw.config.region}:{gw.config.account}:"
@@ -147,7 +147,7 @@ def _recent(last: Message | None, client_id: str) -> list[dict[str, Any]]:
     return [] if last is None else [message_json(last.topic, last.payload, last.qos, client_id, last.received_ms)]
 
 
-def last_message(gw: Gateway, client_id: str) -> Message | None:
+def last_message(gw: ViewParts, client_id: str) -> Message | None:
     """The client's last PUBLISH: from its live connection, else kept from when it disconnected."""
     conn = gw.broker.sessions.get(client_id)
     if conn is not None and conn.last_message is not None:
@@ -155,7 +155,7 @@ def last_message(gw: Gateway, client_id: str) -> Message | None:
     return gw.broker.last_messages.get(client_id)
 
 
-def thing(gw: Gateway, name: str) -> dict[str, Any]:
+def thing(gw: ViewParts, name: str) -> dict[str, Any]:
     registry = gw.registry
     described = registry.describe_thing(name)  # ResourceNotFoundException -> 404
     groups = [g["groupName"] for g in registry.list_thing_groups_for_thing(name)["thingGroups"]]
@@ -199,7 +199,7 @@ def thing(gw: Gateway, name: str) -> dict[str, Any]:
     }
 
 
-def shadows(gw: Gateway, thing: str) -> list[dict[str, Any]]:
+def shadows(gw: ViewParts, thing: str) -> list[dict[str, Any]]:
     names: list[str | None] = [None, *gw.shadows.list_named_shadows_for_thing(thing, None, 100)["results"]]
     out = []
     for shadow in names:
@@ -237,7 +237,7 @@ def shadow_json(shadow: str | None, document: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- rules
-def rules(gw: Gateway) -> list[dict[str, Any]]:
+def rules(gw: ViewParts) -> list[dict[str, Any]]:
     out = []
     for runtime in gw.rules_engine.index:
         rule = runtime.rule
@@ -272,7 +272,7 @@ def rule_counters(m: Any) -> dict[str, int]:
 ObjectLister = Callable[[str, str], list[ObjectInfo]]
 
 
-def list_objects(gw: Gateway, bucket: str, prefix: str) -> list[ObjectInfo]:
+def list_objects(gw: ViewParts, bucket: str, prefix: str) -> list[ObjectInfo]:
     """Newest first, at most MAX_S3_OBJECTS; none while the bucket does not exist (before a first delivery)."""
     try:
         listed = gw.s3.list(bucket, prefix)
@@ -282,7 +282,7 @@ def list_objects(gw: Gateway, bucket: str, prefix: str) -> list[ObjectInfo]:
     return listed[:MAX_S3_OBJECTS]
 
 
-def sinks(gw: Gateway, rates: dict[str, float], objects: ObjectLister | None = None) -> dict[str, Any]:
+def sinks(gw: ViewParts, rates: dict[str, float], objects: ObjectLister | None = None) -> dict[str, Any]:
     now = gw.clock.wall_ms()
     kinesis = []
     for name, stream in sorted(gw.kinesis.streams.items()):
@@ -374,7 +374,7 @@ def _log_entry(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def kinesis_records(gw: Gateway, stream_name: str, shard_id: str, after: str | None, limit: int) -> dict[str, Any]:
+def kinesis_records(gw: ViewParts, stream_name: str, shard_id: str, after: str | None, limit: int) -> dict[str, Any]:
     stream = gw.kinesis.streams.get(stream_name)
     if stream is None:
         raise ResourceNotFoundException(f"Stream {stream_name} not found")

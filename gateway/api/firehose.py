@@ -8,7 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.api.targets import JsonTarget, register
-from gateway.sinks.firehose.service import FirehoseService, InvalidArgumentException
+from gateway.sinks.firehose.exceptions import InvalidArgumentException
+from gateway.sinks.firehose.service import FirehoseService
 
 TARGET_PREFIX = "Firehose_20150804"
 

@@ -12,19 +12,21 @@ from gateway.errors import InvalidRequestException
 from gateway.registry.fleet_index import FleetIndex
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.parts import FleetApiParts
+    from gateway.broker.core import Broker
 
-PRESENCE_FILTER = "$aws/events/presence/+/+"
+# Disconnects only: with no listener for connects, a connect builds no lifecycle event at all.
+PRESENCE_FILTER = "$aws/events/presence/disconnected/+"
 MAX_GROUPS_PER_CALL = 10
 
 
 class ConnectivityTracker:
     """Connected now (the broker's live sessions), else the last disconnect seen: time and reason."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
         self.last: dict[str, tuple[int, str]] = {}
-        gateway.broker.subscribe_local("fleet-index-connectivity", [PRESENCE_FILTER], self._on_presence)
+        broker.subscribe_local("fleet-index-connectivity", [PRESENCE_FILTER], self._on_presence)
 
     def _on_presence(self, topic: str, payload: bytes, qos: int, client_id: str | None, _props: object = None) -> None:
         import json
@@ -38,7 +40,7 @@ class ConnectivityTracker:
             self.last[parts[4]] = (int(body.get("timestamp") or 0), str(body.get("disconnectReason") or ""))
 
     def __call__(self, thing: str) -> dict[str, Any]:
-        conn = self.gateway.broker.sessions.get(thing)
+        conn = self.broker.sessions.get(thing)
         if conn is not None and getattr(conn, "connected", False):
             return {"connected": True, "timestamp": int(getattr(conn, "connected_ms", 0))}
         if thing in self.last:
@@ -47,16 +49,16 @@ class ConnectivityTracker:
         return {"connected": False}
 
 
-def fleet_index(gw: Gateway) -> FleetIndex:
+def fleet_index(gw: FleetApiParts) -> FleetIndex:
     return gw.fleet_index
 
 
-def _not_dynamic(gw: Gateway, group: str) -> None:
+def _not_dynamic(gw: FleetApiParts, group: str) -> None:
     if fleet_index(gw).dynamic(group) is not None:
         raise InvalidRequestException(f"Cannot add or remove things of dynamic thing group {group} by hand")
 
 
-def _describe_group(gw: Gateway, p: dict[str, Any]) -> Any:
+def _describe_group(gw: FleetApiParts, p: dict[str, Any]) -> Any:
     out = gw.registry.describe_thing_group(p["thingGroupName"])
     dynamic = fleet_index(gw).dynamic(p["thingGroupName"])
     if dynamic is not None:
@@ -64,7 +66,7 @@ def _describe_group(gw: Gateway, p: dict[str, Any]) -> Any:
     return out
 
 
-def _list_things_in_group(gw: Gateway, p: dict[str, Any]) -> Any:
+def _list_things_in_group(gw: FleetApiParts, p: dict[str, Any]) -> Any:
     index = fleet_index(gw)
     if index.dynamic(p["thingGroupName"]) is None:
         return IOT_HANDLERS["ListThingsInThingGroup"](gw.registry, p)
@@ -76,7 +78,7 @@ def _list_things_in_group(gw: Gateway, p: dict[str, Any]) -> Any:
     return out
 
 
-def _groups_for_thing(gw: Gateway, p: dict[str, Any]) -> Any:
+def _groups_for_thing(gw: FleetApiParts, p: dict[str, Any]) -> Any:
     out = gw.registry.list_thing_groups_for_thing(p["thingName"])
     for group in fleet_index(gw).dynamic_groups_of(p["thingName"]):
         out["thingGroups"].append({"groupName": group, "groupArn": gw.registry.arn("thinggroup", group)})
@@ -84,17 +86,17 @@ def _groups_for_thing(gw: Gateway, p: dict[str, Any]) -> Any:
     return out
 
 
-def _add(gw: Gateway, p: dict[str, Any]) -> Any:
+def _add(gw: FleetApiParts, p: dict[str, Any]) -> Any:
     _not_dynamic(gw, p.get("thingGroupName") or "")
     return IOT_HANDLERS["AddThingToThingGroup"](gw.registry, p)
 
 
-def _remove(gw: Gateway, p: dict[str, Any]) -> Any:
+def _remove(gw: FleetApiParts, p: dict[str, Any]) -> Any:
     _not_dynamic(gw, p.get("thingGroupName") or "")
     return IOT_HANDLERS["RemoveThingFromThingGroup"](gw.registry, p)
 
 
-def _update_groups_for_thing(gw: Gateway, p: dict[str, Any]) -> Any:
+def _update_groups_for_thing(gw: FleetApiParts, p: dict[str, Any]) -> Any:
     thing = p.get("thingName")
     if not thing:
         raise InvalidRequestException("thingName is required")
@@ -111,13 +113,13 @@ def _update_groups_for_thing(gw: Gateway, p: dict[str, Any]) -> Any:
     return {}
 
 
-def _delete_group(gw: Gateway, p: dict[str, Any]) -> Any:
+def _delete_group(gw: FleetApiParts, p: dict[str, Any]) -> Any:
     if fleet_index(gw).dynamic(p["thingGroupName"]) is not None:
         return fleet_index(gw).delete_dynamic(p["thingGroupName"])
     return IOT_HANDLERS["DeleteThingGroup"](gw.registry, p)
 
 
-HANDLERS: dict[str, Callable[[Gateway, dict[str, Any]], Any]] = {
+HANDLERS: dict[str, Callable[[FleetApiParts, dict[str, Any]], Any]] = {
     "GetIndexingConfiguration": lambda gw, p: fleet_index(gw).configuration(),
     "UpdateIndexingConfiguration": lambda gw, p: fleet_index(gw).update_configuration(p),
     "SearchIndex": lambda gw, p: fleet_index(gw).search(p),

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.api import greengrass, kinesis_fanout, sqs_query, sts
+from gateway.api import greengrass, jobs_api, kinesis_fanout, presign, sqs_query, sts
 from gateway.api import s3 as s3_api
 from gateway.api.auth import TOKEN_CHECKED
 from gateway.api.wire import json_protocol_error, signing_service
@@ -19,13 +19,13 @@ from gateway.errors import AwsError
 from gateway.sinks.kinesis.fanout import Subscriptions
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.parts import FrontParts
 
 FORM = "application/x-www-form-urlencoded"
 
 
 class AwsFront:
-    def __init__(self, gateway: Gateway, verify: s3_api.SignatureCheck | None = None) -> None:
+    def __init__(self, gateway: FrontParts, verify: s3_api.SignatureCheck | None = None) -> None:
         self.gateway = gateway
         self.sts = sts.StsService(gateway.config.account)
         self.s3 = s3_api.S3Api(gateway.s3, gateway.config.region)
@@ -34,7 +34,10 @@ class AwsFront:
 
     def _checked(self, request: web.Request, body: bytes) -> None:
         if self._verify is not None and self.gateway.config.sigv4_credentials and not request.get(TOKEN_CHECKED):
-            self._verify(request, body)
+            if presign.is_presigned(request):  # a presigned URL (job documents' downloads) signs its query string
+                presign.verify_query(request, self.gateway.config.sigv4_credentials)
+            else:
+                self._verify(request, body)
 
     async def __call__(self, request: web.Request) -> web.StreamResponse | None:
         """The response when this request is S3, STS or query-protocol SQS; None leaves it to the other routes."""
@@ -44,7 +47,11 @@ class AwsFront:
         service = signing_service(request.headers.get("Authorization")) or _presigned_service(request)
         bucket = s3_api.virtual_bucket(request.host, self.gateway.config.host)
         if service == "s3" or bucket is not None:
-            return await self.s3.handle(request, bucket, self._checked)
+            return presign.expired(request, self.gateway.clock.wall_ms()) or await self.s3.handle(
+                request, bucket, self._checked
+            )
+        if service == "iot-jobs-data":
+            return await jobs_api.handle_data_plane(request, self.gateway.jobs, self._checked)
         target = request.headers.get("X-Amz-Target")
         if target == kinesis_fanout.TARGET:
             try:

@@ -21,7 +21,7 @@ from gateway.identity.authorizer import Authorizer
 from gateway.store import Store
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.parts import GreengrassParts
 
 MAX_ENTRIES = 100
 MAX_RESULTS = 100
@@ -144,36 +144,36 @@ class ClientDevices:
         return {"GGGroups": groups}
 
 
-def client_devices(gw: Gateway) -> ClientDevices:
+def client_devices(gw: GreengrassParts) -> ClientDevices:
     return gw.client_devices
 
 
-def _now(gw: Gateway) -> int:
+def _now(gw: GreengrassParts) -> int:
     return int(gw.clock.wall_ms())
 
 
-def _thing_arn(gw: Gateway) -> Callable[[str], str]:
+def _thing_arn(gw: GreengrassParts) -> Callable[[str], str]:
     return lambda name: str(gw.registry.arn("thing", name))
 
 
 _V2_KEYS = {"id": "Id", "hostAddress": "HostAddress", "portNumber": "PortNumber", "metadata": "Metadata"}
 
 
-def _update_v2(gw: Gateway, p: dict[str, Any]) -> Any:
+def _update_v2(gw: GreengrassParts, p: dict[str, Any]) -> Any:
     """greengrassv2's UpdateConnectivityInfo: the same record, camelCase on the wire."""
     entries = [{_V2_KEYS.get(k, k): v for k, v in e.items()} for e in p.get("connectivityInfo") or []]
     out = client_devices(gw).update_connectivity(p["thingName"], entries)
     return {**out, "version": out["Version"]}
 
 
-def _get_connectivity(gw: Gateway, thing: str) -> Any:
+def _get_connectivity(gw: GreengrassParts, thing: str) -> Any:
     """Both services' shapes (GET requests of the two share a path; each client reads its own members)."""
     entries = client_devices(gw).connectivity(thing)
     v2 = [{k: e[v] for k, v in _V2_KEYS.items()} for e in entries]
     return {"ConnectivityInfo": entries, "connectivityInfo": v2}
 
 
-HANDLERS: dict[tuple[str, str], Callable[[Gateway, dict[str, Any]], Any]] = {
+HANDLERS: dict[tuple[str, str], Callable[[GreengrassParts, dict[str, Any]], Any]] = {
     ("greengrass", "UpdateConnectivityInfo"): lambda gw, p: client_devices(gw).update_connectivity(
         p["ThingName"], list(p.get("ConnectivityInfo") or [])
     ),
@@ -193,7 +193,7 @@ HANDLERS: dict[tuple[str, str], Callable[[Gateway, dict[str, Any]], Any]] = {
 REST_HANDLERS.update(HANDLERS)
 
 
-async def put_core_cas(request: web.Request, gw: Gateway, core: str) -> web.StreamResponse:
+async def put_core_cas(request: web.Request, gw: GreengrassParts, core: str) -> web.StreamResponse:
     """The core's local CA, so discovery can hand it to client devices (Greengrass's core uploads it the same way)."""
     try:
         try:
@@ -210,7 +210,7 @@ async def put_core_cas(request: web.Request, gw: Gateway, core: str) -> web.Stre
         return rest_json_error(error)
 
 
-async def discover(request: web.Request, gw: Gateway) -> web.StreamResponse:
+async def discover(request: web.Request, gw: GreengrassParts) -> web.StreamResponse:
     """`GET /greengrass/discover/thing/<thing>`: the certificate must be the thing's and allow greengrass:Discover."""
     thing = request.match_info["thing"]
     try:

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import ssl
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from aiohttp import web
 
-from gateway.api import greengrass, mqtt5_http
+from gateway.api import greengrass, https_custom_auth, mqtt5_http
 from gateway.api.guard import BODY_TIMEOUT_KEY, read_body
 from gateway.api.wire import rest_json_error
 from gateway.errors import AwsError, ForbiddenException, InternalFailureException, InvalidRequestException
 from gateway.identity.authorizer import Authorizer
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.parts import HttpsPublishParts
 
 log = logging.getLogger("edgesim.https")
 
@@ -26,7 +28,7 @@ log = logging.getLogger("edgesim.https")
 class HttpsPublish:
     """Thing variables never resolve here: HTTP publishes have no client id (reference §2.3)."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: HttpsPublishParts) -> None:
         self.gateway = gateway
         self._authorizers: dict[bytes, tuple[int, Authorizer]] = {}
         self._runner: web.AppRunner | None = None
@@ -49,9 +51,20 @@ class HttpsPublish:
         log.info("listening: https publish on %s:%d (client certificate required)", host, bound)
         return bound
 
+    def protocol_factory(self) -> Callable[[], asyncio.Protocol]:
+        """This door's HTTP protocol, for the ALPN port's `x-amzn-http-ca` connections."""
+        assert self._runner is not None and self._runner.server is not None
+        return self._runner.server
+
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    @staticmethod
+    def _has_certificate(request: web.Request) -> bool:
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport else None
+        return bool(ssl_object and ssl_object.getpeercert(binary_form=True))
 
     def _authorizer(self, request: web.Request) -> Authorizer:
         transport = request.transport
@@ -83,10 +96,14 @@ class HttpsPublish:
                 raise InvalidRequestException("qos must be 0 or 1")
             retain = query.get("retain", "false").lower() == "true"
             props = mqtt5_http.from_request(query, request.headers)
-            authorizer = self._authorizer(request)
+            if self._has_certificate(request):
+                authorizer = self._authorizer(request)
+                principal = authorizer.context.cert_id
+            else:
+                authorizer, principal = await https_custom_auth.authorize(gw.auth.custom, request)
             payload = await read_body(request)
             message = gw.broker.intake.admit(
-                topic, payload, int(qos_text), retain, props, door="https", principal=authorizer.context.cert_id,
+                topic, payload, int(qos_text), retain, props, door="https", principal=principal,
                 authorizer=authorizer, acknowledged=True,
             )  # fmt: skip
             if message.hold is not None:

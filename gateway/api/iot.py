@@ -81,11 +81,22 @@ HANDLERS: dict[str, Handler] = {
         p["certificatePem"], p.get("status") or "INACTIVE"
     ),
     "RegisterCACertificate": lambda r, p: r.register_ca_certificate(
-        p["caCertificate"], bool(p.get("setAsActive")), bool(p.get("allowAutoRegistration"))
+        p["caCertificate"],
+        bool(p.get("setAsActive")),
+        bool(p.get("allowAutoRegistration")),
+        p.get("verificationCertificate"),
+        p.get("registrationConfig"),
+        p.get("certificateMode"),
     ),
+    "GetRegistrationCode": lambda r, p: r.get_registration_code(),
+    "DeleteRegistrationCode": lambda r, p: r.delete_registration_code(),
     "UpdateCertificate": lambda r, p: r.update_certificate(p["certificateId"], p["newStatus"]),
     "UpdateCACertificate": lambda r, p: r.update_ca_certificate(
-        p["certificateId"], p.get("newStatus"), p.get("newAutoRegistrationStatus")
+        p["certificateId"],
+        p.get("newStatus"),
+        p.get("newAutoRegistrationStatus"),
+        p.get("registrationConfig"),
+        bool(p.get("removeAutoRegistration")),
     ),
     "DescribeCertificate": lambda r, p: r.describe_certificate(p["certificateId"]),
     "DescribeCACertificate": lambda r, p: r.describe_ca_certificate(p["certificateId"]),
@@ -113,6 +124,9 @@ HANDLERS: dict[str, Handler] = {
     "ListAttachedPolicies": lambda r, p: r.list_attached_policies(p["target"], bool(p.get("recursive"))),
     "ListPrincipalPolicies": lambda r, p: r.list_attached_policies(p["principal"]),
     "ListTargetsForPolicy": lambda r, p: r.list_targets_for_policy(p["policyName"]),
+    # registry events
+    "UpdateEventConfigurations": lambda r, p: r.events.update(p.get("eventConfigurations")),
+    "DescribeEventConfigurations": lambda r, p: r.events.describe(),
     # principals
     "AttachThingPrincipal": lambda r, p: r.attach_thing_principal(
         p["thingName"], p["principal"], p.get("thingPrincipalType")

@@ -11,13 +11,13 @@ from gateway.api import mqtt5_http
 from gateway.errors import InternalFailureException, InvalidRequestException, ResourceNotFoundException
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.parts import IotDataParts
 
 Params = dict[str, Any]
-Handler = Callable[["Gateway", Params], Any]
+Handler = Callable[["IotDataParts", Params], Any]
 
 
-async def publish(gw: Gateway, p: Params) -> dict[str, Any]:
+async def publish(gw: IotDataParts, p: Params) -> dict[str, Any]:
     qos = int(p.get("qos") or 0)
     if qos not in (0, 1):
         raise InvalidRequestException("qos must be 0 or 1")
@@ -40,7 +40,7 @@ async def publish(gw: Gateway, p: Params) -> dict[str, Any]:
     return {}
 
 
-def get_retained_message(gw: Gateway, p: Params) -> dict[str, Any]:
+def get_retained_message(gw: IotDataParts, p: Params) -> dict[str, Any]:
     stored = gw.broker.retained.get(p["topic"])
     if stored is None:
         raise ResourceNotFoundException(f"No retained message exists for topic {p['topic']}")
@@ -53,7 +53,7 @@ def get_retained_message(gw: Gateway, p: Params) -> dict[str, Any]:
     }
 
 
-def list_retained_messages(gw: Gateway, p: Params) -> dict[str, Any]:
+def list_retained_messages(gw: IotDataParts, p: Params) -> dict[str, Any]:
     from gateway.registry.base import paginate
 
     items = []
@@ -67,7 +67,7 @@ def list_retained_messages(gw: Gateway, p: Params) -> dict[str, Any]:
     return {"retainedTopics": page, **({"nextToken": token} if token else {})}
 
 
-def delete_connection(gw: Gateway, p: Params) -> dict[str, Any]:
+def delete_connection(gw: IotDataParts, p: Params) -> dict[str, Any]:
     conn = gw.broker.sessions.get(p["clientId"])
     if conn is None:
         raise ResourceNotFoundException(f"No connection with client id {p['clientId']}")

@@ -10,9 +10,9 @@ from typing import Any
 from gateway.api.model import load_service, validate_input
 from gateway.api.targets import JsonTarget, register
 from gateway.errors import InvalidRequestException
+from gateway.sinks.kinesis.exceptions import InvalidArgumentException
 from gateway.sinks.kinesis.extras import StreamExtras
 from gateway.sinks.kinesis.service import KinesisService
-from gateway.sinks.kinesis.shards import InvalidArgumentException
 
 TARGET_PREFIX = "Kinesis_20131202"
 

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.sinks.lambda_.service import InvalidParameterValueException, LambdaError
+from gateway.sinks.lambda_.exceptions import InvalidParameterValueException, LambdaError
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.parts import LambdaApiParts
 
-Handler = Callable[["Gateway", dict[str, Any]], Any]
+Handler = Callable[["LambdaApiParts", dict[str, Any]], Any]
 HANDLERS: dict[str, Handler] = {}
 
 
@@ -38,7 +38,7 @@ def operation(name: str) -> Callable[[Handler], Handler]:
     def add(handler: Handler) -> Handler:
         if asyncio.iscoroutinefunction(handler):
 
-            async def run_async(gw: Gateway, params: dict[str, Any]) -> Any:
+            async def run_async(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
                 try:
                     return await handler(gw, params)
                 except LambdaError as error:
@@ -47,7 +47,7 @@ def operation(name: str) -> Callable[[Handler], Handler]:
             HANDLERS[name] = run_async
         else:
 
-            def run(gw: Gateway, params: dict[str, Any]) -> Any:
+            def run(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
                 try:
                     return handler(gw, params)
                 except LambdaError as error:
@@ -60,86 +60,86 @@ def operation(name: str) -> Callable[[Handler], Handler]:
 
 
 @operation("CreateFunction")
-def create_function(gw: Gateway, params: dict[str, Any]) -> Any:
+def create_function(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     return web.json_response(gw.lambdas.create_function(params), status=201)
 
 
 @operation("UpdateFunctionCode")
-def update_function_code(gw: Gateway, params: dict[str, Any]) -> Any:
+def update_function_code(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     return gw.lambdas.update_function_code(params)
 
 
 @operation("UpdateFunctionConfiguration")
-def update_function_configuration(gw: Gateway, params: dict[str, Any]) -> Any:
+def update_function_configuration(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     return gw.lambdas.update_function_configuration(params)
 
 
 @operation("GetFunction")
-def get_function(gw: Gateway, params: dict[str, Any]) -> Any:
+def get_function(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     return gw.lambdas.get_function(params["FunctionName"])
 
 
 @operation("GetFunctionConfiguration")
-def get_function_configuration(gw: Gateway, params: dict[str, Any]) -> Any:
+def get_function_configuration(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     return gw.lambdas.get_function_configuration(params["FunctionName"])
 
 
 @operation("ListFunctions")
-def list_functions(gw: Gateway, params: dict[str, Any]) -> Any:
+def list_functions(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     return gw.lambdas.list_functions(params.get("Marker"), params.get("MaxItems"))
 
 
 @operation("DeleteFunction")
-def delete_function(gw: Gateway, params: dict[str, Any]) -> Any:
+def delete_function(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     gw.lambdas.delete_function(params["FunctionName"])
     return web.Response(status=204)
 
 
 @operation("PutFunctionConcurrency")
-def put_function_concurrency(gw: Gateway, params: dict[str, Any]) -> Any:
+def put_function_concurrency(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     return gw.lambdas.put_function_concurrency(params["FunctionName"], params["ReservedConcurrentExecutions"])
 
 
 @operation("DeleteFunctionConcurrency")
-def delete_function_concurrency(gw: Gateway, params: dict[str, Any]) -> Any:
+def delete_function_concurrency(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     gw.lambdas.delete_function_concurrency(params["FunctionName"])
     return web.Response(status=204)
 
 
 @operation("GetFunctionConcurrency")
-def get_function_concurrency(gw: Gateway, params: dict[str, Any]) -> Any:
+def get_function_concurrency(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     return gw.lambdas.get_function_concurrency(params["FunctionName"])
 
 
 # ---- asynchronous invocation config (retries, maximum event age, destinations)
 @operation("PutFunctionEventInvokeConfig")
-def put_function_event_invoke_config(gw: Gateway, params: dict[str, Any]) -> Any:
+def put_function_event_invoke_config(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     return gw.lambdas.put_function_event_invoke_config(params)
 
 
 @operation("UpdateFunctionEventInvokeConfig")
-def update_function_event_invoke_config(gw: Gateway, params: dict[str, Any]) -> Any:
+def update_function_event_invoke_config(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     return gw.lambdas.put_function_event_invoke_config(params, update=True)
 
 
 @operation("GetFunctionEventInvokeConfig")
-def get_function_event_invoke_config(gw: Gateway, params: dict[str, Any]) -> Any:
+def get_function_event_invoke_config(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     return gw.lambdas.get_function_event_invoke_config(params["FunctionName"], params.get("Qualifier"))
 
 
 @operation("DeleteFunctionEventInvokeConfig")
-def delete_function_event_invoke_config(gw: Gateway, params: dict[str, Any]) -> Any:
+def delete_function_event_invoke_config(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     gw.lambdas.delete_function_event_invoke_config(params["FunctionName"], params.get("Qualifier"))
     return web.Response(status=204)
 
 
 @operation("ListFunctionEventInvokeConfigs")
-def list_function_event_invoke_configs(gw: Gateway, params: dict[str, Any]) -> Any:
+def list_function_event_invoke_configs(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     return gw.lambdas.list_function_event_invoke_configs(params["FunctionName"])
 
 
 @operation("Invoke")
-async def invoke(gw: Gateway, params: dict[str, Any]) -> Any:
+async def invoke(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     name = params["FunctionName"]
     payload = params.get("Payload") or b""
     if isinstance(payload, str):
@@ -167,25 +167,25 @@ async def invoke(gw: Gateway, params: dict[str, Any]) -> Any:
 
 # ---- event source mappings
 @operation("CreateEventSourceMapping")
-def create_event_source_mapping(gw: Gateway, params: dict[str, Any]) -> Any:
+def create_event_source_mapping(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     return web.json_response(gw.event_sources.create_event_source_mapping(params), status=202)
 
 
 @operation("GetEventSourceMapping")
-def get_event_source_mapping(gw: Gateway, params: dict[str, Any]) -> Any:
+def get_event_source_mapping(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     return gw.event_sources.get_event_source_mapping(params["UUID"])
 
 
 @operation("ListEventSourceMappings")
-def list_event_source_mappings(gw: Gateway, params: dict[str, Any]) -> Any:
+def list_event_source_mappings(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     return gw.event_sources.list_event_source_mappings(params.get("FunctionName"), params.get("EventSourceArn"))
 
 
 @operation("UpdateEventSourceMapping")
-def update_event_source_mapping(gw: Gateway, params: dict[str, Any]) -> Any:
+def update_event_source_mapping(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     return web.json_response(gw.event_sources.update_event_source_mapping(params["UUID"], params), status=202)
 
 
 @operation("DeleteEventSourceMapping")
-def delete_event_source_mapping(gw: Gateway, params: dict[str, Any]) -> Any:
+def delete_event_source_mapping(gw: LambdaApiParts, params: dict[str, Any]) -> Any:
     return web.json_response(gw.event_sources.delete_event_source_mapping(params["UUID"]), status=202)

@@ -19,7 +19,7 @@ from gateway.shadow.document import compute_delta
 from gateway.shadow.topics import parse_shadow_topic
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.parts import ViewParts
 
 log = logging.getLogger("edgesim.dashboard")
 
@@ -42,7 +42,7 @@ SHADOW_FILTERS = [
     "$aws/things/+/shadow/name/+/delete/accepted",
 ]
 PRESENCE_FILTER = "$aws/events/presence/+/+"
-VIEWS = ("fleet", "thing", "tail", "rules", "sinks", "edge")
+VIEWS = ("fleet", "thing", "tail", "rules", "sinks", "edge", "jobs")
 
 
 def sse(event: str, data: Any) -> bytes:
@@ -161,7 +161,7 @@ class Watcher:
 
 
 class LiveFeed:
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: ViewParts) -> None:
         self.gw = gw
         self.rates: deque[dict[str, Any]] = deque(maxlen=RATE_POINTS)
         self.rule_history: dict[str, deque[int]] = {}

@@ -18,6 +18,7 @@ from gateway.api import (  # noqa: F401 - service modules register targets
     fleet_api,
     greengrass,
     iot,
+    iot_authorizers,
     iot_data,
     iot_rules,
     kinesis,
@@ -38,7 +39,7 @@ from gateway.errors import (
 )
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.api.parts import RestParts
 
 log = logging.getLogger("edgesim.api")
 
@@ -74,7 +75,7 @@ SIGNING_NAMES = {
 
 
 class RestDispatcher:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: RestParts) -> None:
         self.gateway = gateway
         self.models = {name: load_service(name) for name in ("iot-data", "iot", "lambda", "greengrassv2", "greengrass")}
 

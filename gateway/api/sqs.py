@@ -15,7 +15,8 @@ from aiohttp import web
 from gateway.api.model import load_service, validate_input
 from gateway.api.targets import JsonTarget, register
 from gateway.errors import AwsError, InvalidRequestException
-from gateway.sinks.sqs.attributes import InvalidParameterValue, MessageAttribute, MissingParameter, SqsError
+from gateway.sinks.sqs.attributes import MessageAttribute
+from gateway.sinks.sqs.exceptions import InvalidParameterValue, MissingParameter, SqsError
 from gateway.sinks.sqs.queue import Received, SendResult
 from gateway.sinks.sqs.service import SendEntry, SqsService
 

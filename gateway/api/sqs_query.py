@@ -15,7 +15,7 @@ from gateway.api.model import load_service
 from gateway.api.query import QueryCodec, WireNames
 from gateway.api.sqs import HANDLERS
 from gateway.errors import AwsError, InternalFailureException, InvalidRequestException
-from gateway.sinks.sqs.attributes import SqsError
+from gateway.sinks.sqs.exceptions import SqsError
 
 if TYPE_CHECKING:
     from gateway.sinks.sqs.service import SqsService

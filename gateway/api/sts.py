@@ -35,6 +35,8 @@ class Session:
     user_id: str
     account: str
     expires_ms: int
+    secret: str = ""  # kept so SigV4 WebSocket upgrades signed with these temporary credentials verify
+    token: str = ""
 
 
 def _id(prefix: str, length: int = 16) -> str:
@@ -64,6 +66,10 @@ class StsService:
             return {"UserId": session.user_id, "Account": session.account, "Arn": session.arn}
         return {"UserId": self.account, "Account": self.account, "Arn": f"arn:aws:iam::{self.account}:root"}
 
+    def temporary_credentials(self, now_ms: int) -> dict[str, tuple[str, str]]:
+        """Unexpired AssumeRole credentials: access key -> (secret, session token)."""
+        return {key: (s.secret, s.token) for key, s in self.sessions.items() if s.expires_ms > now_ms and s.secret}
+
     def assume_role(self, params: dict[str, Any], now_ms: int) -> dict[str, Any]:
         role_arn = str(params.get("RoleArn") or "")
         session_name = str(params.get("RoleSessionName") or "")
@@ -88,12 +94,13 @@ class StsService:
         access_key = _id("ASIA")
         expires = now_ms + duration * 1000
         arn = f"arn:aws:sts::{account}:assumed-role/{role}/{session_name}"
-        self.sessions[access_key] = Session(arn, f"{role_id}:{session_name}", account, expires)
+        secret, token = secrets.token_urlsafe(30)[:40], secrets.token_urlsafe(96)
+        self.sessions[access_key] = Session(arn, f"{role_id}:{session_name}", account, expires, secret, token)
         return {
             "Credentials": {
                 "AccessKeyId": access_key,
-                "SecretAccessKey": secrets.token_urlsafe(30)[:40],
-                "SessionToken": secrets.token_urlsafe(96),
+                "SecretAccessKey": secret,
+                "SessionToken": token,
                 "Expiration": expires / 1000,
             },
             "AssumedRoleUser": {"AssumedRoleId": f"{role_id}:{session_name}", "Arn": arn},

@@ -7,21 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from gateway.api.wire import json_protocol_error
 from gateway.errors import AwsError
 
-if TYPE_CHECKING:
-    from gateway.app import Gateway
-
 
 @dataclass(frozen=True)
 class JsonTarget:
     handlers: Mapping[str, Callable[[Any, dict[str, Any]], Any]]
-    service: Callable[[Gateway], Any]
+    service: Callable[[Any], Any]  # picks the service out of the API's parts (gateway.api.parts.RestParts)
     content_type: str = "application/x-amz-json-1.1"
     model: str | None = None  # the botocore service model members are type-checked against
 
@@ -39,4 +36,4 @@ def register(prefix: str, target: JsonTarget) -> None:
 
 # REST-JSON operations answered with the whole gateway at hand, by (botocore service, operation); consulted before
 # the per-service tables (fleet indexing, Greengrass).
-REST_HANDLERS: dict[tuple[str, str], Callable[[Gateway, dict[str, Any]], Any]] = {}
+REST_HANDLERS: dict[tuple[str, str], Callable[[Any, dict[str, Any]], Any]] = {}

@@ -8,6 +8,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from gateway.broker.exceptions import PublishRefused
+from gateway.errors import EdgesimError
 from gateway.identity.authorizer import Authorizer, ConnectionContext
 from mqttwire import codec, reasons
 from mqttwire import properties as mp
@@ -22,7 +23,7 @@ log = logging.getLogger("edgesim.broker")
 TOPIC_ALIAS_MAXIMUM = 8  # AWS IoT's quota for topic aliases a client may set up
 
 
-class Refused(Exception):
+class Refused(EdgesimError):
     def __init__(self, why: str, v5_code: int, v3_code: int | None = None) -> None:
         super().__init__(why)
         self.why = why
@@ -38,6 +39,8 @@ def handle_connect(broker: Broker, conn: Connection, body: bytes) -> bool:
         conn.close(f"unsupported MQTT protocol level {request.protocol_level}")
         return False
     conn.version = request.protocol_level
+    if broker.connect_auth is not None and broker.connect_auth.intercept(conn, request, body):
+        return False  # authenticating asynchronously (a custom authorizer): this runs again with its answer
     try:
         connack_props = _accept(broker, conn, request)
     except Refused as refusal:
@@ -143,8 +146,14 @@ def _refuse(broker: Broker, conn: Connection, refusal: Refused) -> None:
 
 def authorize_connection(broker: Broker, conn: Connection) -> str | None:
     """Compile the connection's policy; why it may not connect, or None."""
+    if conn.identity is not None and broker.connect_auth is not None:
+        refusal = broker.connect_auth.authorize(conn)
+        conn.generation = broker.registry.generation
+        if refusal is None and conn.authorizer is not None and not conn.authorizer.can_connect():
+            refusal = f"iot:Connect denied for client/{conn.client_id}"
+        return refusal
     if conn.cert_der is None:
-        if broker.dev_policy is None:
+        if broker.dev_policy is None or conn.door != "mqtt":  # the dev policy is the plain port's alone
             return "no client certificate"
         ctx = ConnectionContext(
             client_id=conn.client_id,
@@ -156,6 +165,8 @@ def authorize_connection(broker: Broker, conn: Connection) -> str | None:
     else:
         grant = broker.registry.connection_grant(conn.cert_der, conn.client_id, conn.peer_ip)
         if grant.refusal is not None or grant.context is None:
+            if grant.unregistered and not conn.connected and broker.registry.jit is not None:
+                broker.registry.jit.on_unknown_certificate(conn.cert_der)  # JITR / JITP: gateway/registry/jit.py
             return grant.refusal or "certificate refused"
         conn.principal = grant.context.cert_id
         conn.authorizer = Authorizer.compile(grant.documents, grant.context)
@@ -168,7 +179,7 @@ def authorize_connection(broker: Broker, conn: Connection) -> str | None:
 def _check_anonymous_takeover(broker: Broker, conn: Connection) -> None:
     """An anonymous client (the plain port's dev policy) must not take over a certificate-authenticated device's
     client id, connected or parked: on AWS no policy would let it."""
-    if conn.cert_der is not None:
+    if conn.cert_der is not None or conn.identity is not None:
         return
     previous = broker.sessions.get(conn.client_id)
     parked = broker.parked.get(conn.client_id)

@@ -28,10 +28,11 @@ from mqttwire.packets import (
     Unsubscribe,
     Will,
 )
-from mqttwire.properties import REASON_STRING
+from mqttwire.properties import REASON_STRING, Properties
 
 if TYPE_CHECKING:
     from gateway.broker.core import Broker, Subscription
+    from gateway.identity.authn import Authentication
     from gateway.identity.authorizer import Authorizer
 
 log = logging.getLogger("edgesim.broker")
@@ -62,6 +63,7 @@ class Connection(asyncio.Protocol):
         "door",
         "dropped_qos0",
         "generation",
+        "identity",
         "inflight",
         "keep_alive",
         "last_message",
@@ -78,6 +80,7 @@ class Connection(asyncio.Protocol):
         "quota_window",
         "read_blocks",
         "resume_after",
+        "seen_properties",
         "session_expiry",
         "session_id",
         "stored",
@@ -106,6 +109,7 @@ class Connection(asyncio.Protocol):
         self.cert_der: bytes | None = None
         self.peer_ip: str | None = None
         self.authorizer: Authorizer | None = None
+        self.identity: Authentication | None = None  # set when it authenticated without a certificate
         self.generation = -1
         self.keep_alive = 0.0
         self.last_rx = 0.0
@@ -116,6 +120,7 @@ class Connection(asyncio.Protocol):
         self.subscriptions: dict[str, Subscription] = {}
         self.will: Will | None = None
         self.aliases: dict[int, str] = {}  # MQTT 5 topic aliases the client set up
+        self.seen_properties: tuple[bytes, Properties] | None = None  # the last PUBLISH's block, decoded
         self.problem_info = True  # MQTT 5 Request Problem Information
         self.window = broker.inflight_window  # QoS 1 deliveries in flight at most (the client's Receive Maximum)
         self.max_out = 0  # the client's Maximum Packet Size (0: no limit of its own)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from gateway.broker import connect as connect_step
 from gateway.broker import delivery, subscribe
+from gateway.broker.connect_auth import ConnectAuth
 from gateway.broker.connection import Connection
 from gateway.broker.exceptions import PublishRefused
 from gateway.broker.intake import Intake
@@ -82,6 +83,7 @@ class Broker:
         self.clock = clock
         self.retained = retained
         self.dev_policy = dev_policy
+        self.connect_auth: ConnectAuth | None = None  # custom authorizers and SigV4 (gateway/broker/connect_auth.py)
         limits = config.mqtt
         self.max_payload = limits.max_payload_bytes
         # Room for the topic, packet id, properties and length fields on top of the payload limit.
@@ -347,10 +349,12 @@ class Broker:
             self.denied("iot:Publish")
             raise ProtocolViolation("QoS 2 is not supported by AWS IoT", None, reasons.QOS_NOT_SUPPORTED)
         v5 = conn.version == V5
-        topic, pid, payload, props, block = codec.parse_publish_block(first, buf, start, end, v5)
+        topic, pid, payload, props, block = codec.parse_publish_block(first, buf, start, end, v5, conn.seen_properties)
         if props is not None:
             if mp.TOPIC_ALIAS in props:
                 block = None  # a topic alias is one hop's: what subscribers get is encoded again
+            elif block is not None:
+                conn.seen_properties = (block, props)  # read-only from here on: the next PUBLISH may share it
             topic = self._resolve_alias(conn, topic, props)
         if conn.generation != self.registry.generation and not self.refresh(conn):
             return

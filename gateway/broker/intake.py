@@ -30,6 +30,7 @@ _FORWARDED = (
     mp.CORRELATION_DATA,
     mp.USER_PROPERTY,
 )
+_FORWARDED_SET = frozenset(_FORWARDED)
 
 
 class PublishAuthority(Protocol):
@@ -104,7 +105,10 @@ class Intake:
         expiry = properties.get(mp.MESSAGE_EXPIRY_INTERVAL)
         if expiry is not None:
             message.expires_ms = now + 1000 * min(max(int(expiry), 1), MAX_MESSAGE_EXPIRY_S)
-        kept = {key: properties[key] for key in _FORWARDED if key in properties}
+        # Properties are read-only once admitted, so a block with nothing to take out is kept as it is.
+        kept = properties
+        if not properties.keys() <= _FORWARDED_SET:
+            kept = {key: properties[key] for key in _FORWARDED if key in properties}
         if kept:
             message.properties = kept
             if block is not None and len(kept) == len(properties):

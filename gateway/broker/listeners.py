@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 from gateway.broker.connection import Connection
 from gateway.broker.core import Broker
 from gateway.broker.tls import HANDSHAKE_TIMEOUT_S, TlsServerProtocol
+from gateway.identity.authn import Credentials
 from gateway.netguard import CappedAccept, descriptor_budget, soft_descriptor_limit
 
 log = logging.getLogger("edgesim.broker")
@@ -92,6 +93,18 @@ class _WebSocketTransport(asyncio.Transport):
         await self._ws.close()
 
 
+def upgrade_credentials(request: web.Request) -> Credentials:
+    """What a WebSocket upgrade presents: its client certificate, if any, its headers and its query string."""
+    transport = request.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    return Credentials(
+        door="wss", source_ip=request.remote, cert_der=ssl_object.getpeercert(binary_form=True) if ssl_object else None,
+        server_name=getattr(ssl_object, "server_hostname", None), headers=dict(request.headers),
+        query=dict(request.rel_url.query), raw_query=request.rel_url.raw_query_string, method=request.method,
+        path=request.rel_url.raw_path,
+    )  # fmt: skip
+
+
 def _mqtt_rank(protocol: asyncio.BaseProtocol) -> int | None:
     """A connection still in its TLS handshake or before its CONNECT may close for a new one; a device never."""
     app = protocol._app if isinstance(protocol, TlsServerProtocol) else protocol
@@ -146,10 +159,17 @@ class Listeners:
         return bound
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        identity = None
+        if self.broker.connect_auth is not None:
+            identity = await self.broker.connect_auth.upgrade(upgrade_credentials(request))
+            if identity is not None and identity.refusal is not None:
+                log.warning("refused WebSocket upgrade from %s: %s", request.remote, identity.refusal)
+                return web.json_response({"message": "Forbidden"}, status=403)
         ws = web.WebSocketResponse(protocols=("mqtt",), max_msg_size=self.broker.max_packet_bytes + 8)
         await ws.prepare(request)
         transport = _WebSocketTransport(ws, request)
         conn = Connection(self.broker, "wss")
+        conn.identity = identity
         conn.connection_made(transport)
         pump = asyncio.create_task(transport.pump(), name="wss-writer")
         try:

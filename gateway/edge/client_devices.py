@@ -20,7 +20,7 @@ from typing import Any
 import boto3
 from botocore.config import Config as BotoConfig
 
-from devices.provision import iot_client, send_api_token
+from gateway.edge.aws_clients import iot_client, send_api_token
 from gateway.errors import AwsError
 from gateway.registry import Registry
 

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from gateway.errors import EdgesimError
 from mqttwire.client import AsyncMqttClient, Done, Message, MqttError
 from mqttwire.packets import V311
 
@@ -21,7 +22,7 @@ MIN_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
 
 
-class CloudUnavailable(Exception):
+class CloudUnavailable(EdgesimError):
     """The cloud link is offline (switched off or not connected)."""
 
 

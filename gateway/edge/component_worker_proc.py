@@ -45,7 +45,7 @@ class Outcome:
     detail: str | None = None
 
 
-class WorkerLost(Exception):
+class WorkerLost(EdgesimError):
     """The worker exited (or was killed) before it was ready."""
 
 

@@ -18,12 +18,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.server import ApiServer
-from gateway.broker.core import Broker
 from gateway.broker.exceptions import PublishRefused
-from gateway.broker.listeners import Listeners, server_ssl_context
-from gateway.broker.retained import RetainedStore
-from gateway.broker.sessions import SessionStore
+from gateway.broker.listeners import server_ssl_context
 from gateway.clock import Clock, SystemClock
+from gateway.composition import open_store, start_mqtt_core
 from gateway.config import Config, MqttLimits
 from gateway.edge.bridge import EDGE_DOOR, Bridge, BridgeTargets, LocalPubSub
 from gateway.edge.client_devices import ClientDeviceAuth
@@ -49,15 +47,10 @@ from gateway.edge.status import (
 )
 from gateway.edge.sync import ShadowSyncer
 from gateway.errors import AwsError, ConfigError, InvalidRequestException, LimitExceededException
-from gateway.identity.authorizer import DEV_POLICY_DOCUMENT
 from gateway.identity.keystore import LocalCA, ensure_local_ca
 from gateway.messages import AckHold, Message
-from gateway.registry import Registry
-from gateway.shadow.document import ShadowLimits
-from gateway.shadow.service import ShadowService
 from gateway.shadow.topics import is_valid_thing_name
-from gateway.store import Store
-from gateway.tasks import Lifecycle, cancel_and_wait
+from gateway.tasks import Job, Lifecycle, start_tasks
 from gateway.topics import TopicTrie
 from mqttwire import properties as mp
 from mqttwire.client import Message as CloudMessage
@@ -103,16 +96,17 @@ class EdgeCore(Lifecycle):
 
     # ---- start and stop
 
-    async def _start(self) -> None:
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         cfg = self.config
         self.home.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.home / "edge.db")
+        self.store = open_store(stack, self.home / "edge.db")
         row = self.store.one("SELECT sequence FROM edge_fleet_status WHERE id = 1")
         self.status_schedule.sequence = int(row["sequence"]) if row is not None else 0
         import_legacy_spool(self.store, self.home / "spool.db")
         self.spool = Spool(self.store, SpoolPolicy(**cfg.spooler.model_dump()))
+        stack.callback(self.spool.close)
         creds = await asyncio.to_thread(self._credentials)
-        await self._start_local()
+        await self._start_local(stack)
         host, port = parse_target(cfg.cloud.target)
         self.cloud = CloudLink(
             self.thing_name,
@@ -125,6 +119,8 @@ class EdgeCore(Lifecycle):
             protocol=V5 if cfg.cloud.protocol == "mqtt5" else V311,
         )
         self.forwarder = Forwarder(self.spool, self.cloud, cfg.cloud.max_in_flight)
+        stack.callback(self.forwarder.link_down)
+        stack.push_async_callback(self.cloud.close)
         self.syncer = ShadowSyncer(cfg.shadow_sync(), self.thing_name, self.shadows, self.cloud, self.store, self.clock)
         self.pubsub = LocalPubSub()
         self.bridge = Bridge(
@@ -132,14 +128,16 @@ class EdgeCore(Lifecycle):
         )
         for topic_filter in self.bridge.filters("Pubsub"):
             self.pubsub.subscribe(topic_filter, self.bridge.from_pubsub)
-        await self._start_components()
+        await self._start_components(stack)
         filters = [*self.bridge.filters("IotCore"), *self.cloud_triggers.filters(), *self.syncer.cloud_filters()]
         self.cloud.filters = dict.fromkeys(filters, 1)
         self.broker.message_hooks.append(self._on_local_message)
-        for job, name in ((self.cloud.run, "cloud-link"), (self.forwarder.run, "spool-forwarder")):
-            self._tasks.append(asyncio.create_task(job(), name=f"edge-{name}"))
-        self._tasks.append(asyncio.create_task(self.syncer.run(), name="edge-shadow-sync"))
-        self._tasks.append(asyncio.create_task(self._report_status(), name="edge-fleet-status"))
+        jobs: dict[str, Job] = {
+            "edge-cloud-link": self.cloud.run,
+            "edge-spool-forwarder": self.forwarder.run,
+            "edge-shadow-sync": self.syncer.run,
+            "edge-fleet-status": self._report_status,
+        }
         if self.local_ca is not None:
             self.client_devices = ClientDeviceAuth(
                 self.thing_name,
@@ -150,8 +148,9 @@ class EdgeCore(Lifecycle):
                 cfg.local_broker.host,
                 self.ports["local_mqtts"],
             )
-            self._tasks.append(asyncio.create_task(self.client_devices.run(), name="edge-client-devices"))
-        await self._start_control()
+            jobs["edge-client-devices"] = self.client_devices.run
+        self._tasks = start_tasks(stack, jobs)
+        await self._start_control(stack)
         log.info("edge core %s: local mqtt %s, cloud %s", self.name, self.ports, cfg.cloud.target)
 
     def _credentials(self) -> CoreCredentials:
@@ -178,7 +177,7 @@ class EdgeCore(Lifecycle):
         context.load_cert_chain(str(creds.cert), str(creds.key))
         return context
 
-    async def _start_local(self) -> None:
+    async def _start_local(self, stack: contextlib.AsyncExitStack) -> None:
         local = self.config.local_broker
         gateway_config = Config(
             host=local.host,
@@ -189,26 +188,21 @@ class EdgeCore(Lifecycle):
             dev_policy_name=LOCAL_DEVICES_POLICY,
             mqtt=MqttLimits(publishes_per_second=0),
         )
-        self.registry = Registry(self.store, self.clock, gateway_config.region, gateway_config.account)
-        policy = self.registry.ensure_policy(LOCAL_DEVICES_POLICY, DEV_POLICY_DOCUMENT)
-        self.broker = Broker(
-            gateway_config, self.registry, self.clock, RetainedStore(self.store), policy, SessionStore(self.store)
-        )
-        self.broker.start()
-        self.shadows = ShadowService(self.store, self.broker, self.clock, ShadowLimits())
-        self.listeners = Listeners(self.broker)
-        self.ports["local_mqtt"] = await self.listeners.start_mqtt("mqtt", local.host, local.port, None)
         if local.tls_port is not None:
-            self.local_ca = ca = ensure_local_ca(self.home / "certs")[0]
-            self.registry.local_ca = ca.root
-            self.registry.ensure_ca_registered(ca.root.cert_pem.decode())
+            self.local_ca = ensure_local_ca(self.home / "certs")[0]
+        core = start_mqtt_core(stack, gateway_config, self.store, self.clock, self.local_ca, LOCAL_DEVICES_POLICY)
+        self.registry, self.broker, self.listeners = core.registry, core.broker, core.listeners
+        self.shadows = core.shadows
+        self.ports["local_mqtt"] = await self.listeners.start_mqtt("mqtt", local.host, local.port, None)
+        if local.tls_port is not None and self.local_ca is not None:
+            ca = self.local_ca
             # Client devices associated in the cloud present certificates from the cloud's CA (client device auth).
             cloud_ca = self.config.cloud.ca or self.certs_dir / "root-ca.pem"
             trusted = [ca.root.cert_pem.decode(), *([cloud_ca.read_text()] if cloud_ca.exists() else [])]
             context = server_ssl_context(str(ca.server_cert_path), str(ca.server_key_path), trusted)
             self.ports["local_mqtts"] = await self.listeners.start_mqtt("mqtts", local.host, local.tls_port, context)
 
-    async def _start_components(self) -> None:
+    async def _start_components(self, stack: contextlib.AsyncExitStack) -> None:
         code_dir = self.config.components_dir
         for component in self.config.components:
             assert code_dir is not None
@@ -221,36 +215,19 @@ class EdgeCore(Lifecycle):
                     self.cloud_triggers.add(source.topic, runner)
                 else:
                     self.local_triggers.add(source.topic, runner)
+            stack.push_async_callback(runner.stop)
             await runner.start()
 
-    async def _start_control(self) -> None:
+    async def _start_control(self, stack: contextlib.AsyncExitStack) -> None:
         self.control = ApiServer("127.0.0.1", 0, self.status, self._control, views={"status": self.status})
+        stack.push_async_callback(self.control.stop)
         self.ports["control"] = await self.control.start()
         self.control.ready = True
         record = {"name": self.name, "pid": os.getpid(), "ports": self.ports, "thing": self.thing_name}
         tmp = self.home / f"{STATUS_FILE}.tmp"
         tmp.write_text(json.dumps(record))
+        stack.callback((self.home / STATUS_FILE).unlink, missing_ok=True)
         tmp.replace(self.home / STATUS_FILE)
-
-    async def _stop(self) -> None:
-        (self.home / STATUS_FILE).unlink(missing_ok=True)
-        await cancel_and_wait(self._tasks)
-        for runner in self.components.values():
-            await runner.stop()
-        if hasattr(self, "cloud"):
-            await self.cloud.close()
-        if hasattr(self, "forwarder"):
-            self.forwarder.link_down()
-        if hasattr(self, "control"):
-            await self.control.stop()
-        if hasattr(self, "broker"):
-            await self.broker.stop()
-        if hasattr(self, "listeners"):
-            await self.listeners.stop()
-        if hasattr(self, "spool"):
-            self.spool.close()
-        if hasattr(self, "store"):
-            self.store.close()
 
     # ---- control
 

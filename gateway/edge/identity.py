@@ -10,7 +10,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from devices.provision import certificate_id, iot_client
+from gateway.edge.aws_clients import iot_client
+from gateway.identity.certs import certificate_id
 from gateway.identity.keystore import write_private, write_public
 
 

@@ -430,8 +430,26 @@ class _CompiledStatement:
         return True
 
 
+# Statements without policy variables or conditions compile the same for every connection: compiled once, shared.
+_STATIC_KEPT = 4096
+_static: dict[Statement, _CompiledStatement | None] = {}
+_NOT_STATIC = object()
+
+
 def _compile_statement(st: Statement, ctx: ConnectionContext) -> _CompiledStatement | None:
     """None when the statement can never match for this connection."""
+    shared = _static.get(st, _NOT_STATIC)
+    if shared is not _NOT_STATIC:
+        return shared  # type: ignore[return-value]
+    compiled = _compile_for(st, ctx)
+    if not st.conditions and not any("$" in text for text in (*st.resources, *st.not_resources)):
+        if len(_static) >= _STATIC_KEPT:
+            _static.clear()
+        _static[st] = compiled
+    return compiled
+
+
+def _compile_for(st: Statement, ctx: ConnectionContext) -> _CompiledStatement | None:
     action_patterns = [[(False, a.lower())] for a in st.actions or st.not_actions]
 
     resource_patterns: list[list[_Piece]] = []

@@ -260,7 +260,7 @@ def issue_server_cert(
     return _issued(builder.sign(ca_key, hashes.SHA256()), key)
 
 
-def _device_not_after(now: datetime, valid_days: int | None) -> datetime:
+def _device_not_after(now: datetime, valid_days: float | None) -> datetime:
     return AWS_DEVICE_NOT_AFTER if valid_days is None else _utc(now) + timedelta(days=valid_days)
 
 
@@ -270,7 +270,7 @@ def issue_device_cert(
     now: datetime,
     common_name: str = DEVICE_COMMON_NAME,
     key_type: KeyType = "ec",
-    valid_days: int | None = None,
+    valid_days: float | None = None,
 ) -> IssuedCert:
     """A device (clientAuth) certificate and key, valid until 2049-12-31T23:59:59Z unless `valid_days` is given."""
     ca_cert, ca_key = _signer(ca)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from gateway.clock import Clock
 from gateway.errors import InvalidRequestException, ResourceNotFoundException
+from gateway.registry.events import RegistryEvents
 from gateway.store import Store
 
 ChangeKind = Literal["certificate", "policy", "attachment", "thing", "group", "ca"]
@@ -29,6 +30,7 @@ class RegistryBase:
         self.region = region
         self.account = account
         self._listeners: list[Callable[[RegistryChange], None]] = []
+        self.events = RegistryEvents(store, clock, region, account)
         # Bumped on every change that can affect authorization; live connections compare it per message.
         self.generation = 0
 

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from gateway.errors import AwsError, InvalidRequestException, ResourceNotFoundException
+from gateway.errors import InvalidRequestException, ResourceNotFoundException
 from gateway.registry.index_query import flatten, matches, parse
 from gateway.shadow.document import compute_delta
 from gateway.store import Store
@@ -22,11 +22,6 @@ QUERY_VERSION = "2017-09-30"
 MAX_RESULTS = 500
 
 Connectivity = Callable[[str], dict[str, Any]]
-
-
-class VersionConflictException(AwsError):
-    code = "VersionConflictException"
-    http_status = 409
 
 
 class FleetIndex:

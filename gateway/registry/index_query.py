@@ -20,14 +20,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from gateway.errors import AwsError
+from gateway.registry.exceptions import InvalidQueryException
 
 MAX_QUERY_LENGTH = 1000
-
-
-class InvalidQueryException(AwsError):
-    code = "InvalidQueryException"
-    http_status = 400
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,124 +21,20 @@ from gateway.identity import ca as ca_mod
 from gateway.identity.certs import CertInfo, parse_certificate, verify_signed_by
 from gateway.identity.policy_doc import PolicyDocument, parse_policy_document
 from gateway.registry.base import paginate
-from gateway.registry.things import ThingsRegistry
+from gateway.registry.cas import CaRegistry
 from gateway.registry.validation import POLICY_NAME, check_certificate_id, check_name
 
 CERT_STATUSES = {"ACTIVE", "INACTIVE", "REVOKED", "PENDING_TRANSFER", "REGISTER_INACTIVE", "PENDING_ACTIVATION"}
-CA_STATUSES = {"ACTIVE", "INACTIVE"}
+
+_ACCESS_KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
 
 
-class SecurityRegistry(ThingsRegistry):
+class SecurityRegistry(CaRegistry):
     local_ca: ca_mod.IssuedCert | None = None
     _doc_cache: dict[tuple[str, str], PolicyDocument]
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock.wall_ms() / 1000, tz=UTC)
-
-    # ---- CA certificates
-    def register_ca_certificate(
-        self, ca_certificate: str, set_as_active: bool = False, allow_auto_registration: bool = False
-    ) -> dict[str, Any]:
-        info = parse_certificate(ca_certificate.encode())
-        if not info.is_ca:
-            raise CertificateValidationException("The certificate is not a CA certificate (basicConstraints CA=false)")
-        now = self.clock.wall_ms()
-        with self.store.transaction():
-            if self.store.one("SELECT 1 FROM ca_certificates WHERE id=?", (info.certificate_id,)):
-                raise ResourceAlreadyExistsException("The CA certificate is already registered")
-            self.store.db.execute(
-                "INSERT INTO ca_certificates(id, pem, status, auto_registration, created_ms, modified_ms)"
-                " VALUES (?,?,?,?,?,?)",
-                (
-                    info.certificate_id,
-                    info.pem,
-                    "ACTIVE" if set_as_active else "INACTIVE",
-                    int(allow_auto_registration),
-                    now,
-                    now,
-                ),
-            )
-        self._changed("ca", info.certificate_id)
-        return {"certificateArn": self.arn("cacert", info.certificate_id), "certificateId": info.certificate_id}
-
-    def ensure_ca_registered(self, pem: str) -> str:
-        """Register (idempotently, ACTIVE) the gateway's own CA so the devices it issues can connect."""
-        info = parse_certificate(pem.encode())
-        if self.store.one("SELECT 1 FROM ca_certificates WHERE id=?", (info.certificate_id,)) is None:
-            self.register_ca_certificate(pem, set_as_active=True)
-        return info.certificate_id
-
-    def _ca_row(self, ca_id: str) -> Any:
-        return self._require("ca_certificates", ca_id, f"CA certificate {ca_id} does not exist")
-
-    def describe_ca_certificate(self, certificate_id: str) -> dict[str, Any]:
-        row = self._ca_row(certificate_id)
-        info = parse_certificate(row["pem"].encode())
-        return {
-            "certificateDescription": {
-                "certificateArn": self.arn("cacert", row["id"]),
-                "certificateId": row["id"],
-                "status": row["status"],
-                "certificatePem": row["pem"],
-                "ownedBy": self.account,
-                "creationDate": row["created_ms"] / 1000,
-                "lastModifiedDate": row["modified_ms"] / 1000,
-                "autoRegistrationStatus": "ENABLE" if row["auto_registration"] else "DISABLE",
-                "customerVersion": 1,
-                "generationId": row["id"][:36],
-                "validity": {"notBefore": info.not_before.timestamp(), "notAfter": info.not_after.timestamp()},
-                "certificateMode": "DEFAULT",
-            }
-        }
-
-    def update_ca_certificate(
-        self, certificate_id: str, new_status: str | None = None, new_auto_registration_status: str | None = None
-    ) -> None:
-        with self.store.transaction():
-            self._ca_row(certificate_id)
-            if new_status is not None:
-                if new_status not in CA_STATUSES:
-                    raise InvalidRequestException(f"newStatus must be one of {sorted(CA_STATUSES)}")
-                self.store.db.execute(
-                    "UPDATE ca_certificates SET status=?, modified_ms=? WHERE id=?",
-                    (new_status, self.clock.wall_ms(), certificate_id),
-                )
-            if new_auto_registration_status is not None:
-                self.store.db.execute(
-                    "UPDATE ca_certificates SET auto_registration=? WHERE id=?",
-                    (int(new_auto_registration_status == "ENABLE"), certificate_id),
-                )
-        self._changed("ca", certificate_id)
-
-    def list_ca_certificates(self, max_results: int | None = None, next_token: str | None = None) -> dict[str, Any]:
-        rows = self.store.query("SELECT * FROM ca_certificates ORDER BY created_ms, id")
-        items = [
-            {
-                "certificateArn": self.arn("cacert", r["id"]),
-                "certificateId": r["id"],
-                "status": r["status"],
-                "creationDate": r["created_ms"] / 1000,
-            }
-            for r in rows
-        ]
-        page, token = paginate(items, max_results, next_token)
-        return {"certificates": page, **({"nextMarker": token} if token else {})}
-
-    def delete_ca_certificate(self, certificate_id: str) -> None:
-        with self.store.transaction():
-            row = self._ca_row(certificate_id)
-            if row["status"] != "INACTIVE":
-                raise CertificateStateException("The CA certificate must be INACTIVE before it can be deleted")
-            if self.store.one("SELECT 1 FROM certificates WHERE ca_id=?", (certificate_id,)):
-                raise CertificateStateException("Certificates signed by this CA are still registered")
-            self.store.db.execute("DELETE FROM ca_certificates WHERE id=?", (certificate_id,))
-        self._changed("ca", certificate_id)
-
-    def find_ca_for(self, cert_pem: bytes) -> str | None:
-        for row in self.store.query("SELECT id, pem FROM ca_certificates"):
-            if verify_signed_by(cert_pem, row["pem"].encode()):
-                return str(row["id"])
-        return None
 
     # ---- device certificates
     def _insert_certificate(self, info: CertInfo, status: str, ca_id: str | None) -> dict[str, Any]:
@@ -149,9 +46,12 @@ class SecurityRegistry(ThingsRegistry):
                 raise ResourceAlreadyExistsException(
                     f"The certificate is already provisioned or registered: {info.certificate_id}"
                 )
+            # AWS: a certificate is registered in the certificate mode of the CA that signed it.
+            ca = self.store.one("SELECT mode FROM ca_certificates WHERE id=?", (ca_id,)) if ca_id else None
             self.store.db.execute(
-                "INSERT INTO certificates(id, pem, status, ca_id, created_ms, modified_ms) VALUES (?,?,?,?,?,?)",
-                (info.certificate_id, info.pem, status, ca_id, now, now),
+                "INSERT INTO certificates(id, pem, status, ca_id, mode, created_ms, modified_ms)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (info.certificate_id, info.pem, status, ca_id, ca["mode"] if ca else "DEFAULT", now, now),
             )
         self._changed("certificate", info.certificate_id)
         return {"certificateArn": self.arn("cert", info.certificate_id), "certificateId": info.certificate_id}
@@ -457,8 +357,9 @@ class SecurityRegistry(ThingsRegistry):
             self._cert_row(target.removeprefix(prefix + "cert/"))
         elif target.startswith(prefix + "thinggroup/"):
             self._group_row(target.removeprefix(prefix + "thinggroup/"))
-        elif not target.startswith("arn:aws:"):
-            # AWS also accepts Cognito identity ids; we only know certificates and groups.
+        elif not target.startswith("arn:aws:") and not _ACCESS_KEY_ID.fullmatch(target):
+            # AWS also accepts Cognito identity ids; we know certificates, groups and (standing in for IAM policies
+            # on SigV4 clients) access key ids.
             raise InvalidRequestException(f"Invalid target: {target}")
 
     def attach_policy(self, policy_name: str, target: str) -> None:

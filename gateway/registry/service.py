@@ -6,13 +6,16 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.identity.authorizer import ConnectionContext
 from gateway.identity.certs import CertInfo, check_validity, parse_certificate
 from gateway.identity.policy_doc import PolicyDocument
 from gateway.registry.base import RegistryChange
 from gateway.registry.security import SecurityRegistry
+
+if TYPE_CHECKING:
+    from gateway.registry.jit import JustInTime
 
 __all__ = ["ConnectionGrant", "Registry", "RegistryChange"]
 
@@ -25,10 +28,12 @@ class ConnectionGrant:
     context: ConnectionContext | None = None
     documents: tuple[PolicyDocument, ...] = ()
     policy_names: tuple[str, ...] = ()
+    unregistered: bool = False  # the certificate is not in the registry at all (JITR/JITP may register it)
 
 
 class Registry(SecurityRegistry):
     _parsed: dict[bytes, CertInfo]
+    jit: JustInTime | None = None  # auto-registration of unknown certificates, set by the gateway
 
     def _parse_presented(self, cert: bytes) -> CertInfo:
         """Parse a presented certificate once: reconnecting devices present the same bytes again."""
@@ -98,7 +103,7 @@ class Registry(SecurityRegistry):
             ("cert", info.certificate_id), lambda: self._certificate_facts(info)
         )
         if refusal is not None:
-            return ConnectionGrant(refusal)
+            return ConnectionGrant(refusal, unregistered=self.certificate_row(info.certificate_id) is None)
         reason = check_validity(info, datetime.fromtimestamp(self.clock.wall_ms() / 1000, tz=UTC))
         if reason:
             return ConnectionGrant(reason)

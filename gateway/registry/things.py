@@ -44,6 +44,7 @@ class ThingsRegistry(RegistryBase):
                 (thing_name, thing_id, thing_type_name, json.dumps(attrs), self.clock.wall_ms()),
             )
         self._changed("thing", thing_name)
+        self.events.thing("CREATED", self._thing_row(thing_name))
         return self._thing_ref(thing_name, thing_id)
 
     def _thing_ref(self, name: str, thing_id: str) -> dict[str, Any]:
@@ -150,6 +151,13 @@ class ThingsRegistry(RegistryBase):
                 (type_name, json.dumps(attrs), thing_name),
             )
         self._changed("thing", thing_name)
+        after = self._thing_row(thing_name)
+        self.events.thing("UPDATED", after)
+        if row["type_name"] != type_name:
+            if row["type_name"]:
+                self.events.thing_type_association("DELETED", after, row["type_name"])
+            if type_name:
+                self.events.thing_type_association("CREATED", after, type_name)
 
     def delete_thing(self, thing_name: str, expected_version: int | None = None) -> None:
         with self.store.transaction():
@@ -166,6 +174,7 @@ class ThingsRegistry(RegistryBase):
                 )
             self.store.db.execute("DELETE FROM things WHERE name=?", (thing_name,))
         self._changed("thing", thing_name)
+        self.events.thing("DELETED", row)
 
     # ---- thing types
     def create_thing_type(
@@ -181,6 +190,7 @@ class ThingsRegistry(RegistryBase):
                 " VALUES (?,?,?,?,?)",
                 (thing_type_name, type_id, description, json.dumps(searchable_attributes or []), self.clock.wall_ms()),
             )
+        self.events.thing_type("CREATED", self._thing_type_row(thing_type_name))
         return {
             "thingTypeName": thing_type_name,
             "thingTypeArn": self.arn("thingtype", thing_type_name),
@@ -225,6 +235,7 @@ class ThingsRegistry(RegistryBase):
                 "UPDATE thing_types SET deprecated=?, deprecation_ms=? WHERE name=?",
                 (0 if undo_deprecate else 1, None if undo_deprecate else self.clock.wall_ms(), thing_type_name),
             )
+        self.events.thing_type("UPDATED", self._thing_type_row(thing_type_name))
 
     def delete_thing_type(self, thing_type_name: str) -> None:
         with self.store.transaction():
@@ -236,6 +247,7 @@ class ThingsRegistry(RegistryBase):
             if self.store.one("SELECT 1 FROM things WHERE type_name=?", (thing_type_name,)):
                 raise InvalidRequestException(f"Can not delete thing type {thing_type_name}: it has things")
             self.store.db.execute("DELETE FROM thing_types WHERE name=?", (thing_type_name,))
+        self.events.thing_type("DELETED", row)
 
     # ---- thing groups
     def create_thing_group(
@@ -262,6 +274,7 @@ class ThingsRegistry(RegistryBase):
                 " VALUES (?,?,?,?,?,?)",
                 (thing_group_name, group_id, parent_group_name, description, json.dumps(attrs), self.clock.wall_ms()),
             )
+        self._group_events("CREATED", self._group_row(thing_group_name))
         return {
             "thingGroupName": thing_group_name,
             "thingGroupArn": self.arn("thinggroup", thing_group_name),
@@ -314,9 +327,18 @@ class ThingsRegistry(RegistryBase):
         page, token = paginate(items, max_results, next_token)
         return {"thingGroups": page, **({"nextToken": token} if token else {})}
 
+    def _group_events(self, operation: str, row: Any) -> None:
+        """The thing group event, and the hierarchy event when the group has a parent."""
+        chain = [self._group_row(g) for g in reversed(self._ancestors(row["parent"]))] if row["parent"] else []
+        parent_id = chain[-1]["group_id"] if chain else None
+        self.events.thing_group(operation, row, parent_id, [(g["name"], g["group_id"]) for g in chain])
+        if chain and operation != "UPDATED":
+            self.events.hierarchy("ADDED" if operation == "CREATED" else "REMOVED", chain[-1], row)
+
     def delete_thing_group(self, thing_group_name: str) -> None:
         with self.store.transaction():
-            if self.store.one("SELECT 1 FROM thing_groups WHERE name=?", (thing_group_name,)) is None:
+            row = self.store.one("SELECT * FROM thing_groups WHERE name=?", (thing_group_name,))
+            if row is None:
                 return
             if self.store.one("SELECT 1 FROM thing_groups WHERE parent=?", (thing_group_name,)):
                 raise InvalidRequestException(f"Cannot delete thing group {thing_group_name}: it has child groups")
@@ -325,11 +347,12 @@ class ThingsRegistry(RegistryBase):
             )
             self.store.db.execute("DELETE FROM thing_groups WHERE name=?", (thing_group_name,))
         self._changed("group", thing_group_name)
+        self._group_events("DELETED", row)
 
     def add_thing_to_thing_group(self, thing_group_name: str, thing_name: str) -> None:
         with self.store.transaction():
-            self._group_row(thing_group_name)
-            self._thing_row(thing_name)
+            group = self._group_row(thing_group_name)
+            thing = self._thing_row(thing_name)
             current = [
                 r["group_name"]
                 for r in self.store.query(
@@ -352,13 +375,18 @@ class ThingsRegistry(RegistryBase):
                 "INSERT INTO thing_group_members(group_name, thing_name) VALUES (?,?)", (thing_group_name, thing_name)
             )
         self._changed("group", thing_group_name)
+        self.events.membership("ADDED", group, thing)
 
     def remove_thing_from_thing_group(self, thing_group_name: str, thing_name: str) -> None:
         with self.store.transaction():
-            self.store.db.execute(
+            group = self.store.one("SELECT * FROM thing_groups WHERE name=?", (thing_group_name,))
+            thing = self.store.one("SELECT * FROM things WHERE name=?", (thing_name,))
+            removed = self.store.db.execute(
                 "DELETE FROM thing_group_members WHERE group_name=? AND thing_name=?", (thing_group_name, thing_name)
-            )
+            ).rowcount
         self._changed("group", thing_group_name)
+        if removed and group is not None and thing is not None:
+            self.events.membership("REMOVED", group, thing)
 
     def list_things_in_thing_group(
         self,

@@ -11,7 +11,7 @@ import os
 import sqlite3
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gateway.actions import cloudwatch as _cloudwatch  # noqa: F401 - registers the action types
 from gateway.actions import dynamodb as _dynamodb  # noqa: F401 - registers the action type
@@ -23,6 +23,8 @@ from gateway.actions import republish as _republish  # noqa: F401 - registers th
 from gateway.actions import s3 as _s3  # noqa: F401 - registers the action type
 from gateway.actions import sqs as _sqs  # noqa: F401 - registers the action type
 from gateway.actions.base import Action, make_action
+from gateway.actions.sinks import ActionSinks
+from gateway.clock import Clock
 from gateway.messages import AckHold, Message
 from gateway.rules import CompiledRule, EvalContext, compile_rule
 from gateway.rules.index import RuleIndex
@@ -30,9 +32,6 @@ from gateway.rules.model import TopicRule
 from gateway.rules.mqtt5 import sql_properties
 from gateway.tasks import cancel_and_wait
 from gateway.topics import split_basic_ingest
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 log = logging.getLogger("edgesim.rules")
 
@@ -145,11 +144,11 @@ class TraceIds:
         return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
 
 
-def build_runtime(rule: TopicRule, gateway: Gateway) -> RuleRuntime:
+def build_runtime(rule: TopicRule, sinks: ActionSinks) -> RuleRuntime:
     """Compile a rule's SQL and actions; SqlParseException and invalid actions surface here, before storing."""
     compiled = compile_rule(rule.sql, rule.sql_version)
-    actions = [make_action(a.kind, a.fields, gateway) for a in rule.actions]
-    error = make_action(rule.error_action.kind, rule.error_action.fields, gateway) if rule.error_action else None
+    actions = [make_action(a.kind, a.fields, sinks) for a in rule.actions]
+    error = make_action(rule.error_action.kind, rule.error_action.fields, sinks) if rule.error_action else None
     holds_ack = any(a.kind not in ACK_WITHOUT_WAITING for a in actions)
     return RuleRuntime(rule, compiled, actions, error, holds_ack=holds_ack)
 
@@ -158,9 +157,9 @@ class RuleExecutor:
     """Runs one rule's actions for matched messages through bounded per-type queues and worker tasks."""
 
     def __init__(
-        self, gateway: Gateway, queue_size: int = 50_000, workers_per_kind: int = 8192, action_timeout_s: float = 30.0
+        self, clock: Clock, queue_size: int = 50_000, workers_per_kind: int = 8192, action_timeout_s: float = 30.0
     ) -> None:
-        self.gateway = gateway
+        self.clock = clock
         self.queue_size = queue_size
         self.workers_per_kind = workers_per_kind
         self.action_timeout_s = action_timeout_s
@@ -243,7 +242,7 @@ class RuleExecutor:
             metrics.action_success += 1
         else:
             metrics.action_failure += 1
-            metrics.record_error(self.gateway.clock.wall_ms(), action.failed_action_name, error, inv.ctx.trace_id)
+            metrics.record_error(self.clock.wall_ms(), action.failed_action_name, error, inv.ctx.trace_id)
             log.warning(
                 "rule %s: %s failed: %s",
                 inv.runtime.rule.name,
@@ -264,7 +263,7 @@ class RuleExecutor:
             return
         metrics.invocations += 1
         metrics.recent_invocations.append(
-            RecentInvocation(inv.ctx, inv.message.topic, self.gateway.clock.wall_ms(), inv.outcomes)
+            RecentInvocation(inv.ctx, inv.message.topic, self.clock.wall_ms(), inv.outcomes)
         )
         try:
             if inv.failures and inv.runtime.error_action is not None:
@@ -322,14 +321,22 @@ def _safe_resource(action: Action, ctx: EvalContext) -> str:
         return action.kind
 
 
+class ShadowReader(Protocol):
+    """get_thing_shadow() in rule SQL reads the shadow service."""
+
+    def get_thing_shadow(self, thing: str, shadow: str | None) -> bytes: ...
+
+
 class RulesEngine:
     """Holds the live rules; the broker calls `on_message` for every message from every door."""
 
-    def __init__(self, gateway: Gateway, trace_seed: bytes | None = None) -> None:
-        self.gateway = gateway
+    def __init__(self, sinks: ActionSinks, shadows: ShadowReader, trace_seed: bytes | None = None) -> None:
+        self.sinks = sinks  # what every installed rule's actions deliver to, chosen once at start-up
+        self.clock = sinks.clock
+        self.shadows = shadows
         self.trace_ids = TraceIds(trace_seed or os.urandom(10))
         self.index: RuleIndex[RuleRuntime] = RuleIndex()
-        self.executor = RuleExecutor(gateway)
+        self.executor = RuleExecutor(sinks.clock)
         self.stats = {"messages": 0, "evaluation_errors": 0, "ingest_unknown_rule": 0}
 
     def install(self, runtime: RuleRuntime) -> None:
@@ -380,7 +387,7 @@ class RulesEngine:
         except Exception as exc:  # evaluation must never take the broker down
             self.stats["evaluation_errors"] += 1
             metrics.evaluation_errors += 1
-            metrics.record_error(self.gateway.clock.wall_ms(), "evaluation", str(exc), ctx.trace_id)
+            metrics.record_error(self.clock.wall_ms(), "evaluation", str(exc), ctx.trace_id)
             return
         if not evaluation.matched:
             return
@@ -398,7 +405,7 @@ class RulesEngine:
             self.executor.submit(invocation, action, evaluation.output)
 
     def _get_thing_shadow(self, thing: str, shadow_name: str | None) -> Any:
-        return json.loads(self.gateway.shadows.get_thing_shadow(thing, shadow_name))
+        return json.loads(self.shadows.get_thing_shadow(thing, shadow_name))
 
     async def stop(self) -> None:
         await self.executor.stop()

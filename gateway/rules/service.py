@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from gateway.clock import Clock
 from gateway.errors import EdgesimError, ResourceAlreadyExistsException, ResourceNotFoundException
 from gateway.registry.base import paginate
 from gateway.rules.engine import RulesEngine, build_runtime
@@ -13,33 +15,41 @@ from gateway.rules.model import TopicRule, check_rule_name, parse_rule_payload
 from gateway.topics import matches
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
     from gateway.rules.destinations import TopicRuleDestinations
+    from gateway.store import Store
 
 log = logging.getLogger("edgesim.rules")
 
 
 class RulesService:
-    def __init__(self, gateway: Gateway, engine: RulesEngine) -> None:
-        self.gateway = gateway
+    def __init__(
+        self,
+        engine: RulesEngine,
+        store: Store,
+        clock: Clock,
+        arn: Callable[[str, str], str],
+        destinations: TopicRuleDestinations,
+    ) -> None:
         self.engine = engine
-        self.store = gateway.store
-        self.destinations: TopicRuleDestinations = gateway.destinations
+        self.store = store
+        self.clock = clock
+        self.arn = arn  # the registry's ARN maker, so rule ARNs match the account and region of everything else
+        self.destinations = destinations
 
     def load(self) -> None:
         """Install every stored rule; one that no longer compiles is reported, not fatal."""
         for row in self.store.query("SELECT name, payload, created_ms FROM topic_rules"):
             try:
                 rule = parse_rule_payload(row["name"], json.loads(row["payload"]), row["created_ms"])
-                self.engine.install(build_runtime(rule, self.gateway))
+                self.engine.install(build_runtime(rule, self.engine.sinks))
             except EdgesimError as exc:
                 log.error("stored rule %s could not be loaded: %s", row["name"], exc)
 
     def _arn(self, name: str) -> str:
-        return self.gateway.registry.arn("rule", name)
+        return self.arn("rule", name)
 
     def _save(self, rule: TopicRule, source: str, *, replace: bool) -> None:
-        runtime = build_runtime(rule, self.gateway)  # raises SqlParseException before anything is stored
+        runtime = build_runtime(rule, self.engine.sinks)  # raises SqlParseException before anything is stored
         with self.store.transaction() as db:
             exists = db.execute("SELECT 1 FROM topic_rules WHERE name=?", (rule.name,)).fetchone() is not None
             if exists and not replace:
@@ -67,7 +77,7 @@ class RulesService:
 
     # ---- operations, named after AWS's
     def create_topic_rule(self, rule_name: str, payload: Any, source: str = "api") -> None:
-        self._save(parse_rule_payload(rule_name, payload, self.gateway.clock.wall_ms()), source, replace=False)
+        self._save(parse_rule_payload(rule_name, payload, self.clock.wall_ms()), source, replace=False)
 
     def replace_topic_rule(self, rule_name: str, payload: Any, source: str = "api") -> None:
         created = self._row(rule_name)["created_ms"]

@@ -6,7 +6,6 @@ from gateway.shadow.document import (
     DEFAULT_LIMITS,
     JsonObject,
     ShadowLimits,
-    ShadowRejected,
     ShadowState,
     UpdateRequest,
     UpdateResult,
@@ -20,6 +19,7 @@ from gateway.shadow.document import (
     parse_update,
     update_request_from_json,
 )
+from gateway.shadow.exceptions import ShadowRejected
 from gateway.shadow.topics import (
     Operation,
     ShadowTopic,

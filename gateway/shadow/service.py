@@ -21,7 +21,6 @@ from gateway.messages import Message
 from gateway.registry.base import paginate
 from gateway.shadow.document import (
     ShadowLimits,
-    ShadowRejected,
     ShadowState,
     apply_update,
     delete,
@@ -30,6 +29,7 @@ from gateway.shadow.document import (
     parse_get_or_delete,
     parse_update,
 )
+from gateway.shadow.exceptions import ShadowRejected
 from gateway.shadow.topics import ShadowTopic, is_valid_shadow_name, is_valid_thing_name, parse_shadow_topic
 from gateway.store import Store
 from mqttwire import properties as mqtt5

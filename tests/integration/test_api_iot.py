@@ -130,7 +130,7 @@ def test_register_certificate_made_elsewhere(gateway: GatewayProcess, iot: Any) 
     device_cert = ca_mod.issue_device_cert(other_ca, now=datetime.now(UTC))
     with pytest.raises(iot.exceptions.CertificateValidationException):
         iot.register_certificate(certificatePem=device_cert.cert_pem.decode())
-    iot.register_ca_certificate(caCertificate=other_ca.cert_pem.decode(), setAsActive=True)
+    iot.register_ca_certificate(caCertificate=other_ca.cert_pem.decode(), setAsActive=True, certificateMode="SNI_ONLY")
     out = iot.register_certificate(certificatePem=device_cert.cert_pem.decode(), setAsActive=True)
     assert (
         out["certificateId"]

@@ -186,6 +186,22 @@ def test_sigv4_checked_on_s3_requests(tmp_path: Path) -> None:
         listed = good.list_objects_v2(Bucket="signed", Prefix="odd key/")
         assert [c["Key"] for c in listed["Contents"]] == ["odd key/with+plus & more.txt"]
         assert good.get_object(Bucket="signed", Key="odd key/with+plus & more.txt")["Body"].read() == b"ok"
+        import urllib.error
+        import urllib.request
+
+        v4 = BotoConfig(signature_version="s3v4", retries={"max_attempts": 1})
+        for secret, status in (("s3secret", 200), ("wrong", 403)):  # a presigned URL's query-string signature
+            signer = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{gw.ports['api']}", region_name="us-east-1",
+                                  aws_access_key_id="AKIDS3", aws_secret_access_key=secret, config=v4)  # fmt: skip
+            url = signer.generate_presigned_url(
+                "get_object", Params={"Bucket": "signed", "Key": "odd key/with+plus & more.txt"}, ExpiresIn=60
+            )
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    assert (response.status, response.read()) == (status, b"ok")
+            except urllib.error.HTTPError as error:
+                error.close()  # it holds the response's socket
+                assert error.code == status
         bad = boto3.client(
             "s3",
             endpoint_url=f"http://127.0.0.1:{gw.ports['api']}",

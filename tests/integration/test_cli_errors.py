@@ -139,6 +139,12 @@ def _cases(f: dict[str, str]) -> dict[str, list[list[str]]]:
             ["functions", "deploy", "f1", f["handler"] + ":handler"],
         ],
         "functions invoke": [["functions", "invoke", "f1", "--payload", "{bad"], ["functions", "invoke", "f1"]],
+        "jobs create": [
+            *[["jobs", "create", "j1", "--thing", "t1", "--document", "@" + p] for p in bad_files],
+            ["jobs", "create", "j1", "--document", "{}"],
+            ["jobs", "create", "j1", "--group", "g", "--document", "{}"],
+        ],
+        "jobs executions": [["jobs", "executions"], ["jobs", "executions", "j1"]],
         "s3 cat": [["s3", "cat", "no-bucket/no-key"]],
         "s3 ls": [["s3", "ls", "no-bucket"]],
     }
@@ -177,6 +183,10 @@ def _cases(f: dict[str, str]) -> dict[str, list[list[str]]]:
         "queues list": [],
         "functions list": [],
         "functions logs": ["f1"],
+        "jobs list": [],
+        "jobs describe": ["j1"],
+        "jobs cancel": ["j1"],
+        "jobs delete": ["j1"],
         "cloudwatch logs": [],
         "cloudwatch metrics": [],
     }

@@ -16,7 +16,8 @@ from gateway import jsonutil
 from gateway.api.model import WrongTypeError, load_service, validate_input
 from gateway.datadir import DataDirInUse, DataDirLock
 from gateway.netguard import CappedAccept, EveryOnceASecond, descriptor_budget
-from gateway.shadow.document import ShadowRejected, parse_get_or_delete, parse_update
+from gateway.shadow.document import parse_get_or_delete, parse_update
+from gateway.shadow.exceptions import ShadowRejected
 from gateway.store import Store
 
 

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.registry.index_query import InvalidQueryException, Not, flatten, matches, parse
+from gateway.registry.exceptions import InvalidQueryException
+from gateway.registry.index_query import Not, flatten, matches, parse
 
 DOC: dict[str, Any] = {"thingName": "lamp-7", "thingGroupNames": ["kitchen", "floor-2"]}
 flatten("attributes", {"floor": "2", "model": "X 100"}, DOC)

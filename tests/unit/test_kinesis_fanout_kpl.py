@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from gateway.api import eventstream
 from gateway.clock import ManualClock
+from gateway.sinks.kinesis.exceptions import ResourceInUseException
 from gateway.sinks.kinesis.extras import StreamExtras
 from gateway.sinks.kinesis.fanout import Subscriptions
 from gateway.sinks.kinesis.kpl import MAGIC, deaggregate, is_aggregated
 from gateway.sinks.kinesis.service import KinesisService
-from gateway.sinks.kinesis.shards import ResourceInUseException
 from gateway.store import Store
 
 

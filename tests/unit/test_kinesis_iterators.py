@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.sinks.kinesis.exceptions import ExpiredIteratorException, InvalidArgumentException
 from gateway.sinks.kinesis.iterators import (
     ITERATOR_MAX_AGE_MS,
     IteratorState,
@@ -16,13 +17,7 @@ from gateway.sinks.kinesis.iterators import (
     encode_iterator,
     position_for,
 )
-from gateway.sinks.kinesis.shards import (
-    ExpiredIteratorException,
-    InvalidArgumentException,
-    SequenceNumbers,
-    Shard,
-    ShardMap,
-)
+from gateway.sinks.kinesis.shards import SequenceNumbers, Shard, ShardMap
 
 SECRET = b"s" * 32
 T0 = 1_700_000_000_000

@@ -8,11 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.sinks.kinesis.exceptions import InvalidArgumentException, KinesisResourceNotFoundException
 from gateway.sinks.kinesis.shards import (
     HASH_SPACE,
     MAX_HASH_KEY,
-    InvalidArgumentException,
-    KinesisResourceNotFoundException,
     SequenceNumbers,
     ShardMap,
     even_ranges,

@@ -12,12 +12,8 @@ from typing import Any
 import pytest
 
 from gateway.clock import SystemClock
-from gateway.sinks.lambda_.service import (
-    InvalidParameterValueException,
-    InvalidRequestContentException,
-    LambdaService,
-    function_name,
-)
+from gateway.sinks.lambda_.exceptions import InvalidParameterValueException, InvalidRequestContentException
+from gateway.sinks.lambda_.service import LambdaService, function_name
 from gateway.sinks.lambda_.worker import Runtime
 from gateway.store import Store
 

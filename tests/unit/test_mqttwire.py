@@ -279,6 +279,23 @@ def test_publish_block_is_kept_as_received_and_checks_the_response_topic() -> No
         codec.parse_publish_block(frame[0], bad, frame[1], frame[2], True)
 
 
+def test_a_block_equal_to_the_last_seen_is_not_decoded_again_and_a_different_one_is() -> None:
+    def parse(props: mp.Properties, seen: tuple[bytes, mp.Properties] | None) -> tuple[object, bytes | None, bytes]:
+        packet = codec.encode(Publish("x/y", b"payload", 1, False, False, 3, props), V5)
+        frame = split_frame(packet, 0, len(packet))
+        assert frame is not None
+        _, _, payload, decoded, block = codec.parse_publish_block(frame[0], packet, frame[1], frame[2], True, seen)
+        return decoded, block, payload
+
+    tags = {mp.USER_PROPERTY: [("device", "d-1")]}
+    first, block, _ = parse(tags, None)
+    assert block is not None and isinstance(first, dict)
+    again, same_block, payload = parse(tags, (block, first))
+    assert again is first and same_block == block and payload == b"payload"
+    other, other_block, _ = parse({mp.USER_PROPERTY: [("device", "d-2")]}, (block, first))
+    assert other == {mp.USER_PROPERTY: [("device", "d-2")]} and other is not first and other_block != block
+
+
 @pytest.mark.parametrize("first", [0x36, 0x37, 0x38])
 def test_publish_fixed_header_flags_are_checked_by_the_publish_parser_itself(first: int) -> None:
     body = b"\x00\x01a\x00\x01x"

@@ -97,8 +97,8 @@ def test_an_action_queue_that_is_full_fails_the_hold_so_the_message_is_not_ackno
             self.stored.append(message.payload)
 
     async def scenario() -> tuple[list[bool], list[bytes], int]:
-        gateway: Any = SimpleNamespace(clock=SimpleNamespace(wall_ms=lambda: 0))
-        executor = RuleExecutor(gateway, queue_size=2, workers_per_kind=1)
+        clock: Any = SimpleNamespace(wall_ms=lambda: 0)
+        executor = RuleExecutor(clock, queue_size=2, workers_per_kind=1)
         runtime: Any = SimpleNamespace(metrics=RuleMetrics(), rule=SimpleNamespace(name="r"), error_action=None)
         sink = SlowSink()
         holds = []

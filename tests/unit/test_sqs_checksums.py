@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from gateway.sinks.sqs.attributes import MessageAttribute, ReceiptHandleIsInvalid
+from gateway.sinks.sqs.attributes import MessageAttribute
 from gateway.sinks.sqs.checksums import (
     ReceiptHandle,
     content_dedup_id,
@@ -14,6 +14,7 @@ from gateway.sinks.sqs.checksums import (
     md5_of_attributes,
     md5_of_body,
 )
+from gateway.sinks.sqs.exceptions import ReceiptHandleIsInvalid
 
 CITY = MessageAttribute("String", string_value="Any City")
 

@@ -10,19 +10,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.sinks.sqs.attributes import (
+    MessageAttribute,
+    parse_queue_attributes,
+    validate_batch_ids,
+    validate_message_attributes,
+)
+from gateway.sinks.sqs.exceptions import (
     InvalidAttributeName,
     InvalidAttributeValue,
     InvalidMessageContents,
     InvalidParameterValue,
-    MessageAttribute,
     MessageNotInflight,
     MissingParameter,
     PurgeQueueInProgress,
     QueueDoesNotExist,
     ReceiptHandleIsInvalid,
-    parse_queue_attributes,
-    validate_batch_ids,
-    validate_message_attributes,
 )
 from gateway.sinks.sqs.queue import DeadLetter, Queue
 

@@ -155,3 +155,24 @@ def test_a_kinesis_record_and_an_sqs_message_of_one_turn_fail_together_and_are_n
     asyncio.run(scenario())
     assert [bytes(r[0]) for r in store.query("SELECT data FROM kinesis_records")] == [b"kept"]
     store.close()
+
+
+def test_a_waiter_that_is_cancelled_does_not_cancel_the_commit_it_shares(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+
+    async def scenario() -> None:
+        shared = store.commit_soon(_insert("a", "shared"))
+
+        async def waiter() -> object:
+            return await shared
+
+        impatient, patient = asyncio.ensure_future(waiter()), asyncio.ensure_future(waiter())
+        await asyncio.sleep(0)  # both wait on the shared future now
+        impatient.cancel()  # as a rule action's timeout does
+        assert await patient == 1 and not shared.cancelled()
+        with pytest.raises(asyncio.CancelledError):
+            await impatient
+
+    asyncio.run(scenario())
+    assert _rows(store, "a") == ["shared"]
+    store.close()

@@ -4,12 +4,13 @@ import { openStream } from "./live.js";
 import { h, refreshAgo, syncClock } from "./util.js";
 import * as edge from "./view-edge.js";
 import * as fleet from "./view-fleet.js";
+import * as jobs from "./view-jobs.js";
 import * as rules from "./view-rules.js";
 import * as sinks from "./view-sinks.js";
 import * as tail from "./view-tail.js";
 import * as thing from "./view-thing.js";
 
-const ROUTES = { fleet, thing, tail, rules, sinks, edge };
+const ROUTES = { fleet, thing, tail, rules, sinks, edge, jobs };
 const LOAD_FALLBACK_MS = 1500;
 
 // ---- theme --------------------------------------------------------------------

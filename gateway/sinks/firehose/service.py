@@ -28,6 +28,11 @@ from gateway.sinks.firehose.buffer import (
     error_key,
     plan_flush,
 )
+from gateway.sinks.firehose.exceptions import (
+    FirehoseResourceInUseException,
+    FirehoseResourceNotFoundException,
+    InvalidArgumentException,
+)
 from gateway.sinks.firehose.writer import S3Target, write_batch
 from gateway.sinks.s3 import BUCKET_NAME, ObjectStore
 from gateway.store import Store
@@ -52,23 +57,8 @@ OTHER_DESTINATIONS = (
 )
 
 
-class InvalidArgumentException(AwsError):
-    code = "InvalidArgumentException"
-    http_status = 400
-
-
-class FirehoseResourceNotFoundException(AwsError):
-    code = "ResourceNotFoundException"
-    http_status = 400
-
-
 # (function name or ARN, event) -> (response payload, X-Amz-Function-Error or None)
 Invoke = Callable[[str, bytes], Awaitable[tuple[bytes, str | None]]]
-
-
-class FirehoseResourceInUseException(AwsError):
-    code = "ResourceInUseException"
-    http_status = 400
 
 
 @dataclass

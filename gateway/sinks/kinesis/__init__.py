@@ -1,5 +1,13 @@
 """Kinesis Data Streams sink: pure shard map and iterator cores (a service shell sits on top)."""
 
+from gateway.sinks.kinesis.exceptions import (
+    ExpiredIteratorException,
+    InvalidArgumentException,
+    KinesisLimitExceededException,
+    KinesisResourceNotFoundException,
+    ProvisionedThroughputExceededException,
+    ResourceInUseException,
+)
 from gateway.sinks.kinesis.iterators import (
     ITERATOR_MAX_AGE_MS,
     ITERATOR_TYPES,
@@ -11,12 +19,6 @@ from gateway.sinks.kinesis.iterators import (
 from gateway.sinks.kinesis.shards import (
     HASH_SPACE,
     MAX_HASH_KEY,
-    ExpiredIteratorException,
-    InvalidArgumentException,
-    KinesisLimitExceededException,
-    KinesisResourceNotFoundException,
-    ProvisionedThroughputExceededException,
-    ResourceInUseException,
     SequenceNumbers,
     SequenceParts,
     Shard,

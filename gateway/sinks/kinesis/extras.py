@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from gateway.sinks.kinesis.shards import (
+from gateway.sinks.kinesis.exceptions import (
     InvalidArgumentException,
     KinesisLimitExceededException,
     KinesisResourceNotFoundException,

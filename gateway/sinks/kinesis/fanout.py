@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from gateway.sinks.kinesis.exceptions import InvalidArgumentException, ResourceInUseException
 from gateway.sinks.kinesis.extras import StreamExtras
 from gateway.sinks.kinesis.iterators import decode_iterator
-from gateway.sinks.kinesis.shards import InvalidArgumentException, ResourceInUseException
 
 if TYPE_CHECKING:
     from gateway.sinks.kinesis.service import KinesisService

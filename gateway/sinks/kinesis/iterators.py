@@ -12,14 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.sinks.kinesis.shards import (
-    ExpiredIteratorException,
-    InvalidArgumentException,
-    SequenceNumbers,
-    Shard,
-    parse_sequence,
-    shard_id,
-)
+from gateway.sinks.kinesis.exceptions import ExpiredIteratorException, InvalidArgumentException
+from gateway.sinks.kinesis.shards import SequenceNumbers, Shard, parse_sequence, shard_id
 
 __all__ = [
     "ITERATOR_MAX_AGE_MS",

@@ -12,18 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.clock import Clock
-from gateway.sinks.kinesis.extras import encryption_json
-from gateway.sinks.kinesis.iterators import decode_iterator, encode_iterator
-from gateway.sinks.kinesis.shards import (
+from gateway.sinks.kinesis.exceptions import (
     InvalidArgumentException,
     KinesisResourceNotFoundException,
     ProvisionedThroughputExceededException,
     ResourceInUseException,
-    SequenceNumbers,
-    Shard,
-    ShardMap,
-    parse_sequence,
 )
+from gateway.sinks.kinesis.extras import encryption_json
+from gateway.sinks.kinesis.iterators import decode_iterator, encode_iterator
+from gateway.sinks.kinesis.shards import SequenceNumbers, Shard, ShardMap, parse_sequence
 from gateway.store import Store
 
 _COUNTER_LIMIT = SequenceNumbers.MAX_COUNTER + 1
@@ -389,7 +386,7 @@ class KinesisService:
         committed = self._rows_committed
         if committed is None:
             committed = self._rows_committed = self.store.commit_soon(self._write_rows)
-        await asyncio.shield(committed)  # a waiter that times out must not cancel the others' commit
+        await committed  # shared with the turn's other records; a store commit future cannot be cancelled
         return {"ShardId": shard.shard_id, "SequenceNumber": str(seq)}
 
     def _write_rows(self, db: sqlite3.Connection) -> None:

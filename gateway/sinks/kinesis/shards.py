@@ -7,7 +7,14 @@ import hashlib
 import re
 from dataclasses import dataclass, field, replace
 
-from gateway.errors import AwsError
+from gateway.sinks.kinesis.exceptions import (
+    ExpiredIteratorException,
+    InvalidArgumentException,
+    KinesisLimitExceededException,
+    KinesisResourceNotFoundException,
+    ProvisionedThroughputExceededException,
+    ResourceInUseException,
+)
 
 __all__ = [
     "HASH_SPACE",
@@ -34,36 +41,6 @@ HASH_SPACE = 2**128
 MAX_HASH_KEY = HASH_SPACE - 1
 
 # Kinesis speaks JSON 1.1: every client error, "not found" included, is HTTP 400 (aws-iot-behaviour.md §7.2).
-
-
-class KinesisResourceNotFoundException(AwsError):
-    code = "ResourceNotFoundException"
-    http_status = 400
-
-
-class InvalidArgumentException(AwsError):
-    code = "InvalidArgumentException"
-    http_status = 400
-
-
-class ProvisionedThroughputExceededException(AwsError):
-    code = "ProvisionedThroughputExceededException"
-    http_status = 400
-
-
-class ExpiredIteratorException(AwsError):
-    code = "ExpiredIteratorException"
-    http_status = 400
-
-
-class KinesisLimitExceededException(AwsError):
-    code = "LimitExceededException"
-    http_status = 400
-
-
-class ResourceInUseException(AwsError):
-    code = "ResourceInUseException"
-    http_status = 400
 
 
 # --- hashing ---------------------------------------------------------------------------------------

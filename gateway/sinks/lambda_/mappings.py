@@ -15,7 +15,11 @@ from gateway.sinks.kinesis.kpl import UserRecord, deaggregate, is_aggregated
 from gateway.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.clock import Clock
+    from gateway.sinks.kinesis.service import KinesisService
+    from gateway.sinks.lambda_.service import LambdaService
+    from gateway.sinks.sqs.service import SqsService
+    from gateway.store import Store
 
 log = logging.getLogger("edgesim.lambda")
 
@@ -38,11 +42,11 @@ class Mapping:
     def kind(self) -> str:
         return "kinesis" if ":kinesis:" in self.source_arn else "sqs"
 
-    def describe(self, gw: Gateway) -> dict[str, Any]:
+    def describe(self, lambdas: LambdaService) -> dict[str, Any]:
         out: dict[str, Any] = {
             "UUID": self.uuid,
             "EventSourceArn": self.source_arn,
-            "FunctionArn": gw.lambdas.arn(self.function_name),
+            "FunctionArn": lambdas.arn(self.function_name),
             "BatchSize": self.batch_size,
             "State": "Enabled" if self.enabled else "Disabled",
             "StateTransitionReason": "USER_INITIATED",
@@ -57,13 +61,28 @@ class Mapping:
 class EventSourceMappings:
     """One polling task per enabled mapping; Kinesis positions are checkpointed in the store, KCL-style."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gw = gateway
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        lambdas: LambdaService,
+        kinesis: KinesisService,
+        sqs: SqsService,
+        region: str,
+        account: str,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.lambdas = lambdas
+        self.kinesis = kinesis
+        self.sqs = sqs
+        self.region = region
+        self.account = account
         self.mappings: dict[str, Mapping] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
-        for row in self.gw.store.query("SELECT uuid, state FROM lambda_event_source_mappings"):
+        for row in self.store.query("SELECT uuid, state FROM lambda_event_source_mappings"):
             mapping = Mapping(**json.loads(row["state"]))
             self.mappings[mapping.uuid] = mapping
             self._schedule(mapping)
@@ -73,7 +92,7 @@ class EventSourceMappings:
         self._tasks.clear()
 
     def _save(self, mapping: Mapping) -> None:
-        with self.gw.store.transaction() as db:
+        with self.store.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO lambda_event_source_mappings(uuid, state) VALUES (?,?)",
                 (mapping.uuid, json.dumps(asdict(mapping))),
@@ -92,17 +111,17 @@ class EventSourceMappings:
     # ---- operations, named after AWS's
     def create_event_source_mapping(self, params: dict[str, Any]) -> dict[str, Any]:
         source = str(params.get("EventSourceArn") or "")
-        function = self.gw.lambdas.get_function_configuration(params["FunctionName"])["FunctionName"]
+        function = self.lambdas.get_function_configuration(params["FunctionName"])["FunctionName"]
         if ":kinesis:" in source:
             name = source.rsplit("/", 1)[-1]
-            if name not in self.gw.kinesis.streams:
+            if name not in self.kinesis.streams:
                 raise InvalidRequestException(f"Stream not found: {source}")
             position = params.get("StartingPosition")
             if position not in ("TRIM_HORIZON", "LATEST"):
                 raise InvalidRequestException("StartingPosition must be TRIM_HORIZON or LATEST for a Kinesis source")
             batch = int(params.get("BatchSize") or 100)
         elif ":sqs:" in source:
-            if self.gw.sqs._queue_by_arn(source) is None:
+            if self.sqs._queue_by_arn(source) is None:
                 raise InvalidRequestException(f"Queue not found: {source}")
             position = ""
             batch = int(params.get("BatchSize") or 10)
@@ -117,12 +136,12 @@ class EventSourceMappings:
             batch,
             position,
             bool(params.get("Enabled", True)),
-            self.gw.clock.wall_ms(),
+            self.clock.wall_ms(),
         )
         self._save(mapping)
         self.mappings[mapping.uuid] = mapping
         self._schedule(mapping)
-        return mapping.describe(self.gw)
+        return mapping.describe(self.lambdas)
 
     def _get(self, mapping_uuid: str) -> Mapping:
         mapping = self.mappings.get(mapping_uuid)
@@ -131,13 +150,13 @@ class EventSourceMappings:
         return mapping
 
     def get_event_source_mapping(self, mapping_uuid: str) -> dict[str, Any]:
-        return self._get(mapping_uuid).describe(self.gw)
+        return self._get(mapping_uuid).describe(self.lambdas)
 
     def list_event_source_mappings(
         self, function_name: str | None = None, source_arn: str | None = None
     ) -> dict[str, Any]:
         items = [
-            m.describe(self.gw)
+            m.describe(self.lambdas)
             for m in self.mappings.values()
             if (function_name is None or m.function_name == function_name.rsplit(":", 1)[-1])
             and (source_arn is None or m.source_arn == source_arn)
@@ -152,21 +171,21 @@ class EventSourceMappings:
             mapping.enabled = bool(params["Enabled"])
         self._save(mapping)
         self._schedule(mapping)
-        return mapping.describe(self.gw)
+        return mapping.describe(self.lambdas)
 
     def delete_event_source_mapping(self, mapping_uuid: str) -> dict[str, Any]:
         mapping = self._get(mapping_uuid)
-        with self.gw.store.transaction() as db:
+        with self.store.transaction() as db:
             db.execute("DELETE FROM lambda_event_source_mappings WHERE uuid=?", (mapping_uuid,))
         mapping.enabled = False
         self._schedule(mapping)
         del self.mappings[mapping_uuid]
-        return {**mapping.describe(self.gw), "State": "Deleting"}
+        return {**mapping.describe(self.lambdas), "State": "Deleting"}
 
     # ---- pollers
     async def _deliver(self, mapping: Mapping, event: dict[str, Any]) -> bool:
         """Invoke synchronously; True when the function succeeded (then the batch is done)."""
-        result = await self.gw.lambdas.invoke(mapping.function_name, json.dumps(event).encode())
+        result = await self.lambdas.invoke(mapping.function_name, json.dumps(event).encode())
         if result.function_error:
             mapping.last_result = f"PROBLEM: function error {result.payload[:200].decode(errors='replace')}"
             return False
@@ -176,7 +195,7 @@ class EventSourceMappings:
     async def _poll_kinesis(self, mapping: Mapping) -> None:
         stream = mapping.source_arn.rsplit("/", 1)[-1]
         group = f"esm:{mapping.uuid}"
-        kinesis = self.gw.kinesis
+        kinesis = self.kinesis
         iterators: dict[str, str | None] = {}
         while True:
             try:
@@ -213,11 +232,11 @@ class EventSourceMappings:
                 await asyncio.sleep(RETRY_AFTER_ERROR_S)
 
     def _kinesis_iterator(self, mapping: Mapping, stream: str, shard_id: str, group: str) -> str:
-        row = self.gw.store.one(
+        row = self.store.one(
             "SELECT sequence FROM stream_checkpoints WHERE group_name=? AND stream=? AND shard=?",
             (group, stream, shard_id),
         )
-        kinesis = self.gw.kinesis
+        kinesis = self.kinesis
         if row is not None:
             return str(
                 kinesis.get_shard_iterator(stream, shard_id, "AFTER_SEQUENCE_NUMBER", row["sequence"])["ShardIterator"]
@@ -225,11 +244,11 @@ class EventSourceMappings:
         return str(kinesis.get_shard_iterator(stream, shard_id, mapping.starting_position)["ShardIterator"])
 
     def _checkpoint(self, group: str, stream: str, shard_id: str, sequence: str) -> None:
-        with self.gw.store.transaction() as db:
+        with self.store.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO stream_checkpoints(group_name, stream, shard, sequence, updated_ms) "
                 "VALUES (?,?,?,?,?)",
-                (group, stream, shard_id, sequence, self.gw.clock.wall_ms()),
+                (group, stream, shard_id, sequence, self.clock.wall_ms()),
             )
 
     def _kinesis_records(self, mapping: Mapping, shard_id: str, record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -260,13 +279,13 @@ class EventSourceMappings:
             "eventVersion": "1.0",
             "eventName": "aws:kinesis:record",
             "eventID": event_id,
-            "awsRegion": self.gw.config.region,
+            "awsRegion": self.region,
             "eventSourceARN": mapping.source_arn,
-            "invokeIdentityArn": f"arn:aws:iam::{self.gw.config.account}:role/edgesim",
+            "invokeIdentityArn": f"arn:aws:iam::{self.account}:role/edgesim",
         }
 
     async def _poll_sqs(self, mapping: Mapping) -> None:
-        sqs = self.gw.sqs
+        sqs = self.sqs
         while True:
             try:
                 queue = sqs._queue_by_arn(mapping.source_arn)
@@ -287,7 +306,7 @@ class EventSourceMappings:
                             "md5OfBody": m.md5_of_body,
                             "eventSource": "aws:sqs",
                             "eventSourceARN": mapping.source_arn,
-                            "awsRegion": self.gw.config.region,
+                            "awsRegion": self.region,
                         }
                         for m in messages
                     ]

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import EdgesimError
+
 log = logging.getLogger("edgesim.lambda")
 
 WORKER_SCRIPT = Path(__file__).with_name("worker.py")
@@ -28,7 +30,7 @@ PIPE_LIMIT = 32 * 1024 * 1024
 PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "SYSTEMROOT", "VIRTUAL_ENV")
 
 
-class WorkerGone(Exception):
+class WorkerGone(EdgesimError):
     """The worker exited before answering (crash, os._exit, killed)."""
 
     def __init__(self, returncode: int | None) -> None:
@@ -36,7 +38,7 @@ class WorkerGone(Exception):
         self.returncode = returncode
 
 
-class WorkerTimedOut(Exception):
+class WorkerTimedOut(EdgesimError):
     """The invocation ran past the function's timeout; the worker has been killed."""
 
 

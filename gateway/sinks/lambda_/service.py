@@ -29,12 +29,22 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from gateway.clock import Clock
 from gateway.errors import AwsError
 from gateway.sinks.lambda_ import destinations
 from gateway.sinks.lambda_.destinations import EventInvokeConfig, EventInvokeConfigError, Outcome
+from gateway.sinks.lambda_.exceptions import (
+    InvalidParameterValueException,
+    InvalidRequestContentException,
+    LambdaNotFound,
+    PreconditionFailedException,
+    RequestTooLargeException,
+    ResourceConflictException,
+    ServiceException,
+    TooManyRequestsException,
+)
 from gateway.sinks.lambda_.runner import Pool, Worker, WorkerGone, WorkerTimedOut
 from gateway.sinks.sqs.attributes import MessageAttribute
 from gateway.sinks.sqs.service import SendEntry, SqsService
@@ -72,58 +82,6 @@ RESERVED_ENV = {
     "LAMBDA_TASK_ROOT",
     "LAMBDA_RUNTIME_DIR",
 }
-
-
-class LambdaError(AwsError):
-    """A Lambda error; `extra` members are added to the JSON body (Type, Reason), as AWS sends them."""
-
-    extra: ClassVar[dict[str, str]] = {"Type": "User"}
-
-    def body(self) -> dict[str, Any]:
-        return {"Type": "User", "message": self.message, **self.extra}
-
-
-class LambdaNotFound(LambdaError):
-    code = "ResourceNotFoundException"
-    http_status = 404
-
-
-class ResourceConflictException(LambdaError):
-    code = "ResourceConflictException"
-    http_status = 409
-
-
-class InvalidParameterValueException(LambdaError):
-    code = "InvalidParameterValueException"
-    http_status = 400
-
-
-class InvalidRequestContentException(LambdaError):
-    code = "InvalidRequestContentException"
-    http_status = 400
-
-
-class RequestTooLargeException(LambdaError):
-    code = "RequestTooLargeException"
-    http_status = 413
-
-
-class ServiceException(LambdaError):
-    code = "ServiceException"
-    http_status = 500
-    extra = {"Type": "Service"}
-
-
-class TooManyRequestsException(LambdaError):
-    code = "TooManyRequestsException"
-    http_status = 429
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-    def body(self) -> dict[str, Any]:
-        return {"Type": "User", "message": self.message, "Reason": self.reason}
 
 
 @dataclass
@@ -953,11 +911,6 @@ def _error_message(payload: bytes) -> str:
         return str(json.loads(payload).get("errorMessage", ""))
     except (ValueError, AttributeError):
         return payload.decode("utf-8", "replace")
-
-
-class PreconditionFailedException(LambdaError):
-    code = "PreconditionFailedException"
-    http_status = 412
 
 
 def _iso_z(ms: int) -> str:

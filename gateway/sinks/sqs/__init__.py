@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from gateway.sinks.sqs.attributes import MessageAttribute, QueueAttributes, SqsError, parse_queue_attributes
+from gateway.sinks.sqs.attributes import MessageAttribute, QueueAttributes, parse_queue_attributes
 from gateway.sinks.sqs.checksums import md5_of_attributes, md5_of_body
+from gateway.sinks.sqs.exceptions import SqsError
 from gateway.sinks.sqs.queue import DeadLetter, Queue, Received, ReceiveResult, SendResult
 
 __all__ = [

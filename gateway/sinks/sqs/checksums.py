@@ -9,7 +9,8 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.sinks.sqs.attributes import MessageAttribute, ReceiptHandleIsInvalid
+from gateway.sinks.sqs.attributes import MessageAttribute
+from gateway.sinks.sqs.exceptions import ReceiptHandleIsInvalid
 
 _STRING_TRANSPORT = 1
 _BINARY_TRANSPORT = 2

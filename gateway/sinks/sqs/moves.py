@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gateway.sinks.sqs.attributes import InvalidParameterValue, ResourceNotFoundException, UnsupportedOperation
+from gateway.sinks.sqs.exceptions import InvalidParameterValue, ResourceNotFoundException, UnsupportedOperation
 
 if TYPE_CHECKING:
     from gateway.sinks.sqs.queue import Queue

@@ -14,13 +14,8 @@ from gateway.sinks.sqs.attributes import (
     MAX_BATCH_ENTRIES,
     MAX_VISIBILITY_TIMEOUT,
     PURGE_INTERVAL_MS,
-    InvalidParameterValue,
     MessageAttribute,
-    MessageNotInflight,
-    MissingParameter,
-    PurgeQueueInProgress,
     QueueAttributes,
-    ReceiptHandleIsInvalid,
     parse_queue_attributes,
     validate_attribute_names,
     validate_group_or_dedup_id,
@@ -34,6 +29,13 @@ from gateway.sinks.sqs.checksums import (
     md5_of_attributes,
     md5_of_body,
     queue_tag,
+)
+from gateway.sinks.sqs.exceptions import (
+    InvalidParameterValue,
+    MessageNotInflight,
+    MissingParameter,
+    PurgeQueueInProgress,
+    ReceiptHandleIsInvalid,
 )
 
 READY, DELAYED, INFLIGHT = "ready", "delayed", "inflight"

@@ -23,15 +23,12 @@ from urllib.parse import urlsplit
 from gateway.clock import Clock
 from gateway.sinks.sqs.attributes import (
     MAX_WAIT_TIME_SECONDS,
-    InvalidParameterValue,
     MessageAttribute,
-    QueueDoesNotExist,
-    QueueNameExists,
-    SqsError,
     parse_queue_attributes,
     validate_batch_ids,
     validate_batch_size,
 )
+from gateway.sinks.sqs.exceptions import InvalidParameterValue, QueueDoesNotExist, QueueNameExists, SqsError
 from gateway.sinks.sqs.moves import MessageMoves
 from gateway.sinks.sqs.queue import Queue, Received, SendResult
 from gateway.store import Store
@@ -174,7 +171,7 @@ class SqsService:
     async def durable(self) -> None:
         """Wait until every change made so far is committed (returns at once when nothing is pending)."""
         if self._flushed is not None:
-            await asyncio.shield(self._flushed)
+            await self._flushed  # shared; a store commit future cannot be cancelled
 
     def _reload(self, names: list[str]) -> None:
         """Undo in memory what a failed commit did not store: the queues as the database has them, so nothing a

@@ -1,0 +1,1 @@
+"""Fleet provisioning: provisioning templates (control plane) and the device provisioning MQTT API."""
