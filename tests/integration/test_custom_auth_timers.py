@@ -5,6 +5,7 @@ runs in this process and the test moves the sweeper's clock forward instead of w
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import threading
 import time
@@ -66,6 +67,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         certs_dir=home / "certs",
         sigv4_credentials={KEY: SECRET},
     )
+    quiet = logging.getLogger("edgesim")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # the gateway's thread logs outside the test's capture
     loop = asyncio.new_event_loop()
     up = threading.Event()
     stop = asyncio.Event()
@@ -92,6 +96,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     loop.call_soon_threadsafe(stop.set)
     thread.join(30)
     loop.close()
+    quiet.setLevel(level)
 
 
 def sweep_at(running: Running, seconds_ahead: float) -> None:
