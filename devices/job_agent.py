@@ -139,7 +139,7 @@ class JobAgent:
         suffix = topic[len(self.prefix) :]
         try:
             document = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.figures.error("jobs_payload")
             return
         if not isinstance(document, dict):

@@ -100,25 +100,9 @@ def _mqtt5_options(
 
 
 def fetch_view(endpoint: str, path: str) -> Any:
-    """GET one of the gateway's /edgesim/ views; an unreachable gateway is one clear line and exit code 1."""
-    import os
-    import urllib.error
-    import urllib.request
-
-    from devices.provision import TOKEN_HEADER
-
-    request = urllib.request.Request(f"{endpoint.rstrip('/')}/edgesim/{path}")
-    if os.environ.get("EDGESIM_API_TOKEN"):
-        request.add_header(TOKEN_HEADER, os.environ["EDGESIM_API_TOKEN"])
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        err_console.print(
-            f"[red]error:[/red] no gateway answers at {escape(endpoint)} ({escape(str(exc))}); start one with "
-            "`edgesim up` or point --endpoint / EDGESIM_ENDPOINT at it"
-        )
-        raise typer.Exit(1) from exc
+    """GET one of the gateway's /edgesim/ views; an unreachable gateway (or a missing API token) is one clear line
+    and exit code 1."""
+    return get_json(endpoint, f"/edgesim/{path}", timeout=5)
 
 
 RUN_TIMEOUT_S = 15.0

@@ -600,6 +600,12 @@ class Store:
             except BaseException as exc:
                 error = exc
             self._settle(group, error)
+            if error is not None and self._pending:
+                # The failed group's waiters have not undone their memory yet (their callbacks run later), and the
+                # writes registered since may build on it: they fail too, as _commit_done's ordering would have made
+                # them see the failure first.
+                batch, self._pending = self._pending, []
+                _Group([(future, None, None) for _, future in batch]).settle(error)
         if self._pending:
             pending = self._write_group()
             if pending is not None:

@@ -38,16 +38,18 @@ class RepublishAction:
     def failed_action_name(self) -> str:
         return failed_action_name(self.kind)
 
-    def _topic(self, ctx: EvalContext) -> str:
-        topic = str(self.fields.render(ctx)["topic"])
+    @staticmethod
+    def _topic(rendered: dict[str, Any]) -> str:
+        topic = str(rendered["topic"])
         # AWS spells a `$` topic as `$$` in the action, since `${` starts a template.
         return "$" + topic[2:] if topic.startswith("$$") else topic
 
     def resource(self, ctx: EvalContext) -> str:
-        return self._topic(ctx)
+        return self._topic(self.fields.render(ctx))
 
     async def run(self, ctx: EvalContext, output: Any, message: Message) -> None:
-        topic = self._topic(ctx)
+        rendered = self.fields.render(ctx)  # the topic and the MQTT 5 headers, rendered once
+        topic = self._topic(rendered)
         try:
             validate_topic_name(topic)
         except InvalidRequestException as exc:
@@ -61,7 +63,6 @@ class RepublishAction:
             topic, output_bytes(output), self.qos, False, ctx.client_id, ctx.principal, self.clock.wall_ms(),
             "republish", hops,
         )  # fmt: skip
-        rendered = self.fields.render(ctx)
         if len(rendered) > 1:
             message.properties, expiry = _mqtt5_properties(rendered)
             if expiry is not None:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway import jsonutil
+from gateway.api.guard import read_body
 from gateway.api.targets import REST_HANDLERS
 from gateway.api.wire import rest_json_error
 from gateway.errors import AwsError, ForbiddenException, InvalidRequestException, ResourceNotFoundException
@@ -197,7 +199,7 @@ async def put_core_cas(request: web.Request, gw: GreengrassParts, core: str) -> 
     """The core's local CA, so discovery can hand it to client devices (Greengrass's core uploads it the same way)."""
     try:
         try:
-            body = json.loads(await request.read())
+            body = jsonutil.loads_body(await read_body(request))
         except ValueError as exc:
             raise InvalidRequestException("The request body is not valid JSON") from exc
         if not isinstance(body, dict):

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.api.targets import REST_HANDLERS
+from gateway.errors import InvalidRequestException
 from gateway.identity.provisioning_template import evaluate, parse_template
 from gateway.provisioning.claims import create_provisioning_claim
 from gateway.registry.provisioning_apply import apply_plan, as_register_thing_output
@@ -15,7 +16,10 @@ if TYPE_CHECKING:
 
 
 def _register_thing(gw: ProvisioningParts, p: dict[str, Any]) -> dict[str, Any]:
-    plan = evaluate(parse_template(p["templateBody"]), p.get("parameters") or {})
+    params = p.get("parameters") or {}
+    if not isinstance(params, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
+        raise InvalidRequestException("parameters must be a map of strings")
+    plan = evaluate(parse_template(p["templateBody"]), params)
     return as_register_thing_output(apply_plan(gw.registry, plan))
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +15,8 @@ from gateway.api.guard import read_body
 from gateway.api.model import load_service, match_route, parse_input, validate_input
 from gateway.api.presign import S3Presigner
 from gateway.api.targets import REST_HANDLERS
-from gateway.api.wire import rest_json_error, rest_json_result
-from gateway.errors import AwsError, InternalFailureException, InvalidRequestException
+from gateway.api.wire import as_aws_error, rest_json_error, rest_json_result
+from gateway.errors import InvalidRequestException
 from gateway.jobs.service import JobsService
 
 if TYPE_CHECKING:
@@ -115,13 +114,5 @@ async def handle_data_plane(
         if asyncio.iscoroutine(result):
             result = await result
         return rest_json_result(result)
-    except AwsError as error:
-        return rest_json_error(error)
-    except KeyError as missing:
-        return rest_json_error(InvalidRequestException(f"Missing required parameter {missing}"))
-    except sqlite3.Error as exc:
-        log.error("iot-jobs-data %s: the store failed: %s", request.rel_url.path, exc)
-        return rest_json_error(InternalFailureException("Internal service failure"))
-    except Exception:
-        log.exception("internal error serving iot-jobs-data %s %s", request.method, request.rel_url)
-        return rest_json_error(InternalFailureException("Internal service failure"))
+    except Exception as exc:
+        return rest_json_error(as_aws_error(exc, f"iot-jobs-data {request.method} {request.rel_url.path}"))

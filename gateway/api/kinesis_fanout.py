@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 
 from aiohttp import web
 
+from gateway import jsonutil
 from gateway.api import eventstream
+from gateway.api.guard import read_body
 from gateway.api.wire import json_protocol_error
 from gateway.clock import Clock
 from gateway.errors import AwsError, InvalidRequestException
@@ -24,11 +25,13 @@ TARGET = "Kinesis_20131202.SubscribeToShard"
 async def handle(request: web.Request, subscriptions: Subscriptions, clock: Clock) -> web.StreamResponse:
     try:
         try:
-            params = json.loads(await request.read() or b"{}")
+            params = jsonutil.loads_body(await read_body(request) or b"{}")
         except ValueError as exc:
             raise InvalidRequestException(f"The request body is not valid JSON: {exc}") from exc
         if not isinstance(params, dict):
             raise InvalidRequestException("The request body must be a JSON object")
+        if not isinstance(params.get("StartingPosition") or {}, dict):
+            raise InvalidRequestException("StartingPosition must be an object")
         subscription = subscriptions.open(
             str(params.get("ConsumerARN") or ""), str(params.get("ShardId") or ""), params.get("StartingPosition") or {}
         )

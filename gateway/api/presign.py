@@ -102,7 +102,7 @@ def verify_query(request: web.Request, secrets: Mapping[str, str]) -> None:
     for part in scope[1:]:
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, query.get("X-Amz-Signature", "")):
+    if not hmac.compare_digest(expected.encode(), query.get("X-Amz-Signature", "").encode("utf-8", "surrogatepass")):
         raise InvalidSignatureException(
             "The request signature we calculated does not match the signature you provided."
         )

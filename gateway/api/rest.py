@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -30,10 +29,9 @@ from gateway.api.auth import TOKEN_CHECKED
 from gateway.api.guard import read_body
 from gateway.api.model import WrongTypeError, load_service, match_route, parse_input, validate_input
 from gateway.api.targets import JSON_TARGETS, REST_HANDLERS
-from gateway.api.wire import json_protocol_error, rest_json_error, rest_json_result, signing_service
+from gateway.api.wire import as_aws_error, json_protocol_error, rest_json_error, rest_json_result, signing_service
 from gateway.errors import (
     AwsError,
-    InternalFailureException,
     InvalidRequestException,
     SerializationException,
 )
@@ -119,16 +117,8 @@ class RestDispatcher:
             if asyncio.iscoroutine(result):
                 result = await result
             return rest_json_result(result)
-        except AwsError as error:
-            return rest_json_error(error)
-        except KeyError as missing:
-            return rest_json_error(InvalidRequestException(f"Missing required parameter {missing}"))
-        except sqlite3.Error as exc:  # nothing was stored, and the caller is told so
-            log.error("%s %s: the store failed: %s", request.method, request.rel_url.path, exc)
-            return rest_json_error(InternalFailureException("Internal service failure"))
-        except Exception:
-            log.exception("internal error serving %s %s", request.method, request.rel_url)
-            return rest_json_error(InternalFailureException("Internal service failure"))
+        except Exception as exc:
+            return rest_json_error(as_aws_error(exc, f"{request.method} {request.rel_url.path}"))
 
     def _verify(self, request: web.Request, body: bytes) -> None:
         if self.gateway.config.sigv4_credentials and not request.get(TOKEN_CHECKED):
@@ -173,16 +163,8 @@ class RestDispatcher:
             return web.Response(
                 body=jsonutil.dumps(result if result is not None else {}), content_type=target.content_type
             )
-        except AwsError as error:
-            return target.error(error)
-        except KeyError as missing:
-            return target.error(InvalidRequestException(f"Missing required parameter {missing}"))
-        except sqlite3.Error as exc:
-            log.error("%s: the store failed: %s", name, exc)
-            return target.error(InternalFailureException("Internal service failure"))
-        except Exception:
-            log.exception("internal error serving %s", name)
-            return target.error(InternalFailureException("Internal service failure"))
+        except Exception as exc:
+            return target.error(as_aws_error(exc, name))
 
     def _call(self, service: str, operation: str, params: dict[str, Any]) -> Any:
         gw = self.gateway

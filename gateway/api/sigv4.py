@@ -91,7 +91,7 @@ def verify(
     for part in scope[1:]:
         key = _hmac(key, part)
     expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, signature):
+    if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogatepass")):
         raise InvalidSignatureException(
             "The request signature we calculated does not match the signature you provided."
         )

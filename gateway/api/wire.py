@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import AwsError
+from gateway.errors import AwsError, InternalFailureException, InvalidRequestException
+
+log = logging.getLogger("edgesim.api")
+
+
+def as_aws_error(exc: Exception, where: str) -> AwsError:
+    """What a request that raised `exc` answers: its own AWS error, a missing parameter, or an internal failure (the
+    store's failure logged in a line, anything else with its traceback). Call it inside the `except` block."""
+    if isinstance(exc, AwsError):
+        return exc
+    if isinstance(exc, KeyError):
+        return InvalidRequestException(f"Missing required parameter {exc}")
+    if isinstance(exc, sqlite3.Error):  # nothing was stored, and the caller is told so
+        log.error("%s: the store failed: %s", where, exc)
+    else:
+        log.exception("internal error serving %s", where)
+    return InternalFailureException("Internal service failure")
 
 
 def rest_json_error(error: AwsError) -> web.Response:

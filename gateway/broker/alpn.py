@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.broker.connection import Connection
-from gateway.broker.listeners import Listeners, _mqtt_rank
+from gateway.broker.listeners import Listeners, _mqtt_rank, server_ssl_context
 from gateway.broker.tls import HANDSHAKE_TIMEOUT_S, TlsServerProtocol
 from gateway.netguard import CappedAccept
 
@@ -31,16 +31,10 @@ ALPN_PROTOCOLS = (MQTT_CERT, MQTT_CUSTOM_AUTH, HTTP_CERT, HTTP)
 
 def alpn_ssl_context(cert_path: str, key_path: str, trusted_pems: list[str], *, alpn: bool = True) -> ssl.SSLContext:
     """Like the mTLS context, but a certificate is asked for, not required (and ALPN picks the protocol)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert_path, key_path)
+    ctx = server_ssl_context(cert_path, key_path, trusted_pems)
     ctx.verify_mode = ssl.CERT_OPTIONAL
-    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    ctx.num_tickets = 0
     if alpn:
         ctx.set_alpn_protocols(list(ALPN_PROTOCOLS))
-    for pem in trusted_pems:
-        ctx.load_verify_locations(cadata=pem)
     return ctx
 
 

@@ -98,20 +98,28 @@ class ConnectAuth:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _identify(self, conn: Connection, creds: Credentials) -> Authentication:
+        try:
+            return await self.custom.authenticate(creds)
+        except Exception:  # a bug here costs this connection only
+            log.exception("custom authentication of %s failed", creds.client_id or conn.peer_ip)
+            return Authentication.refused(self.custom.kind, "custom authentication failed")
+
     async def _authenticate(self, conn: Connection, creds: Credentials, body: bytes) -> None:
         from gateway.broker import connect  # connect.py imports this module's callers; import when first used
 
-        try:
-            identity = await self.custom.authenticate(creds)
-        except Exception:  # a bug here costs this connection only
-            log.exception("custom authentication of %s failed", creds.client_id or conn.peer_ip)
-            identity = Authentication.refused(self.custom.kind, "custom authentication failed")
+        identity = await self._identify(conn, creds)
         if conn.closed:
             return
         conn.identity = identity
         if identity.refusal is not None:
             self.stats["custom_auth_refusals"] += 1
-        accepted = connect.handle_connect(self.broker, conn, body)
+        try:
+            accepted = connect.handle_connect(self.broker, conn, body)
+        except Exception:  # as in Connection.process: a bug costs this connection only
+            log.exception("internal error handling the CONNECT of %s", creds.client_id or conn.peer_ip)
+            conn.close("internal error", reasons.IMPLEMENTATION_SPECIFIC_ERROR)
+            return
         if accepted:
             self.stats["custom_auth_connects"] += 1
             now = self.broker.loop.time()
@@ -171,7 +179,7 @@ class ConnectAuth:
         timers = self._timed.get(conn)
         if timers is None:
             return
-        identity = await self.custom.authenticate(timers.creds)
+        identity = await self._identify(conn, timers.creds)
         if conn.closed:
             return
         self.stats["custom_auth_refreshes"] += 1

@@ -226,12 +226,14 @@ class Connection(asyncio.Protocol):
                 if kind == PUBLISH:
                     if not self.connected:
                         raise ProtocolViolation("PUBLISH before CONNECT", "MQTT-3.1.0-1")
-                    if self.read_blocks or not self._quota_ok():
+                    if self.read_blocks:
                         break
-                    if len(self.acks) >= self.broker.acks_high:
+                    if len(self.acks) >= self.broker.acks_high:  # before the quota counts this PUBLISH
                         self.acks_paused = True
                         self.broker.stats["paused_for_acks"] += 1
                         self.block_reading()
+                        break
+                    if not self._quota_ok():
                         break
                     if not budget:
                         # Fairness under a flood: let the other connections, writers and the API have the loop;

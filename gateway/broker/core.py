@@ -353,7 +353,7 @@ class Broker:
         if props is not None:
             if mp.TOPIC_ALIAS in props:
                 block = None  # a topic alias is one hop's: what subscribers get is encoded again
-            elif block is not None:
+            elif block is not None and (conn.seen_properties is None or block is not conn.seen_properties[0]):
                 conn.seen_properties = (block, props)  # read-only from here on: the next PUBLISH may share it
             topic = self._resolve_alias(conn, topic, props)
         if conn.generation != self.registry.generation and not self.refresh(conn):

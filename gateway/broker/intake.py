@@ -23,14 +23,15 @@ from mqttwire import properties as mp
 
 _VALID_TOPICS_KEPT = 65_536
 # Properties that describe the message itself and travel with it; the rest belong to one hop.
-_FORWARDED = (
-    mp.PAYLOAD_FORMAT_INDICATOR,
-    mp.CONTENT_TYPE,
-    mp.RESPONSE_TOPIC,
-    mp.CORRELATION_DATA,
-    mp.USER_PROPERTY,
+_FORWARDED = frozenset(
+    (
+        mp.PAYLOAD_FORMAT_INDICATOR,
+        mp.CONTENT_TYPE,
+        mp.RESPONSE_TOPIC,
+        mp.CORRELATION_DATA,
+        mp.USER_PROPERTY,
+    )
 )
-_FORWARDED_SET = frozenset(_FORWARDED)
 
 
 class PublishAuthority(Protocol):
@@ -107,8 +108,8 @@ class Intake:
             message.expires_ms = now + 1000 * min(max(int(expiry), 1), MAX_MESSAGE_EXPIRY_S)
         # Properties are read-only once admitted, so a block with nothing to take out is kept as it is.
         kept = properties
-        if not properties.keys() <= _FORWARDED_SET:
-            kept = {key: properties[key] for key in _FORWARDED if key in properties}
+        if not properties.keys() <= _FORWARDED:
+            kept = {key: value for key, value in properties.items() if key in _FORWARDED}
         if kept:
             message.properties = kept
             if block is not None and len(kept) == len(properties):

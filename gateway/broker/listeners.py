@@ -114,7 +114,6 @@ def _mqtt_rank(protocol: asyncio.BaseProtocol) -> int | None:
 @dataclass
 class Listeners:
     broker: Broker
-    servers: list[asyncio.AbstractServer] = field(default_factory=list)
     accepts: list[CappedAccept] = field(default_factory=list)
     runners: list[web.AppRunner] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
@@ -189,9 +188,5 @@ class Listeners:
     async def stop(self) -> None:
         for accept in self.accepts:
             accept.close()
-        for server in self.servers:
-            server.close()
-        for server in self.servers:
-            await server.wait_closed()
         for runner in self.runners:
             await runner.cleanup()

@@ -132,7 +132,7 @@ class SessionStore:
 
     @staticmethod
     def _written_done(holds: list[AckHold], written: asyncio.Future[None]) -> None:
-        if written.cancelled() or written.exception() is not None:
+        if written.exception() is not None:  # commit_soon's futures are never cancelled
             # Nothing of this turn is stored: the publishers get no acknowledgement and send again; the
             # acknowledged rows stay and go out once more (with DUP), as at-least-once allows.
             log.error("writing queued and acknowledged session messages failed: %s", written.exception())

@@ -23,6 +23,7 @@ marks live in memory only: after a restart every stored message is pending again
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sqlite3
@@ -302,12 +303,14 @@ class Spool:
         payload = bytes(payload)
         decision = admit(self._pending(), self._size, self.policy, online=online, size=len(payload), qos=qos)
         seq: int | None = None
-        if decision.evict:
-            self._change(decision.evict, soon=soon)
-        if decision.accepted:
-            seq = self._next_seq
-            self._change((seq, topic, payload, qos, int(retain), now_ms, properties), soon=soon)
-            self._next_seq += 1
+        # Evictions and the insert commit together (one transaction; nested ones join it).
+        with contextlib.nullcontext() if soon else self.store.transaction():
+            if decision.evict:
+                self._change(decision.evict, soon=soon)
+            if decision.accepted:
+                seq = self._next_seq
+                self._change((seq, topic, payload, qos, int(retain), now_ms, properties), soon=soon)
+                self._next_seq += 1
         self._count_evicted(decision.evict)
         self._forget(decision.evict)
         if seq is None:

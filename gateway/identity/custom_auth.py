@@ -170,7 +170,7 @@ def parse_answer(payload: bytes) -> Answer:
     """Validate the function's answer as AWS IoT does; InvalidAnswer says what is wrong."""
     try:
         raw = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise InvalidAnswer(f"the answer is not JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise InvalidAnswer("the answer is not a JSON object")

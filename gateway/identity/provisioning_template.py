@@ -108,7 +108,7 @@ def parse_template(body: str | Mapping[str, Any]) -> Template:
     params = _obj(doc.get("Parameters", {}), "Parameters")
     for name, raw_spec in params.items():
         spec = _obj(raw_spec, f"Parameters.{name}")
-        if spec.get("Type", "String") not in PARAMETER_TYPES:
+        if not isinstance(spec.get("Type", "String"), str) or spec.get("Type", "String") not in PARAMETER_TYPES:
             raise _invalid(f"parameter {name} has unsupported Type {spec.get('Type')!r}")
         if "Default" in spec and not isinstance(spec["Default"], str):
             raise _invalid(f"parameter {name} Default must be a string")
@@ -118,7 +118,7 @@ def parse_template(body: str | Mapping[str, Any]) -> Template:
     for logical_id, raw_res in resources.items():
         res = _obj(raw_res, f"Resources.{logical_id}")
         rtype = res.get("Type")
-        if rtype not in RESOURCE_TYPES:
+        if not isinstance(rtype, str) or rtype not in RESOURCE_TYPES:
             raise _invalid(f"resource {logical_id} has unsupported Type {rtype!r}")
         counts[rtype] = counts.get(rtype, 0) + 1
         _obj(res.get("Properties", {}), f"Resources.{logical_id}.Properties")
@@ -357,7 +357,7 @@ def _thing(logical_id: str, props: dict[str, Any], overrides: Any) -> ThingPlan:
     if not isinstance(overrides, Mapping):
         raise TemplateError(f"{logical_id}.OverrideSettings must be an object")
     for key, val in overrides.items():
-        if key not in OVERRIDES or val not in OVERRIDES[key]:
+        if key not in OVERRIDES or not isinstance(val, str) or val not in OVERRIDES[key]:
             raise TemplateError(f"{logical_id}.OverrideSettings.{key} cannot be {val!r}")
     return ThingPlan(
         logical_id, name, dict(attrs), tuple(groups), _opt_str(props, "ThingTypeName", logical_id), dict(overrides)

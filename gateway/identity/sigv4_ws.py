@@ -124,7 +124,7 @@ def verify_upgrade(
         for payload_hash in payload_hashes:
             expected = _expected(creds.method, creds.path, variant, creds.headers, signed, amz_date, scope, secret,
                                  payload_hash)  # fmt: skip
-            if hmac.compare_digest(expected, signature):
+            if hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogatepass")):
                 return access_key
     raise SignatureRefused("the request signature we calculated does not match the signature you provided")
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from gateway.jobs import documents, states, views
+from gateway.jobs.documents import execution_number
 from gateway.jobs.engine import JobsEngine
 from gateway.jobs.exceptions import (
     ConflictException,
@@ -185,7 +186,8 @@ class JobsControl:
 
     # ---- executions
     def _execution(self, job_id: str, thing: str, number: Any = None) -> Any:
-        e = self.repo.latest(job_id, thing) if number is None else self.repo.execution(job_id, thing, int(number))
+        number = execution_number(number)
+        e = self.repo.latest(job_id, thing) if number is None else self.repo.execution(job_id, thing, number)
         if e is None:
             raise ResourceNotFoundException(f"No job execution of job {job_id} on thing {thing}")
         return e

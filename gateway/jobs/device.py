@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from gateway.jobs import rollout, states, views
+from gateway.jobs.documents import execution_number
 from gateway.jobs.engine import JobsEngine
 from gateway.jobs.exceptions import (
     InvalidRequestException,
@@ -46,10 +47,7 @@ def _step(value: Any) -> int | None:
 
 
 def _execution_number(params: dict[str, Any]) -> int | None:
-    value = params.get("executionNumber")
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise InvalidRequestException("executionNumber must be a number")
-    return value
+    return execution_number(params.get("executionNumber"))
 
 
 def _flag(params: dict[str, Any], key: str, default: bool) -> bool:

@@ -131,3 +131,10 @@ def parse_schedule_time(value: Any) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
+
+
+def execution_number(value: Any) -> int | None:
+    """A request's executionNumber: a whole number SQLite can hold (a bigger one is the caller's mistake)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63):
+        raise InvalidRequestException("executionNumber must be a number from 0 to 9223372036854775807")
+    return value

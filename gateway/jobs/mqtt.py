@@ -94,11 +94,13 @@ class JobsMqtt:
         batch, self._pending = self._pending, []
         if not batch:
             return
+        counted = dict(self.stats)  # a batch that is retried one by one counts each request once
         try:
             with self.engine.change():
                 replies = [self._answer(*request) for request in batch]
         except Exception as exc:  # a failed commit: each request again on its own, so only its sender hears of it
             log.warning("jobs batch of %d failed to commit (%s); retrying one by one", len(batch), exc)
+            self.stats.update(counted)
             replies = []
             for request in batch:
                 try:
@@ -111,11 +113,6 @@ class JobsMqtt:
                     replies.append((f"{request[0].base}/rejected", failure, _token(request[1]), request[2]))
         for reply in replies:
             self._reply(*reply)
-
-    def handle(self, topic: JobsTopic, payload: bytes, properties: dict[int, Any] | None) -> None:
-        """One request on its own (tests, callers outside the event loop)."""
-        self._pending.append((topic, payload, properties))
-        self.flush()
 
     def _answer(self, topic: JobsTopic, payload: bytes, properties: dict[int, Any] | None) -> Reply:
         """Apply one request inside the batch's transaction: the reply to send once it commits."""

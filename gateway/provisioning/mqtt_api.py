@@ -235,7 +235,7 @@ class ProvisioningMqttApi:
         try:
             raw, error = await asyncio.wait_for(self.invoke(target, json.dumps(event).encode()), HOOK_TIMEOUT_S)
             answer = json.loads(raw) if error is None else None
-        except (AwsError, TimeoutError, cbor.CborError, ValueError, RecursionError) as exc:
+        except (AwsError, TimeoutError, ValueError, RecursionError) as exc:
             log.warning("pre-provisioning hook %s failed: %s", target, exc)
             answer = None
         if not isinstance(answer, dict) or not isinstance(answer.get("allowProvisioning"), bool):

@@ -76,8 +76,8 @@ class ProvisioningTemplates:
         if kind not in TYPES:
             raise InvalidRequestException(f"type must be one of {list(TYPES)}")
         description = params.get("description") or ""
-        if len(description) > 500:
-            raise InvalidRequestException("description is longer than 500 characters")
+        if not isinstance(description, str) or len(description) > 500:
+            raise InvalidRequestException("description must be a string of at most 500 characters")
         now = self.clock.wall_ms()
         record = {
             "description": description,

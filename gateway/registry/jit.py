@@ -99,8 +99,7 @@ class JustInTime:
         try:
             template = self._template(config)
             plan = evaluate(template, template_parameters(info))
-            with self.registry.events.deferred():
-                apply_plan(self.registry, plan, info.certificate_id)
+            apply_plan(self.registry, plan, info.certificate_id)
         except AwsError as exc:
             self.stats["provisioning_failed"] += 1
             log.warning(

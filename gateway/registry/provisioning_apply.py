@@ -30,7 +30,8 @@ def apply_plan(
     arns: dict[str, str] = {}
     pem: str | None = None
     try:
-        with registry.store.transaction():
+        # Registry events wait for the commit, and are dropped with a rollback (the changes never happened).
+        with registry.events.deferred(), registry.store.transaction():
             cert_id = certificate_id
             if plan.certificate is not None:
                 if plan.certificate.csr is not None:

@@ -34,8 +34,11 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 def check_endpoint_url(url: str, field: str) -> None:
     """AWS takes HTTPS endpoints only; plain http is allowed here for loopback endpoints (local test servers)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        parts, host = urlsplit(""), ""
     if parts.scheme == "https" and host:
         return
     if parts.scheme == "http" and (host in LOOPBACK_HOSTS or host.startswith("127.")):

@@ -23,6 +23,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     yield gw
     gw.stop()
 
+
 FLEET = """
 fleet: {name}
 provisioning:

@@ -208,7 +208,8 @@ def test_sdk_mqtt311_create_keys_then_register_thing(gw: GatewayProcess, claim: 
         kind, err = dev.register("fleet", keys.certificate_ownership_token, {})
         assert kind == "rejected"
         assert (err.error_code, err.error_message) == (
-            "InvalidParameters", "Cannot resolve reference value: SerialNumber"
+            "InvalidParameters",
+            "Cannot resolve reference value: SerialNumber",
         )
         iot = client(gw, "iot")
         iot.create_provisioning_template(templateName="off", templateBody="{}", provisioningRoleArn=ROLE)
@@ -294,7 +295,10 @@ def test_pre_provisioning_hook_is_honoured(gw: GatewayProcess, claim: Creds) -> 
     fn = lam.create_function(FunctionName="prov-hook", Runtime="python3.12", Role=ROLE, Handler="app.handler",
                              Code={"ZipFile": buffer.getvalue()})  # fmt: skip
     iot.create_provisioning_template(
-        templateName="hooked", templateBody=json.dumps(TEMPLATE), provisioningRoleArn=ROLE, enabled=True,
+        templateName="hooked",
+        templateBody=json.dumps(TEMPLATE),
+        provisioningRoleArn=ROLE,
+        enabled=True,
         preProvisioningHook={"targetArn": fn["FunctionArn"]},
     )
     claim_arn = f"arn:aws:iot:us-east-1:{ACCOUNT}:cert/{claim.certificate_id}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,6 +60,7 @@ def test_answers_are_checked_as_aws_does() -> None:
         answer(policyDocuments=["{not a policy"]),
         answer(policyDocuments=[policy("a")] * 11),
         answer(policyDocuments=[policy("a" * 2100)]),
+        b"[" * 100_000,  # deeper than the JSON parser goes
     ):
         with pytest.raises(custom_auth.InvalidAnswer):
             custom_auth.parse_answer(bad)
@@ -118,6 +120,10 @@ def test_sigv4_presigned_and_header_signed_upgrades() -> None:
         sigv4_ws.verify_upgrade(_signed(presign=True, token="abd"), SECRETS, NOW, temporary)
     with pytest.raises(sigv4_ws.SignatureRefused, match="not known"):
         sigv4_ws.verify_upgrade(_signed(presign=True), {}, NOW)
+    good = _signed(presign=True)
+    forged = re.sub(r"X-Amz-Signature=[0-9a-f]+", "X-Amz-Signature=%C3%A9", good.raw_query)
+    with pytest.raises(sigv4_ws.SignatureRefused, match="does not match"):  # not a TypeError from the comparison
+        sigv4_ws.verify_upgrade(_creds(f"https://127.0.0.1:8084/mqtt?{forged}", dict(good.headers)), SECRETS, NOW)
 
 
 # ---- disconnectAfterInSeconds and refreshAfterInSeconds

@@ -250,6 +250,7 @@ def test_hostile_mqtt_requests_are_rejected_without_spoiling_their_batch(h: Harn
     requests = [
         (f"{base}/mq/get", b"[" * 5000 + b"]" * 5000),
         (f"{base}/mq/get", json.dumps({"executionNumber": "one", "clientToken": "a"}).encode()),
+        (f"{base}/mq/get", json.dumps({"executionNumber": 10**30}).encode()),  # more than SQLite holds
         (f"{base}/mq/update", json.dumps({"status": "IN_PROGRESS", "statusDetails": {"k": 1}}).encode()),
         (f"{base}/mq/update", json.dumps({"status": "IN_PROGRESS", "clientToken": "ok"}).encode()),
         (f"{base}/mq/update", b"\xff\xfe"),
@@ -260,9 +261,10 @@ def test_hostile_mqtt_requests_are_rejected_without_spoiling_their_batch(h: Harn
     replies = [(m.topic.rsplit("/", 1)[1], json.loads(m.payload)) for m in h.sent if m.topic.endswith("ed")]
     assert [(kind, body.get("code")) for kind, body in replies] == [
         ("rejected", "InvalidJson"), ("rejected", "InvalidRequest"), ("rejected", "InvalidRequest"),
-        ("accepted", None), ("rejected", "InvalidJson"),
+        ("rejected", "InvalidRequest"), ("accepted", None), ("rejected", "InvalidJson"),
     ]  # fmt: skip
-    assert replies[1][1]["clientToken"] == "a" and replies[3][1]["clientToken"] == "ok"
+    assert replies[1][1]["clientToken"] == "a" and replies[4][1]["clientToken"] == "ok"
+    assert h.jobs.mqtt.stats == {"requests": 6, "rejected": 5}
     assert h.counts("mq") == {"IN_PROGRESS": 1}
 
 

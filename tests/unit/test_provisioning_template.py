@@ -66,9 +66,7 @@ FLEET = {
 def test_evaluates_every_intrinsic_function() -> None:
     plan = evaluate(parse_template(json.dumps(FLEET)), {"SerialNumber": "42", "AWS::IoT::Certificate::Id": "c" * 64})
     assert plan.thing is not None and plan.thing.thing_name == "sensor-42"
-    assert plan.thing.attributes == {
-        "region": "eu-central-1", "label": "berlin:42:x", "home": "yes"
-    }
+    assert plan.thing.attributes == {"region": "eu-central-1", "label": "berlin:42:x", "home": "yes"}
     assert plan.thing.thing_groups == ("fleet",)
     assert plan.certificate is not None and plan.certificate.certificate_id == "c" * 64
     assert plan.certificate.status == "ACTIVE"
@@ -100,6 +98,8 @@ def test_missing_parameter_is_aws_error() -> None:
         json.dumps({"Parameters": {"p": {"Type": "Blob"}}}),
         json.dumps({"Resources": {"a": {"Type": "AWS::IoT::Thing", "Condition": "nope"}}}),
         json.dumps({"Whatever": {}}),
+        json.dumps({"Parameters": {"p": {"Type": ["String"]}}}),  # a list where a name goes: not hashable
+        json.dumps({"Resources": {"x": {"Type": {"AWS::IoT::Thing": 1}}}}),
     ],
 )
 def test_invalid_templates_are_refused_at_creation(body: str) -> None:
@@ -161,14 +161,32 @@ def test_override_settings(registry: Registry) -> None:
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.sampled_from(["Ref", "p", "c", "-"]),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(
-        st.sampled_from(
-            ["Ref", "Fn::Join", "Fn::Select", "Fn::Split", "Fn::FindInMap", "Fn::Sub", "Fn::If", "Fn::Equals",
-             "Fn::Not", "Fn::And", "Fn::Or", "Condition", "Fn::Bogus", "ThingName", "p", "c"]
-        ),
-        inner,
-        max_size=3,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "Ref",
+                    "Fn::Join",
+                    "Fn::Select",
+                    "Fn::Split",
+                    "Fn::FindInMap",
+                    "Fn::Sub",
+                    "Fn::If",
+                    "Fn::Equals",
+                    "Fn::Not",
+                    "Fn::And",
+                    "Fn::Or",
+                    "Condition",
+                    "Fn::Bogus",
+                    "ThingName",
+                    "p",
+                    "c",
+                ]
+            ),
+            inner,
+            max_size=3,
+        )
     ),
     max_leaves=20,
 )
@@ -187,8 +205,16 @@ def test_fuzz_only_typed_errors(value: Any, condition: Any, kind: str, params: d
         "Mappings": {"m": {"p": {"c": "v"}}},
         "Conditions": {"c": condition, "loop": {"Condition": "loop"}},
         "Resources": {
-            "r": {"Type": kind, "Condition": "c", "Properties": {"ThingName": value, "CertificateId": value,
-                                                                "PolicyName": value, "AttributePayload": value}},
+            "r": {
+                "Type": kind,
+                "Condition": "c",
+                "Properties": {
+                    "ThingName": value,
+                    "CertificateId": value,
+                    "PolicyName": value,
+                    "AttributePayload": value,
+                },
+            },
         },
         "DeviceConfiguration": {"x": value},
     }

@@ -122,6 +122,26 @@ def test_writes_made_while_a_commit_is_in_flight_form_the_next_group(tmp_path: P
     store.close()
 
 
+def test_a_flush_after_a_failed_commit_fails_the_writes_registered_since(tmp_path: Path) -> None:
+    """A synchronous transaction that flushes while a failed COMMIT is in flight must not store the writes made
+    since: their services have not yet heard of the failure and may build on memory it rolled back."""
+    store = _store(tmp_path)
+
+    async def scenario() -> None:
+        doomed = store.commit_soon(_insert("child", 7))
+        await asyncio.sleep(0)  # written, its COMMIT handed to the writer thread
+        since = store.commit_soon(_insert("a", "built on the failed turn"))
+        with store.transaction() as db:  # flushes: settles the failed COMMIT, then the pending writes
+            db.execute("INSERT INTO b VALUES ('synchronous')")
+        for future in (doomed, since):
+            with pytest.raises(sqlite3.IntegrityError):
+                await future
+
+    asyncio.run(scenario())
+    assert _rows(store, "a") == [] and _rows(store, "b") == ["synchronous"]
+    store.close()
+
+
 def test_a_kinesis_record_and_an_sqs_message_of_one_turn_fail_together_and_are_not_kept(tmp_path: Path) -> None:
     from gateway.clock import ManualClock
     from gateway.sinks.kinesis.service import KinesisService

@@ -470,13 +470,14 @@ class KinesisService:
             "ORDER BY seq LIMIT ?",
             (stream.name, shard.number, SequenceNumbers.text(state.position), size),
         )
+        encryption = encryption_json(stream.extras)["EncryptionType"]
         records = [
             {
                 "SequenceNumber": r["seq"],
                 "ApproximateArrivalTimestamp": r["arrival_ms"] / 1000,
                 "Data": bytes(r["data"]),
                 "PartitionKey": r["partition_key"],
-                "EncryptionType": encryption_json(stream.extras)["EncryptionType"],
+                "EncryptionType": encryption,
             }
             for r in rows
         ]

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import InvalidRequestException, ResourceNotFoundException
-from gateway.sinks.kinesis.kpl import UserRecord, deaggregate, is_aggregated
+from gateway.sinks.kinesis.kpl import UserRecord, deaggregate
 from gateway.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -254,7 +254,8 @@ class EventSourceMappings:
     def _kinesis_records(self, mapping: Mapping, shard_id: str, record: dict[str, Any]) -> list[dict[str, Any]]:
         """The event's entries for one stored record: one per user record when it is a KPL aggregate."""
         users = deaggregate(record["Data"], record["PartitionKey"])
-        aggregated = is_aggregated(record["Data"])
+        # deaggregate hands the stored bytes back as they are when they are no (readable) aggregate
+        aggregated = not users or users[0].data is not record["Data"]
         return [self._kinesis_entry(mapping, shard_id, record, user, aggregated) for user in users]
 
     def _kinesis_entry(
