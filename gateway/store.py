@@ -19,7 +19,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 log = logging.getLogger("edgesim.store")
 
@@ -376,6 +376,24 @@ MIGRATIONS: list[str] = [
         properties BLOB
     );
     """,
+    # Kinesis records in a rowid table: a WITHOUT ROWID table stores each ~300-byte record in its primary key's
+    # B-tree, a dozen to a page, and inserting cost twice as much (bench/sinks.py's rule → Kinesis path).
+    """
+    CREATE TABLE kinesis_records_rowid (
+        stream TEXT NOT NULL,
+        shard INTEGER NOT NULL,
+        seq TEXT NOT NULL,
+        partition_key TEXT NOT NULL,
+        data BLOB NOT NULL,
+        arrival_ms INTEGER NOT NULL,
+        UNIQUE (stream, shard, seq)
+    );
+    INSERT INTO kinesis_records_rowid(stream, shard, seq, partition_key, data, arrival_ms)
+        SELECT stream, shard, seq, partition_key, data, arrival_ms FROM kinesis_records ORDER BY stream, shard, seq;
+    DROP TABLE kinesis_records;
+    ALTER TABLE kinesis_records_rowid RENAME TO kinesis_records;
+    CREATE INDEX kinesis_records_by_arrival ON kinesis_records(stream, arrival_ms);
+    """,
 ]
 
 
@@ -391,6 +409,40 @@ def private_file(path: Path) -> None:
             pass
 
 
+class OffLoop:
+    """What a group write returns to have part of its work done off the event loop: `run(db)` runs on the commit
+    thread, inside the group's transaction (in a savepoint of its own), just before the COMMIT. It must touch nothing
+    but `db` and what it was given: the write itself, on the loop, hands its batch over (and starts a new one).
+    Bulk inserts use it, so SQLite's B-tree work (which releases the GIL) overlaps the loop's. The write's future
+    resolves with None, or fails with what `run` raised (only its changes are undone)."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: Callable[[sqlite3.Connection], object]) -> None:
+        self.run = run
+
+
+_ROWS_PER_STATEMENT = (256, 32, 4, 1)  # a few statement shapes, so the connection's statement cache keeps them
+
+
+def insert_rows(db: sqlite3.Connection, head: str, rows: Sequence[Sequence[object]]) -> None:
+    """`head` ("INSERT INTO t(a, b) VALUES") for every row, many rows per statement. Off the loop this matters:
+    executemany gives up and takes back the GIL around every row's step, and a busy loop thread makes each take
+    wait; one statement for many rows waits once."""
+    if not rows:
+        return
+    width = len(rows[0])
+    one = "(" + ",".join("?" * width) + ")"
+    start, total = 0, len(rows)
+    for size in _ROWS_PER_STATEMENT:
+        if total - start < size:
+            continue
+        sql = head + ",".join([one] * size)
+        while total - start >= size:
+            db.execute(sql, [value for row in rows[start : start + size] for value in row])
+            start += size
+
+
 class _Commit(asyncio.Future[T]):
     """What `commit_soon` returns. Several waiters may share one (a service registers one write per turn), so a
     waiter that is cancelled (a timeout) must not cancel it for the others: `cancel()` refuses, and the cancelled
@@ -403,11 +455,26 @@ class _Commit(asyncio.Future[T]):
 class _Group:
     """The writes of one loop turn and their waiters; `outcomes` are what each write returned (or raised)."""
 
-    __slots__ = ("outcomes", "settled")
+    __slots__ = ("off_loop", "outcomes", "settled")
 
     def __init__(self, outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
         self.outcomes = outcomes
         self.settled = False
+        self.off_loop: list[int] = []  # the outcomes whose result is an OffLoop still to run
+
+    def run_off_loop(self, db: sqlite3.Connection) -> None:
+        """The OffLoop parts, each in a savepoint (on the commit thread, or inline without one)."""
+        for index in self.off_loop:
+            future, part, _ = self.outcomes[index]
+            db.execute("SAVEPOINT o")
+            try:
+                part.run(db)
+            except Exception as exc:
+                db.execute("ROLLBACK TO o")
+                self.outcomes[index] = (future, None, exc)
+            else:
+                self.outcomes[index] = (future, None, None)
+            db.execute("RELEASE o")
 
     def settle(self, error: BaseException | None) -> None:
         if self.settled:
@@ -475,14 +542,20 @@ class Store:
                 self.db.execute(f"PRAGMA user_version={number}")
 
     # ---- the one group-commit owner
-    def commit_soon(self, write: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+    @overload
+    def commit_soon(self, write: Callable[[sqlite3.Connection], OffLoop]) -> asyncio.Future[None]: ...
+
+    @overload
+    def commit_soon(self, write: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]: ...
+
+    def commit_soon(self, write: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
         """Run `write(db)` at the end of this loop turn, in one transaction with every other write of the turn, and
         resolve the returned future with its result once that transaction has committed. It fails with the write's
         own exception if the write raised (only its changes are undone), or with the COMMIT's error if that failed
         (then every write of the group fails). The future cannot be cancelled, so many may await it. Needs a running
         loop."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = _Commit(loop=loop)
+        future: asyncio.Future[Any] = _Commit(loop=loop)
         self._pending.append((write, future))
         if not self._scheduled and self._inflight is None:
             self._scheduled = True
@@ -497,10 +570,10 @@ class Store:
         if group is None:
             return
         if self._thread is None:
-            self._settle(group, self._commit_writer())
+            self._settle(group, self._commit_writer(group))
             return
         loop = asyncio.get_running_loop()
-        done = self._thread.submit(self._commit_writer_in_thread)
+        done = self._thread.submit(self._commit_writer_in_thread, group)
         self._inflight = (done, group)
         done.add_done_callback(functools.partial(_notify, loop, self._commit_done))
 
@@ -508,6 +581,7 @@ class Store:
         """Run the pending writes in one open transaction on the writer's connection (on the loop thread)."""
         batch, self._pending = self._pending, []
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        off_loop: list[int] = []
         db = self._writer
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -523,6 +597,8 @@ class Store:
                 if single:  # nothing else in the group to protect: no savepoint needed
                     try:
                         outcomes.append((future, write(db), None))
+                        if type(outcomes[-1][1]) is OffLoop:
+                            off_loop.append(len(outcomes) - 1)
                     except Exception as exc:
                         outcomes.append((future, None, exc))
                         _rollback(db)
@@ -536,6 +612,8 @@ class Store:
                     outcomes.append((future, None, exc))
                 else:
                     outcomes.append((future, result, None))
+                    if type(result) is OffLoop:
+                        off_loop.append(len(outcomes) - 1)
                 db.execute("RELEASE w")
         except sqlite3.Error as exc:  # the savepoint machinery itself failed: the whole group goes
             self.db, self._depth = self._reader, 0
@@ -544,10 +622,14 @@ class Store:
             return None
         finally:
             self.db, self._depth = self._reader, 0
-        return _Group(outcomes)
+        group = _Group(outcomes)
+        group.off_loop = off_loop
+        return group
 
-    def _commit_writer(self) -> BaseException | None:
+    def _commit_writer(self, group: _Group) -> BaseException | None:
         try:
+            if group.off_loop:
+                group.run_off_loop(self._writer)
             self._writer.execute("COMMIT")
         except sqlite3.Error as exc:
             # A failed COMMIT (a deferred constraint, a full disk) can leave the transaction open: end it.
@@ -555,8 +637,8 @@ class Store:
             return exc
         return None
 
-    def _commit_writer_in_thread(self) -> None:
-        error = self._commit_writer()
+    def _commit_writer_in_thread(self, group: _Group) -> None:
+        error = self._commit_writer(group)
         if error is not None:
             raise error
 
@@ -609,7 +691,7 @@ class Store:
         if self._pending:
             pending = self._write_group()
             if pending is not None:
-                self._settle(pending, self._commit_writer())
+                self._settle(pending, self._commit_writer(pending))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,6 +27,15 @@ class Action(Protocol):
     def resource(self, ctx: EvalContext) -> str: ...
 
     async def run(self, ctx: EvalContext, output: Any, message: Message) -> None: ...
+
+
+class StartsNow(Protocol):
+    """An action that can usually do its work synchronously and only wait for a commit (local durable sinks)."""
+
+    def begin(self, ctx: EvalContext, output: Any, message: Message) -> asyncio.Future[None] | None:
+        """Do the work now: the future is done once it is durable, or fails with the commit's error. None: it cannot
+        be done now (a throttled shard, a remote backend), so `run` is awaited instead. Raises when it fails."""
+        ...
 
 
 ActionFactory = Callable[[dict[str, Any], ActionSinks], Action]
@@ -112,7 +122,10 @@ class TemplatedFields:
                 constants[name] = value
         return cls(templates, constants)
 
-    def render(self, ctx: EvalContext) -> dict[str, Any]:
+    def render(self, ctx: EvalContext) -> Mapping[str, Any]:
+        """The fields for this message (read-only: without templates it is the shared constants)."""
+        if not self.templates:
+            return self.constants
         out = dict(self.constants)
         for name, template in self.templates.items():
             out[name] = template.render(ctx)

@@ -35,6 +35,7 @@ class KinesisAction:
             templated["partitionKey"] = fields["partitionKey"]
         self.fields = TemplatedFields.compile(templated)
         self.put_record = sinks.kinesis.put_record
+        self.put_record_now = sinks.kinesis.put_record_now
         self.random = random.Random()
 
     @property
@@ -43,6 +44,16 @@ class KinesisAction:
 
     def resource(self, ctx: EvalContext) -> str:
         return str(self.fields.render(ctx)["streamName"])
+
+    def begin(self, ctx: EvalContext, output: Any, message: Message) -> asyncio.Future[None] | None:
+        fields = self.fields.render(ctx)
+        key = str(fields.get("partitionKey") or _random_key(self.random))
+        try:
+            return self.put_record_now(str(fields["streamName"]), output_bytes(output), key)
+        except ProvisionedThroughputExceededException:
+            return None  # run() retries it with backoff
+        except AwsError as exc:
+            raise ActionError(f"{exc.code}: {exc.message}") from exc
 
     async def run(self, ctx: EvalContext, output: Any, message: Message) -> None:
         fields = self.fields.render(ctx)

@@ -19,6 +19,7 @@ class LocalKinesis:
     def __init__(self, service: KinesisService) -> None:
         # Bound once: the rule path calls the service's group commit directly, with no hop of ours in between.
         self.put_record = service.put_record_durable
+        self.put_record_now = service.place_record
 
 
 class LocalSqs:
@@ -31,11 +32,14 @@ class LocalSqs:
         return name.endswith(".fifo") or (queue is not None and queue.fifo)
 
     async def send_message(self, queue_url: str, body: str) -> None:
+        await self.send_message_now(queue_url, body)
+
+    def send_message_now(self, queue_url: str, body: str) -> asyncio.Future[None]:
         try:
             self.service.send_message(queue_url, SendEntry(body=body))
         except AwsError as exc:
             raise ActionError(f"{exc.code}: {exc.message}") from exc
-        await self.service.durable()
+        return self.service.committed()
 
 
 class LocalLambda:

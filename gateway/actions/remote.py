@@ -54,6 +54,14 @@ class RemoteSinks:
     async def send_message(self, queue_url: str, body: str) -> None:
         await self._call("sqs", "send_message", QueueUrl=queue_url, MessageBody=body)
 
+    @staticmethod
+    def put_record_now(stream: str, data: bytes, partition_key: str) -> None:
+        return None  # a remote call cannot be placed synchronously: the action awaits put_record
+
+    @staticmethod
+    def send_message_now(queue_url: str, body: str) -> None:
+        return None
+
     async def invoke_event(self, function: str, payload: bytes) -> None:
         await self._call("lambda", "invoke", FunctionName=function, InvocationType="Event", Payload=payload)
 
@@ -81,6 +89,7 @@ class RemoteSinks:
 class RemoteSqs:
     def __init__(self, remote: RemoteSinks, local: SqsService) -> None:
         self.send_message = remote.send_message
+        self.send_message_now = remote.send_message_now
         # The FIFO refusal is the same with either backend (a FIFO queue's name ends in .fifo).
         self.is_fifo = LocalSqs(local).is_fifo
 

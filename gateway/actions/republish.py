@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.actions.base import ActionError, TemplatedFields, failed_action_name, output_bytes, register
@@ -39,7 +40,7 @@ class RepublishAction:
         return failed_action_name(self.kind)
 
     @staticmethod
-    def _topic(rendered: dict[str, Any]) -> str:
+    def _topic(rendered: Mapping[str, Any]) -> str:
         topic = str(rendered["topic"])
         # AWS spells a `$` topic as `$$` in the action, since `${` starts a template.
         return "$" + topic[2:] if topic.startswith("$$") else topic
@@ -103,7 +104,7 @@ def _header_fields(headers: Any) -> dict[str, Any]:
     return flat
 
 
-def _mqtt5_properties(rendered: dict[str, Any]) -> tuple[dict[int, Any] | None, int | None]:
+def _mqtt5_properties(rendered: Mapping[str, Any]) -> tuple[dict[int, Any] | None, int | None]:
     """The rendered headers as MQTT 5 properties, and the message expiry in seconds; ActionError if a template
     rendered into something invalid."""
     props: dict[int, Any] = {}

@@ -7,6 +7,7 @@ Each method raises ActionError (or, where noted, an AwsError the action turns in
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,12 +25,23 @@ class KinesisSink(Protocol):
         retries it); any other AwsError or ActionError is a failure."""
         ...
 
+    def put_record_now(self, stream: str, data: bytes, partition_key: str) -> asyncio.Future[None] | None:
+        """The record checked and placed now; the future is done once it is durable (or failed with the commit's
+        error). None when this backend cannot place records synchronously: then `put_record` is awaited. Raises as
+        `put_record` does."""
+        ...
+
 
 class SqsSink(Protocol):
     def is_fifo(self, queue_url: str) -> bool: ...
 
     async def send_message(self, queue_url: str, body: str) -> None:
         """Done once the message is durable."""
+        ...
+
+    def send_message_now(self, queue_url: str, body: str) -> asyncio.Future[None] | None:
+        """The message queued now; the future is done once it is durable. None when this backend cannot queue
+        synchronously: then `send_message` is awaited. Raises ActionError when it cannot be queued."""
         ...
 
 

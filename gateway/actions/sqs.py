@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -33,7 +34,14 @@ class SqsAction:
     def resource(self, ctx: EvalContext) -> str:
         return str(self.fields.render(ctx)["queueUrl"])
 
+    def begin(self, ctx: EvalContext, output: Any, message: Message) -> asyncio.Future[None] | None:
+        url, body = self._message(ctx, output)
+        return self.sqs.send_message_now(url, body)
+
     async def run(self, ctx: EvalContext, output: Any, message: Message) -> None:
+        await self.sqs.send_message(*self._message(ctx, output))
+
+    def _message(self, ctx: EvalContext, output: Any) -> tuple[str, str]:
         url = str(self.fields.render(ctx)["queueUrl"])
         if self.sqs.is_fifo(url):
             raise ActionError(f"the sqs rule action does not support FIFO queues ({url})")
@@ -45,4 +53,4 @@ class SqsAction:
                 body = data.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise ActionError("the message is not valid UTF-8 text; set useBase64 to send binary payloads") from exc
-        await self.sqs.send_message(url, body)
+        return url, body

@@ -84,15 +84,33 @@ class EvalContext:
     user_properties: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def for_message(cls, **values: Any) -> EvalContext:
-        """The same context as EvalContext(**values), built the cheap way: a frozen dataclass's __init__ pays an
-        object.__setattr__ per field, and the rules engine makes one context per routed message."""
+    def for_message(
+        cls,
+        *,
+        payload: bytes,
+        topic: str,
+        client_id: str | None = None,
+        principal: str | None = None,
+        timestamp_ms: int = 0,
+        trace_id: str = "",
+        get_thing_shadow: Callable[[str, str | None], Any] | None = None,
+        mqtt_properties: Mapping[str, Any] | None = None,
+        user_properties: tuple[tuple[str, str], ...] = (),
+    ) -> EvalContext:
+        """The same context as EvalContext(...) with these fields, built the cheap way: a frozen dataclass's
+        __init__ pays an object.__setattr__ per field, and the rules engine makes one context per routed message."""
         ctx = object.__new__(cls)
         fields = ctx.__dict__
         fields.update(_DEFAULTS)
-        fields.update(values)
-        if fields.keys() != _DEFAULTS.keys() | _REQUIRED:
-            raise TypeError(f"EvalContext.for_message: unknown or missing fields {sorted(fields.keys() ^ _FIELDS)}")
+        fields["payload"] = payload
+        fields["topic"] = topic
+        fields["client_id"] = client_id
+        fields["principal"] = principal
+        fields["timestamp_ms"] = timestamp_ms
+        fields["trace_id"] = trace_id
+        fields["get_thing_shadow"] = get_thing_shadow
+        fields["mqtt_properties"] = mqtt_properties
+        fields["user_properties"] = user_properties
         return ctx
 
     def _document(self, v2: bool) -> Any:

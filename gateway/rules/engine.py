@@ -10,8 +10,9 @@ import logging
 import os
 import sqlite3
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from gateway.actions import cloudwatch as _cloudwatch  # noqa: F401 - registers the action types
 from gateway.actions import dynamodb as _dynamodb  # noqa: F401 - registers the action type
@@ -22,7 +23,7 @@ from gateway.actions import lambda_ as _lambda  # noqa: F401 - registers the act
 from gateway.actions import republish as _republish  # noqa: F401 - registers the action type
 from gateway.actions import s3 as _s3  # noqa: F401 - registers the action type
 from gateway.actions import sqs as _sqs  # noqa: F401 - registers the action type
-from gateway.actions.base import Action, make_action
+from gateway.actions.base import Action, StartsNow, make_action
 from gateway.actions.sinks import ActionSinks
 from gateway.clock import Clock
 from gateway.messages import AckHold, Message
@@ -102,6 +103,8 @@ class RuleRuntime:
     error_action: Action | None
     metrics: RuleMetrics = field(default_factory=RuleMetrics)
     holds_ack: bool = False  # some action is durable: an acknowledged message waits for it (decided once, here)
+    # Per action, its `begin` when it has one (StartsNow): looked up once here, not per message.
+    starters: list[tuple[Action, Starter | None]] = field(default_factory=list)
 
 
 class _Invocation:
@@ -121,6 +124,8 @@ class _Invocation:
         self.hold: AckHold | None = None  # the publisher's acknowledgement waits for this invocation's durable actions
         self.uncommitted = False  # a sink's commit failed: the publisher must not be acknowledged
 
+
+Starter = Callable[[EvalContext, Any, Message], "asyncio.Future[None] | None"]
 
 # One action to run for one invocation, with the rule's output: a plain tuple, made per action per message.
 _Job = tuple[_Invocation, Action, Any]
@@ -150,7 +155,10 @@ def build_runtime(rule: TopicRule, sinks: ActionSinks) -> RuleRuntime:
     actions = [make_action(a.kind, a.fields, sinks) for a in rule.actions]
     error = make_action(rule.error_action.kind, rule.error_action.fields, sinks) if rule.error_action else None
     holds_ack = any(a.kind not in ACK_WITHOUT_WAITING for a in actions)
-    return RuleRuntime(rule, compiled, actions, error, holds_ack=holds_ack)
+    starters: list[tuple[Action, Starter | None]] = [
+        (a, cast(StartsNow, a).begin if hasattr(a, "begin") else None) for a in actions
+    ]
+    return RuleRuntime(rule, compiled, actions, error, holds_ack=holds_ack, starters=starters)
 
 
 class RuleExecutor:
@@ -170,6 +178,8 @@ class RuleExecutor:
         self._started: dict[str, int] = {}
         self._idle: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # Actions started now and waiting for their sink's commit, per commit future.
+        self._waiting: dict[asyncio.Future[None], list[tuple[_Invocation, Action, float]]] = {}
         self.dropped = 0
         # Per action type: successes, failures, and total run time, for /edgesim/actions/metrics.
         self.by_kind: dict[str, dict[str, float]] = {}
@@ -185,7 +195,7 @@ class RuleExecutor:
         except asyncio.QueueFull:
             self.dropped += 1
             inv.uncommitted = True  # not stored, so not acknowledged: the publisher sends it again
-            self._done(inv, action, f"the {kind} action queue is full ({self.queue_size}); message throttled")
+            self.finish(inv, action, f"the {kind} action queue is full ({self.queue_size}); message throttled", None)
             return
         if self._idle[kind] < queue.qsize() and self._started[kind] < self.workers_per_kind:
             self._started[kind] += 1
@@ -197,6 +207,7 @@ class RuleExecutor:
 
     async def _work(self, kind: str, queue: asyncio.Queue[_Job]) -> None:
         idle = self._idle
+        loop = asyncio.get_running_loop()
         while True:
             idle[kind] += 1
             try:
@@ -204,7 +215,7 @@ class RuleExecutor:
             finally:
                 idle[kind] -= 1
             error: str | None = None
-            started = asyncio.get_running_loop().time()
+            started = loop.time()
             try:
                 # asyncio.timeout, not wait_for: wait_for wraps every action in a task of its own.
                 async with asyncio.timeout(self.action_timeout_s):
@@ -213,10 +224,40 @@ class RuleExecutor:
                 error = str(exc) or exc.__class__.__name__
                 if isinstance(exc, sqlite3.Error):
                     inv.uncommitted = True
-            figures = self.by_kind.setdefault(action.kind, {"success": 0, "failure": 0, "seconds": 0.0})
-            figures["success" if error is None else "failure"] += 1
-            figures["seconds"] += asyncio.get_running_loop().time() - started
-            await self._finish(inv, action, error)
+            self.finish(inv, action, error, loop.time() - started)
+
+    def begin(self, inv: _Invocation, action: Action, begin: Starter, output: Any) -> None:
+        """The action's synchronous start; its commit's future finishes it. Queued for `run` when it cannot start
+        now."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            committed = begin(inv.ctx, output, inv.message)
+        except Exception as exc:  # a failure becomes an errorAction entry, never a crash
+            if isinstance(exc, sqlite3.Error):
+                inv.uncommitted = True
+            self.finish(inv, action, str(exc) or exc.__class__.__name__, loop.time() - started)
+            return
+        if committed is None:
+            self.submit(inv, action, output)
+            return
+        # One callback per commit, not per record: the records of a loop turn share their sink's commit future.
+        waiting = self._waiting.get(committed)
+        if waiting is None:
+            waiting = self._waiting[committed] = []
+            committed.add_done_callback(self._committed)
+        waiting.append((inv, action, started))
+
+    def _committed(self, done: asyncio.Future[None]) -> None:
+        error = None
+        exc: BaseException | None = asyncio.CancelledError() if done.cancelled() else done.exception()
+        if exc is not None:
+            error = str(exc) or exc.__class__.__name__
+        now = done.get_loop().time()
+        for inv, action, started in self._waiting.pop(done, ()):
+            if exc is not None:
+                inv.uncommitted = True  # the commit failed: nothing of it is durable
+            self.finish(inv, action, error, now - started)
 
     def action_metrics(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
@@ -230,13 +271,15 @@ class RuleExecutor:
             }
         return out
 
-    def _done(self, inv: _Invocation, action: Action, error: str | None) -> None:
-        # Finishing may run the errorAction, which awaits; the task is owned here and cancelled on stop().
-        task = asyncio.get_running_loop().create_task(self._finish(inv, action, error), name="rule-action-refused")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _finish(self, inv: _Invocation, action: Action, error: str | None) -> None:
+    def finish(self, inv: _Invocation, action: Action, error: str | None, seconds: float | None) -> None:
+        """One action of an invocation is over (after `seconds`; None: it never ran); the last one runs the
+        errorAction (owned here, cancelled on stop()) and settles the publisher's acknowledgement."""
+        if seconds is not None:
+            figures = self.by_kind.get(action.kind)
+            if figures is None:
+                figures = self.by_kind[action.kind] = {"success": 0, "failure": 0, "seconds": 0.0}
+            figures["success" if error is None else "failure"] += 1
+            figures["seconds"] += seconds
         metrics = inv.runtime.metrics
         if error is None:
             metrics.action_success += 1
@@ -265,15 +308,18 @@ class RuleExecutor:
         metrics.recent_invocations.append(
             RecentInvocation(inv.ctx, inv.message.topic, self.clock.wall_ms(), inv.outcomes)
         )
+        if inv.failures and inv.runtime.error_action is not None:
+            task = asyncio.get_running_loop().create_task(self._error_then_settle(inv), name="rule-error-action")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        else:
+            _settle(inv)
+
+    async def _error_then_settle(self, inv: _Invocation) -> None:
         try:
-            if inv.failures and inv.runtime.error_action is not None:
-                await self._run_error_action(inv)
+            await self._run_error_action(inv)
         finally:
-            if inv.hold is not None:
-                if inv.uncommitted:
-                    inv.hold.fail()
-                else:
-                    inv.hold.release()
+            _settle(inv)
 
     async def _run_error_action(self, inv: _Invocation) -> None:
         action = inv.runtime.error_action
@@ -301,6 +347,14 @@ class RuleExecutor:
 
     async def stop(self) -> None:
         await cancel_and_wait([*self._workers, *self._background])
+
+
+def _settle(inv: _Invocation) -> None:
+    if inv.hold is not None:
+        if inv.uncommitted:
+            inv.hold.fail()
+        else:
+            inv.hold.release()
 
 
 def _log_fields(inv: _Invocation, action: Action) -> dict[str, Any]:
@@ -401,8 +455,13 @@ class RulesEngine:
                 message.hold = AckHold()
             invocation.hold = message.hold
             message.hold.take()
-        for action in runtime.actions:
-            self.executor.submit(invocation, action, evaluation.output)
+        output = evaluation.output
+        executor = self.executor
+        for action, begin in runtime.starters:
+            if begin is None:
+                executor.submit(invocation, action, output)
+            else:
+                executor.begin(invocation, action, begin, output)
 
     def _get_thing_shadow(self, thing: str, shadow_name: str | None) -> Any:
         return json.loads(self.shadows.get_thing_shadow(thing, shadow_name))

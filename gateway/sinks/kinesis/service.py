@@ -21,10 +21,11 @@ from gateway.sinks.kinesis.exceptions import (
 from gateway.sinks.kinesis.extras import encryption_json
 from gateway.sinks.kinesis.iterators import decode_iterator, encode_iterator
 from gateway.sinks.kinesis.shards import SequenceNumbers, Shard, ShardMap, parse_sequence
-from gateway.store import Store
+from gateway.store import OffLoop, Store, insert_rows
 
 _COUNTER_LIMIT = SequenceNumbers.MAX_COUNTER + 1
-_INSERT = "INSERT INTO kinesis_records(stream, shard, seq, partition_key, data, arrival_ms) VALUES (?,?,?,?,?,?)"
+_INSERT_HEAD = "INSERT INTO kinesis_records(stream, shard, seq, partition_key, data, arrival_ms) VALUES "
+_INSERT = _INSERT_HEAD + "(?,?,?,?,?,?)"
 STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
 MAX_RECORD_BYTES = 1024 * 1024
 MAX_PUT_RECORDS = 500
@@ -150,11 +151,11 @@ class KinesisService:
             "INSERT OR REPLACE INTO kinesis_streams(name, state) VALUES (?,?)", (stream.name, stream.state_json())
         )
 
-    def _charge(self, stream: Stream, number: int, size: int) -> bool:
+    def _charge(self, stream: Stream, number: int, size: int, now_ms: int) -> bool:
         """Per-shard write quota: 1,000 records or 1 MiB per second (AWS's limits; off with enforce_limits)."""
         if not self.enforce_limits:
             return True
-        second = self.clock.wall_ms() // 1000
+        second = now_ms // 1000
         usage = self._usage.setdefault((stream.name, number), [second, 0, 0])
         if usage[0] != second:
             usage[:] = [second, 0, 0]
@@ -176,7 +177,7 @@ class KinesisService:
             )
         shard = stream.shards.shard_for_key(partition_key, explicit_hash_key)
         number = shard.number
-        if not self._charge(stream, number, len(data) + len(partition_key)):
+        if not self._charge(stream, number, len(data) + len(partition_key), now_ms):
             self.throttles[stream.name] = self.throttles.get(stream.name, 0) + 1
             raise ProvisionedThroughputExceededException(
                 f"Rate exceeded for shard {shard.shard_id} in stream {stream.name} under account {self.account}."
@@ -377,21 +378,29 @@ class KinesisService:
         return {"ShardId": shard.shard_id, "SequenceNumber": str(seq), **_encryption_type(stream)}
 
     async def put_record_durable(self, name: str, data: bytes, partition_key: str) -> dict[str, Any]:
-        """PutRecord for rule actions: the record is checked and numbered now, and written with every other record
-        of the loop turn (one INSERT for all of them) through the store's group commit; this returns once the
-        record is committed, and raises the commit's error if it was not."""
+        """PutRecord for rule actions: returns once the record is committed, and raises the commit's error if it was
+        not (see place_record)."""
         stream = self._stream(name)
         shard, seq, row = self._place(stream, data, partition_key, None, self.clock.wall_ms())
+        await self._queue_row(row)  # shared with the turn's other records; a store commit future cannot be cancelled
+        return {"ShardId": shard.shard_id, "SequenceNumber": str(seq)}
+
+    def place_record(self, name: str, data: bytes, partition_key: str) -> asyncio.Future[None]:
+        """The record checked and numbered now, and written with every other record of the loop turn (one INSERT
+        for all of them) through the store's group commit: the future is done once it is committed, or fails with
+        the commit's error. Raises as PutRecord does (ProvisionedThroughputExceededException when throttled)."""
+        return self._queue_row(self._place(self._stream(name), data, partition_key, None, self.clock.wall_ms())[2])
+
+    def _queue_row(self, row: tuple[str, int, str, str, bytes, int]) -> asyncio.Future[None]:
         self._rows.append(row)
         committed = self._rows_committed
         if committed is None:
             committed = self._rows_committed = self.store.commit_soon(self._write_rows)
-        await committed  # shared with the turn's other records; a store commit future cannot be cancelled
-        return {"ShardId": shard.shard_id, "SequenceNumber": str(seq)}
+        return committed
 
-    def _write_rows(self, db: sqlite3.Connection) -> None:
+    def _write_rows(self, db: sqlite3.Connection) -> OffLoop:
         rows, self._rows, self._rows_committed = self._rows, [], None
-        db.executemany(_INSERT, rows)
+        return OffLoop(lambda writer: insert_rows(writer, _INSERT_HEAD, rows))  # B-tree work off the loop
 
     def put_records(self, name: str | None, records: list[dict[str, Any]], arn: str | None = None) -> dict[str, Any]:
         stream = self._stream(name, arn)

@@ -31,7 +31,7 @@ from gateway.sinks.sqs.attributes import (
 from gateway.sinks.sqs.exceptions import InvalidParameterValue, QueueDoesNotExist, QueueNameExists, SqsError
 from gateway.sinks.sqs.moves import MessageMoves
 from gateway.sinks.sqs.queue import Queue, Received, SendResult
-from gateway.store import Store
+from gateway.store import OffLoop, Store, insert_rows
 
 log = logging.getLogger("edgesim.sqs")
 
@@ -145,12 +145,13 @@ class SqsService:
             self._flushed = self.store.commit_soon(functools.partial(self._write, written))
             self._flushed.add_done_callback(functools.partial(self._after_commit, written))
 
-    def _write(self, written: list[str], db: sqlite3.Connection) -> None:
+    def _write(self, written: list[str], db: sqlite3.Connection) -> OffLoop:
         self._flushed = None  # changes from now on go into the next write
         if self._poisoned:
             raise _Undone("an earlier SQS commit failed; these changes were undone with it")
         written.extend(self._dirty)
-        self._flush_into(db)
+        ops = self._take_changes()
+        return OffLoop(lambda writer: _apply(writer, ops))  # the SQLite work on the commit thread
 
     def _after_commit(self, written: list[str], done: asyncio.Future[None]) -> None:
         if done.cancelled() or done.exception() is None:
@@ -173,6 +174,14 @@ class SqsService:
         if self._flushed is not None:
             await self._flushed  # shared; a store commit future cannot be cancelled
 
+    def committed(self) -> asyncio.Future[None]:
+        """A future done once every change made so far is committed (already done when nothing is pending)."""
+        if self._flushed is not None:
+            return self._flushed
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
     def _reload(self, names: list[str]) -> None:
         """Undo in memory what a failed commit did not store: the queues as the database has them, so nothing a
         caller was told failed can be received (or stay deleted)."""
@@ -185,26 +194,24 @@ class SqsService:
             self.queues[name] = Queue.from_state(json.loads(row["state"]), (json.loads(r["state"]) for r in rows))
 
     def _flush_into(self, db: sqlite3.Connection) -> None:
+        _apply(db, self._take_changes())
+
+    def _take_changes(self) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """The dirty queues' changes as statements and their rows, encoded now (on the loop)."""
         dirty, self._dirty = self._dirty, {}
+        ops: list[tuple[str, list[tuple[Any, ...]]]] = []
         for name, queue in dirty.items():
             if self.queues.get(name) is not queue:
                 continue  # deleted since it was marked
             changes = queue.drain_changes()
             if changes.purged:
-                db.execute("DELETE FROM sqs_messages WHERE queue=?", (name,))
+                ops.append(("DELETE FROM sqs_messages WHERE queue=?", [(name,)]))
             if changes.upserts:
-                db.executemany(
-                    "INSERT OR REPLACE INTO sqs_messages(queue, message_id, state) VALUES (?,?,?)",
-                    [(name, row[0], json.dumps(row, separators=(",", ":"))) for row in changes.upserts],
-                )
+                ops.append((_UPSERT_HEAD, [(name, row[0], _compact(row)) for row in changes.upserts]))
             if changes.removed:
-                db.executemany(
-                    "DELETE FROM sqs_messages WHERE queue=? AND message_id=?", [(name, mid) for mid in changes.removed]
-                )
-            db.execute(
-                "INSERT OR REPLACE INTO sqs_queues(name, state) VALUES (?,?)",
-                (name, json.dumps(queue.to_state(), separators=(",", ":"))),
-            )
+                ops.append((_DELETE, [(name, message_id) for message_id in changes.removed]))
+            ops.append((_SAVE_QUEUE, [(name, _compact(queue.to_state()))]))
+        return ops
 
     def _wake(self, name: str) -> None:
         event = self._wakers.pop(name, None)
@@ -478,3 +485,22 @@ class SqsService:
             self._save(queue)
         self._wake(queue.name)
         return ok, failed
+
+
+_UPSERT_HEAD = "INSERT OR REPLACE INTO sqs_messages(queue, message_id, state) VALUES "
+_DELETE = "DELETE FROM sqs_messages WHERE queue=? AND message_id=?"
+_SAVE_QUEUE = "INSERT OR REPLACE INTO sqs_queues(name, state) VALUES (?,?)"
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _apply(db: sqlite3.Connection, ops: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+    for sql, rows in ops:
+        if sql is _UPSERT_HEAD:
+            insert_rows(db, sql, rows)
+        elif len(rows) == 1:
+            db.execute(sql, rows[0])
+        else:
+            db.executemany(sql, rows)
