@@ -104,6 +104,7 @@ class SqsService:
         return f"arn:aws:sqs:{self.region}:{self.account}:{name}"
 
     @staticmethod
+    @functools.lru_cache(maxsize=1024)  # the rule action asks for the same few URLs per message
     def name_from_url(queue_url: str) -> str:
         """The queue name in `http://host:port/<account>/<name>` (a bare name is accepted too)."""
         path = urlsplit(queue_url).path if "://" in queue_url else queue_url
