@@ -394,6 +394,20 @@ MIGRATIONS: list[str] = [
     ALTER TABLE kinesis_records_rowid RENAME TO kinesis_records;
     CREATE INDEX kinesis_records_by_arrival ON kinesis_records(stream, arrival_ms);
     """,
+    # SQS messages likewise: their ids are random, so in a WITHOUT ROWID table every ~400-byte row went to a random
+    # page of the primary key's B-tree (80 µs a row at 500 a commit, against 22 µs with the rows appended and only
+    # the small unique index taking random inserts).
+    """
+    CREATE TABLE sqs_messages_rowid (
+        queue TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        UNIQUE (queue, message_id)
+    );
+    INSERT INTO sqs_messages_rowid(queue, message_id, state) SELECT queue, message_id, state FROM sqs_messages;
+    DROP TABLE sqs_messages;
+    ALTER TABLE sqs_messages_rowid RENAME TO sqs_messages;
+    """,
 ]
 
 
