@@ -1,4 +1,4 @@
-"""Trace ids for rule invocations, and the collector's settings once a gateway is up."""
+"""The rule path: trace ids, the collector's settings once a gateway is up, the action executor."""
 
 from __future__ import annotations
 
@@ -118,3 +118,97 @@ def test_an_action_queue_that_is_full_fails_the_hold_so_the_message_is_not_ackno
     assert dropped == 2
     assert failed == [False, False, True, True]
     assert stored == [b"0", b"1"]
+
+
+def test_durable_actions_start_at_once_share_their_commit_and_fall_back_to_run_when_they_cannot() -> None:
+    import asyncio
+    from types import SimpleNamespace
+    from typing import Any
+
+    from gateway.messages import AckHold, Message
+    from gateway.rules import EvalContext
+    from gateway.rules.engine import RuleExecutor, RuleMetrics, _Invocation
+
+    class Sink:
+        kind = "kinesis"
+        failed_action_name = "KinesisAction"
+
+        def __init__(self, commit: asyncio.Future[None]) -> None:
+            self.commit = commit
+            self.begun: list[bytes] = []
+            self.ran: list[bytes] = []
+            self.callbacks_before: int | None = None
+
+        def resource(self, ctx: EvalContext) -> str:
+            return "stream"
+
+        def begin(self, ctx: EvalContext, output: Any, message: Message) -> asyncio.Future[None] | None:
+            if message.payload == b"throttled":
+                return None
+            if message.payload == b"refused":
+                raise ValueError("no such stream")
+            self.begun.append(message.payload)
+            return self.commit
+
+        async def run(self, ctx: EvalContext, output: Any, message: Message) -> None:
+            self.ran.append(message.payload)
+
+    async def scenario() -> tuple[Sink, list[AckHold], int, dict[str, float]]:
+        clock: Any = SimpleNamespace(wall_ms=lambda: 0)
+        executor = RuleExecutor(clock)
+        runtime: Any = SimpleNamespace(metrics=RuleMetrics(), rule=SimpleNamespace(name="r"), error_action=None)
+        commit: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        sink = Sink(commit)
+        holds = []
+        for payload in (b"a", b"b", b"throttled", b"refused", b"c"):
+            message = Message(topic="t", payload=payload, qos=1, acknowledged=True)
+            inv = _Invocation(runtime, message, EvalContext(payload=payload, topic="t"), 1)
+            inv.hold = hold = AckHold()
+            hold.take()
+            holds.append(hold)
+            executor.begin(inv, sink, sink.begin, None)  # type: ignore[arg-type]
+        callbacks = len(commit._callbacks or [])  # type: ignore[attr-defined]
+        await asyncio.sleep(0.01)
+        assert [h.pending for h in holds] == [1, 1, 0, 0, 1]  # nothing durable is acknowledged before its commit
+        commit.set_result(None)
+        await asyncio.gather(*(h.settled() for h in holds))
+        await executor.stop()
+        return sink, holds, callbacks, executor.by_kind["kinesis"]
+
+    sink, holds, callbacks, figures = asyncio.run(scenario())
+    assert sink.begun == [b"a", b"b", b"c"] and sink.ran == [b"throttled"]
+    assert callbacks == 1  # one callback on the shared commit, not one per record
+    # A refused action is an errorAction entry (as on AWS, the message is still accepted); only a commit that
+    # failed keeps the acknowledgement back (next test).
+    assert [h.failed for h in holds] == [False] * 5
+    assert figures["success"] == 4 and figures["failure"] == 1
+
+
+def test_a_failed_shared_commit_fails_every_hold_that_waited_for_it() -> None:
+    import asyncio
+    from types import SimpleNamespace
+    from typing import Any
+
+    from gateway.messages import AckHold, Message
+    from gateway.rules import EvalContext
+    from gateway.rules.engine import RuleExecutor, RuleMetrics, _Invocation
+
+    async def scenario() -> list[bool]:
+        clock: Any = SimpleNamespace(wall_ms=lambda: 0)
+        executor = RuleExecutor(clock)
+        runtime: Any = SimpleNamespace(metrics=RuleMetrics(), rule=SimpleNamespace(name="r"), error_action=None)
+        commit: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        action: Any = SimpleNamespace(kind="sqs", failed_action_name="SqsAction", resource=lambda ctx: "q")
+        holds = []
+        for n in range(3):
+            message = Message(topic="t", payload=b"%d" % n, qos=1, acknowledged=True)
+            inv = _Invocation(runtime, message, EvalContext(payload=message.payload, topic="t"), 1)
+            inv.hold = hold = AckHold()
+            hold.take()
+            holds.append(hold)
+            executor.begin(inv, action, lambda ctx, output, message: commit, None)
+        commit.set_exception(OSError("disk full"))
+        await asyncio.gather(*(h.settled() for h in holds))
+        return [h.failed for h in holds]
+
+    assert asyncio.run(scenario()) == [True, True, True]

@@ -196,3 +196,94 @@ def test_a_waiter_that_is_cancelled_does_not_cancel_the_commit_it_shares(tmp_pat
     asyncio.run(scenario())
     assert _rows(store, "a") == ["shared"]
     store.close()
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 4, 37, 300, 600])
+def test_insert_rows_writes_every_row_once_in_order(tmp_path: Path, count: int) -> None:
+    from gateway.store import insert_rows
+
+    store = _store(tmp_path)
+    store.db.execute("CREATE TABLE pairs(n INTEGER, s TEXT)")
+    with store.transaction() as db:
+        insert_rows(db, "INSERT INTO pairs(n, s) VALUES ", [(n, f"r{n}") for n in range(count)])
+    assert [tuple(r) for r in store.query("SELECT n, s FROM pairs ORDER BY rowid")] == [
+        (n, f"r{n}") for n in range(count)
+    ]
+    store.close()
+
+
+def test_off_loop_parts_run_in_the_group_and_one_that_raises_fails_only_its_own_waiter(tmp_path: Path) -> None:
+    import threading
+
+    from gateway.store import OffLoop
+
+    store = _store(tmp_path)
+    threads: list[str] = []
+
+    def bulk(value: str) -> Write:
+        def write(db: sqlite3.Connection) -> OffLoop:
+            def run(writer: sqlite3.Connection) -> None:
+                threads.append(threading.current_thread().name)
+                writer.execute("INSERT INTO a VALUES (?)", (value,))
+                if value == "bad":
+                    writer.execute("INSERT INTO nowhere VALUES (1)")  # raises: its own insert is undone
+
+            return OffLoop(run)
+
+        return write
+
+    async def turn() -> list[object]:
+        futures = [store.commit_soon(bulk("one")), store.commit_soon(bulk("bad")), store.commit_soon(_insert("b", "x"))]
+        return list(await asyncio.gather(*futures, return_exceptions=True))
+
+    one, bad, other = asyncio.run(turn())
+    assert one is None and other == 1
+    assert isinstance(bad, sqlite3.OperationalError)
+    assert _rows(store, "a") == ["one"] and _rows(store, "b") == ["x"]
+    assert threads and all(name.startswith("edgesim-commit") for name in threads)  # off the loop thread
+    store.close()
+
+
+def test_off_loop_parts_of_a_failed_commit_store_nothing(tmp_path: Path) -> None:
+    from gateway.store import OffLoop
+
+    store = _store(tmp_path)
+
+    def bulk(db: sqlite3.Connection) -> OffLoop:
+        return OffLoop(lambda writer: writer.execute("INSERT INTO a VALUES ('lost')"))
+
+    async def turn() -> list[object]:
+        doomed = store.commit_soon(_insert("child", 7))  # breaks the COMMIT of the whole group
+        return list(await asyncio.gather(store.commit_soon(bulk), doomed, return_exceptions=True))
+
+    results = asyncio.run(turn())
+    assert all(isinstance(r, sqlite3.IntegrityError) for r in results)
+    assert _rows(store, "a") == []
+    store.close()
+
+
+def test_kinesis_and_sqs_rows_survive_the_move_to_rowid_tables(tmp_path: Path) -> None:
+    from gateway.store import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    before = next(i for i, script in enumerate(MIGRATIONS) if "kinesis_records_rowid" in script)
+    for number, script in enumerate(MIGRATIONS[:before], start=1):
+        old.executescript(script)
+        old.execute(f"PRAGMA user_version={number}")
+    seq = "49" + "0" * 53 + "1"
+    old.execute("INSERT INTO kinesis_records VALUES ('s', 0, ?, 'k', x'01', 5)", (seq,))
+    old.execute("INSERT INTO sqs_messages VALUES ('q', 'm-1', '[\"m-1\"]')")
+    old.close()
+    store = Store(path)
+    assert [
+        tuple(r) for r in store.query("SELECT stream, shard, partition_key, data, arrival_ms FROM kinesis_records")
+    ] == [("s", 0, "k", b"\x01", 5)]
+    assert [tuple(r) for r in store.query("SELECT queue, message_id, state FROM sqs_messages")] == [
+        ("q", "m-1", '["m-1"]')
+    ]
+    tables = {r["name"]: r["sql"] for r in store.query("SELECT name, sql FROM sqlite_master WHERE type='table'")}
+    assert "WITHOUT ROWID" not in tables["kinesis_records"] and "WITHOUT ROWID" not in tables["sqs_messages"]
+    with pytest.raises(sqlite3.IntegrityError):  # the old primary keys still hold, as unique indexes
+        store.db.execute("INSERT INTO sqs_messages VALUES ('q', 'm-1', '[]')")
+    store.close()
