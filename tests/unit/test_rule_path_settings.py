@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from gateway.gcsettings import THRESHOLDS, settle_after_startup
+from gateway.gcsettings import SWITCH_INTERVAL_S, THRESHOLDS, settle_after_startup
 from gateway.rules.engine import TraceIds
 
 
@@ -29,14 +29,18 @@ def test_trace_ids_refuse_a_short_seed() -> None:
 
 
 def test_settle_after_startup_freezes_survivors_and_sets_the_thresholds() -> None:
-    old = gc.get_threshold()
+    import sys
+
+    old, interval = gc.get_threshold(), sys.getswitchinterval()
     try:
         settle_after_startup()
         assert gc.get_freeze_count() > 0
         assert gc.get_threshold() == THRESHOLDS
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
     finally:
         gc.unfreeze()
         gc.set_threshold(*old)
+        sys.setswitchinterval(interval)
 
 
 def test_rule_index_matches_stay_true_across_puts_and_removes() -> None:
