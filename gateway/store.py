@@ -520,8 +520,9 @@ class Store:
     """A SQLite database in WAL mode with numbered migrations.
 
     Two connections to one file: `db` for reads and synchronous transactions on the loop thread, and the group
-    writer's, whose COMMIT (and the `OffLoop` parts of its writes) runs on a thread of its own. Readers therefore see only what has committed. While a
-    group's writes run, `db` IS the writer's connection, so code called from a write needs no other handle.
+    writer's, whose COMMIT (and the `OffLoop` parts of its writes) runs on a thread of its own. Readers therefore
+    see only what has committed. While a group's writes run, `db` IS the writer's connection, so code called from a
+    write needs no other handle.
     """
 
     def __init__(self, path: Path | str, *, commit_thread: bool = True) -> None:
