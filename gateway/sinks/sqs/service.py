@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway import jsonutil
 from gateway.clock import Clock
 from gateway.sinks.sqs.attributes import (
     MAX_WAIT_TIME_SECONDS,
@@ -494,7 +495,7 @@ _SAVE_QUEUE = "INSERT OR REPLACE INTO sqs_queues(name, state) VALUES (?,?)"
 
 
 def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return jsonutil.dumps(value).decode()
 
 
 def _apply(db: sqlite3.Connection, ops: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
