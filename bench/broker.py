@@ -9,7 +9,8 @@ Every client presents the same allow-all device certificate issued by edgesim's 
 
 Phases, each on a freshly started broker process:
   main         connect rate, memory per idle connection (1,000 held), latency, fan-in (MQTT 3.1.1, and MQTT 5
-               with and without user properties on edgesim and mosquitto, with v5/v3 ratios), QoS 0 flood
+               with and without user properties on edgesim and mosquitto, with v5/v3 ratios; each compared run
+               twice, in A B C C B A order, its best kept), QoS 0 flood
   connections  N idle mTLS connections held at once (10,000; 500 with --quick): broker RSS with N connected and
                KB per connection, against the goals <= 40 KB per connection and < 500 MB RSS at 10,000
   auth         edgesim only: connects/s by authentication method (bench/auth_connects.py): mTLS, a custom
@@ -86,10 +87,13 @@ class Settings:
     held_connections: int  # the "connections" phase: idle mTLS connections held at once (0: phase off)
     held_concurrency: int  # handshakes in flight while opening them
     held_limit_s: float  # give up opening more after this long, and report what was reached
+    # Each compared fan-in variant runs this often, in A B C C B A order, and keeps its best run: on a shared
+    # machine a single window can lose 20 % to a neighbour, and a fixed order would charge a drift to one variant.
+    fanin_runs: int = 2
 
 
 FULL = Settings(1000, 50, 100, 5.0, 1.0, 10, 10, 10, 100.0, 5.0, 1.0, 10_000, 100, 120.0)
-QUICK = Settings(200, 50, 100, 2.0, 0.5, 10, 10, 10, 100.0, 2.0, 0.5, 500, 100, 120.0)
+QUICK = Settings(200, 50, 100, 2.0, 0.5, 10, 10, 10, 100.0, 2.0, 0.5, 500, 100, 120.0, fanin_runs=1)
 
 # The issue's goals for the gateway: broker memory per idle mTLS connection, and broker RSS with 10,000 connected.
 GOAL_KB_PER_CONN = 40.0
@@ -465,11 +469,15 @@ async def measure(broker: BrokerProcess, mat: Material, s: Settings) -> dict[str
         for err in lat.errors[:5]:
             console.log(f"[red]{broker.name}: {err}[/red]")
 
-        # 1: fan-in, MQTT 3.1.1 and (where the broker speaks it) MQTT 5 side by side, each v5 run right after its v3
-        # twin. The PUBACK-window QoS 1 run overloads the subscriber's queue on purpose, so it goes last.
+        # 1: fan-in, MQTT 3.1.1 and (where the broker speaks it) MQTT 5 side by side: the compared variants run in
+        # A B C order and, with fanin_runs 2, again in C B A order, each keeping its best run. The PUBACK-window QoS 1
+        # run overloads the subscriber's queue on purpose, so it goes last, once.
         v5 = broker.name in V5_BROKERS
         variants = [(key, qos, e2e, v, up, title) for key, qos, e2e, v, up, title in FANIN_VARIANTS if v != V5 or v5]
-        for key, qos, e2e, protocol, user_props, title in variants:
+        compared = [v for v in variants if v[1] == 0 or v[2]]
+        order = compared + (list(reversed(compared)) if s.fanin_runs > 1 else [])
+        order += [v for v in variants if v not in compared]
+        for key, qos, e2e, protocol, user_props, title in order:
             out["settle_s"][key] = await settle(broker)
             status.update(
                 f"[bold]{broker.name}[/bold]: fan-in {title}, {s.publishers} publishers → 1 subscriber, "
@@ -482,7 +490,9 @@ async def measure(broker: BrokerProcess, mat: Material, s: Settings) -> dict[str
                 broker_cpu=lambda: cpu_seconds(broker.pid), user_properties=user_props,
             )  # fmt: skip
             broker.check_alive()
-            out[key] = asdict(res) | {"broker_stats": _stats_delta(before, broker.broker_stats())}
+            out[key] = _best_run(
+                out.get(key), asdict(res) | {"broker_stats": _stats_delta(before, broker.broker_stats())}
+            )
             console.log(
                 f"{broker.name}: fan-in {title}: offered {res.offered_per_s:,.0f}/s, delivered "
                 f"{res.delivered_per_s:,.0f}/s; sent {res.sent:,} received {res.received:,} "
@@ -524,6 +534,17 @@ FANIN_VARIANTS = [
     ("fanin_qos1", 1, False, V311, False, "QoS 1, PUBACK window only"),
 ]
 GOAL_V5_RATIO = 0.9  # MQTT 5 fan-in at least 0.9x the same broker's MQTT 3.1.1 figure
+
+
+def _best_run(kept: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """The run that delivered more, with every run's delivered/s (and loss) kept in `runs` for the JSON."""
+    summary = {"delivered_per_s": new["delivered_per_s"], "loss_pct": new["loss_pct"]}
+    if kept is None:
+        return new | {"runs": [summary]}
+    runs = [*kept["runs"], summary]
+    best = kept if kept["delivered_per_s"] >= new["delivered_per_s"] else new
+    # Loss is a correctness figure, not a speed one: the worst run's counts.
+    return best | {"runs": runs, "loss_pct": max(kept["loss_pct"], new["loss_pct"])}
 
 
 async def _flood(broker: BrokerProcess, target: Target, s: Settings) -> dict[str, Any]:

@@ -327,8 +327,11 @@ def parse_publish_block(
             pos += 1
         else:
             block_start = pos
-            length, stop = decode_varint(buf, pos, end)
-            stop += length
+            if pos < end and buf[pos] < 0x80:  # a block under 128 bytes: its length is one byte
+                stop = pos + 1 + buf[pos]
+            else:
+                length, stop = decode_varint(buf, pos, end)
+                stop += length
             if seen is not None and stop <= end and buf[block_start:stop] == seen[0]:
                 block, props, pos = seen[0], seen[1], stop
             else:

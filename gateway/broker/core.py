@@ -351,11 +351,17 @@ class Broker:
         v5 = conn.version == V5
         topic, pid, payload, props, block = codec.parse_publish_block(first, buf, start, end, v5, conn.seen_properties)
         if props is not None:
-            if mp.TOPIC_ALIAS in props:
-                block = None  # a topic alias is one hop's: what subscribers get is encoded again
-            elif block is not None and (conn.seen_properties is None or block is not conn.seen_properties[0]):
-                conn.seen_properties = (block, props)  # read-only from here on: the next PUBLISH may share it
-            topic = self._resolve_alias(conn, topic, props)
+            seen = conn.seen_properties
+            if seen is not None and block is seen[0]:
+                # The previous PUBLISH's block again: checked then, and it holds no topic alias (those are not kept).
+                if not topic:
+                    raise ProtocolViolation("PUBLISH with an empty topic and no topic alias", "MQTT-3.3.2-1", 0x90)
+            else:
+                if mp.TOPIC_ALIAS in props:
+                    block = None  # a topic alias is one hop's: what subscribers get is encoded again
+                elif block is not None:
+                    conn.seen_properties = (block, props)  # read-only from here on: the next PUBLISH may share it
+                topic = self._resolve_alias(conn, topic, props)
         if conn.generation != self.registry.generation and not self.refresh(conn):
             return
         retain = bool(first & 0x01)
