@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway.api.sigv4 import InvalidSignatureException, UnrecognizedClientException
+from gateway.identity.sigv4_sign import canonical_headers, signature
 
 DEFAULT_KEY = ("edgesim", "edgesim")
 
@@ -80,28 +80,17 @@ def verify_query(request: web.Request, secrets: Mapping[str, str]) -> None:
     # SigV4's canonical query: every parameter but the signature, each side encoded as RFC 3986 asks, sorted.
     pairs = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in query.items() if k != "X-Amz-Signature")
     signed_headers = query.get("X-Amz-SignedHeaders", "host").split(";")
-    canonical = "\n".join(
-        [
-            request.method.upper(),
-            request.rel_url.raw_path or "/",
-            "&".join(f"{k}={v}" for k, v in pairs),
-            "".join(f"{name}:{' '.join(request.headers.get(name, '').split())}\n" for name in signed_headers),
-            ";".join(signed_headers),
-            "UNSIGNED-PAYLOAD",
-        ]
+    expected = signature(
+        secret,
+        scope[1:],
+        query.get("X-Amz-Date", ""),
+        method=request.method,
+        path=request.rel_url.raw_path or "/",
+        query="&".join(f"{k}={v}" for k, v in pairs),
+        headers=canonical_headers(request.headers.get, signed_headers),
+        signed=signed_headers,
+        payload_hash="UNSIGNED-PAYLOAD",
     )
-    string_to_sign = "\n".join(
-        [
-            "AWS4-HMAC-SHA256",
-            query.get("X-Amz-Date", ""),
-            "/".join(scope[1:]),
-            hashlib.sha256(canonical.encode()).hexdigest(),
-        ]
-    )
-    key = ("AWS4" + secret).encode()
-    for part in scope[1:]:
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected.encode(), query.get("X-Amz-Signature", "").encode("utf-8", "surrogatepass")):
         raise InvalidSignatureException(
             "The request signature we calculated does not match the signature you provided."

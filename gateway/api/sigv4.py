@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 from gateway.errors import AwsError
+from gateway.identity.sigv4_sign import canonical_headers
+from gateway.identity.sigv4_sign import signature as sign
 
 MAX_SKEW_S = 15 * 60
 
@@ -26,10 +28,6 @@ class UnrecognizedClientException(AwsError):
 class MissingAuthenticationTokenException(AwsError):
     code = "MissingAuthenticationTokenException"
     http_status = 403
-
-
-def _hmac(key: bytes, msg: str) -> bytes:
-    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
 
 
 def _parse_authorization(header: str) -> tuple[str, list[str], list[str], str]:
@@ -71,26 +69,19 @@ def verify(
     if abs((now - signed_at).total_seconds()) > MAX_SKEW_S:
         raise InvalidSignatureException("Signature expired: the request time is too far from the server time")
     pairs = sorted(part.partition("=")[::2] for part in raw_query.split("&") if part)
-    canonical_headers = "".join(f"{name}:{' '.join(headers.get(name, '').split())}\n" for name in signed_headers)
     payload_hash = headers.get("X-Amz-Content-SHA256") or hashlib.sha256(body).hexdigest()
-    canonical = "\n".join(
-        [
-            method.upper(),
-            # S3 signs the path as sent; every other service encodes it once more.
-            (raw_path or "/") if scope[2] == "s3" else quote(raw_path or "/", safe="/~"),
-            "&".join(f"{k}={v}" for k, v in pairs),
-            canonical_headers,
-            ";".join(signed_headers),
-            payload_hash,
-        ]
+    expected = sign(
+        secret,
+        scope,
+        amz_date,
+        method=method,
+        # S3 signs the path as sent; every other service encodes it once more.
+        path=(raw_path or "/") if scope[2] == "s3" else quote(raw_path or "/", safe="/~"),
+        query="&".join(f"{k}={v}" for k, v in pairs),
+        headers=canonical_headers(headers.get, signed_headers),
+        signed=signed_headers,
+        payload_hash=payload_hash,
     )
-    string_to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", amz_date, "/".join(scope), hashlib.sha256(canonical.encode()).hexdigest()]
-    )
-    key = _hmac(("AWS4" + secret).encode(), scope[0])
-    for part in scope[1:]:
-        key = _hmac(key, part)
-    expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogatepass")):
         raise InvalidSignatureException(
             "The request signature we calculated does not match the signature you provided."

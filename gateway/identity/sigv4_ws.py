@@ -15,6 +15,7 @@ from gateway.errors import EdgesimError
 from gateway.identity.authn import Authentication, Credentials
 from gateway.identity.authorizer import ConnectionContext
 from gateway.identity.policy_doc import PolicyDocument
+from gateway.identity.sigv4_sign import canonical_headers, signature
 
 KIND = "sigv4"
 MAX_SKEW_S = 15 * 60
@@ -39,26 +40,20 @@ def _pairs(raw_query: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _signing_key(secret: str, scope: list[str]) -> bytes:
-    key = ("AWS4" + secret).encode()
-    for part in scope[:4]:
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return key
-
-
 def _expected(method: str, path: str, query: list[tuple[str, str]], headers: Mapping[str, str], signed: list[str],
               amz_date: str, scope: list[str], secret: str, payload_hash: str) -> str:  # fmt: skip
     lowered = {k.lower(): v for k, v in headers.items()}
-    canonical = "\n".join([
-        method.upper(),
-        quote(path or "/", safe="/~"),
-        "&".join(f"{k}={v}" for k, v in sorted((_encode(k), _encode(v)) for k, v in query)),
-        "".join(f"{name}:{' '.join(lowered.get(name, '').split())}\n" for name in signed),
-        ";".join(signed),
-        payload_hash,
-    ])  # fmt: skip
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, "/".join(scope), hashlib.sha256(canonical.encode()).hexdigest()])
-    return hmac.new(_signing_key(secret, scope), to_sign.encode(), hashlib.sha256).hexdigest()
+    return signature(
+        secret,
+        scope,
+        amz_date,
+        method=method,
+        path=quote(path or "/", safe="/~"),
+        query="&".join(f"{k}={v}" for k, v in sorted((_encode(k), _encode(v)) for k, v in query)),
+        headers=canonical_headers(lowered.get, signed),
+        signed=signed,
+        payload_hash=payload_hash,
+    )
 
 
 def is_signed(creds: Credentials) -> bool:
