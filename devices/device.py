@@ -428,14 +428,7 @@ class SimDevice:
         self.figures.inc("jobs.reboots")
         self._rebooting = self._loop.create_future()
         try:
-            deadline = self._loop.time() + DRAIN_TIMEOUT_S
-            while self.client.connected and self.client.pending and self._loop.time() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-            if self.client.connected:
-                try:
-                    await self.client.disconnect(timeout=2.0)
-                except MqttError:
-                    self.client.abort()
+            await self._drain_and_disconnect()
             self._gauge("offline")
             await asyncio.sleep(downtime)
             await self._connect()
@@ -449,6 +442,11 @@ class SimDevice:
             handle.cancel()
         if self.jobs is not None:
             self.jobs.close()
+        await self._drain_and_disconnect()
+        self._gauge("idle")
+
+    async def _drain_and_disconnect(self) -> None:
+        """Wait (bounded) for unacknowledged publishes, then DISCONNECT (or drop the connection if that fails)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DRAIN_TIMEOUT_S
         while self.client.connected and self.client.pending and loop.time() < deadline:  # noqa: ASYNC110 - bounded
@@ -458,4 +456,3 @@ class SimDevice:
                 await self.client.disconnect(timeout=2.0)
             except MqttError:
                 self.client.abort()
-        self._gauge("idle")

@@ -150,19 +150,11 @@ def run(
                 )
                 raise typer.Exit(1)
         else:
-            from botocore.exceptions import ClientError, EndpointConnectionError
+            from gateway.cli_fleet_provisioning import provisioning_errors
 
-            try:
-                with Progress(console=ui, transient=True) as progress:
-                    task = progress.add_task(f"provisioning {len(devices)} devices", total=len(devices))
-                    files = provisioner.provision(devices, lambda n: progress.advance(task, n))
-            except EndpointConnectionError as exc:
-                err_console.print(f"[red]error:[/red] no gateway API at {endpoint} to provision through ({exc})")
-                raise typer.Exit(1) from exc
-            except ClientError as exc:
-                error = exc.response.get("Error", {})
-                err_console.print(f"[red]error:[/red] provisioning: {error.get('Code')}: {error.get('Message')}")
-                raise typer.Exit(1) from exc
+            with provisioning_errors(endpoint), Progress(console=ui, transient=True) as progress:
+                task = progress.add_task(f"provisioning {len(devices)} devices", total=len(devices))
+                files = provisioner.provision(devices, lambda n: progress.advance(task, n))
         if not ca_file.exists():
             err_console.print(f"[red]error:[/red] CA certificate {ca_file} not found; pass --ca")
             raise typer.Exit(1)

@@ -3,12 +3,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 from gateway.cli_api import err_console
+
+
+@contextmanager
+def provisioning_errors(endpoint: str) -> Iterator[None]:
+    """A gateway that cannot be reached, or refuses a provisioning call: one line and exit 1, no traceback."""
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    try:
+        yield
+    except EndpointConnectionError as exc:
+        err_console.print(f"[red]error:[/red] no gateway API at {endpoint} to provision through ({exc})")
+        raise typer.Exit(1) from exc
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        err_console.print(f"[red]error:[/red] provisioning: {error.get('Code')}: {error.get('Message')}")
+        raise typer.Exit(1) from exc
+
 
 if TYPE_CHECKING:
     from devices.claim import ClaimOptions
@@ -22,15 +41,13 @@ def provisioning_setup(
     """Each device's certificate files (for `claim`: where it will store the one it gets); for `claim`, what the
     devices need to provision themselves; for JITP/JITR, the devices whose first connect will provision them. A
     gateway refusal is one clear line and exit 1."""
-    from botocore.exceptions import ClientError, EndpointConnectionError
-
     from devices.claim import ClaimOptions
     from devices.jit import JitProvisioner
     from devices.provision import ClaimProvisioner, iot_client
 
     setup = spec.provisioning
     assert setup is not None
-    try:
+    with provisioning_errors(endpoint):
         if setup.by != "claim":
             jit = JitProvisioner(iot_client(endpoint), spec, certs, setup.by, setup.template)
             if no_provision:
@@ -47,12 +64,5 @@ def provisioning_setup(
             files = {d.thing_name: provisioner.files(d) for d in devices}
         else:
             claim, files = provisioner.provision_claim(devices)
-    except EndpointConnectionError as exc:
-        err_console.print(f"[red]error:[/red] no gateway API at {endpoint} to provision through ({exc})")
-        raise typer.Exit(1) from exc
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        err_console.print(f"[red]error:[/red] provisioning: {error.get('Code')}: {error.get('Message')}")
-        raise typer.Exit(1) from exc
     parameters = {name: template.text for name, template in setup.parameters.items()}
     return files, ClaimOptions(setup.template, claim.cert, claim.key, parameters), frozenset()
