@@ -10,7 +10,7 @@ import struct
 
 from mqttwire import properties as mp
 from mqttwire.errors import MalformedPacket, ProtocolViolation
-from mqttwire.frame import decode_varint, encode_varint
+from mqttwire.frame import encode_varint
 from mqttwire.packets import (
     AUTH,
     CONNACK,
@@ -327,13 +327,14 @@ def parse_publish_block(
             pos += 1
         else:
             block_start = pos
-            if pos < end and buf[pos] < 0x80:  # a block under 128 bytes: its length is one byte
-                stop = pos + 1 + buf[pos]
-            else:
-                length, stop = decode_varint(buf, pos, end)
-                stop += length
-            if seen is not None and stop <= end and buf[block_start:stop] == seen[0]:
-                block, props, pos = seen[0], seen[1], stop
+            if (
+                seen is not None
+                and not isinstance(buf, memoryview)
+                and pos + len(seen[0]) <= end
+                and buf.startswith(seen[0], pos)
+            ):
+                # The whole block, its length included, is the one seen: no copy, no decoding.
+                block, props, pos = seen[0], seen[1], pos + len(seen[0])
             else:
                 props, pos = decode_properties(buf, pos, end, PUBLISH)
                 block = bytes(buf[block_start:pos])

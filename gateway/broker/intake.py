@@ -32,6 +32,8 @@ _FORWARDED = frozenset(
         mp.USER_PROPERTY,
     )
 )
+# Forwarded as they came, with nothing to check against the payload or the clock (most devices' blocks).
+_FORWARDED_AS_IS = _FORWARDED - {mp.PAYLOAD_FORMAT_INDICATOR}
 
 
 class PublishAuthority(Protocol):
@@ -98,6 +100,10 @@ class Intake:
 
     @staticmethod
     def _apply_properties(message: Message, properties: mp.Properties, now: int, block: bytes | None) -> None:
+        if properties.keys() <= _FORWARDED_AS_IS:
+            message.properties = properties
+            message.properties_block = block
+            return
         if properties.get(mp.PAYLOAD_FORMAT_INDICATOR) == 1:
             try:
                 message.payload.decode("utf-8")
