@@ -100,7 +100,8 @@ def decode(first: int, body: Buffer, version: int) -> Packet:
     if kind == CONNECT:
         return decode_connect(body)
     if kind == PUBLISH:
-        topic, pid, payload, props = parse_publish(first, body, 0, end, version == V5)
+        data = bytes(body) if isinstance(body, memoryview) else body
+        topic, pid, payload, props = parse_publish(first, data, 0, end, version == V5)
         return Publish(topic, payload, (first >> 1) & 3, bool(first & 1), bool(first & 8), pid, props)
     if kind in (PUBACK, PUBREC, PUBREL, PUBCOMP):
         return _decode_ack(kind, body, end, version)
@@ -277,7 +278,9 @@ def _decode_unsubscribe(body: Buffer, end: int, version: int) -> Unsubscribe:
     return Unsubscribe(pid, filters, props)
 
 
-def parse_publish(first: int, buf: Buffer, start: int, end: int, v5: bool) -> tuple[str, int, bytes, Properties | None]:
+def parse_publish(
+    first: int, buf: bytes | bytearray, start: int, end: int, v5: bool
+) -> tuple[str, int, bytes, Properties | None]:
     """(topic, packet id or 0, payload, properties) of the PUBLISH body buf[start:end].
 
     The topic is checked for well-formed UTF-8, U+0000 and wildcards; an empty topic is allowed only in MQTT 5 (a
@@ -288,7 +291,7 @@ def parse_publish(first: int, buf: Buffer, start: int, end: int, v5: bool) -> tu
 
 
 def parse_publish_block(
-    first: int, buf: Buffer, start: int, end: int, v5: bool, seen: tuple[bytes, Properties] | None = None
+    first: int, buf: bytes | bytearray, start: int, end: int, v5: bool, seen: tuple[bytes, Properties] | None = None
 ) -> tuple[str, int, bytes, Properties | None, bytes | None]:
     """parse_publish, plus the MQTT 5 property block as received (length included), for a broker that forwards it
     unchanged instead of encoding the same properties again.
@@ -307,7 +310,7 @@ def parse_publish_block(
     if pos > end:
         raise MalformedPacket("PUBLISH topic runs past the end of the packet")
     try:
-        topic = bytes(buf[start + 2 : pos]).decode("utf-8")
+        topic = buf[start + 2 : pos].decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedPacket("PUBLISH topic is not well-formed UTF-8", "MQTT-1.5.4-1") from None
     if "\x00" in topic:
@@ -327,12 +330,7 @@ def parse_publish_block(
             pos += 1
         else:
             block_start = pos
-            if (
-                seen is not None
-                and not isinstance(buf, memoryview)
-                and pos + len(seen[0]) <= end
-                and buf.startswith(seen[0], pos)
-            ):
+            if seen is not None and buf.startswith(seen[0], pos, end):
                 # The whole block, its length included, is the one seen: no copy, no decoding.
                 block, props, pos = seen[0], seen[1], pos + len(seen[0])
             else:

@@ -83,7 +83,11 @@ class Intake:
         now = self.clock.wall_ms()
         message = Message(topic, payload, qos, retain, client_id, principal, now, door, hops)
         if properties:
-            self._apply_properties(message, properties, now, properties_block)
+            if properties.keys() <= _FORWARDED_AS_IS:  # read-only once admitted: kept, with the block as it came
+                message.properties = properties
+                message.properties_block = properties_block
+            else:
+                self._apply_properties(message, properties, now, properties_block)
         message.acknowledged = acknowledged and qos == 1
         self.route(message)
         return message
@@ -100,10 +104,6 @@ class Intake:
 
     @staticmethod
     def _apply_properties(message: Message, properties: mp.Properties, now: int, block: bytes | None) -> None:
-        if properties.keys() <= _FORWARDED_AS_IS:
-            message.properties = properties
-            message.properties_block = block
-            return
         if properties.get(mp.PAYLOAD_FORMAT_INDICATOR) == 1:
             try:
                 message.payload.decode("utf-8")
