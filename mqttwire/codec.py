@@ -330,7 +330,7 @@ def parse_publish_block(
             pos += 1
         else:
             block_start = pos
-            if seen is not None and buf.startswith(seen[0], pos, end):
+            if seen is not None and pos + len(seen[0]) <= end and buf.startswith(seen[0], pos):
                 # The whole block, its length included, is the one seen: no copy, no decoding.
                 block, props, pos = seen[0], seen[1], pos + len(seen[0])
             else:

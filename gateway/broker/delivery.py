@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgesim.broker")
 
+EMPTY_PROPERTIES = b"\x00"  # an MQTT 5 property block with nothing in it
+
 
 def parts(message: Message, version: int, retain: bool, qos: int, now_ms: int) -> tuple[bytes, bytes]:
     """The PUBLISH of `message` for a receiver speaking `version`, made once per message: for QoS 1 split around its
@@ -37,14 +39,17 @@ def parts(message: Message, version: int, retain: bool, qos: int, now_ms: int) -
         if found is not None:
             return found
     block = None
-    if version == V5 and message.properties_block is not None and not message.expires_ms:
-        block = message.properties_block
-    elif version == V5:
-        props = message.properties
+    if version == V5:
         if message.expires_ms:
-            props = dict(props or {})
+            props = dict(message.properties or {})
             props[mp.MESSAGE_EXPIRY_INTERVAL] = expiry_seconds_left(message.expires_ms, now_ms)
-        block = mp.encode_properties(props)
+            block = mp.encode_properties(props)
+        elif message.properties_block is not None:
+            block = message.properties_block
+        elif message.properties:
+            block = mp.encode_properties(message.properties)
+        else:
+            block = EMPTY_PROPERTIES
     head, tail = publish_parts(message.topic, message.payload, qos, retain, block)
     result = encoded[key] = (head, tail) if qos else (head + tail, b"")
     return result
