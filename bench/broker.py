@@ -424,9 +424,8 @@ async def _storm(broker: BrokerProcess, target: Target, s: Settings, tag: str) -
         target, s.connections, s.concurrency, s.connect_limit_s, conns, errors, prefix=f"bench-idle{tag}"
     )
     b1, g1 = cpu_seconds(broker.pid), time.process_time()
-    result = ConnectResult(attempted, len(conns), seconds, len(conns) / seconds if seconds else 0.0, errors)
-    result.broker_cpu_s, result.gen_cpu_s = b1 - b0, g1 - g0
-    return result, conns
+    per_s = len(conns) / seconds if seconds else 0.0
+    return ConnectResult(attempted, len(conns), seconds, per_s, errors, broker_cpu_s=b1 - b0, gen_cpu_s=g1 - g0), conns
 
 
 async def measure(broker: BrokerProcess, mat: Material, s: Settings) -> dict[str, Any]:

@@ -99,7 +99,7 @@ def bench_properties(protocol: int, user_properties: bool, idx: int) -> bytes:
     if protocol != V5:
         return b""
     if not user_properties:
-        return b"\x00"
+        return mp.EMPTY_BLOCK
     return mp.encode_properties({mp.USER_PROPERTY: [("device", f"bench-{idx}"), ("unit", "C")]})
 
 

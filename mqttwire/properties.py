@@ -221,10 +221,13 @@ def decode_properties(
     return props, stop
 
 
+EMPTY_BLOCK = b"\x00"  # a property block with nothing in it: its length, 0
+
+
 def encode_properties(props: Properties | None) -> bytes:
     """The property block: its length, then each property (lists repeat their identifier)."""
     if not props:
-        return b"\x00"
+        return EMPTY_BLOCK
     out = bytearray()
     for ident, value in props.items():
         kind = SPEC[ident][1]

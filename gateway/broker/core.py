@@ -355,7 +355,7 @@ class Broker:
             if seen is not None and block is seen[0]:
                 # The previous PUBLISH's block again: checked then, and it holds no topic alias (those are not kept).
                 if not topic:
-                    raise ProtocolViolation("PUBLISH with an empty topic and no topic alias", "MQTT-3.3.2-1", 0x90)
+                    raise _no_topic()
             else:
                 if mp.TOPIC_ALIAS in props:
                     block = None  # a topic alias is one hop's: what subscribers get is encoded again
@@ -406,7 +406,7 @@ class Broker:
         alias = props.pop(mp.TOPIC_ALIAS, None)
         if alias is None:
             if not topic:
-                raise ProtocolViolation("PUBLISH with an empty topic and no topic alias", "MQTT-3.3.2-1", 0x90)
+                raise _no_topic()
             return topic
         if alias > connect_step.TOPIC_ALIAS_MAXIMUM:
             raise ProtocolViolation(
@@ -553,3 +553,7 @@ class Broker:
     def denied(self, action: str) -> None:
         self.stats["denied"] += 1
         self.denials[action] = self.denials.get(action, 0) + 1
+
+
+def _no_topic() -> ProtocolViolation:
+    return ProtocolViolation("PUBLISH with an empty topic and no topic alias", "MQTT-3.3.2-1", 0x90)

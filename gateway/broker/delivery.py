@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgesim.broker")
 
-EMPTY_PROPERTIES = b"\x00"  # an MQTT 5 property block with nothing in it
-
 
 def parts(message: Message, version: int, retain: bool, qos: int, now_ms: int) -> tuple[bytes, bytes]:
     """The PUBLISH of `message` for a receiver speaking `version`, made once per message: for QoS 1 split around its
@@ -49,7 +47,7 @@ def parts(message: Message, version: int, retain: bool, qos: int, now_ms: int) -
         elif message.properties:
             block = mp.encode_properties(message.properties)
         else:
-            block = EMPTY_PROPERTIES
+            block = mp.EMPTY_BLOCK
     head, tail = publish_parts(message.topic, message.payload, qos, retain, block)
     result = encoded[key] = (head, tail) if qos else (head + tail, b"")
     return result

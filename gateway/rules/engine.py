@@ -23,7 +23,7 @@ from gateway.actions.base import Action, StartsNow, make_action
 from gateway.actions.sinks import ActionSinks
 from gateway.messages import AckHold, Message
 from gateway.rules import CompiledRule, EvalContext, compile_rule
-from gateway.rules.executor import RecentInvocation, RuleExecutor, Starter, _Invocation
+from gateway.rules.executor import Invocation, RecentInvocation, RuleExecutor, Starter
 from gateway.rules.index import RuleIndex
 from gateway.rules.model import TopicRule
 from gateway.rules.mqtt5 import sql_properties
@@ -181,7 +181,7 @@ class RulesEngine:
         if not runtime.actions:
             return
         metrics.fired += 1
-        invocation = _Invocation(runtime, message, ctx, len(runtime.actions))
+        invocation = Invocation(runtime, message, ctx, len(runtime.actions))
         if message.acknowledged and runtime.holds_ack:
             if message.hold is None:
                 message.hold = AckHold()

@@ -48,7 +48,7 @@ class RecentInvocation:
         return {"traceId": self.ctx.trace_id, "topic": self.topic, "timeMs": self.time_ms, "actions": actions}
 
 
-class _Invocation:
+class Invocation:
     """One message through one rule: its actions' failures are gathered into a single errorAction message.
 
     A plain class with slots: one is made per matched message, so its construction is on the hot path."""
@@ -69,11 +69,13 @@ class _Invocation:
 Starter = Callable[[EvalContext, Any, Message], "asyncio.Future[None] | None"]
 
 # One action to run for one invocation, with the rule's output: a plain tuple, made per action per message.
-_Job = tuple[_Invocation, Action, Any]
+_Job = tuple[Invocation, Action, Any]
 
 
 class RuleExecutor:
-    """Runs one rule's actions for matched messages through bounded per-type queues and worker tasks."""
+    """Runs the rules' actions for matched messages: a durable local action starts at once and finishes with its
+    sink's commit; the others (and a durable one that cannot start now) go through bounded per-type queues and
+    worker tasks."""
 
     def __init__(
         self, clock: Clock, queue_size: int = 50_000, workers_per_kind: int = 8192, action_timeout_s: float = 30.0
@@ -90,12 +92,12 @@ class RuleExecutor:
         self._idle: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()
         # Actions started now and waiting for their sink's commit, per commit future.
-        self._waiting: dict[asyncio.Future[None], list[tuple[_Invocation, Action, float]]] = {}
+        self._waiting: dict[asyncio.Future[None], list[tuple[Invocation, Action, float]]] = {}
         self.dropped = 0
         # Per action type: successes, failures, and total run time, for /edgesim/actions/metrics.
         self.by_kind: dict[str, dict[str, float]] = {}
 
-    def submit(self, inv: _Invocation, action: Action, output: Any) -> None:
+    def submit(self, inv: Invocation, action: Action, output: Any) -> None:
         kind = action.kind
         queue = self.queues.get(kind)
         if queue is None:
@@ -137,7 +139,7 @@ class RuleExecutor:
                     inv.uncommitted = True
             self.finish(inv, action, error, loop.time() - started)
 
-    def begin(self, inv: _Invocation, action: Action, begin: Starter, output: Any) -> None:
+    def begin(self, inv: Invocation, action: Action, begin: Starter, output: Any) -> None:
         """The action's synchronous start; its commit's future finishes it. Queued for `run` when it cannot start
         now."""
         loop = asyncio.get_running_loop()
@@ -182,7 +184,7 @@ class RuleExecutor:
             }
         return out
 
-    def finish(self, inv: _Invocation, action: Action, error: str | None, seconds: float | None) -> None:
+    def finish(self, inv: Invocation, action: Action, error: str | None, seconds: float | None) -> None:
         """One action of an invocation is over (after `seconds`; None: it never ran); the last one runs the
         errorAction (owned here, cancelled on stop()) and settles the publisher's acknowledgement."""
         if seconds is not None:
@@ -226,13 +228,13 @@ class RuleExecutor:
         else:
             _settle(inv)
 
-    async def _error_then_settle(self, inv: _Invocation) -> None:
+    async def _error_then_settle(self, inv: Invocation) -> None:
         try:
             await self._run_error_action(inv)
         finally:
             _settle(inv)
 
-    async def _run_error_action(self, inv: _Invocation) -> None:
+    async def _run_error_action(self, inv: Invocation) -> None:
         action = inv.runtime.error_action
         assert action is not None
         inv.runtime.metrics.error_actions += 1
@@ -260,7 +262,7 @@ class RuleExecutor:
         await cancel_and_wait([*self._workers, *self._background])
 
 
-def _settle(inv: _Invocation) -> None:
+def _settle(inv: Invocation) -> None:
     if inv.hold is not None:
         if inv.uncommitted:
             inv.hold.fail()
@@ -268,7 +270,7 @@ def _settle(inv: _Invocation) -> None:
             inv.hold.release()
 
 
-def _log_fields(inv: _Invocation, action: Action) -> dict[str, Any]:
+def _log_fields(inv: Invocation, action: Action) -> dict[str, Any]:
     """The fields that tie a log line to its message (and to the errorAction's cloudwatchTraceId); failures only."""
     return {
         "traceId": inv.ctx.trace_id,

@@ -296,6 +296,20 @@ def test_a_block_equal_to_the_last_seen_is_not_decoded_again_and_a_different_one
     assert other == {mp.USER_PROPERTY: [("device", "d-2")]} and other is not first and other_block != block
 
 
+def test_a_seen_block_matches_only_inside_its_packet() -> None:
+    """A packet cut short inside its property block is malformed, even when the bytes after its end (the next
+    packet's, in a receive buffer) would complete the block seen before."""
+    tags = {mp.USER_PROPERTY: [("device", "d-1")]}
+    packet = codec.encode(Publish("x/y", b"", 0, False, False, 0, tags), V5)
+    frame = split_frame(packet, 0, len(packet))
+    assert frame is not None
+    first, start, end = frame
+    _, _, _, decoded, block = codec.parse_publish_block(first, packet, start, end, True)
+    assert block is not None and decoded is not None and packet.endswith(block)
+    with pytest.raises(MalformedPacket):
+        codec.parse_publish_block(first, bytearray(packet), start, end - 3, True, (block, decoded))
+
+
 @pytest.mark.parametrize("first", [0x36, 0x37, 0x38])
 def test_publish_fixed_header_flags_are_checked_by_the_publish_parser_itself(first: int) -> None:
     body = b"\x00\x01a\x00\x01x"

@@ -84,7 +84,7 @@ def test_an_action_queue_that_is_full_fails_the_hold_so_the_message_is_not_ackno
     from gateway.messages import AckHold, Message
     from gateway.rules import EvalContext
     from gateway.rules.engine import RuleMetrics
-    from gateway.rules.executor import RuleExecutor, _Invocation
+    from gateway.rules.executor import RuleExecutor, Invocation
 
     class SlowSink:
         kind = "kinesis"
@@ -109,7 +109,7 @@ def test_an_action_queue_that_is_full_fails_the_hold_so_the_message_is_not_ackno
         holds = []
         for n in range(4):
             message = Message(topic="t", payload=str(n).encode(), qos=1, acknowledged=True)
-            inv = _Invocation(runtime, message, EvalContext(payload=message.payload, topic="t"), 1)
+            inv = Invocation(runtime, message, EvalContext(payload=message.payload, topic="t"), 1)
             inv.hold = hold = AckHold()
             hold.take()
             holds.append(hold)
@@ -133,7 +133,7 @@ def test_durable_actions_start_at_once_share_their_commit_and_fall_back_to_run_w
     from gateway.messages import AckHold, Message
     from gateway.rules import EvalContext
     from gateway.rules.engine import RuleMetrics
-    from gateway.rules.executor import RuleExecutor, _Invocation
+    from gateway.rules.executor import RuleExecutor, Invocation
 
     class Sink:
         kind = "kinesis"
@@ -168,7 +168,7 @@ def test_durable_actions_start_at_once_share_their_commit_and_fall_back_to_run_w
         holds = []
         for payload in (b"a", b"b", b"throttled", b"refused", b"c"):
             message = Message(topic="t", payload=payload, qos=1, acknowledged=True)
-            inv = _Invocation(runtime, message, EvalContext(payload=payload, topic="t"), 1)
+            inv = Invocation(runtime, message, EvalContext(payload=payload, topic="t"), 1)
             inv.hold = hold = AckHold()
             hold.take()
             holds.append(hold)
@@ -198,7 +198,7 @@ def test_a_failed_shared_commit_fails_every_hold_that_waited_for_it() -> None:
     from gateway.messages import AckHold, Message
     from gateway.rules import EvalContext
     from gateway.rules.engine import RuleMetrics
-    from gateway.rules.executor import RuleExecutor, _Invocation
+    from gateway.rules.executor import RuleExecutor, Invocation
 
     async def scenario() -> list[bool]:
         clock: Any = SimpleNamespace(wall_ms=lambda: 0)
@@ -209,7 +209,7 @@ def test_a_failed_shared_commit_fails_every_hold_that_waited_for_it() -> None:
         holds = []
         for n in range(3):
             message = Message(topic="t", payload=b"%d" % n, qos=1, acknowledged=True)
-            inv = _Invocation(runtime, message, EvalContext(payload=message.payload, topic="t"), 1)
+            inv = Invocation(runtime, message, EvalContext(payload=message.payload, topic="t"), 1)
             inv.hold = hold = AckHold()
             hold.take()
             holds.append(hold)
