@@ -84,7 +84,7 @@ def test_an_action_queue_that_is_full_fails_the_hold_so_the_message_is_not_ackno
     from gateway.messages import AckHold, Message
     from gateway.rules import EvalContext
     from gateway.rules.engine import RuleMetrics
-    from gateway.rules.executor import RuleExecutor, Invocation
+    from gateway.rules.executor import Invocation, RuleExecutor
 
     class SlowSink:
         kind = "kinesis"
@@ -133,7 +133,7 @@ def test_durable_actions_start_at_once_share_their_commit_and_fall_back_to_run_w
     from gateway.messages import AckHold, Message
     from gateway.rules import EvalContext
     from gateway.rules.engine import RuleMetrics
-    from gateway.rules.executor import RuleExecutor, Invocation
+    from gateway.rules.executor import Invocation, RuleExecutor
 
     class Sink:
         kind = "kinesis"
@@ -198,7 +198,7 @@ def test_a_failed_shared_commit_fails_every_hold_that_waited_for_it() -> None:
     from gateway.messages import AckHold, Message
     from gateway.rules import EvalContext
     from gateway.rules.engine import RuleMetrics
-    from gateway.rules.executor import RuleExecutor, Invocation
+    from gateway.rules.executor import Invocation, RuleExecutor
 
     async def scenario() -> list[bool]:
         clock: Any = SimpleNamespace(wall_ms=lambda: 0)
