@@ -323,23 +323,21 @@ def parse_publish_block(
     if first & 0x06:
         pid = _packet_id(buf, pos, end)
         pos += 2
-    props = None
-    block = None
-    if v5:
-        if pos < end and buf[pos] == 0:
-            pos += 1
-        else:
-            block_start = pos
-            if seen is not None and pos + len(seen[0]) <= end and buf.startswith(seen[0], pos):
-                # The whole block, its length included, is the one seen: no copy, no decoding.
-                block, props, pos = seen[0], seen[1], pos + len(seen[0])
-            else:
-                props, pos = decode_properties(buf, pos, end, PUBLISH)
-                block = bytes(buf[block_start:pos])
-                response = props.get(mp.RESPONSE_TOPIC) if props is not None else None
-                if response is not None and (not response or "+" in response or "#" in response):
-                    raise ProtocolViolation("Response Topic is empty or has a wildcard", "MQTT-3.3.2-14")
-    return topic, pid, bytes(buf[pos:end]), props, block
+    if not v5:
+        return topic, pid, bytes(buf[pos:end]), None, None
+    # The hot paths return early: a device repeats its block message after message, or sends none.
+    if seen is not None and buf.startswith(seen[0], pos, end):
+        # The whole block, its length included, is the one seen, inside this packet: no copy, no decoding.
+        seen_block, seen_props = seen
+        return topic, pid, bytes(buf[pos + len(seen_block) : end]), seen_props, seen_block
+    if pos < end and buf[pos] == 0:
+        return topic, pid, bytes(buf[pos + 1 : end]), None, None
+    block_start = pos
+    props, pos = decode_properties(buf, pos, end, PUBLISH)
+    response = props.get(mp.RESPONSE_TOPIC) if props is not None else None
+    if response is not None and (not response or "+" in response or "#" in response):
+        raise ProtocolViolation("Response Topic is empty or has a wildcard", "MQTT-3.3.2-14")
+    return topic, pid, bytes(buf[pos:end]), props, bytes(buf[block_start:pos])
 
 
 # ---------------------------------------------------------------- encoding

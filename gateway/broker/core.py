@@ -349,19 +349,18 @@ class Broker:
             self.denied("iot:Publish")
             raise ProtocolViolation("QoS 2 is not supported by AWS IoT", None, reasons.QOS_NOT_SUPPORTED)
         v5 = conn.version == V5
-        topic, pid, payload, props, block = codec.parse_publish_block(first, buf, start, end, v5, conn.seen_properties)
+        seen = conn.seen_properties
+        topic, pid, payload, props, block = codec.parse_publish_block(first, buf, start, end, v5, seen)
         if props is not None:
-            seen = conn.seen_properties
-            if seen is not None and block is seen[0]:
-                # The previous PUBLISH's block again: checked then, and it holds no topic alias (those are not kept).
-                if not topic:
-                    raise _no_topic()
-            else:
+            if seen is None or block is not seen[0]:
                 if mp.TOPIC_ALIAS in props:
                     block = None  # a topic alias is one hop's: what subscribers get is encoded again
                 elif block is not None:
                     conn.seen_properties = (block, props)  # read-only from here on: the next PUBLISH may share it
                 topic = self._resolve_alias(conn, topic, props)
+            elif not topic:
+                # The previous PUBLISH's block again: checked then, and it holds no topic alias (those are not kept).
+                raise _no_topic()
         if conn.generation != self.registry.generation and not self.refresh(conn):
             return
         retain = bool(first & 0x01)

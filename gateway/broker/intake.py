@@ -22,6 +22,7 @@ from gateway.topics import validate_topic_name
 from mqttwire import properties as mp
 
 _VALID_TOPICS_KEPT = 65_536
+_BLOCKS_KEPT = 4_096
 # Properties that describe the message itself and travel with it; the rest belong to one hop.
 _FORWARDED = frozenset(
     (
@@ -50,6 +51,7 @@ class Intake:
         self.clock = clock
         self.route = route
         self._valid_topics: set[str] = set()
+        self._blocks_as_is: set[bytes | None] = set()  # property blocks known to need no check (None never is)
 
     def admit(
         self,
@@ -83,7 +85,8 @@ class Intake:
         now = self.clock.wall_ms()
         message = Message(topic, payload, qos, retain, client_id, principal, now, door, hops)
         if properties:
-            if properties.keys() <= _FORWARDED_AS_IS:  # read-only once admitted: kept, with the block as it came
+            if properties_block in self._blocks_as_is or self._forwarded_as_is(properties, properties_block):
+                # Read-only once admitted: kept, with the block as it came.
                 message.properties = properties
                 message.properties_block = properties_block
             else:
@@ -91,6 +94,17 @@ class Intake:
         message.acknowledged = acknowledged and qos == 1
         self.route(message)
         return message
+
+    def _forwarded_as_is(self, properties: mp.Properties, block: bytes | None) -> bool:
+        """Whether the properties go to subscribers as they came, with nothing to check; a publisher repeats its
+        block message after message, so the verdict on a block is remembered (bounded)."""
+        if not properties.keys() <= _FORWARDED_AS_IS:
+            return False
+        if block is not None:
+            if len(self._blocks_as_is) >= _BLOCKS_KEPT:
+                self._blocks_as_is.clear()
+            self._blocks_as_is.add(block)
+        return True
 
     def check_topic(self, topic: str) -> None:
         """Validate a topic name once; the same topics repeat, so valid ones are remembered (bounded)."""
