@@ -10,7 +10,8 @@ Every client presents the same allow-all device certificate issued by edgesim's 
 Phases, each on a freshly started broker process:
   main         connect rate and broker CPU per connect, memory per idle connection (1,000 held), latency,
                fan-in (MQTT 3.1.1, and MQTT 5 with and without user properties on edgesim and mosquitto, with
-               v5/v3 ratios; each compared run three times, in A B C C B A A B C order, its best kept), QoS 0 flood
+               v5/v3 ratios; each compared run five times for 3 s, in A B C C B A A B C ... order, its best
+               kept), QoS 0 flood
 
 With two or more brokers and the main phase, a connect duel follows: every broker up at once on a fresh process,
 their storms of 1,000 mTLS connects taking turns (A B, B A, A B, B A), the fastest of each kept; its figures are
@@ -92,9 +93,12 @@ class Settings:
     held_connections: int  # the "connections" phase: idle mTLS connections held at once (0: phase off)
     held_concurrency: int  # handshakes in flight while opening them
     held_limit_s: float  # give up opening more after this long, and report what was reached
-    # Each compared fan-in variant runs this often, in A B C C B A A B C order, and keeps its best run: on a shared
-    # machine a single window can lose 20 % to a neighbour, and a fixed order would charge a drift to one variant.
-    fanin_runs: int = 3
+    # Each compared fan-in variant runs this often, in A B C C B A A B C ... order, and keeps its best run: on a
+    # shared machine one window can lose 10-20 % to a slow spell lasting seconds to minutes (the same code measured
+    # 0.86x and 1.04x its twin in consecutive windows), and a fixed order would charge a drift to one variant. Many
+    # short windows sample the machine's states more evenly than a few long ones.
+    fanin_runs: int = 5
+    compare_window_s: float = 3.0
     # Connect storms per broker in the connect duel (all brokers up at once, taking turns), the fastest kept; with
     # one broker, or 1 here, the main phase's single storm (which also gives the memory figure) is the figure.
     connect_runs: int = 4
@@ -550,13 +554,14 @@ async def measure(broker: BrokerProcess, mat: Material, s: Settings) -> dict[str
                 broker.check_alive()
         for key, qos, e2e, protocol, user_props, title in order:
             out["settle_s"][key] = await settle(broker)
+            seconds = s.compare_window_s if s.fanin_runs > 1 and (qos == 0 or e2e) else s.window_s
             status.update(
                 f"[bold]{broker.name}[/bold]: fan-in {title}, {s.publishers} publishers → 1 subscriber, "
-                f"{s.window_s:g} s window"
+                f"{seconds:g} s window"
             )
             before = broker.broker_stats()
             res = await fan_in(
-                replace(target, protocol=protocol), qos=qos, publishers=s.publishers, seconds=s.window_s,
+                replace(target, protocol=protocol), qos=qos, publishers=s.publishers, seconds=seconds,
                 warmup=s.warmup_s, window=s.inflight if qos and not e2e else s.e2e_window, end_to_end=e2e,
                 broker_cpu=lambda: cpu_seconds(broker.pid), user_properties=user_props,
             )  # fmt: skip
