@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import asyncio.sslproto
 import contextlib
+import gc
 import json
 import mmap
 import os
@@ -628,6 +629,10 @@ async def fan_in(
     sees the subscriber's counts).
     """
     tag = f"{tag}-v{target.protocol}{'u' if user_properties else ''}-q{qos}{'-e2e' if end_to_end and qos else ''}"
+    # This process shares the cores with the broker: after a long run its heap is large, and a full collection in the
+    # middle of a window (the defaults run one every few seconds here) would slow the generator, not the broker.
+    gc.collect()
+    gc.freeze()
     sub = await Subscriber.start(target, f"bench-sub{tag}", topic_filter, qos, publishers)
     pubs: list[Client] = []
     tasks: list[asyncio.Task[None]] = []
