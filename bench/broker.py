@@ -1,10 +1,10 @@
-"""Broker benchmark: edgesim against bare amqtt and mosquitto, same mTLS settings, one broker at a time.
+"""Broker benchmark: edgesim against bare amqtt and mosquitto, same mTLS settings.
 
 usage: python bench/broker.py [--quick] [--only edgesim,amqtt,mosquitto] [--phases main,connections,auth]
                               [--connections N] [--connect-limit S] [--json out.json] [--keep]
 
-Each broker runs alone in its own process on 127.0.0.1 (start, measure, stop); the load generator
-(bench/mqttload.py) runs in this process, so on two cores the broker and the generator each get one.
+Each broker runs alone in its own process on 127.0.0.1 (start, measure, stop), except in the connect duel below; the
+load generator (bench/mqttload.py) runs in this process, so on two cores the broker and the generator each get one.
 Every client presents the same allow-all device certificate issued by edgesim's local CA, with its own client id.
 
 Phases, each on a freshly started broker process:

@@ -630,7 +630,8 @@ async def fan_in(
     """
     tag = f"{tag}-v{target.protocol}{'u' if user_properties else ''}-q{qos}{'-e2e' if end_to_end and qos else ''}"
     # This process shares the cores with the broker: after a long run its heap is large, and a full collection in the
-    # middle of a window (the defaults run one every few seconds here) would slow the generator, not the broker.
+    # middle of a window (the defaults run one every few seconds here) would slow the generator, not the broker. The
+    # heap is frozen for this fan-in only, so what it leaves behind can still be collected afterwards.
     gc.collect()
     gc.freeze()
     sub = await Subscriber.start(target, f"bench-sub{tag}", topic_filter, qos, publishers)
@@ -677,6 +678,7 @@ async def fan_in(
         await asyncio.gather(*tasks, return_exceptions=True)
         report = await sub.finish()
         await close_all(pubs)
+        gc.unfreeze()
     if report.error:
         errors.append(f"subscriber: {report.error}")
     elapsed = t1 - t0
@@ -819,6 +821,7 @@ async def latency(
         await asyncio.gather(*tasks, return_exceptions=True)
         report = await sub.finish()
         await close_all(pubs)
+        gc.unfreeze()
     if report.error:
         errors.append(f"subscriber: {report.error}")
     values = sorted(report.latencies_ns)

@@ -22,7 +22,10 @@ from gateway.topics import validate_topic_name
 from mqttwire import properties as mp
 
 _VALID_TOPICS_KEPT = 65_536
+# Remembered property blocks: at most this many, each at most this long (devices' tags are tens of bytes; a client
+# sending large, ever-different blocks must not make the intake hold megabytes of them).
 _BLOCKS_KEPT = 4_096
+_BLOCK_KEPT_BYTES = 512
 # Properties that describe the message itself and travel with it; the rest belong to one hop.
 _FORWARDED = frozenset(
     (
@@ -100,7 +103,7 @@ class Intake:
         block message after message, so the verdict on a block is remembered (bounded)."""
         if not properties.keys() <= _FORWARDED_AS_IS:
             return False
-        if block is not None:
+        if block is not None and len(block) <= _BLOCK_KEPT_BYTES:
             if len(self._blocks_as_is) >= _BLOCKS_KEPT:
                 self._blocks_as_is.clear()
             self._blocks_as_is.add(block)

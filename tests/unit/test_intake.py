@@ -90,3 +90,12 @@ def test_refusals_name_what_was_wrong() -> None:
     assert routed == []
     message = intake.admit("t/1", b"x", 1, False, None, door="mqtt", authorizer=_OnlyTopic("t/1"), acknowledged=True)
     assert routed == [message] and message.acknowledged and message.properties is None
+
+
+def test_a_large_block_goes_through_but_is_not_remembered() -> None:
+    intake, routed, _ = _intake()
+    big: mp.Properties = {mp.USER_PROPERTY: [("k", "v" * 600)]}
+    block = _block(big)
+    intake.admit("t/1", b"x", 0, False, big, door="mqtt", properties_block=block)
+    assert routed[-1].properties_block is block  # still forwarded as it came
+    assert block not in intake._blocks_as_is
